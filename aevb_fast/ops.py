@@ -1,0 +1,302 @@
+"""The fused operators: Python wrappers over ``torch.ops.aevb_fast.*``, their fake (shape-only)
+implementations for ``torch.compile`` and ``torch.export``, and their autograd formulas.
+
+The forward and backward math runs in the compiled kernels (``csrc/``); the backward of each
+forward op is an operator too, so compiled graphs and AOTAutograd see both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+try:
+    from . import _C  # loading the module registers torch.ops.aevb_fast
+except ImportError as error:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "aevb_fast: the compiled extension aevb_fast._C is missing or failed to load "
+        f"({error}). Build it against the installed torch with "
+        "`pip install --no-build-isolation -e .` from the project's root."
+    ) from error
+
+__all__ = [
+    "reparameterize",
+    "gaussian_kl",
+    "sample_and_kl",
+    "bernoulli_log_prob",
+    "gaussian_log_prob",
+]
+
+_ops = torch.ops.aevb_fast
+
+FORWARD_OPS = (
+    "reparameterize",
+    "gaussian_kl",
+    "sample_and_kl",
+    "bernoulli_log_prob",
+    "gaussian_log_prob",
+)
+BACKWARD_OPS = tuple(f"{name}_backward" for name in FORWARD_OPS)
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of reduced outputs (KL, log-likelihoods): float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---- a clear error instead of a dispatcher message when CUDA was not built -------------------
+
+if _C.build_info()["cuda"] is None:
+    _no_cuda = torch.library.Library("aevb_fast", "IMPL")
+
+    def _cuda_missing(*args, **kwargs):
+        raise RuntimeError(
+            "aevb_fast was built without CUDA, so its operators cannot take CUDA tensors. "
+            "Rebuild on a machine with a CUDA build of torch and nvcc: "
+            "`AEVB_FAST_CUDA=1 pip install --no-build-isolation -e .`"
+        )
+
+    for _name in FORWARD_OPS + BACKWARD_OPS:
+        _no_cuda.impl(_name, _cuda_missing, "CUDA")
+
+
+# ---- noise -----------------------------------------------------------------------------------
+
+
+def draw_seed(device: torch.device, generator: torch.Generator | None = None) -> Tensor:
+    """The kernel's RNG seed, [key, offset], drawn from torch's generator on ``device``.
+
+    Drawing it with a torch random op means that ``torch.manual_seed`` reproduces a run, that a
+    ``generator`` is honoured, and that compiled graphs and CUDA graphs draw a fresh seed (hence
+    fresh noise) at every call or replay.
+    """
+    return torch.randint(0, 2**62, (2,), dtype=torch.int64, device=device, generator=generator)
+
+
+def _noise_arguments(mu: Tensor, eps: Tensor | None, num_samples: int | None):
+    """(samples, eps with a leading sample dim or None) for the operators' schema."""
+    samples = 1 if num_samples is None else num_samples
+    if eps is not None and num_samples is None:
+        if eps.shape != mu.shape:
+            raise ValueError(
+                f"aevb_fast: eps must have the shape of mu {tuple(mu.shape)} when num_samples is "
+                f"None, got {tuple(eps.shape)}"
+            )
+        eps = eps.unsqueeze(0)
+    return samples, eps
+
+
+# ---- public functions ------------------------------------------------------------------------
+
+
+def reparameterize(
+    mu: Tensor,
+    logvar: Tensor,
+    *,
+    eps: Tensor | None = None,
+    num_samples: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``z = mu + exp(logvar / 2) * eps``, with ``eps ~ N(0, I)`` drawn in the kernel unless given.
+
+    ``num_samples=L`` returns ``z`` of shape ``(L, *mu.shape)``; ``None`` returns ``mu.shape``.
+    The backward pass regenerates the noise from the seed instead of storing it.
+    """
+    samples, eps = _noise_arguments(mu, eps, num_samples)
+    seed = None if eps is not None else draw_seed(mu.device, generator)
+    z = _ops.reparameterize(mu, logvar, eps, seed, samples)
+    return z if num_samples is not None else z.squeeze(0)
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) summed over the last dim: shape ``mu.shape[:-1]``."""
+    return _ops.gaussian_kl(mu, logvar)
+
+
+def sample_and_kl(
+    mu: Tensor,
+    logvar: Tensor,
+    *,
+    eps: Tensor | None = None,
+    num_samples: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``reparameterize`` and ``gaussian_kl`` fused in one pass over ``mu`` and ``logvar``."""
+    samples, eps = _noise_arguments(mu, eps, num_samples)
+    seed = None if eps is not None else draw_seed(mu.device, generator)
+    z, kl = _ops.sample_and_kl(mu, logvar, eps, seed, samples)
+    return (z if num_samples is not None else z.squeeze(0)), kl
+
+
+def bernoulli_log_prob(x: Tensor, logits: Tensor, *, event_dims: int = 1) -> Tensor:
+    """``sum(x * logits - softplus(logits))`` over the trailing ``event_dims`` dims.
+
+    ``x`` may lack leading (sample) dims of ``logits``; it is broadcast without a copy.
+    """
+    return _ops.bernoulli_log_prob(x, logits, event_dims)
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int = 1) -> Tensor:
+    """log N(x; mean, diag(exp(logvar))) summed over the trailing ``event_dims`` dims."""
+    return _ops.gaussian_log_prob(x, mean, logvar, event_dims)
+
+
+# ---- fake implementations (shapes and dtypes only) -------------------------------------------
+
+
+def _log_prob_shape(x: Tensor, target: Tensor, event_dims: int, name: str):
+    if not 0 <= event_dims <= x.dim():
+        raise ValueError(
+            f"aevb_fast: event_dims must be between 0 and x.dim() = {x.dim()}, got {event_dims}"
+        )
+    lead = target.dim() - x.dim()
+    if lead < 0 or tuple(target.shape[lead:]) != tuple(x.shape):
+        raise ValueError(
+            f"aevb_fast: x has shape {tuple(x.shape)} but {name} has shape {tuple(target.shape)}; "
+            f"x must equal the trailing dimensions of {name}"
+        )
+    return target.shape[: target.dim() - event_dims]
+
+
+@torch.library.register_fake("aevb_fast::reparameterize")
+def _(mu, logvar, eps, seed, num_samples):
+    return mu.new_empty((num_samples, *mu.shape))
+
+
+@torch.library.register_fake("aevb_fast::reparameterize_backward")
+def _(grad_z, mu, logvar, eps, seed):
+    return torch.empty_like(mu), torch.empty_like(mu)
+
+
+@torch.library.register_fake("aevb_fast::gaussian_kl")
+def _(mu, logvar):
+    return mu.new_empty(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
+
+
+@torch.library.register_fake("aevb_fast::gaussian_kl_backward")
+def _(grad_kl, mu, logvar):
+    return torch.empty_like(mu), torch.empty_like(mu)
+
+
+@torch.library.register_fake("aevb_fast::sample_and_kl")
+def _(mu, logvar, eps, seed, num_samples):
+    kl = mu.new_empty(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
+    return mu.new_empty((num_samples, *mu.shape)), kl
+
+
+@torch.library.register_fake("aevb_fast::sample_and_kl_backward")
+def _(grad_z, grad_kl, mu, logvar, eps, seed):
+    return torch.empty_like(mu), torch.empty_like(mu)
+
+
+@torch.library.register_fake("aevb_fast::bernoulli_log_prob")
+def _(x, logits, event_dims):
+    shape = _log_prob_shape(x, logits, event_dims, "logits")
+    return logits.new_empty(shape, dtype=accumulate_dtype(logits.dtype))
+
+
+@torch.library.register_fake("aevb_fast::bernoulli_log_prob_backward")
+def _(grad, x, logits, event_dims):
+    return torch.empty_like(logits)
+
+
+@torch.library.register_fake("aevb_fast::gaussian_log_prob")
+def _(x, mean, logvar, event_dims):
+    shape = _log_prob_shape(x, mean, event_dims, "mean")
+    return mean.new_empty(shape, dtype=accumulate_dtype(mean.dtype))
+
+
+@torch.library.register_fake("aevb_fast::gaussian_log_prob_backward")
+def _(grad, x, mean, logvar, event_dims):
+    return torch.empty_like(mean), torch.empty_like(mean)
+
+
+# ---- autograd --------------------------------------------------------------------------------
+
+
+def _sum_to_x(grad_elementwise: Tensor, x: Tensor) -> Tensor:
+    """Sums a gradient of the broadcast x (shape of logits/mean) over its extra leading dims."""
+    lead = grad_elementwise.dim() - x.dim()
+    if lead > 0:
+        grad_elementwise = grad_elementwise.sum(dim=tuple(range(lead)))
+    return grad_elementwise.to(x.dtype)
+
+
+def _expand_row_grad(grad: Tensor, event_dims: int) -> Tensor:
+    return grad.reshape(*grad.shape, *([1] * event_dims))
+
+
+def _setup_sample(ctx, inputs, output):
+    mu, logvar, eps, seed, _ = inputs
+    ctx.save_for_backward(mu, logvar, eps, seed)
+
+
+def _grad_eps(ctx, grad_z, logvar, eps):
+    """d z / d eps = sigma: only when a user's eps requires grad (rare; plain torch is fine)."""
+    if eps is None or not ctx.needs_input_grad[2]:
+        return None
+    return (grad_z * torch.exp(0.5 * logvar)).to(eps.dtype)
+
+
+def _reparameterize_backward(ctx, grad_z):
+    mu, logvar, eps, seed = ctx.saved_tensors
+    grad_mu, grad_logvar = _ops.reparameterize_backward(grad_z, mu, logvar, eps, seed)
+    return grad_mu, grad_logvar, _grad_eps(ctx, grad_z, logvar, eps), None, None
+
+
+def _sample_and_kl_backward(ctx, grad_z, grad_kl):
+    mu, logvar, eps, seed = ctx.saved_tensors
+    if grad_z is None:
+        grad_z = mu.new_zeros((eps.shape[0] if eps is not None else 1, *mu.shape))
+    if grad_kl is None:
+        grad_kl = mu.new_zeros(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
+    grad_mu, grad_logvar = _ops.sample_and_kl_backward(grad_z, grad_kl, mu, logvar, eps, seed)
+    return grad_mu, grad_logvar, _grad_eps(ctx, grad_z, logvar, eps), None, None
+
+
+def _setup_kl(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _gaussian_kl_backward(ctx, grad_kl):
+    mu, logvar = ctx.saved_tensors
+    return _ops.gaussian_kl_backward(grad_kl, mu, logvar)
+
+
+def _setup_log_prob(ctx, inputs, output):
+    *tensors, event_dims = inputs
+    ctx.save_for_backward(*tensors)
+    ctx.event_dims = event_dims
+
+
+def _bernoulli_log_prob_backward(ctx, grad):
+    x, logits = ctx.saved_tensors
+    grad_logits = _ops.bernoulli_log_prob_backward(grad, x, logits, ctx.event_dims)
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_x = _sum_to_x(_expand_row_grad(grad, ctx.event_dims) * logits, x)
+    return grad_x, grad_logits, None
+
+
+def _gaussian_log_prob_backward(ctx, grad):
+    x, mean, logvar = ctx.saved_tensors
+    grad_mean, grad_logvar = _ops.gaussian_log_prob_backward(grad, x, mean, logvar, ctx.event_dims)
+    grad_x = _sum_to_x(-grad_mean, x) if ctx.needs_input_grad[0] else None
+    return grad_x, grad_mean, grad_logvar, None
+
+
+torch.library.register_autograd(
+    "aevb_fast::reparameterize", _reparameterize_backward, setup_context=_setup_sample
+)
+torch.library.register_autograd(
+    "aevb_fast::sample_and_kl", _sample_and_kl_backward, setup_context=_setup_sample
+)
+torch.library.register_autograd(
+    "aevb_fast::gaussian_kl", _gaussian_kl_backward, setup_context=_setup_kl
+)
+torch.library.register_autograd(
+    "aevb_fast::bernoulli_log_prob", _bernoulli_log_prob_backward, setup_context=_setup_log_prob
+)
+torch.library.register_autograd(
+    "aevb_fast::gaussian_log_prob", _gaussian_log_prob_backward, setup_context=_setup_log_prob
+)

@@ -1,0 +1,71 @@
+"""The same functions as the fused operators, in plain PyTorch.
+
+They are the oracle of the tests and the baseline of the benchmarks: what a VAE written in eager
+PyTorch computes. Elementwise math runs in the input dtype, as such code would; reductions of
+float16/bfloat16 inputs are accumulated and returned in float32, as the fused operators do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "reparameterize",
+    "gaussian_kl",
+    "sample_and_kl",
+    "bernoulli_log_prob",
+    "gaussian_log_prob",
+]
+
+
+def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _sum_last(t: Tensor, dims: int) -> Tensor:
+    dtype = _accumulate_dtype(t.dtype)
+    if dims == 0:
+        return t.to(dtype)
+    return t.sum(dim=tuple(range(-dims, 0)), dtype=dtype)
+
+
+def reparameterize(
+    mu: Tensor,
+    logvar: Tensor,
+    *,
+    eps: Tensor | None = None,
+    num_samples: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    shape = mu.shape if num_samples is None else (num_samples, *mu.shape)
+    if eps is None:
+        eps = torch.randn(shape, dtype=mu.dtype, device=mu.device, generator=generator)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    return 0.5 * _sum_last(mu.pow(2) + logvar.exp() - 1 - logvar, 1)
+
+
+def sample_and_kl(
+    mu: Tensor,
+    logvar: Tensor,
+    *,
+    eps: Tensor | None = None,
+    num_samples: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    z = reparameterize(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
+    return z, gaussian_kl(mu, logvar)
+
+
+def bernoulli_log_prob(x: Tensor, logits: Tensor, *, event_dims: int = 1) -> Tensor:
+    return _sum_last(x * logits - F.softplus(logits), event_dims)
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int = 1) -> Tensor:
+    return _sum_last(-0.5 * (math.log(2 * math.pi) + logvar + (x - mean).pow(2) * torch.exp(-logvar)), event_dims)

@@ -1,0 +1,16 @@
+#pragma once
+// Lets the scalar math in csrc/common/ compile for the host (CPU kernels) and the device (CUDA).
+#if defined(__CUDACC__)
+#define AEVB_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define AEVB_HOST_DEVICE inline
+#endif
+
+// Code compiled once per CPU instruction set (csrc/cpu/) must not share inline functions across
+// those builds, or the linker could hand AVX-512 code to a CPU without it. Like at::vec, our
+// inline code lives in an inline namespace named after the instruction set being compiled.
+#if defined(CPU_CAPABILITY)
+#define AEVB_ISA_NAMESPACE CPU_CAPABILITY
+#else
+#define AEVB_ISA_NAMESPACE portable
+#endif

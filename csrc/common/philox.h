@@ -1,0 +1,161 @@
+#pragma once
+// The counter-based RNG shared by the CPU and CUDA kernels: Philox4x32-10 (Salmon et al., 2011)
+// followed by a Box-Muller transform written with our own polynomials, so that a given
+// (seed, offset, element index) produces the same normal on every back end.
+//
+// The normal for flat element index i comes from Philox counter i / 4, output lane i % 4.
+// Counter = (lo(i/4), hi(i/4), lo(offset), hi(offset)), key = (lo(seed), hi(seed)).
+//
+// Every function works on N independent lanes at once (N = 1 on the GPU, N = 16 on the CPU so
+// that the compiler vectorises the lane loops). The float arithmetic is plain IEEE multiply and
+// add, with no fused multiply-add: the CPU kernels are built with -ffp-contract=off and the
+// device code uses __fmul_rn/__fadd_rn, so every back end rounds the same way.
+#include <cstdint>
+
+#include "common/macros.h"
+
+namespace aevb_fast {
+inline namespace AEVB_ISA_NAMESPACE {
+
+AEVB_HOST_DEVICE float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+AEVB_HOST_DEVICE float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+AEVB_HOST_DEVICE uint32_t float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  return __builtin_bit_cast(uint32_t, x);
+#endif
+}
+
+AEVB_HOST_DEVICE float bits_float(uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(b);
+#else
+  return __builtin_bit_cast(float, b);
+#endif
+}
+
+// The seed of one call, read from the int64 seed tensor [key, offset].
+struct PhiloxSeed {
+  uint64_t key;
+  uint64_t offset;
+};
+
+// Philox4x32-10 on N lanes: c[w][lane] holds word w of each lane's counter, replaced by the output.
+template <int N>
+AEVB_HOST_DEVICE void philox4x32_10(uint32_t (&c)[4][N], uint32_t k0, uint32_t k1) {
+  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    for (int lane = 0; lane < N; ++lane) {
+      const uint64_t p0 = uint64_t(kMul0) * c[0][lane];
+      const uint64_t p1 = uint64_t(kMul1) * c[2][lane];
+      const uint32_t n0 = uint32_t(p1 >> 32) ^ c[1][lane] ^ k0;
+      const uint32_t n1 = uint32_t(p1);
+      const uint32_t n2 = uint32_t(p0 >> 32) ^ c[3][lane] ^ k1;
+      const uint32_t n3 = uint32_t(p0);
+      c[0][lane] = n0;
+      c[1][lane] = n1;
+      c[2][lane] = n2;
+      c[3][lane] = n3;
+    }
+    k0 += kWeyl0;
+    k1 += kWeyl1;
+  }
+}
+
+// Natural log for u in [2^-25, 1]: the Cephes single-precision polynomial on [sqrt(1/2), sqrt(2)).
+AEVB_HOST_DEVICE float log_unit_interval(float u) {
+  const uint32_t bits = float_bits(u);
+  int exponent = int((bits >> 23) & 0xffu) - 126;
+  const float m = bits_float((bits & 0x007fffffu) | 0x3f000000u);  // u = m * 2^exponent, m in [0.5, 1)
+  const bool below = m < 0.70710678f;
+  exponent = below ? exponent - 1 : exponent;
+  const float x = below ? add_rn(add_rn(m, m), -1.0f) : add_rn(m, -1.0f);
+  const float z = mul_rn(x, x);
+  float y = 7.0376836292e-2f;
+  y = add_rn(mul_rn(y, x), -1.1514610310e-1f);
+  y = add_rn(mul_rn(y, x), 1.1676998740e-1f);
+  y = add_rn(mul_rn(y, x), -1.2420140846e-1f);
+  y = add_rn(mul_rn(y, x), 1.4249322787e-1f);
+  y = add_rn(mul_rn(y, x), -1.6668057665e-1f);
+  y = add_rn(mul_rn(y, x), 2.0000714765e-1f);
+  y = add_rn(mul_rn(y, x), -2.4999993993e-1f);
+  y = add_rn(mul_rn(y, x), 3.3333331174e-1f);
+  y = mul_rn(mul_rn(y, x), z);
+  const float e = float(exponent);
+  y = add_rn(y, mul_rn(e, -2.12194440e-4f));
+  y = add_rn(y, mul_rn(-0.5f, z));
+  return add_rn(add_rn(x, y), mul_rn(e, 0.693359375f));
+}
+
+// cos(2 pi v) and sin(2 pi v) for v in [0, 1): reduce to the nearest quarter turn, then Taylor
+// polynomials on |x| <= pi/4 (truncation error below 3e-8).
+AEVB_HOST_DEVICE void sincos_turns(float v, float& cos_out, float& sin_out) {
+  const int quarter = int(add_rn(mul_rn(v, 4.0f), 0.5f));  // 0..4
+  const float x = mul_rn(add_rn(v, mul_rn(float(quarter), -0.25f)), 6.28318530718f);
+  const float x2 = mul_rn(x, x);
+  float s = 2.75573192240e-6f;
+  s = add_rn(mul_rn(s, x2), -1.98412698413e-4f);
+  s = add_rn(mul_rn(s, x2), 8.33333333333e-3f);
+  s = add_rn(mul_rn(s, x2), -1.66666666667e-1f);
+  const float sin_x = add_rn(x, mul_rn(mul_rn(s, x2), x));
+  float c = 2.48015873016e-5f;
+  c = add_rn(mul_rn(c, x2), -1.38888888889e-3f);
+  c = add_rn(mul_rn(c, x2), 4.16666666667e-2f);
+  c = add_rn(mul_rn(c, x2), -0.5f);
+  const float cos_x = add_rn(mul_rn(c, x2), 1.0f);
+  const int q = quarter & 3;
+  // angle = q * pi/2 + x
+  const float cos_abs = (q & 1) ? sin_x : cos_x;
+  const float sin_abs = (q & 1) ? cos_x : sin_x;
+  cos_out = (q == 1 || q == 2) ? -cos_abs : cos_abs;
+  sin_out = (q >= 2) ? -sin_abs : sin_abs;
+}
+
+// Two standard normals from two 32-bit words (Box-Muller).
+AEVB_HOST_DEVICE void box_muller(uint32_t a, uint32_t b, float& n0, float& n1) {
+  const float u = add_rn(mul_rn(float(a >> 8), 5.9604644775390625e-8f), 2.98023223876953125e-8f);  // (0, 1)
+  const float v = mul_rn(float(b >> 8), 5.9604644775390625e-8f);                                  // [0, 1)
+  const float radius = sqrtf(mul_rn(-2.0f, log_unit_interval(u)));
+  float c, s;
+  sincos_turns(v, c, s);
+  n0 = mul_rn(radius, c);
+  n1 = mul_rn(radius, s);
+}
+
+// Normals for N consecutive Philox counters starting at `counter`: out[w][lane] is the normal of
+// flat element 4 * (counter + lane) + w.
+template <int N>
+AEVB_HOST_DEVICE void philox_normals(PhiloxSeed seed, uint64_t counter, float (&out)[4][N]) {
+  uint32_t c[4][N];
+  for (int lane = 0; lane < N; ++lane) {
+    const uint64_t index = counter + uint64_t(lane);
+    c[0][lane] = uint32_t(index);
+    c[1][lane] = uint32_t(index >> 32);
+    c[2][lane] = uint32_t(seed.offset);
+    c[3][lane] = uint32_t(seed.offset >> 32);
+  }
+  philox4x32_10<N>(c, uint32_t(seed.key), uint32_t(seed.key >> 32));
+  for (int lane = 0; lane < N; ++lane) {
+    box_muller(c[0][lane], c[1][lane], out[0][lane], out[1][lane]);
+    box_muller(c[2][lane], c[3][lane], out[2][lane], out[3][lane]);
+  }
+}
+
+}  // namespace AEVB_ISA_NAMESPACE
+}  // namespace aevb_fast

@@ -1,0 +1,99 @@
+// gaussian_log_prob on the CPU, with w = (x - mean) * exp(-logvar / 2):
+// Forward:  out[r] = -E log(2 pi) / 2 - sum_e (logvar + w^2) / 2
+// Backward: grad_mean = grad[r] * w * exp(-logvar / 2);  grad_logvar = grad[r] * (w^2 - 1) / 2
+#include "cpu/kernel_table.h"
+#include "cpu/loops.h"
+
+namespace aevb_fast {
+inline namespace CPU_CAPABILITY {
+namespace cpu {
+namespace {
+
+template <typename scalar_t>
+void gaussian_forward_typed(const at::Tensor& x_t, const at::Tensor& mean_t,
+                            const at::Tensor& logvar_t, const at::Tensor& out_t) {
+  using acc = acc_t<scalar_t>;
+  const int64_t rows = mean_t.size(0), cols = mean_t.size(1), x_rows = x_t.size(0);
+  const scalar_t* x_p = x_t.const_data_ptr<scalar_t>();
+  const scalar_t* mean_p = mean_t.const_data_ptr<scalar_t>();
+  const scalar_t* logvar_p = logvar_t.const_data_ptr<scalar_t>();
+  acc* out_p = out_t.data_ptr<acc>();
+  const acc constant = acc(-0.5 * kLog2Pi) * acc(cols);
+  at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
+    InputTile<scalar_t> x_tile, mean_tile, logvar_tile;
+    for (int64_t r = r0; r < r1; ++r) {
+      RowSum<acc> sum;
+      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+        const int64_t n = std::min(kTile, cols - j0);
+        const acc* x = x_tile.load(x_p + (r % x_rows) * cols + j0, n);
+        const acc* mean = mean_tile.load(mean_p + r * cols + j0, n);
+        const acc* logvar = logvar_tile.load(logvar_p + r * cols + j0, n);
+        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+          using T = decltype(t);
+          const T lv = load<T>(logvar + i);
+          const T w = standardized_residual(load<T>(x + i), load<T>(mean + i), std_from_logvar(-lv));
+          sum.add(gaussian_log_prob_term(lv, w));
+        });
+      }
+      out_p[r] = constant + sum.total();
+    }
+  });
+}
+
+template <typename scalar_t>
+void gaussian_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t,
+                             const at::Tensor& mean_t, const at::Tensor& logvar_t,
+                             const at::Tensor& grad_mean_t, const at::Tensor& grad_logvar_t) {
+  using acc = acc_t<scalar_t>;
+  const int64_t rows = mean_t.size(0), cols = mean_t.size(1), x_rows = x_t.size(0);
+  const acc* grad_p = grad_t.const_data_ptr<acc>();
+  const scalar_t* x_p = x_t.const_data_ptr<scalar_t>();
+  const scalar_t* mean_p = mean_t.const_data_ptr<scalar_t>();
+  const scalar_t* logvar_p = logvar_t.const_data_ptr<scalar_t>();
+  scalar_t* grad_mean_p = grad_mean_t.data_ptr<scalar_t>();
+  scalar_t* grad_logvar_p = grad_logvar_t.data_ptr<scalar_t>();
+  at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
+    InputTile<scalar_t> x_tile, mean_tile, logvar_tile;
+    OutputTile<scalar_t> grad_mean_tile, grad_logvar_tile;
+    for (int64_t r = r0; r < r1; ++r) {
+      const acc g = grad_p[r];
+      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+        const int64_t n = std::min(kTile, cols - j0);
+        const acc* x = x_tile.load(x_p + (r % x_rows) * cols + j0, n);
+        const acc* mean = mean_tile.load(mean_p + r * cols + j0, n);
+        const acc* logvar = logvar_tile.load(logvar_p + r * cols + j0, n);
+        acc* grad_mean = grad_mean_tile.begin(grad_mean_p + r * cols + j0, n);
+        acc* grad_logvar = grad_logvar_tile.begin(grad_logvar_p + r * cols + j0, n);
+        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+          using T = decltype(t);
+          const T inv_std = std_from_logvar(-load<T>(logvar + i));
+          const T w = standardized_residual(load<T>(x + i), load<T>(mean + i), inv_std);
+          store(T(g) * gaussian_grad_mean(w, inv_std), grad_mean + i);
+          store(T(g) * gaussian_grad_logvar(w), grad_logvar + i);
+        });
+        grad_mean_tile.finish();
+        grad_logvar_tile.finish();
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
+                      const at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_forward",
+                                  [&] { gaussian_forward_typed<scalar_t>(x, mean, logvar, out); });
+}
+
+void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
+                       const at::Tensor& logvar, const at::Tensor& grad_mean,
+                       const at::Tensor& grad_logvar) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_backward",
+      [&] { gaussian_backward_typed<scalar_t>(grad, x, mean, logvar, grad_mean, grad_logvar); });
+}
+
+}  // namespace cpu
+}  // namespace CPU_CAPABILITY
+}  // namespace aevb_fast

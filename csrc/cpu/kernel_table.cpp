@@ -1,0 +1,16 @@
+// Compiled once per instruction set: defines cpu_kernels_<ISA>().
+#include "cpu/kernel_table.h"
+
+#define AEVB_CONCAT_(a, b) a##b
+#define AEVB_CONCAT(a, b) AEVB_CONCAT_(a, b)
+
+namespace aevb_fast {
+
+const Kernels& AEVB_CONCAT(cpu_kernels_, CPU_CAPABILITY)() {
+  static const Kernels table{&cpu::sample_forward,    &cpu::sample_backward,
+                             &cpu::bernoulli_forward, &cpu::bernoulli_backward,
+                             &cpu::gaussian_forward,  &cpu::gaussian_backward};
+  return table;
+}
+
+}  // namespace aevb_fast

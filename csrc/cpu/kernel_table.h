@@ -1,0 +1,44 @@
+#pragma once
+// The CPU kernels. Each is compiled once per instruction set into its own namespace
+// (aevb_fast::<ISA>::cpu); kernel_table.cpp gathers one ISA's kernels into a Kernels table, and
+// register_cpu.cpp picks the best table this CPU can run.
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "common/macros.h"
+#include "kernels.h"
+
+namespace aevb_fast {
+
+#if defined(CPU_CAPABILITY)
+inline namespace CPU_CAPABILITY {
+namespace cpu {
+void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps,
+                    const at::Tensor& seed, const at::Tensor& z, const at::Tensor& kl);
+void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
+                     const at::Tensor& logvar, const at::Tensor& eps, const at::Tensor& seed,
+                     const at::Tensor& grad_mu, const at::Tensor& grad_logvar);
+void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out);
+void bernoulli_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
+                        const at::Tensor& grad_logits);
+void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
+                      const at::Tensor& out);
+void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
+                       const at::Tensor& logvar, const at::Tensor& grad_mean,
+                       const at::Tensor& grad_logvar);
+}  // namespace cpu
+}  // namespace CPU_CAPABILITY
+#endif
+
+// One table per compiled instruction set (only those named in AEVB_COMPILED_ISAS exist).
+const Kernels& cpu_kernels_DEFAULT();
+const Kernels& cpu_kernels_AVX2();
+const Kernels& cpu_kernels_AVX512();
+
+}  // namespace aevb_fast
+
+namespace aevb_fast {
+// The instruction set whose kernels this process runs ("AVX512", "AVX2" or "DEFAULT").
+const std::string& selected_cpu_isa();
+}  // namespace aevb_fast

@@ -1,0 +1,154 @@
+#pragma once
+// Building blocks of the CPU kernels, compiled once per instruction set (see CMakeLists.txt):
+// Math<Vectorized<T>> for the shared formulas of csrc/common/math.h, row tiles converted to the
+// accumulation type, a loop that runs a generic body on full vectors and then on the scalar tail,
+// and the in-kernel normal noise.
+#include <algorithm>
+#include <type_traits>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include "common/math.h"
+#include "common/philox.h"
+
+namespace aevb_fast {
+inline namespace CPU_CAPABILITY {
+
+using at::vec::Vectorized;
+
+template <typename T>
+struct Math<Vectorized<T>> {
+  using V = Vectorized<T>;
+  static V exp(const V& x) { return x.exp(); }
+  static V expm1(const V& x) { return x.expm1(); }
+  static V log1p(const V& x) { return x.log1p(); }
+  static V abs(const V& x) { return x.abs(); }
+  static V relu(const V& x) { return at::vec::clamp_min(x, V(T(0))); }
+};
+
+namespace cpu {
+
+// float for float/float16/bfloat16, double for double.
+template <typename scalar_t>
+using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+// Rows are processed in tiles of at most kTile elements, converted to acc_t on the stack.
+constexpr int64_t kTile = 256;
+
+// Rows per parallel chunk: enough elements that a thread's chunk outweighs its start-up cost.
+inline int64_t row_grain(int64_t row_elements) {
+  return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(row_elements, 1));
+}
+
+// A read-only tile: points into the tensor when it already holds acc_t, else converts.
+template <typename scalar_t>
+struct InputTile {
+  using acc = acc_t<scalar_t>;
+  alignas(64) acc buffer[kTile];
+  const acc* load(const scalar_t* src, int64_t n) {
+    if constexpr (std::is_same_v<scalar_t, acc>) {
+      return src;
+    } else {
+      at::vec::convert(src, buffer, n);
+      return buffer;
+    }
+  }
+};
+
+// A write-only tile: begin() gives where to write acc_t values, finish() converts them out.
+template <typename scalar_t>
+struct OutputTile {
+  using acc = acc_t<scalar_t>;
+  alignas(64) acc buffer[kTile];
+  scalar_t* dst = nullptr;
+  int64_t n = 0;
+  acc* begin(scalar_t* dst_, int64_t n_) {
+    dst = dst_;
+    n = n_;
+    if constexpr (std::is_same_v<scalar_t, acc>) {
+      return dst_;
+    } else {
+      return buffer;
+    }
+  }
+  void finish() {
+    if constexpr (!std::is_same_v<scalar_t, acc>) at::vec::convert(buffer, dst, n);
+  }
+};
+
+template <typename T>
+struct is_vectorized : std::false_type {};
+template <typename T>
+struct is_vectorized<Vectorized<T>> : std::true_type {};
+
+template <typename T, typename acc>
+inline T load(const acc* p) {
+  if constexpr (is_vectorized<T>::value) {
+    return T::loadu(p);
+  } else {
+    return *p;
+  }
+}
+
+template <typename T, typename acc>
+inline void store(const T& v, acc* p) {
+  if constexpr (is_vectorized<T>::value) {
+    v.store(p);
+  } else {
+    *p = v;
+  }
+}
+
+// Calls body(T{}, i) with T = Vectorized<acc> for every full vector of [0, n), then with T = acc
+// for the remaining elements. The body is a generic lambda, so one body serves both.
+template <typename acc, typename Body>
+inline void vectorized_loop(int64_t n, const Body& body) {
+  using V = Vectorized<acc>;
+  int64_t i = 0;
+  for (; i + V::size() <= n; i += V::size()) body(V(), i);
+  for (; i < n; ++i) body(acc(), i);
+}
+
+// A running sum fed by vectors and scalars.
+template <typename acc>
+struct RowSum {
+  Vectorized<acc> vector_sum = Vectorized<acc>(acc(0));
+  acc scalar_sum = 0;
+  void add(const Vectorized<acc>& v) { vector_sum = vector_sum + v; }
+  void add(acc v) { scalar_sum += v; }
+  acc total() const {
+    return at::vec::vec_reduce_all<acc>([](auto a, auto b) { return a + b; }, vector_sum) +
+           scalar_sum;
+  }
+};
+
+// Writes the normals of flat elements [first, first + n) into out (n <= kTile).
+template <typename acc>
+inline void fill_normals(PhiloxSeed seed, int64_t first, int64_t n, acc* out) {
+  constexpr int kLanes = 16;
+  float block[4][kLanes];
+  uint64_t counter = uint64_t(first) / 4;
+  int64_t skip = first % 4;  // elements of the first counter that precede `first`
+  int64_t written = 0;
+  while (written < n) {
+    philox_normals<kLanes>(seed, counter, block);
+    for (int lane = 0; lane < kLanes && written < n; ++lane) {
+      for (int word = int(skip); word < 4 && written < n; ++word) out[written++] = block[word][lane];
+      skip = 0;
+    }
+    counter += kLanes;
+  }
+}
+
+inline PhiloxSeed read_seed(const at::Tensor& seed) {
+  const int64_t* s = seed.data_ptr<int64_t>();
+  return {uint64_t(s[0]), uint64_t(s[1])};
+}
+
+}  // namespace cpu
+}  // namespace CPU_CAPABILITY
+}  // namespace aevb_fast
