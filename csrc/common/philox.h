@@ -10,6 +10,7 @@
 // that the compiler vectorises the lane loops). The float arithmetic is plain IEEE multiply and
 // add, with no fused multiply-add: the CPU kernels are built with -ffp-contract=off and the
 // device code uses __fmul_rn/__fadd_rn, so every back end rounds the same way.
+#include <cmath>
 #include <cstdint>
 
 #include "common/macros.h"
@@ -56,36 +57,42 @@ struct PhiloxSeed {
 };
 
 // Philox4x32-10 on N lanes: c[w][lane] holds word w of each lane's counter, replaced by the output.
+// The words are kept in 64-bit slots (upper half zero) so that each 32 x 32 -> 64-bit product is
+// one vector multiply of the even halves (vpmuludq) when the compiler vectorises the lane loop.
 template <int N>
-AEVB_HOST_DEVICE void philox4x32_10(uint32_t (&c)[4][N], uint32_t k0, uint32_t k1) {
-  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+AEVB_HOST_DEVICE void philox4x32_10(uint64_t (&c)[4][N], uint32_t key0, uint32_t key1) {
+  constexpr uint64_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
   constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
-  for (int round = 0; round < 10; ++round) {
-    for (int lane = 0; lane < N; ++lane) {
-      const uint64_t p0 = uint64_t(kMul0) * c[0][lane];
-      const uint64_t p1 = uint64_t(kMul1) * c[2][lane];
-      const uint32_t n0 = uint32_t(p1 >> 32) ^ c[1][lane] ^ k0;
-      const uint32_t n1 = uint32_t(p1);
-      const uint32_t n2 = uint32_t(p0 >> 32) ^ c[3][lane] ^ k1;
-      const uint32_t n3 = uint32_t(p0);
-      c[0][lane] = n0;
-      c[1][lane] = n1;
-      c[2][lane] = n2;
-      c[3][lane] = n3;
+  constexpr uint64_t kLow = 0xFFFFFFFFu;
+  for (int lane = 0; lane < N; ++lane) {
+    uint64_t c0 = c[0][lane], c1 = c[1][lane], c2 = c[2][lane], c3 = c[3][lane];
+    uint32_t k0 = key0, k1 = key1;
+    for (int round = 0; round < 10; ++round) {
+      const uint64_t p0 = kMul0 * uint64_t(uint32_t(c0));  // a 32 x 32 -> 64-bit product
+      const uint64_t p1 = kMul1 * uint64_t(uint32_t(c2));
+      c0 = (p1 >> 32) ^ c1 ^ k0;
+      c1 = p1 & kLow;
+      c2 = (p0 >> 32) ^ c3 ^ k1;
+      c3 = p0 & kLow;
+      k0 += kWeyl0;
+      k1 += kWeyl1;
     }
-    k0 += kWeyl0;
-    k1 += kWeyl1;
+    c[0][lane] = c0;
+    c[1][lane] = c1;
+    c[2][lane] = c2;
+    c[3][lane] = c3;
   }
 }
 
 // Natural log for u in [2^-25, 1]: the Cephes single-precision polynomial on [sqrt(1/2), sqrt(2)).
 AEVB_HOST_DEVICE float log_unit_interval(float u) {
-  const uint32_t bits = float_bits(u);
-  int exponent = int((bits >> 23) & 0xffu) - 126;
-  const float m = bits_float((bits & 0x007fffffu) | 0x3f000000u);  // u = m * 2^exponent, m in [0.5, 1)
-  const bool below = m < 0.70710678f;
-  exponent = below ? exponent - 1 : exponent;
-  const float x = below ? add_rn(add_rn(m, m), -1.0f) : add_rn(m, -1.0f);
+  // u = m * 2^exponent with m in [sqrt(1/2), sqrt(2)), found by integer arithmetic on the bits
+  // (no branches, so that the lane loop vectorises).
+  constexpr uint32_t kSqrtHalfBits = 0x3f3504f3u, kOneBits = 0x3f800000u;
+  const uint32_t shifted = float_bits(u) + (kOneBits - kSqrtHalfBits);
+  const int exponent = int(shifted >> 23) - 127;
+  const float m = bits_float((shifted & 0x007fffffu) + kSqrtHalfBits);
+  const float x = add_rn(m, -1.0f);
   const float z = mul_rn(x, x);
   float y = 7.0376836292e-2f;
   y = add_rn(mul_rn(y, x), -1.1514610310e-1f);
@@ -119,19 +126,23 @@ AEVB_HOST_DEVICE void sincos_turns(float v, float& cos_out, float& sin_out) {
   c = add_rn(mul_rn(c, x2), 4.16666666667e-2f);
   c = add_rn(mul_rn(c, x2), -0.5f);
   const float cos_x = add_rn(mul_rn(c, x2), 1.0f);
-  const int q = quarter & 3;
-  // angle = q * pi/2 + x
-  const float cos_abs = (q & 1) ? sin_x : cos_x;
-  const float sin_abs = (q & 1) ? cos_x : sin_x;
-  cos_out = (q == 1 || q == 2) ? -cos_abs : cos_abs;
-  sin_out = (q >= 2) ? -sin_abs : sin_abs;
+  // angle = quarter * pi/2 + x: swap for odd quarters, then flip signs (branch-free, so that the
+  // lane loop vectorises): cos is negative in quarters 1 and 2, sin in quarters 2 and 3.
+  const uint32_t q = uint32_t(quarter);
+  const uint32_t odd = 0u - (q & 1u);  // all ones in odd quarters
+  const uint32_t cos_bits = float_bits(cos_x), sin_bits = float_bits(sin_x);
+  const uint32_t cos_abs = (sin_bits & odd) | (cos_bits & ~odd);
+  const uint32_t sin_abs = (cos_bits & odd) | (sin_bits & ~odd);
+  cos_out = bits_float(cos_abs ^ (((q + 1u) & 2u) << 30));
+  sin_out = bits_float(sin_abs ^ ((q & 2u) << 30));
 }
 
 // Two standard normals from two 32-bit words (Box-Muller).
 AEVB_HOST_DEVICE void box_muller(uint32_t a, uint32_t b, float& n0, float& n1) {
-  const float u = add_rn(mul_rn(float(a >> 8), 5.9604644775390625e-8f), 2.98023223876953125e-8f);  // (0, 1)
-  const float v = mul_rn(float(b >> 8), 5.9604644775390625e-8f);                                  // [0, 1)
-  const float radius = sqrtf(mul_rn(-2.0f, log_unit_interval(u)));
+  // 24 random bits each (converted through int32, which vector units convert directly).
+  const float u = add_rn(mul_rn(float(int32_t(a >> 8)), 5.9604644775390625e-8f), 2.98023223876953125e-8f);  // (0, 1)
+  const float v = mul_rn(float(int32_t(b >> 8)), 5.9604644775390625e-8f);  // [0, 1)
+  const float radius = ::sqrtf(mul_rn(-2.0f, log_unit_interval(u)));
   float c, s;
   sincos_turns(v, c, s);
   n0 = mul_rn(radius, c);
@@ -142,18 +153,18 @@ AEVB_HOST_DEVICE void box_muller(uint32_t a, uint32_t b, float& n0, float& n1) {
 // flat element 4 * (counter + lane) + w.
 template <int N>
 AEVB_HOST_DEVICE void philox_normals(PhiloxSeed seed, uint64_t counter, float (&out)[4][N]) {
-  uint32_t c[4][N];
+  uint64_t c[4][N];
   for (int lane = 0; lane < N; ++lane) {
     const uint64_t index = counter + uint64_t(lane);
-    c[0][lane] = uint32_t(index);
-    c[1][lane] = uint32_t(index >> 32);
-    c[2][lane] = uint32_t(seed.offset);
-    c[3][lane] = uint32_t(seed.offset >> 32);
+    c[0][lane] = index & 0xFFFFFFFFu;
+    c[1][lane] = index >> 32;
+    c[2][lane] = seed.offset & 0xFFFFFFFFu;
+    c[3][lane] = seed.offset >> 32;
   }
   philox4x32_10<N>(c, uint32_t(seed.key), uint32_t(seed.key >> 32));
   for (int lane = 0; lane < N; ++lane) {
-    box_muller(c[0][lane], c[1][lane], out[0][lane], out[1][lane]);
-    box_muller(c[2][lane], c[3][lane], out[2][lane], out[3][lane]);
+    box_muller(uint32_t(c[0][lane]), uint32_t(c[1][lane]), out[0][lane], out[1][lane]);
+    box_muller(uint32_t(c[2][lane]), uint32_t(c[3][lane]), out[2][lane], out[3][lane]);
   }
 }
 

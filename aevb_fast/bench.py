@@ -1,0 +1,171 @@
+"""First cut of the benchmark suite: each op forward+backward, fused (``aevb_fast``) against the
+eager reference (``eager``, reference.py) and ``torch.compile(reference)`` (``compiled``), timed
+side by side in one run. Results are ratios measured in the same process, interleaved so that
+machine drift hits every provider alike."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from . import ops, reference
+
+PROVIDERS = ("aevb_fast", "eager", "compiled")
+OPS = ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")
+
+
+@dataclass
+class Case:
+    op: str
+    batch: int
+    inputs: list[torch.Tensor]  # leaves; the float ones that require grad get gradients
+    grads: list[torch.Tensor]   # output gradients (random, not ones)
+    uses_noise: bool
+
+
+def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, device: str) -> Case:
+    g = torch.Generator().manual_seed(0)
+
+    def randn(*shape, requires_grad=True):
+        t = torch.randn(shape, generator=g).to(dtype=dtype, device=device)
+        return t.requires_grad_(requires_grad)
+
+    acc = ops.accumulate_dtype(dtype)
+    if op in ("reparameterize", "gaussian_kl", "sample_and_kl"):
+        mu, logvar = randn(batch, latent), randn(batch, latent)
+        grad_z, grad_kl = randn(batch, latent, requires_grad=False), randn(batch, requires_grad=False).to(acc)
+        grads = {"reparameterize": [grad_z], "gaussian_kl": [grad_kl], "sample_and_kl": [grad_z, grad_kl]}[op]
+        return Case(op, batch, [mu, logvar], grads, op != "gaussian_kl")
+    x = torch.rand((batch, data), generator=g).to(dtype=dtype, device=device)
+    params = [randn(batch, data)] + ([randn(batch, data)] if op == "gaussian_log_prob" else [])
+    return Case(op, batch, [x, *params], [randn(batch, requires_grad=False).to(acc)], False)
+
+
+def _forward_backward(fn: Callable) -> Callable:
+    def step(case: Case):
+        out = fn(*case.inputs)
+        outs = list(out) if isinstance(out, tuple) else [out]
+        torch.autograd.backward(outs, case.grads)
+        return outs
+
+    return step
+
+
+def providers_for(op: str) -> dict[str, Callable]:
+    fused, eager = getattr(ops, op), getattr(reference, op)
+    compiled = torch.compile(lambda *a: eager(*a), dynamic=False)
+    return {"aevb_fast": _forward_backward(fused), "eager": _forward_backward(eager),
+            "compiled": _forward_backward(compiled)}
+
+
+def _check(case: Case, step_by_provider: dict[str, Callable]) -> None:
+    """A wrong kernel never gets a time: every provider's outputs and gradients must match the
+    reference's (for the ops that draw noise, the noise-free output: the KL, or the sample's
+    mean and spread)."""
+    results = {}
+    for name, step in step_by_provider.items():
+        for t in case.inputs:
+            t.grad = None
+        outs = [o.detach().float() for o in step(case)]
+        grads = [t.grad.float() for t in case.inputs if t.grad is not None]
+        results[name] = (outs, grads)
+    ref_outs, ref_grads = results["eager"]
+    for name, (outs, grads) in results.items():
+        if case.uses_noise:
+            z, ref_z = outs[0], ref_outs[0]
+            ok = abs(z.mean() - ref_z.mean()) < 0.1 * ref_z.std() + 1e-3 and abs(z.std() / ref_z.std() - 1) < 0.1
+            pairs = list(zip(outs[1:], ref_outs[1:])) + list(zip(grads[:1], ref_grads[:1]))
+        else:
+            ok, pairs = True, list(zip(outs, ref_outs)) + list(zip(grads, ref_grads))
+        for a, b in pairs:
+            ok = ok and torch.allclose(a, b, rtol=2e-2, atol=2e-2 * max(1.0, b.abs().max().item()))
+        if not ok:
+            raise RuntimeError(f"bench: {name} gives wrong results for {case.op} at batch {case.batch}")
+    for t in case.inputs:
+        t.grad = None
+
+
+def _time(step: Callable, case: Case, iterations: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iterations):
+        for t in case.inputs:
+            t.grad = None
+        step(case)
+    return (time.perf_counter() - start) / iterations
+
+
+def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: float) -> dict:
+    _check(case, steps)
+    for step in steps.values():  # warm-up (and compilation)
+        _time(step, case, 2)
+    # Enough iterations that one measurement of the slowest provider lasts min_time.
+    slowest = max(_time(step, case, 1) for step in steps.values())
+    iterations = max(1, int(min_time / max(slowest, 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():  # interleaved
+            samples[name].append(_time(step, case, iterations))
+    row = {}
+    for name, times in samples.items():
+        q = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
+        row[name] = {"median_s": statistics.median(times), "p20_s": q[0], "p80_s": q[3]}
+    return row
+
+
+def run(ops_: list[str], batches: list[int], data: int, latent: int, dtype: torch.dtype,
+        device: str, repeats: int, min_time: float) -> list[dict]:
+    rows = []
+    cases = [(op, b) for op in ops_ for b in batches]
+    steps = {op: providers_for(op) for op in ops_}
+    for op, batch in tqdm(cases, desc="bench", unit="case"):
+        case = make_case(op, batch, data, latent, dtype, device)
+        timing = bench_case(case, steps[op], repeats, min_time)
+        rows.append({
+            "op": op, "mode": "forward+backward", "batch": batch,
+            "shape": [batch, latent if op in OPS[:3] else data], "dtype": str(dtype).removeprefix("torch."),
+            "device": device_name(device), "threads": torch.get_num_threads(), "timing": timing,
+            "speedup_vs_eager": timing["eager"]["median_s"] / timing["aevb_fast"]["median_s"],
+            "speedup_vs_compiled": timing["compiled"]["median_s"] / timing["aevb_fast"]["median_s"],
+        })
+    return rows
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def format_table(rows: list[dict]) -> str:
+    header = f"{'op':<20} {'batch':>8} {'aevb_fast':>11} {'eager':>11} {'compiled':>11} {'vs eager':>9} {'vs compiled':>12}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        t = r["timing"]
+        lines.append(
+            f"{r['op']:<20} {r['batch']:>8} {t['aevb_fast']['median_s'] * 1e3:>9.3f}ms "
+            f"{t['eager']['median_s'] * 1e3:>9.3f}ms {t['compiled']['median_s'] * 1e3:>9.3f}ms "
+            f"{r['speedup_vs_eager']:>8.2f}x {r['speedup_vs_compiled']:>11.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def save(rows: list[dict], path: Path) -> None:
+    """Appends the rows, stamped with versions and date, to a JSON-lines file."""
+    from . import build_info
+
+    info = build_info()
+    stamp = {"torch": torch.__version__, "aevb_fast": info["version"], "cpu_isa": info["cpu_isa"],
+             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        for r in rows:
+            f.write(json.dumps({**r, **stamp}) + "\n")
