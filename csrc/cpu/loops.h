@@ -23,11 +23,12 @@ using at::vec::Vectorized;
 template <typename T>
 struct Math<Vectorized<T>> {
   using V = Vectorized<T>;
+  static constexpr bool kDouble = std::is_same_v<T, double>;
   static V exp(const V& x) { return x.exp(); }
-  static V expm1(const V& x) { return x.expm1(); }
-  static V log1p(const V& x) { return x.log1p(); }
   static V abs(const V& x) { return x.abs(); }
   static V relu(const V& x) { return at::vec::clamp_min(x, V(T(0))); }
+  // mask ? a : b, lane by lane (mask lanes are all ones or all zeros).
+  static V select(const V& mask, const V& a, const V& b) { return V::blendv(b, a, mask); }
 };
 
 namespace cpu {

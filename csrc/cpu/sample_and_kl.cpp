@@ -46,12 +46,18 @@ void sample_forward_typed(const at::Tensor& mu_t, const at::Tensor& logvar_t, co
         const int64_t n = std::min(kTile, cols - j0);
         const acc* mu = mu_tile.load(mu_p + r * cols + j0, n);
         const acc* logvar = logvar_tile.load(logvar_p + r * cols + j0, n);
-        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-          using T = decltype(t);
-          const T lv = load<T>(logvar + i);
-          store(std_from_logvar(lv), sigma + i);
-          if (kl_p != nullptr) kl.add(twice_kl_term(load<T>(mu + i), lv));
-        });
+        if (kl_p != nullptr) {
+          vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+            using T = decltype(t);
+            kl.add(twice_kl_term(load<T>(mu + i), load<T>(logvar + i)));
+          });
+        }
+        if (samples > 0) {
+          vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+            using T = decltype(t);
+            store(std_from_logvar(load<T>(logvar + i)), sigma + i);
+          });
+        }
         for (int64_t l = 0; l < samples; ++l) {
           const int64_t first = (l * rows + r) * cols + j0;
           const acc* eps = noise_tile.get(eps_p, seed, first, n);
@@ -116,8 +122,9 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
           const T lv = load<T>(logvar + i);
           const T gkl = T(grad_kl);
           store(load<T>(sum_grad + i) + gkl * load<T>(mu + i), grad_mu + i);
-          store(T(0.5) * std_from_logvar(lv) * load<T>(sum_grad_eps + i) + gkl * kl_grad_logvar(lv),
-                grad_logvar + i);
+          T g = gkl * kl_grad_logvar(lv);
+          if (samples > 0) g = g + T(0.5) * std_from_logvar(lv) * load<T>(sum_grad_eps + i);
+          store(g, grad_logvar + i);
         });
         grad_mu_tile.finish();
         grad_logvar_tile.finish();
