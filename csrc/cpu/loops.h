@@ -4,7 +4,6 @@
 // accumulation type, a loop that runs a generic body on full vectors and then on the scalar tail,
 // and the in-kernel normal noise.
 #include <algorithm>
-#include <limits>
 #include <type_traits>
 
 #include <ATen/Dispatch.h>
@@ -25,23 +24,22 @@ template <typename T>
 struct Math<Vectorized<T>> {
   using V = Vectorized<T>;
   static constexpr bool kDouble = std::is_same_v<T, double>;
-  static V exp(const V& x) {
-    if constexpr (kDouble) {
-      return x.exp();
-    } else {
-      // ATen's fast float exp (polynomial, relative error ~2e-6, several times quicker than
-      // Sleef's u10). It clamps its argument, so overflow and NaN are restored here: exp of a
-      // large x is inf and exp(NaN) is NaN, as the numerics rules require.
-      const V result = x.exp_u20();
-      const V overflow = x > V(88.72283f);
-      const V with_inf = V::blendv(result, V(std::numeric_limits<float>::infinity()), overflow);
-      return V::blendv(with_inf, x, x.isnan());
-    }
+  static V round(const V& x) { return x.round(); }
+  // 2^k for integral k, built in the exponent field.
+  static V pow2(const V& k) {
+    using Int = std::conditional_t<kDouble, int64_t, int32_t>;
+    using IntV = Vectorized<Int>;
+    constexpr Int bias = kDouble ? 1023 : 127, mantissa_bits = kDouble ? 52 : 23;
+    const IntV biased = at::vec::convert_to_int_of_same_size(k) + IntV(bias);
+    return at::vec::cast<T>(biased << IntV(mantissa_bits));
   }
   static V abs(const V& x) { return x.abs(); }
   static V relu(const V& x) { return at::vec::clamp_min(x, V(T(0))); }
   // mask ? a : b, lane by lane (mask lanes are all ones or all zeros).
   static V select(const V& mask, const V& a, const V& b) { return V::blendv(b, a, mask); }
+  // a * b + c, fused where the instruction set has FMA (the kernels build with
+  // -ffp-contract=off, so only explicit calls like this one fuse).
+  static V fma(const V& a, const V& b, const V& c) { return at::vec::fmadd(a, b, c); }
 };
 
 namespace cpu {
