@@ -22,18 +22,22 @@ def philox4x32_10(counter, key):
 
 
 def expected_normals(key, offset, n):
-    """Element i: counter i // 4, word i % 4; Box-Muller of word pairs in float64."""
+    """Element 64 b + 16 w + j: word w of counter 16 b + j, words (0, 1) and (2, 3) paired by
+    Box-Muller, computed in float64."""
     out = []
-    for counter in range((n + 3) // 4):
+    for i in range(n):
+        block, w, j = i // 64, (i % 64) // 16, i % 16
+        counter = 16 * block + j
         words = philox4x32_10(
             (counter & M32, counter >> 32, offset & M32, offset >> 32), (key & M32, key >> 32)
         )
-        for a, b in (words[:2], words[2:]):
-            u = ((a >> 8) + 0.5) * 2.0**-24
-            v = (b >> 8) * 2.0**-24
-            r = math.sqrt(-2.0 * math.log(u))
-            out += [r * math.cos(2 * math.pi * v), r * math.sin(2 * math.pi * v)]
-    return torch.tensor(out[:n], dtype=torch.float64)
+        a, b = words[w & 2], words[(w & 2) + 1]
+        u = ((a >> 8) + 0.5) * 2.0**-24
+        v = (b >> 8) * 2.0**-24
+        angle = 2 * math.pi * v
+        r = math.sqrt(-2.0 * math.log(u))
+        out.append(r * (math.cos(angle) if w % 2 == 0 else math.sin(angle)))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def kernel_normals(key, offset, shape, dtype=torch.float32):

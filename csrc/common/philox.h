@@ -149,8 +149,11 @@ AEVB_HOST_DEVICE void box_muller(uint32_t a, uint32_t b, float& n0, float& n1) {
   n1 = mul_rn(radius, s);
 }
 
-// Normals for N consecutive Philox counters starting at `counter`: out[w][lane] is the normal of
-// flat element 4 * (counter + lane) + w.
+constexpr int kNoiseLanes = 16;                    // counters per block
+constexpr int kNoiseBlock = 4 * kNoiseLanes;       // elements per block
+
+// The normals of counters counter .. counter + N - 1: out[w][lane] comes from word w of counter
+// `counter + lane`. With N = kNoiseLanes and counter = 16 b, out is block b in element order.
 template <int N>
 AEVB_HOST_DEVICE void philox_normals(PhiloxSeed seed, uint64_t counter, float (&out)[4][N]) {
   uint64_t c[4][N];

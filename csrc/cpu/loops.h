@@ -138,23 +138,37 @@ struct RowSum {
   }
 };
 
-// Writes the normals of flat elements [first, first + n) into out (n <= kTile).
+// The in-kernel noise of one call, read in order: fill() writes the normals of any range of flat
+// elements, generating whole blocks and keeping the last one, so that consecutive ranges never
+// generate a block twice.
 template <typename acc>
-inline void fill_normals(PhiloxSeed seed, int64_t first, int64_t n, acc* out) {
-  constexpr int kLanes = 16;
-  float block[4][kLanes];
-  uint64_t counter = uint64_t(first) / 4;
-  int64_t skip = first % 4;  // elements of the first counter that precede `first`
-  int64_t written = 0;
-  while (written < n) {
-    philox_normals<kLanes>(seed, counter, block);
-    for (int lane = 0; lane < kLanes && written < n; ++lane) {
-      for (int word = int(skip); word < 4 && written < n; ++word) out[written++] = block[word][lane];
-      skip = 0;
+struct NoiseStream {
+  explicit NoiseStream(PhiloxSeed seed_) : seed(seed_) {}
+  PhiloxSeed seed;
+  int64_t cached = -1;  // the block held in `block`
+  alignas(64) float block[4][kNoiseLanes];
+
+  void fill(int64_t first, int64_t n, acc* out) {
+    for (int64_t i = 0; i < n;) {
+      const int64_t b = (first + i) / kNoiseBlock, start = (first + i) % kNoiseBlock;
+      const int64_t count = std::min<int64_t>(kNoiseBlock - start, n - i);
+      if constexpr (std::is_same_v<acc, float>) {
+        if (count == kNoiseBlock) {  // a whole block: straight into the output
+          philox_normals<kNoiseLanes>(seed, uint64_t(b) * kNoiseLanes,
+                                      *reinterpret_cast<float(*)[4][kNoiseLanes]>(out + i));
+          i += count;
+          continue;
+        }
+      }
+      if (b != cached) {
+        philox_normals<kNoiseLanes>(seed, uint64_t(b) * kNoiseLanes, block);
+        cached = b;
+      }
+      std::copy_n(&block[0][0] + start, count, out + i);
+      i += count;
     }
-    counter += kLanes;
   }
-}
+};
 
 inline PhiloxSeed read_seed(const at::Tensor& seed) {
   const int64_t* s = seed.data_ptr<int64_t>();

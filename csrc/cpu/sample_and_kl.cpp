@@ -1,8 +1,14 @@
 // reparameterize, gaussian_kl and sample_and_kl on the CPU: one kernel for all three.
 // Forward:  z[l, r, j] = mu[r, j] + exp(logvar[r, j] / 2) * eps[l, r, j];  kl[r] = KL of row r.
 // Backward: grad_mu = sum_l grad_z + grad_kl * mu
-//           grad_logvar = sigma / 2 * sum_l grad_z * eps + grad_kl * expm1(logvar) / 2
+//           grad_logvar = sigma / 2 * sum_l grad_z * eps + grad_kl * (exp(logvar) - 1) / 2
 // The noise is either given or regenerated from the seed (it is never stored).
+//
+// Each thread takes a range of rows and works through it in groups of rows of about kGroup
+// elements: the elementwise work runs over a group's flat range once per sample l (contiguous in
+// mu, logvar and in z[l]), so that the noise of each sample is drawn in order.
+#include <vector>
+
 #include "cpu/kernel_table.h"
 #include "cpu/loops.h"
 
@@ -11,14 +17,20 @@ inline namespace CPU_CAPABILITY {
 namespace cpu {
 namespace {
 
-// The noise of one tile: given eps, or drawn from the seed for flat elements [first, first + n).
+constexpr int64_t kGroup = 16 * kTile;
+
+// Rows per group: about kGroup elements, at least one row.
+inline int64_t group_rows(int64_t cols) { return std::max<int64_t>(1, kGroup / std::max<int64_t>(cols, 1)); }
+
+// The noise of flat elements [first, first + n): the given eps, or drawn from the stream.
 template <typename scalar_t>
 struct NoiseTile {
   InputTile<scalar_t> given;
   alignas(64) acc_t<scalar_t> drawn[kTile];
-  const acc_t<scalar_t>* get(const scalar_t* eps, PhiloxSeed seed, int64_t first, int64_t n) {
+  const acc_t<scalar_t>* get(const scalar_t* eps, NoiseStream<acc_t<scalar_t>>& stream,
+                             int64_t first, int64_t n) {
     if (eps != nullptr) return given.load(eps + first, n);
-    fill_normals(seed, first, n, drawn);
+    stream.fill(first, n, drawn);
     return drawn;
   }
 };
@@ -39,37 +51,37 @@ void sample_forward_typed(const at::Tensor& mu_t, const at::Tensor& logvar_t, co
     InputTile<scalar_t> mu_tile, logvar_tile;
     NoiseTile<scalar_t> noise_tile;
     OutputTile<scalar_t> z_tile;
-    alignas(64) acc sigma[kTile];
-    for (int64_t r = r0; r < r1; ++r) {
-      RowSum<acc> kl;
-      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-        const int64_t n = std::min(kTile, cols - j0);
-        const acc* mu = mu_tile.load(mu_p + r * cols + j0, n);
-        const acc* logvar = logvar_tile.load(logvar_p + r * cols + j0, n);
-        if (kl_p != nullptr) {
+    for (int64_t g0 = r0; g0 < r1; g0 += group_rows(cols)) {
+      const int64_t g1 = std::min(r1, g0 + group_rows(cols));
+      for (int64_t r = g0; kl_p != nullptr && r < g1; ++r) {
+        RowSum<acc> kl;
+        for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+          const int64_t n = std::min(kTile, cols - j0);
+          const acc* mu = mu_tile.load(mu_p + r * cols + j0, n);
+          const acc* logvar = logvar_tile.load(logvar_p + r * cols + j0, n);
           vectorized_loop<acc>(n, [&](auto t, int64_t i) {
             using T = decltype(t);
             kl.add(twice_kl_term(load<T>(mu + i), load<T>(logvar + i)));
           });
         }
-        if (samples > 0) {
+        kl_p[r] = acc(0.5) * kl.total();
+      }
+      for (int64_t l = 0; l < samples; ++l) {
+        NoiseStream<acc> stream(seed);
+        const int64_t z_offset = l * rows * cols;
+        for (int64_t p0 = g0 * cols; p0 < g1 * cols; p0 += kTile) {
+          const int64_t n = std::min(kTile, g1 * cols - p0);
+          const acc* mu = mu_tile.load(mu_p + p0, n);
+          const acc* logvar = logvar_tile.load(logvar_p + p0, n);
+          const acc* eps = noise_tile.get(eps_p, stream, z_offset + p0, n);
+          acc* z = z_tile.begin(z_p + z_offset + p0, n);
           vectorized_loop<acc>(n, [&](auto t, int64_t i) {
             using T = decltype(t);
-            store(std_from_logvar(load<T>(logvar + i)), sigma + i);
-          });
-        }
-        for (int64_t l = 0; l < samples; ++l) {
-          const int64_t first = (l * rows + r) * cols + j0;
-          const acc* eps = noise_tile.get(eps_p, seed, first, n);
-          acc* z = z_tile.begin(z_p + first, n);
-          vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-            using T = decltype(t);
-            store(load<T>(mu + i) + load<T>(sigma + i) * load<T>(eps + i), z + i);
+            store(load<T>(mu + i) + std_from_logvar(load<T>(logvar + i)) * load<T>(eps + i), z + i);
           });
           z_tile.finish();
         }
       }
-      if (kl_p != nullptr) kl_p[r] = acc(0.5) * kl.total();
     }
   });
 }
@@ -94,40 +106,60 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
     InputTile<scalar_t> mu_tile, logvar_tile, grad_z_tile;
     NoiseTile<scalar_t> noise_tile;
     OutputTile<scalar_t> grad_mu_tile, grad_logvar_tile;
-    alignas(64) acc sum_grad[kTile];      // sum_l grad_z
-    alignas(64) acc sum_grad_eps[kTile];  // sum_l grad_z * eps
-    for (int64_t r = r0; r < r1; ++r) {
-      const acc grad_kl = grad_kl_p != nullptr ? grad_kl_p[r] : acc(0);
-      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-        const int64_t n = std::min(kTile, cols - j0);
-        std::fill_n(sum_grad, n, acc(0));
-        std::fill_n(sum_grad_eps, n, acc(0));
-        for (int64_t l = 0; l < samples; ++l) {
-          const int64_t first = (l * rows + r) * cols + j0;
-          const acc* grad_z = grad_z_tile.load(grad_z_p + first, n);
-          const acc* eps = noise_tile.get(eps_p, seed, first, n);
+    // Per group: sum_l grad_z and sum_l grad_z * eps.
+    const int64_t group_size = group_rows(cols) * cols;
+    std::vector<acc> sum_grad(samples > 0 ? group_size : 0), sum_grad_eps(sum_grad.size());
+    for (int64_t g0 = r0; g0 < r1; g0 += group_rows(cols)) {
+      const int64_t g1 = std::min(r1, g0 + group_rows(cols));
+      const int64_t first = g0 * cols, count = (g1 - g0) * cols;
+      if (samples > 0) {
+        std::fill_n(sum_grad.begin(), count, acc(0));
+        std::fill_n(sum_grad_eps.begin(), count, acc(0));
+      }
+      for (int64_t l = 0; l < samples; ++l) {
+        NoiseStream<acc> stream(seed);
+        const int64_t z_offset = l * rows * cols;
+        for (int64_t p0 = 0; p0 < count; p0 += kTile) {
+          const int64_t n = std::min(kTile, count - p0);
+          const acc* grad_z = grad_z_tile.load(grad_z_p + z_offset + first + p0, n);
+          const acc* eps = noise_tile.get(eps_p, stream, z_offset + first + p0, n);
+          acc* sg = sum_grad.data() + p0;
+          acc* sge = sum_grad_eps.data() + p0;
           vectorized_loop<acc>(n, [&](auto t, int64_t i) {
             using T = decltype(t);
             const T g = load<T>(grad_z + i);
-            store(load<T>(sum_grad + i) + g, sum_grad + i);
-            store(load<T>(sum_grad_eps + i) + g * load<T>(eps + i), sum_grad_eps + i);
+            store(load<T>(sg + i) + g, sg + i);
+            store(load<T>(sge + i) + g * load<T>(eps + i), sge + i);
           });
         }
-        const acc* mu = mu_tile.load(mu_p + r * cols + j0, n);
-        const acc* logvar = logvar_tile.load(logvar_p + r * cols + j0, n);
-        acc* grad_mu = grad_mu_tile.begin(grad_mu_p + r * cols + j0, n);
-        acc* grad_logvar = grad_logvar_tile.begin(grad_logvar_p + r * cols + j0, n);
-        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-          using T = decltype(t);
-          const T lv = load<T>(logvar + i);
-          const T gkl = T(grad_kl);
-          store(load<T>(sum_grad + i) + gkl * load<T>(mu + i), grad_mu + i);
-          T g = gkl * kl_grad_logvar(lv);
-          if (samples > 0) g = g + T(0.5) * std_from_logvar(lv) * load<T>(sum_grad_eps + i);
-          store(g, grad_logvar + i);
-        });
-        grad_mu_tile.finish();
-        grad_logvar_tile.finish();
+      }
+      // Row by row, so that grad_kl[r] is one broadcast value.
+      for (int64_t r = g0; r < g1; ++r) {
+        const acc grad_kl = grad_kl_p != nullptr ? grad_kl_p[r] : acc(0);
+        for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+          const int64_t n = std::min(kTile, cols - j0), p = r * cols + j0;
+          const acc* mu = mu_tile.load(mu_p + p, n);
+          const acc* logvar = logvar_tile.load(logvar_p + p, n);
+          const acc* sg = samples > 0 ? sum_grad.data() + (p - first) : nullptr;
+          const acc* sge = samples > 0 ? sum_grad_eps.data() + (p - first) : nullptr;
+          acc* grad_mu = grad_mu_tile.begin(grad_mu_p + p, n);
+          acc* grad_logvar = grad_logvar_tile.begin(grad_logvar_p + p, n);
+          vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+            using T = decltype(t);
+            const T lv = load<T>(logvar + i);
+            const T gkl = T(grad_kl);
+            T g_mu = gkl * load<T>(mu + i);
+            T g_lv = gkl * kl_grad_logvar(lv);
+            if (samples > 0) {
+              g_mu = g_mu + load<T>(sg + i);
+              g_lv = g_lv + T(0.5) * std_from_logvar(lv) * load<T>(sge + i);
+            }
+            store(g_mu, grad_mu + i);
+            store(g_lv, grad_logvar + i);
+          });
+          grad_mu_tile.finish();
+          grad_logvar_tile.finish();
+        }
       }
     }
   });
