@@ -142,7 +142,20 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtype: torc
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
+
+
+def results_path(device: str, root: Path = Path("benchmarks/results")) -> Path:
+    """benchmarks/results/<device name>/ops.jsonl, the name made safe for a folder."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in device_name(device)).strip("-")
+    return root / safe / "ops.jsonl"
 
 
 def format_table(rows: list[dict]) -> str:

@@ -41,9 +41,10 @@ def cmd_bench(args) -> int:
                      args.repeats, args.min_time)
     print(bench.format_table(rows))
     print("speed-ups are ratios of medians measured side by side in this run (higher is better)")
-    if args.out:
-        bench.save(rows, Path(args.out))
-        print(f"appended {len(rows)} rows to {args.out}")
+    if args.save or args.out:
+        path = Path(args.out) if args.out else bench.results_path(args.device)
+        bench.save(rows, path)
+        print(f"appended {len(rows)} rows to {path}")
     return 0
 
 
@@ -63,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=15, help="timed rounds per provider")
     bench.add_argument("--min-time", type=float, default=0.02, help="seconds per timed round")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    bench.add_argument("--out", default="", help="append JSON rows to this file")
+    bench.add_argument("--save", action="store_true",
+                       help="append the rows to benchmarks/results/<device>/ops.jsonl")
+    bench.add_argument("--out", default="", help="append the rows to this JSON-lines file instead")
     bench.set_defaults(func=cmd_bench)
     return parser
 
