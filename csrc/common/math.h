@@ -23,6 +23,7 @@ struct Math<float> {
   AEVB_HOST_DEVICE static float relu(float x) { return x < 0.0f ? 0.0f : x; }
   AEVB_HOST_DEVICE static float select(bool mask, float a, float b) { return mask ? a : b; }
   AEVB_HOST_DEVICE static float fma(float a, float b, float c) { return a * b + c; }
+  AEVB_HOST_DEVICE static bool any(bool mask) { return mask; }
 };
 
 template <>
@@ -34,6 +35,7 @@ struct Math<double> {
   AEVB_HOST_DEVICE static double relu(double x) { return x < 0.0 ? 0.0 : x; }
   AEVB_HOST_DEVICE static double select(bool mask, double a, double b) { return mask ? a : b; }
   AEVB_HOST_DEVICE static double fma(double a, double b, double c) { return a * b + c; }
+  AEVB_HOST_DEVICE static bool any(bool mask) { return mask; }
 };
 
 // c0 + x * (c1 + x * (c2 + ...)): a polynomial in Horner form.
@@ -86,9 +88,13 @@ AEVB_HOST_DEVICE T exp_from_reduction(T x, const ExpReduction<T>& e) {
   constexpr double kMin = M::kDouble ? -707.0 : -86.0;                  // 2^(k - 1) stays normal
   // 2^(k - 1) * 2 keeps k = 128 (float) or 1024 (double) representable for x just below kMax.
   T result = M::pow2(e.k - T(1)) * (T(2) * ((e.r + e.q) + T(1)));
-  result = M::select(x > T(kMax), T(INFINITY), result);
-  result = M::select(x < T(kMin), T(0), result);
-  return M::select(x != x, x, result);
+  // Rare: fix the lanes outside [kMin, kMax] (NaN fails both comparisons) only when there are any.
+  if (M::any((x > T(kMax)) | (x < T(kMin)) | (x != x))) {
+    result = M::select(x > T(kMax), T(INFINITY), result);
+    result = M::select(x < T(kMin), T(0), result);
+    result = M::select(x != x, x, result);
+  }
+  return result;
 }
 
 template <typename T>

@@ -40,6 +40,8 @@ struct Math<Vectorized<T>> {
   // a * b + c, fused where the instruction set has FMA (the kernels build with
   // -ffp-contract=off, so only explicit calls like this one fuse).
   static V fma(const V& a, const V& b, const V& c) { return at::vec::fmadd(a, b, c); }
+  // Whether any lane of a comparison mask is set (zero_mask has a bit per lane that is 0).
+  static bool any(const V& mask) { return mask.zero_mask() != (1 << V::size()) - 1; }
 };
 
 namespace cpu {
