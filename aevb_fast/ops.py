@@ -142,9 +142,23 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: in
 
 
 # ---- fake implementations (shapes and dtypes only) -------------------------------------------
+# They also check devices: the C++ checks do not run for meta and fake tensors.
+
+
+def _check_same_device(**tensors: Tensor | None) -> None:
+    named = [(name, t) for name, t in tensors.items() if t is not None]
+    first_name, first = named[0]
+    for name, t in named[1:]:
+        if t.device != first.device:
+            raise ValueError(
+                f"aevb_fast: {name} is on {t.device} but {first_name} is on {first.device}; "
+                "they must be on the same device"
+            )
+
 
 
 def _log_prob_shape(x: Tensor, target: Tensor, event_dims: int, name: str):
+    _check_same_device(**{name: target, "x": x})
     if not 0 <= event_dims <= x.dim():
         raise ValueError(
             f"aevb_fast: event_dims must be between 0 and x.dim() = {x.dim()}, got {event_dims}"
@@ -160,6 +174,7 @@ def _log_prob_shape(x: Tensor, target: Tensor, event_dims: int, name: str):
 
 @torch.library.register_fake("aevb_fast::reparameterize")
 def _(mu, logvar, eps, seed, num_samples):
+    _check_same_device(mu=mu, logvar=logvar, eps=eps, seed=seed)
     return mu.new_empty((num_samples, *mu.shape))
 
 
@@ -170,6 +185,7 @@ def _(grad_z, mu, logvar, eps, seed):
 
 @torch.library.register_fake("aevb_fast::gaussian_kl")
 def _(mu, logvar):
+    _check_same_device(mu=mu, logvar=logvar)
     return mu.new_empty(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
 
 
@@ -180,6 +196,7 @@ def _(grad_kl, mu, logvar):
 
 @torch.library.register_fake("aevb_fast::sample_and_kl")
 def _(mu, logvar, eps, seed, num_samples):
+    _check_same_device(mu=mu, logvar=logvar, eps=eps, seed=seed)
     kl = mu.new_empty(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
     return mu.new_empty((num_samples, *mu.shape)), kl
 
@@ -202,6 +219,7 @@ def _(grad, x, logits, event_dims):
 
 @torch.library.register_fake("aevb_fast::gaussian_log_prob")
 def _(x, mean, logvar, event_dims):
+    _check_same_device(mean=mean, logvar=logvar)
     shape = _log_prob_shape(x, mean, event_dims, "mean")
     return mean.new_empty(shape, dtype=accumulate_dtype(mean.dtype))
 
