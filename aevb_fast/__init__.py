@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from . import reference
+from . import models, reference
+from .elbo import ELBOLoss, elbo
 from .ops import (
     _C,
     bernoulli_log_prob,
@@ -22,6 +23,9 @@ __all__ = [
     "sample_and_kl",
     "bernoulli_log_prob",
     "gaussian_log_prob",
+    "elbo",
+    "ELBOLoss",
+    "models",
     "reference",
     "build_info",
 ]

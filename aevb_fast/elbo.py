@@ -1,0 +1,158 @@
+"""The variational lower bound on the fused operators (Kingma & Welling, 2013, section 2.3).
+
+``elbo(x, mu, logvar, decoder, ...)`` estimates, per data point, the evidence lower bound of a
+VAE whose encoder gave ``mu``, ``logvar`` for ``x``:
+
+- ``estimator="analytic"`` (SGVB estimator B): ``(1/L) sum_l log p(x|z_l) - beta * KL(q || p)``,
+  the KL in closed form;
+- ``estimator="generic"`` (SGVB estimator A):
+  ``(1/L) sum_l [log p(x|z_l) + beta * (log p(z_l) - log q(z_l|x))]``;
+- ``estimator="iwae"``: the importance-weighted bound (Burda et al., 2016) with K = L samples,
+  ``logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K``; with L = 1 it equals the
+  generic estimator, and it tightens as L grows.
+
+The decoder runs once, on all ``L * B`` samples: it takes ``z`` of shape ``(L * B, J)`` and
+returns the logits (``likelihood="bernoulli"``) or a ``(mean, logvar)`` pair
+(``likelihood="gaussian"``) of shape ``(L * B, *x.shape[1:])``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from . import ops
+
+ESTIMATORS = ("analytic", "generic", "iwae")
+LIKELIHOODS = ("bernoulli", "gaussian")
+REDUCTIONS = ("mean", "sum", "none")
+
+Decoder = Callable[[Tensor], "Tensor | tuple[Tensor, Tensor]"]
+
+
+def _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction):
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"elbo: likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"elbo: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"elbo: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"elbo: num_samples must be a positive int, got {num_samples!r}")
+    if beta < 0:
+        raise ValueError(f"elbo: beta must be >= 0, got {beta}")
+    if free_bits < 0:
+        raise ValueError(f"elbo: free_bits must be >= 0, got {free_bits}")
+    if estimator == "iwae" and beta != 1.0:
+        raise ValueError("elbo: beta weights the KL of the analytic and generic estimators; "
+                         "the importance-weighted bound takes beta=1.0")
+    if free_bits > 0 and estimator != "analytic":
+        raise ValueError("elbo: free_bits needs the per-dimension KL of estimator='analytic'")
+
+
+def _log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, likelihood: str) -> Tensor:
+    """log p(x | z_l) for z of shape (L, B, J): shape (L, B)."""
+    samples, batch = z.shape[0], z.shape[1]
+    out = decoder(z.reshape(samples * batch, z.shape[-1]))
+    event_dims = x.dim() - 1
+    shape = (samples, *x.shape)
+    if likelihood == "bernoulli":
+        if not isinstance(out, Tensor):
+            raise ValueError("elbo: a Bernoulli decoder must return a tensor of logits")
+        return ops.bernoulli_log_prob(x, out.reshape(shape), event_dims=event_dims)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise ValueError("elbo: a Gaussian decoder must return a (mean, logvar) pair")
+    mean, logvar = out
+    return ops.gaussian_log_prob(x, mean.reshape(shape), logvar.reshape(shape), event_dims=event_dims)
+
+
+def _log_prior_minus_posterior(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log p(z) - log q(z | x) for z of shape (L, B, J): shape (L, B)."""
+    zeros = torch.zeros((), dtype=z.dtype, device=z.device).expand_as(z)
+    log_prior = ops.gaussian_log_prob(z, zeros, zeros)
+    log_posterior = ops.gaussian_log_prob(z, mu.expand_as(z), logvar.expand_as(z))
+    return log_prior - log_posterior
+
+
+def _free_bits_kl(mu: Tensor, logvar: Tensor, free_bits: float) -> Tensor:
+    """Free bits (Kingma et al., 2016): each latent dimension's KL, averaged over the minibatch,
+    counts as at least free_bits nats. The same value for every data point: shape (B,)."""
+    per_dim = ops.gaussian_kl(mu.unsqueeze(-1), logvar.unsqueeze(-1))  # (B, J)
+    clamped = per_dim.mean(0).clamp(min=free_bits).sum()
+    return clamped.expand(mu.shape[0])
+
+
+def elbo(
+    x: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    decoder: Decoder,
+    *,
+    likelihood: str = "bernoulli",
+    num_samples: int = 1,
+    estimator: str = "analytic",
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    reduction: str = "mean",
+    eps: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The evidence lower bound per data point (nats), reduced over the batch by ``reduction``.
+
+    ``x``: (B, ...), ``mu``/``logvar``: (B, J). ``eps`` (L, B, J) fixes the noise (tests,
+    reproducibility); otherwise it is drawn in the kernel from torch's generator.
+    ``beta`` weights the KL term (KL warm-up); ``free_bits`` is a training objective, not a bound.
+    """
+    _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction)
+    if mu.dim() != 2 or mu.shape != logvar.shape or x.shape[0] != mu.shape[0]:
+        raise ValueError(
+            f"elbo: expected mu and logvar of shape (B, J) and x of shape (B, ...), got "
+            f"x {tuple(x.shape)}, mu {tuple(mu.shape)}, logvar {tuple(logvar.shape)}"
+        )
+    if estimator == "analytic":
+        z, kl = ops.sample_and_kl(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
+        if free_bits > 0:
+            kl = _free_bits_kl(mu, logvar, free_bits)
+        bound = _log_likelihood(x, z, decoder, likelihood).mean(0) - beta * kl
+    else:
+        z = ops.reparameterize(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
+        log_weights = _log_likelihood(x, z, decoder, likelihood)
+        prior_term = _log_prior_minus_posterior(z, mu, logvar)
+        if estimator == "generic":
+            bound = (log_weights + beta * prior_term).mean(0)
+        else:
+            bound = torch.logsumexp(log_weights + prior_term, dim=0) - math.log(num_samples)
+    if reduction == "mean":
+        return bound.mean()
+    if reduction == "sum":
+        return bound.sum()
+    return bound
+
+
+class ELBOLoss(nn.Module):
+    """``-elbo(...)`` as a loss module: ``loss = ELBOLoss()(x, mu, logvar, decoder)``.
+
+    ``beta`` and ``free_bits`` are plain attributes, so a trainer can change them between steps
+    (KL warm-up).
+    """
+
+    def __init__(self, *, likelihood: str = "bernoulli", num_samples: int = 1,
+                 estimator: str = "analytic", beta: float = 1.0, free_bits: float = 0.0,
+                 reduction: str = "mean"):
+        super().__init__()
+        _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction)
+        self.likelihood, self.num_samples, self.estimator = likelihood, num_samples, estimator
+        self.beta, self.free_bits, self.reduction = beta, free_bits, reduction
+
+    def forward(self, x: Tensor, mu: Tensor, logvar: Tensor, decoder: Decoder) -> Tensor:
+        return -elbo(x, mu, logvar, decoder, likelihood=self.likelihood,
+                     num_samples=self.num_samples, estimator=self.estimator, beta=self.beta,
+                     free_bits=self.free_bits, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return (f"likelihood={self.likelihood!r}, num_samples={self.num_samples}, "
+                f"estimator={self.estimator!r}, beta={self.beta}, free_bits={self.free_bits}, "
+                f"reduction={self.reduction!r}")

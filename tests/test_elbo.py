@@ -1,0 +1,165 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributions import Normal, kl_divergence
+
+import aevb_fast as af
+from aevb_fast.models import VAE, BernoulliDecoder, Encoder, GaussianDecoder
+
+from testing import rand, randn, seeded
+
+B, D, J, H = 6, 12, 3, 8
+
+
+def decoders():
+    torch.manual_seed(0)
+    return {"bernoulli": BernoulliDecoder(J, H, D, init_std=0.3).double(),
+            "gaussian": GaussianDecoder(J, H, D, init_std=0.3).double()}
+
+
+def plain_bound(x, mu, logvar, eps, decoder, likelihood, estimator):
+    """The same estimators written with torch.distributions, on the same noise."""
+    sigma = torch.exp(0.5 * logvar)
+    z = mu + sigma * eps
+    out = decoder(z.reshape(-1, J))
+    if likelihood == "bernoulli":
+        logits = out.reshape(*z.shape[:2], D)
+        log_px = (x * logits - F.softplus(logits)).sum(-1)
+    else:
+        mean, lv = (t.reshape(*z.shape[:2], D) for t in out)
+        log_px = Normal(mean, torch.exp(0.5 * lv)).log_prob(x).sum(-1)
+    if estimator == "analytic":
+        return log_px.mean(0) - kl_divergence(Normal(mu, sigma), Normal(0.0, 1.0)).sum(-1)
+    log_w = log_px + Normal(0.0, 1.0).log_prob(z).sum(-1) - Normal(mu, sigma).log_prob(z).sum(-1)
+    if estimator == "generic":
+        return log_w.mean(0)
+    return torch.logsumexp(log_w, 0) - math.log(z.shape[0])
+
+
+@pytest.mark.parametrize("likelihood", af.elbo.__globals__["LIKELIHOODS"])
+@pytest.mark.parametrize("estimator", ["analytic", "generic", "iwae"])
+@pytest.mark.parametrize("num_samples", [1, 4])
+def test_matches_plain_pytorch(likelihood, estimator, num_samples):
+    decoder = decoders()[likelihood]
+    x = rand(B, D, seed=0).bernoulli() if likelihood == "bernoulli" else rand(B, D, seed=0)
+    mu, logvar = randn(B, J, seed=1), randn(B, J, seed=2, scale=0.5)
+    eps = randn(num_samples, B, J, seed=3)
+    results = []
+    for fn in (
+        lambda m, v: af.elbo(x, m, v, decoder, likelihood=likelihood, num_samples=num_samples,
+                             estimator=estimator, reduction="none", eps=eps),
+        lambda m, v: plain_bound(x, m, v, eps, decoder, likelihood, estimator),
+    ):
+        m, v = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
+        decoder.zero_grad()
+        bound = fn(m, v)
+        (bound * torch.linspace(0.5, 1.5, B, dtype=torch.float64)).sum().backward()
+        results.append((bound.detach(), m.grad, v.grad, [p.grad.clone() for p in decoder.parameters()]))
+    (b1, gm1, gv1, gp1), (b2, gm2, gv2, gp2) = results
+    assert b1.shape == (B,)
+    for a, b in [(b1, b2), (gm1, gm2), (gv1, gv2), *zip(gp1, gp2)]:
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_reductions_and_loss_module():
+    decoder = decoders()["bernoulli"]
+    x, mu, logvar = rand(B, D).bernoulli(), randn(B, J, seed=1), randn(B, J, seed=2)
+    eps = randn(1, B, J, seed=3)
+    per_point = af.elbo(x, mu, logvar, decoder, reduction="none", eps=eps)
+    torch.testing.assert_close(af.elbo(x, mu, logvar, decoder, reduction="sum", eps=eps), per_point.sum())
+    torch.testing.assert_close(af.elbo(x, mu, logvar, decoder, eps=eps), per_point.mean())
+    loss = af.ELBOLoss(likelihood="bernoulli")
+    torch.manual_seed(5)
+    value = loss(x, mu, logvar, decoder)
+    torch.manual_seed(5)
+    torch.testing.assert_close(value, -af.elbo(x, mu, logvar, decoder))
+    assert "beta=1.0" in repr(loss)
+
+
+def test_beta_and_free_bits():
+    decoder = decoders()["bernoulli"]
+    x, mu, logvar = rand(B, D).bernoulli(), randn(B, J, seed=1), randn(B, J, seed=2)
+    eps = randn(1, B, J, seed=3)
+    kl = af.gaussian_kl(mu, logvar)
+    full = af.elbo(x, mu, logvar, decoder, reduction="none", eps=eps)
+    half = af.elbo(x, mu, logvar, decoder, reduction="none", eps=eps, beta=0.5)
+    torch.testing.assert_close(half - full, 0.5 * kl)
+    # Free bits above every dimension's KL: each counts as exactly free_bits nats.
+    lam = 100.0
+    fb = af.elbo(x, mu, logvar, decoder, reduction="none", eps=eps, free_bits=lam)
+    torch.testing.assert_close(fb - full, kl - J * lam)
+
+
+def test_generic_and_analytic_agree_in_expectation():
+    # One data point, many samples: the Monte Carlo KL of estimator A averages to the analytic KL
+    # of estimator B, so the two bounds agree within the sampling error.
+    decoder = decoders()["gaussian"]
+    x, mu, logvar = rand(1, D), randn(1, J, seed=1, scale=0.5), randn(1, J, seed=2, scale=0.3)
+    L = 40000
+    eps = randn(L, 1, J, seed=4)
+    options = dict(likelihood="gaussian", num_samples=L, eps=eps)
+    analytic = af.elbo(x, mu, logvar, decoder, estimator="analytic", **options)
+    generic = af.elbo(x, mu, logvar, decoder, estimator="generic", **options)
+    # The standard error of the generic estimate, from its per-sample terms (L separate draws).
+    terms = torch.stack([plain_bound(x, mu, logvar, eps[i:i + 1], decoder, "gaussian", "generic")
+                         for i in range(0, L, 100)])
+    stderr = terms.std().item() / math.sqrt(L)
+    assert abs(generic.item() - analytic.item()) < 4 * stderr
+
+
+def test_iwae_is_tighter_with_more_samples():
+    decoder = decoders()["bernoulli"]
+    x, mu, logvar = rand(B, D).bernoulli(), randn(B, J, seed=1), randn(B, J, seed=2)
+    torch.manual_seed(0)
+    bounds = [af.elbo(x, mu, logvar, decoder, num_samples=k, estimator="iwae").item() for k in (1, 10, 1000)]
+    assert bounds[0] < bounds[1] < bounds[2]
+    eps = randn(1, B, J, seed=3)
+    torch.testing.assert_close(
+        af.elbo(x, mu, logvar, decoder, estimator="iwae", eps=eps),
+        af.elbo(x, mu, logvar, decoder, estimator="generic", eps=eps),
+    )
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(likelihood="poisson"), "likelihood must be"),
+        (dict(estimator="hmc"), "estimator must be"),
+        (dict(reduction="max"), "reduction must be"),
+        (dict(num_samples=0), "num_samples must be"),
+        (dict(beta=-1.0), "beta must be"),
+        (dict(estimator="iwae", beta=0.5), "beta=1.0"),
+        (dict(estimator="generic", free_bits=0.5), "free_bits needs"),
+    ],
+)
+def test_bad_options(options, match):
+    decoder = decoders()["bernoulli"]
+    with pytest.raises(ValueError, match=match):
+        af.elbo(rand(B, D), randn(B, J), randn(B, J), decoder, **options)
+
+
+def test_decoder_output_is_checked():
+    with pytest.raises(ValueError, match="Gaussian decoder must return"):
+        af.elbo(rand(B, D), randn(B, J), randn(B, J), decoders()["bernoulli"], likelihood="gaussian")
+
+
+def test_vae_paper_model_and_compile():
+    torch.manual_seed(0)
+    model = VAE.paper(data_dim=D, hidden=H, latent=J)
+    assert isinstance(model.encoder, Encoder) and isinstance(model.decoder, BernoulliDecoder)
+    # N(0, 0.01^2) initialisation.
+    weights = torch.cat([p.flatten() for p in model.parameters()])
+    assert abs(weights.std().item() - 0.01) < 0.002
+    x = torch.rand(B, D).bernoulli()
+    compiled = torch.compile(model, fullgraph=True)
+    torch.manual_seed(1)
+    eager_value = model(x, num_samples=2)
+    torch.manual_seed(1)
+    compiled_value = compiled(x, num_samples=2)
+    assert torch.isfinite(compiled_value) and abs(compiled_value.item() - eager_value.item()) < 1.0
+    compiled_value.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    gaussian = VAE.paper(data_dim=D, hidden=H, latent=J, likelihood="gaussian")
+    assert torch.isfinite(gaussian(torch.rand(B, D)))
