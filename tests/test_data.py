@@ -1,0 +1,74 @@
+import gzip
+import os
+import shutil
+
+import pytest
+import torch
+
+from aevb_fast import data
+
+SHARED = data.PROJECT_ROOT.parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")
+
+
+@needs_shared
+def test_mnist_dynamic_and_threshold():
+    d = data.load("mnist", download=False)
+    assert d.train.shape == (60000, 784) and d.test.shape == (10000, 784)
+    assert 0.12 < d.train.mean().item() < 0.14 and d.train.max() <= 1
+    assert set(d.test.unique().tolist()) == {0.0, 1.0}  # test binarized once
+    a = d.batch(torch.arange(100), torch.Generator().manual_seed(0))
+    b = d.batch(torch.arange(100), torch.Generator().manual_seed(1))
+    assert set(a.unique().tolist()) == {0.0, 1.0} and not torch.equal(a, b)  # fresh each draw
+    t = data.load("mnist", download=False, binarize="threshold")
+    assert torch.equal(t.batch(torch.arange(100)), t.batch(torch.arange(100)))
+    torch.testing.assert_close(t.train[:5], (d.train[:5] > 0.5).float())
+
+
+@needs_shared
+def test_binarized_mnist_and_frey():
+    b = data.load("binarized_mnist", download=False)
+    assert b.train.shape == (60000, 784) and b.test.shape == (10000, 784)
+    f = data.load("frey", download=False)
+    assert f.train.shape[1] == 560 and len(f.train) + len(f.test) == 1965
+    assert f.image_shape == (28, 20) and f.likelihood == "gaussian"
+    assert 0 < f.train.min() and f.train.max() < 1
+
+
+@needs_shared
+def test_gzipped_idx_is_read(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    with open(SHARED / "mnist" / "t10k-images-idx3-ubyte", "rb") as src, \
+            gzip.open(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    path = data.find_file("mnist_test_images", tmp_path, download=False)
+    assert data.read_idx_images(path).shape == (10000, 784)
+
+
+def test_missing_file_names_it_and_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "PROJECT_ROOT", tmp_path / "project")
+    monkeypatch.delenv("AEVB_FAST_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="frey/frey_rawface.mat not found.*Put the file at"):
+        data.find_file("frey", tmp_path / "empty", download=False)
+
+
+def test_damaged_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "PROJECT_ROOT", tmp_path / "project")
+    (tmp_path / "frey").mkdir()
+    (tmp_path / "frey" / "frey_rawface.mat").write_bytes(b"not a mat file")
+    with pytest.raises(ValueError, match="SHA-256"):
+        data.find_file("frey", tmp_path, download=False)
+
+
+def test_environment_variable_is_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEVB_FAST_DATA", str(tmp_path))
+    assert data.data_dirs()[0] == tmp_path
+    assert data.data_dirs("explicit")[0].name == "explicit"
+
+
+def test_synthetic():
+    d = data.load("synthetic", synthetic_size=500)
+    assert d.train.shape == (500, 64) and d.test.shape == (100, 64)
+    assert torch.equal(d.train, data.synthetic(500).train)  # deterministic
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.load("cifar")
