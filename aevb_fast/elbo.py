@@ -24,16 +24,21 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from . import ops
+from . import ops, reference
 
 ESTIMATORS = ("analytic", "generic", "iwae")
 LIKELIHOODS = ("bernoulli", "gaussian")
 REDUCTIONS = ("mean", "sum", "none")
+# The fused operators, or their plain-PyTorch twins (same names and signatures): the switch
+# that compares a training run with and without aevb_fast.
+BACKENDS = {"fused": ops, "reference": reference}
 
 Decoder = Callable[[Tensor], "Tensor | tuple[Tensor, Tensor]"]
 
 
-def _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction):
+def _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction, backend="fused"):
+    if backend not in BACKENDS:
+        raise ValueError(f"elbo: backend must be one of {tuple(BACKENDS)}, got {backend!r}")
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"elbo: likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
     if estimator not in ESTIMATORS:
@@ -53,7 +58,7 @@ def _check_options(likelihood, num_samples, estimator, beta, free_bits, reductio
         raise ValueError("elbo: free_bits needs the per-dimension KL of estimator='analytic'")
 
 
-def _log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, likelihood: str) -> Tensor:
+def _log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, likelihood: str, ops=ops) -> Tensor:
     """log p(x | z_l) for z of shape (L, B, J): shape (L, B)."""
     samples, batch = z.shape[0], z.shape[1]
     out = decoder(z.reshape(samples * batch, z.shape[-1]))
@@ -69,7 +74,7 @@ def _log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, likelihood: str) -> 
     return ops.gaussian_log_prob(x, mean.reshape(shape), logvar.reshape(shape), event_dims=event_dims)
 
 
-def _log_prior_minus_posterior(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+def _log_prior_minus_posterior(z: Tensor, mu: Tensor, logvar: Tensor, ops=ops) -> Tensor:
     """log p(z) - log q(z | x) for z of shape (L, B, J): shape (L, B)."""
     zeros = torch.zeros((), dtype=z.dtype, device=z.device).expand_as(z)
     log_prior = ops.gaussian_log_prob(z, zeros, zeros)
@@ -77,12 +82,22 @@ def _log_prior_minus_posterior(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     return log_prior - log_posterior
 
 
-def _free_bits_kl(mu: Tensor, logvar: Tensor, free_bits: float) -> Tensor:
+def _free_bits_kl(mu: Tensor, logvar: Tensor, free_bits: float, ops=ops) -> Tensor:
     """Free bits (Kingma et al., 2016): each latent dimension's KL, averaged over the minibatch,
     counts as at least free_bits nats. The same value for every data point: shape (B,)."""
     per_dim = ops.gaussian_kl(mu.unsqueeze(-1), logvar.unsqueeze(-1))  # (B, J)
     clamped = per_dim.mean(0).clamp(min=free_bits).sum()
     return clamped.expand(mu.shape[0])
+
+
+def log_importance_weights(x: Tensor, mu: Tensor, logvar: Tensor, decoder: Decoder, *,
+                           likelihood: str = "bernoulli", num_samples: int = 1,
+                           generator: torch.Generator | None = None, backend: str = "fused") -> Tensor:
+    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K = num_samples draws: shape (K, B).
+    Their logsumexp minus log K estimates log p(x) (see aevb_fast.evaluate)."""
+    ops = BACKENDS[backend]
+    z = ops.reparameterize(mu, logvar, num_samples=num_samples, generator=generator)
+    return _log_likelihood(x, z, decoder, likelihood, ops) + _log_prior_minus_posterior(z, mu, logvar, ops)
 
 
 def elbo(
@@ -99,14 +114,17 @@ def elbo(
     reduction: str = "mean",
     eps: Tensor | None = None,
     generator: torch.Generator | None = None,
+    backend: str = "fused",
 ) -> Tensor:
     """The evidence lower bound per data point (nats), reduced over the batch by ``reduction``.
 
     ``x``: (B, ...), ``mu``/``logvar``: (B, J). ``eps`` (L, B, J) fixes the noise (tests,
     reproducibility); otherwise it is drawn in the kernel from torch's generator.
     ``beta`` weights the KL term (KL warm-up); ``free_bits`` is a training objective, not a bound.
+    ``backend="reference"`` computes the same with plain PyTorch ops instead of the fused ones.
     """
-    _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction)
+    _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction, backend)
+    ops = BACKENDS[backend]
     if mu.dim() != 2 or mu.shape != logvar.shape or x.shape[0] != mu.shape[0]:
         raise ValueError(
             f"elbo: expected mu and logvar of shape (B, J) and x of shape (B, ...), got "
@@ -115,16 +133,16 @@ def elbo(
     if estimator == "analytic":
         z, kl = ops.sample_and_kl(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
         if free_bits > 0:
-            kl = _free_bits_kl(mu, logvar, free_bits)
-        bound = _log_likelihood(x, z, decoder, likelihood).mean(0) - beta * kl
+            kl = _free_bits_kl(mu, logvar, free_bits, ops)
+        bound = _log_likelihood(x, z, decoder, likelihood, ops).mean(0) - beta * kl
     else:
         z = ops.reparameterize(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
-        log_weights = _log_likelihood(x, z, decoder, likelihood)
-        prior_term = _log_prior_minus_posterior(z, mu, logvar)
+        log_px = _log_likelihood(x, z, decoder, likelihood, ops)
+        prior_term = _log_prior_minus_posterior(z, mu, logvar, ops)
         if estimator == "generic":
-            bound = (log_weights + beta * prior_term).mean(0)
+            bound = (log_px + beta * prior_term).mean(0)
         else:
-            bound = torch.logsumexp(log_weights + prior_term, dim=0) - math.log(num_samples)
+            bound = torch.logsumexp(log_px + prior_term, dim=0) - math.log(num_samples)
     if reduction == "mean":
         return bound.mean()
     if reduction == "sum":
@@ -141,16 +159,16 @@ class ELBOLoss(nn.Module):
 
     def __init__(self, *, likelihood: str = "bernoulli", num_samples: int = 1,
                  estimator: str = "analytic", beta: float = 1.0, free_bits: float = 0.0,
-                 reduction: str = "mean"):
+                 reduction: str = "mean", backend: str = "fused"):
         super().__init__()
-        _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction)
+        _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction, backend)
         self.likelihood, self.num_samples, self.estimator = likelihood, num_samples, estimator
-        self.beta, self.free_bits, self.reduction = beta, free_bits, reduction
+        self.beta, self.free_bits, self.reduction, self.backend = beta, free_bits, reduction, backend
 
     def forward(self, x: Tensor, mu: Tensor, logvar: Tensor, decoder: Decoder) -> Tensor:
         return -elbo(x, mu, logvar, decoder, likelihood=self.likelihood,
                      num_samples=self.num_samples, estimator=self.estimator, beta=self.beta,
-                     free_bits=self.free_bits, reduction=self.reduction)
+                     free_bits=self.free_bits, reduction=self.reduction, backend=self.backend)
 
     def extra_repr(self) -> str:
         return (f"likelihood={self.likelihood!r}, num_samples={self.num_samples}, "

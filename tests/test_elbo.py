@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
 import aevb_fast as af
+from aevb_fast.elbo import LIKELIHOODS, log_importance_weights
 from aevb_fast.models import VAE, BernoulliDecoder, Encoder, GaussianDecoder
 
 from testing import rand, randn, seeded
@@ -38,7 +39,7 @@ def plain_bound(x, mu, logvar, eps, decoder, likelihood, estimator):
     return torch.logsumexp(log_w, 0) - math.log(z.shape[0])
 
 
-@pytest.mark.parametrize("likelihood", af.elbo.__globals__["LIKELIHOODS"])
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
 @pytest.mark.parametrize("estimator", ["analytic", "generic", "iwae"])
 @pytest.mark.parametrize("num_samples", [1, 4])
 def test_matches_plain_pytorch(likelihood, estimator, num_samples):
@@ -163,3 +164,24 @@ def test_vae_paper_model_and_compile():
     assert all(p.grad is not None for p in model.parameters())
     gaussian = VAE.paper(data_dim=D, hidden=H, latent=J, likelihood="gaussian")
     assert torch.isfinite(gaussian(torch.rand(B, D)))
+
+
+@pytest.mark.parametrize("estimator", ["analytic", "generic", "iwae"])
+def test_reference_backend_gives_the_same_bound(estimator):
+    decoder = decoders()["gaussian"]
+    x, mu, logvar = rand(B, D), randn(B, J, seed=1), randn(B, J, seed=2, scale=0.5)
+    eps = randn(3, B, J, seed=3)
+    options = dict(likelihood="gaussian", num_samples=3, estimator=estimator, eps=eps, reduction="none")
+    torch.testing.assert_close(af.elbo(x, mu, logvar, decoder, backend="reference", **options),
+                               af.elbo(x, mu, logvar, decoder, **options), rtol=1e-9, atol=1e-9)
+
+
+def test_log_importance_weights_give_the_iwae_bound():
+    decoder = decoders()["bernoulli"]
+    x, mu, logvar = rand(B, D).bernoulli(), randn(B, J, seed=1), randn(B, J, seed=2)
+    log_w = log_importance_weights(x, mu, logvar, decoder, num_samples=7,
+                                   generator=seeded(3))
+    assert log_w.shape == (7, B)
+    expected = af.elbo(x, mu, logvar, decoder, num_samples=7, estimator="iwae", reduction="none",
+                       generator=seeded(3))
+    torch.testing.assert_close(torch.logsumexp(log_w, 0) - math.log(7), expected)
