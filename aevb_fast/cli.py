@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,72 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """A count written as 3e6 or 3000000."""
+    value = float(text)
+    if value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a non-negative whole number, got {text!r}")
+    return int(value)
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, TrainingDiverged, train
+
+    fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
+    if args.resume:
+        from .train import load_checkpoint_config
+
+        config = load_checkpoint_config(Path(args.out) / "checkpoint.pt")
+        if args.samples is not None:
+            config.samples = args.samples
+    else:
+        fields.setdefault("out", f"runs/{args.dataset}-j{args.latent}-h{args.hidden}-b{args.batch_size}-s{args.seed}")
+        config = TrainConfig(**fields)
+    try:
+        records = train(config, resume=args.resume)
+    except TrainingDiverged as error:
+        print(error, file=sys.stderr)
+        return 3
+    except (FileNotFoundError, ValueError) as error:
+        print(f"aevb-fast train: {error}", file=sys.stderr)
+        return 2
+    if records and int(os.environ.get("RANK", "0")) == 0:
+        last = records[-1]
+        print(f"aevb-fast train: {last['samples_seen']} samples, train ELBO {last['train_elbo']:.2f}, "
+              f"test ELBO {last['test_elbo']:.2f} nats, {last['samples_per_s']:.0f} samples/s; run in {config.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from . import data as datasets
+    from .evaluate import log_marginal_likelihood, test_elbo
+    from .train import load_checkpoint
+
+    config, model = load_checkpoint(args.checkpoint, args.device)
+    d = datasets.load(config.dataset, args.data_dir or config.data_dir, binarize=config.binarize,
+                      seed=config.seed).to(args.device)
+    x = d.test[: args.limit] if args.limit else d.test
+    g = torch.Generator(device=args.device).manual_seed(args.seed)
+    result = {"checkpoint": str(args.checkpoint), "test_points": len(x),
+              "test_elbo": test_elbo(model, x, generator=g)}
+    if args.importance_samples > 0:
+        log_px = log_marginal_likelihood(model, x, args.importance_samples, batch_size=args.batch_size,
+                                         generator=g, progress=True)
+        result.update(importance_samples=args.importance_samples, log_px=log_px.mean().item(),
+                      log_px_stderr=(log_px.std() / len(log_px) ** 0.5).item())
+    print(json.dumps(result, indent=2))
+    Path(args.checkpoint).with_name("eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import plot_run
+
+    for path in plot_run(args.run):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aevb-fast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +135,51 @@ def build_parser() -> argparse.ArgumentParser:
                        help="append the rows to benchmarks/results/<device>/ops.jsonl")
     bench.add_argument("--out", default="", help="append the rows to this JSON-lines file instead")
     bench.set_defaults(func=cmd_bench)
+
+    train = sub.add_parser("train", help="train a VAE with AEVB (the paper's setting by default)")
+    train.add_argument("--dataset", default="mnist", choices=["mnist", "binarized_mnist", "frey", "synthetic"])
+    train.add_argument("--data-dir", dest="data_dir", help="folder with the data files (else AEVB_FAST_DATA, ../shared/data)")
+    train.add_argument("--binarize", choices=["dynamic", "threshold"], help="MNIST: a Bernoulli draw per minibatch (default) or x > 0.5")
+    train.add_argument("--likelihood", choices=["bernoulli", "gaussian"], help="default: the dataset's")
+    train.add_argument("--latent", type=int, default=20)
+    train.add_argument("--hidden", type=int, default=500)
+    train.add_argument("--depth", type=int)
+    train.add_argument("--batch-size", dest="batch_size", type=int, default=100)
+    train.add_argument("--samples", type=_count, help="training samples to process, e.g. 3e6 (default 1e6)")
+    train.add_argument("-L", "--elbo-samples", dest="num_samples", type=int, help="samples of z per data point (L)")
+    train.add_argument("--estimator", choices=["analytic", "generic", "iwae"])
+    train.add_argument("--optimizer", choices=["adagrad", "adam"])
+    train.add_argument("--lr", type=float, help="default 0.02 (Adagrad) or 1e-3 (Adam)")
+    train.add_argument("--lr-scaling", dest="lr_scaling", choices=["none", "linear", "sqrt"],
+                       help="scale lr by batch_size / 100 (linear) or its square root")
+    train.add_argument("--weight-decay", dest="weight_decay", type=float, help="default 1 / N_train")
+    train.add_argument("--kl-warmup", dest="kl_warmup", type=_count, help="samples over which beta rises to 1")
+    train.add_argument("--free-bits", dest="free_bits", type=float)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device")
+    train.add_argument("--out", help="run directory (default runs/<dataset>-j<latent>-h<hidden>-b<batch>-s<seed>)")
+    train.add_argument("--eval-every", dest="eval_every", type=_count, help="samples between evaluations")
+    train.add_argument("--eval-points", dest="eval_points", type=_count, help="training points in the train bound")
+    train.add_argument("--backend", choices=["fused", "reference"], help="reference: plain PyTorch ops")
+    train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    train.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (GPU)")
+    train.add_argument("--no-plots", dest="plots", action="store_false", default=None)
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="test-set ELBO and importance-sampled log p(x) of a checkpoint")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--importance-samples", type=_count, default=1000, help="K")
+    evaluate.add_argument("--batch-size", type=int, default=20, help="data points per batch of the log p(x) estimate")
+    evaluate.add_argument("--limit", type=_count, default=0, help="only the first N test points")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(func=cmd_eval)
+
+    plot = sub.add_parser("plot", help="PNG pictures of a run: learning curve, reconstructions, samples")
+    plot.add_argument("run")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 

@@ -1,0 +1,89 @@
+"""Pictures of a run, as PNG files in its directory: the learning curve (bound against samples
+seen, as in the paper's Figure 2), reconstructions of test images, samples from the prior, and
+for a 2-D latent space the learned manifold of the paper's Figure 4."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def read_metrics(run: Path) -> list[dict]:
+    path = Path(run) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def learning_curve(records: list[dict], path: Path, title: str = "") -> None:
+    points = [r for r in records if r["samples_seen"] > 0]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if points:
+        x = [r["samples_seen"] for r in points]
+        ax.plot(x, [r["train_elbo"] for r in points], "-", label="train")
+        ax.plot(x, [r["test_elbo"] for r in points], "--", label="test")
+        ax.set_xscale("log")
+    ax.set_xlabel("training samples evaluated")
+    ax.set_ylabel("variational lower bound (nats per data point)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _decoder_mean(model, z: torch.Tensor) -> torch.Tensor:
+    out = model.decoder(z)
+    return out[0] if isinstance(out, tuple) else torch.sigmoid(out)
+
+
+def _image_grid(images: torch.Tensor, rows: int, cols: int, shape: tuple[int, int], path: Path, title: str) -> None:
+    h, w = shape
+    grid = images[: rows * cols].reshape(rows, cols, h, w).permute(0, 2, 1, 3).reshape(rows * h, cols * w)
+    fig, ax = plt.subplots(figsize=(cols * w / 14, rows * h / 14 + 0.4))
+    ax.imshow(grid.cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def pictures(model, data, out: Path) -> list[Path]:
+    model.eval()
+    paths = []
+    x = data.test[:10]
+    mu, _ = model.encoder(x)
+    both = torch.cat([x, _decoder_mean(model, mu)])
+    paths.append(out / "reconstructions.png")
+    _image_grid(both, 2, 10, data.image_shape, paths[-1], "test images (top) and reconstructions")
+    z = torch.randn(100, model.encoder.latent, generator=torch.Generator().manual_seed(0)).to(x.device)
+    paths.append(out / "prior_samples.png")
+    _image_grid(_decoder_mean(model, z), 10, 10, data.image_shape, paths[-1], "decoder means of z ~ N(0, I)")
+    if model.encoder.latent == 2:  # Figure 4: a grid through the inverse Gaussian CDF
+        q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 20))
+        z = torch.stack(torch.meshgrid(q, q, indexing="ij"), -1).reshape(-1, 2).to(x.device)
+        paths.append(out / "manifold.png")
+        _image_grid(_decoder_mean(model, z), 20, 20, data.image_shape, paths[-1], "learned data manifold")
+    model.train()
+    return paths
+
+
+def plot_run(run: str | Path, model=None, data=None) -> list[Path]:
+    """All pictures of a run directory; the model and data are read from it when not given."""
+    run = Path(run)
+    if model is None:
+        from . import data as datasets
+        from .train import load_checkpoint
+
+        config, model = load_checkpoint(run / "checkpoint.pt")
+        data = datasets.load(config.dataset, config.data_dir, binarize=config.binarize, seed=config.seed)
+    paths = [run / "learning_curve.png"]
+    learning_curve(read_metrics(run), paths[0], title=run.name)
+    return paths + pictures(model, data, run)
