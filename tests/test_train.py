@@ -169,6 +169,6 @@ def test_end_to_end_mnist(tmp_path):
 
 
 def test_compiled_model_and_two_dimensional_manifold(tmp_path):
-    records = train(small(tmp_path, latent=2, samples=1000, compile=True, plots=True))
+    records = train(small(tmp_path, latent=2, samples=6000, compile=True, plots=True))
     assert records[-1]["test_elbo"] > records[0]["test_elbo"]
     assert (tmp_path / "run" / "manifold.png").is_file()
