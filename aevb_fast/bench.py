@@ -30,6 +30,21 @@ class Case:
     inputs: list[torch.Tensor]  # leaves; the float ones that require grad get gradients
     grads: list[torch.Tensor]   # output gradients (random, not ones)
     uses_noise: bool
+    bytes_moved: int  # the least a fused forward+backward must read and write
+
+
+def bytes_moved(op: str, batch: int, width: int, element: int, accumulate: int) -> int:
+    """Bytes a forward+backward must move at least: every input read once and every output
+    written once in each pass; the noise is regenerated, never stored. `width` is J for the
+    latent ops and D for the log-likelihoods; `accumulate` is the size of a reduced element."""
+    n, rows = batch * width * element, batch * accumulate
+    return {
+        "reparameterize": 3 * n + 5 * n,              # read mu, logvar, write z | read grad, mu, logvar, write 2
+        "gaussian_kl": 2 * n + rows + rows + 4 * n,   # read mu, logvar, write kl | read grad, mu, logvar, write 2
+        "sample_and_kl": 3 * n + rows + 5 * n + rows,
+        "bernoulli_log_prob": 2 * n + rows + 3 * n + rows,  # read x, logits, write ll | read grad, x, logits, write 1
+        "gaussian_log_prob": 3 * n + rows + 5 * n + rows,
+    }[op]
 
 
 def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, device: str) -> Case:
@@ -40,14 +55,16 @@ def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, d
         return t.requires_grad_(requires_grad)
 
     acc = ops.accumulate_dtype(dtype)
+    sizes = (dtype.itemsize, acc.itemsize)
     if op in ("reparameterize", "gaussian_kl", "sample_and_kl"):
         mu, logvar = randn(batch, latent), randn(batch, latent)
         grad_z, grad_kl = randn(batch, latent, requires_grad=False), randn(batch, requires_grad=False).to(acc)
         grads = {"reparameterize": [grad_z], "gaussian_kl": [grad_kl], "sample_and_kl": [grad_z, grad_kl]}[op]
-        return Case(op, batch, [mu, logvar], grads, op != "gaussian_kl")
+        return Case(op, batch, [mu, logvar], grads, op != "gaussian_kl", bytes_moved(op, batch, latent, *sizes))
     x = torch.rand((batch, data), generator=g).to(dtype=dtype, device=device)
     params = [randn(batch, data)] + ([randn(batch, data)] if op == "gaussian_log_prob" else [])
-    return Case(op, batch, [x, *params], [randn(batch, requires_grad=False).to(acc)], False)
+    return Case(op, batch, [x, *params], [randn(batch, requires_grad=False).to(acc)], False,
+                bytes_moved(op, batch, data, *sizes))
 
 
 def _forward_backward(fn: Callable) -> Callable:
@@ -95,12 +112,39 @@ def _check(case: Case, step_by_provider: dict[str, Callable]) -> None:
 
 
 def _time(step: Callable, case: Case, iterations: int) -> float:
+    """Seconds per call: CUDA events on a GPU, perf_counter on the CPU."""
+    cuda = case.inputs[0].is_cuda
+    if cuda:
+        start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start_event.record()
     start = time.perf_counter()
     for _ in range(iterations):
         for t in case.inputs:
             t.grad = None
         step(case)
+    if cuda:
+        end_event.record()
+        torch.cuda.synchronize()
+        return start_event.elapsed_time(end_event) / 1e3 / iterations
     return (time.perf_counter() - start) / iterations
+
+
+def copy_bandwidth(device: str, megabytes: int = 256, repeats: int = 20) -> float:
+    """This machine's memory bandwidth in GB/s, by a large device-to-device copy (bytes read
+    plus bytes written over the median time)."""
+    src = torch.empty(megabytes * 2**20 // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(repeats + 2):
+        if src.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        dst.copy_(src)
+        if src.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 2 * src.numel() * 4 / statistics.median(times[2:]) / 1e9
 
 
 def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: float) -> dict:
@@ -124,6 +168,7 @@ def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: f
 def run(ops_: list[str], batches: list[int], data: int, latent: int, dtype: torch.dtype,
         device: str, repeats: int, min_time: float) -> list[dict]:
     rows = []
+    bandwidth = copy_bandwidth(device, megabytes=256 if device.startswith("cuda") else 64)
     cases = [(op, b) for op in ops_ for b in batches]
     steps = {op: providers_for(op) for op in ops_}
     for op, batch in tqdm(cases, desc="bench", unit="case"):
@@ -135,7 +180,11 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtype: torc
             "device": device_name(device), "threads": torch.get_num_threads(), "timing": timing,
             "speedup_vs_eager": timing["eager"]["median_s"] / timing["aevb_fast"]["median_s"],
             "speedup_vs_compiled": timing["compiled"]["median_s"] / timing["aevb_fast"]["median_s"],
+            "bytes_moved": case.bytes_moved,
+            "gbps": case.bytes_moved / timing["aevb_fast"]["median_s"] / 1e9,
+            "copy_gbps": bandwidth,
         })
+        rows[-1]["bandwidth_share"] = rows[-1]["gbps"] / bandwidth
     return rows
 
 
@@ -159,15 +208,19 @@ def results_path(device: str, root: Path = Path("benchmarks/results")) -> Path:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'op':<20} {'batch':>8} {'aevb_fast':>11} {'eager':>11} {'compiled':>11} {'vs eager':>9} {'vs compiled':>12}"
+    header = (f"{'op':<20} {'batch':>8} {'aevb_fast':>11} {'eager':>11} {'compiled':>11} {'vs eager':>9} "
+              f"{'vs compiled':>12} {'GB/s':>7} {'of copy':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
         t = r["timing"]
         lines.append(
             f"{r['op']:<20} {r['batch']:>8} {t['aevb_fast']['median_s'] * 1e3:>9.3f}ms "
             f"{t['eager']['median_s'] * 1e3:>9.3f}ms {t['compiled']['median_s'] * 1e3:>9.3f}ms "
-            f"{r['speedup_vs_eager']:>8.2f}x {r['speedup_vs_compiled']:>11.2f}x"
+            f"{r['speedup_vs_eager']:>8.2f}x {r['speedup_vs_compiled']:>11.2f}x "
+            f"{r['gbps']:>7.1f} {100 * r['bandwidth_share']:>7.0f}%"
         )
+    if rows:
+        lines.append(f"copy bandwidth measured in this run: {rows[0]['copy_gbps']:.1f} GB/s")
     return "\n".join(lines)
 
 

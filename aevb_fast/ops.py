@@ -46,7 +46,15 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 
 # ---- a clear error instead of a dispatcher message when CUDA was not built -------------------
 
-if _C.build_info()["cuda"] is None:
+_built_cuda = _C.build_info()["cuda"]
+if _built_cuda is not None and torch.version.cuda is not None:
+    if _built_cuda.split(".")[0] != torch.version.cuda.split(".")[0]:
+        raise ImportError(
+            f"aevb_fast was built with CUDA {_built_cuda} but torch uses CUDA {torch.version.cuda}; "
+            "rebuild it against this torch: `pip install --no-build-isolation -e .`"
+        )
+
+if _built_cuda is None:
     _no_cuda = torch.library.Library("aevb_fast", "IMPL")
 
     def _cuda_missing(*args, **kwargs):
@@ -245,8 +253,9 @@ def _expand_row_grad(grad: Tensor, event_dims: int) -> Tensor:
 
 
 def _setup_sample(ctx, inputs, output):
-    mu, logvar, eps, seed, _ = inputs
+    mu, logvar, eps, seed, num_samples = inputs
     ctx.save_for_backward(mu, logvar, eps, seed)
+    ctx.num_samples = num_samples
 
 
 def _grad_eps(ctx, grad_z, logvar, eps):
@@ -265,7 +274,7 @@ def _reparameterize_backward(ctx, grad_z):
 def _sample_and_kl_backward(ctx, grad_z, grad_kl):
     mu, logvar, eps, seed = ctx.saved_tensors
     if grad_z is None:
-        grad_z = mu.new_zeros((eps.shape[0] if eps is not None else 1, *mu.shape))
+        grad_z = mu.new_zeros((ctx.num_samples, *mu.shape))
     if grad_kl is None:
         grad_kl = mu.new_zeros(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
     grad_mu, grad_logvar = _ops.sample_and_kl_backward(grad_z, grad_kl, mu, logvar, eps, seed)

@@ -247,6 +247,14 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------
 
+    def _stop_requested(self) -> bool:
+        """Whether any rank got SIGINT or SIGTERM; checked between steps, so that a checkpoint
+        taken then resumes exactly as if the run had not stopped."""
+        flag = float(self.stop_signal is not None)
+        if self.world > 1:
+            flag = _all_reduce_sum([flag], self.device)[0]
+        return flag > 0
+
     def _train_step(self) -> float:
         """One optimizer step; returns the global bound of the minibatch (before the step)."""
         x = self.data.batch(self._next_indices(), self.binarize_rng)
@@ -255,19 +263,13 @@ class Trainer:
             bound = self.step_model(x, num_samples=self.config.num_samples,
                                     estimator=self.config.estimator, beta=self._beta(),
                                     free_bits=self.config.free_bits, backend=self.config.backend)
-        # The global bound, and whether any rank was asked to stop: one all-reduce.
-        stop = float(self.stop_signal is not None)
-        total, stop = _all_reduce_sum([bound.item(), stop], self.device)
-        global_bound = total / self.world
+        global_bound = _all_reduce_sum([bound.item()], self.device)[0] / self.world
         if not math.isfinite(global_bound):
             raise TrainingDiverged(
                 f"train: the bound became {global_bound} at step {self.step} "
                 f"({self.samples_seen} samples seen); stopped without saving, the last good "
                 f"checkpoint is {self.checkpoint_path}. Try a lower --lr."
             )
-        if stop:
-            self.stop_signal = self.stop_signal or signal.SIGTERM
-            return global_bound
         self.optimizer.zero_grad(set_to_none=True)
         (-bound).backward()
         self.optimizer.step()
@@ -292,10 +294,11 @@ class Trainer:
                 records.append(self.evaluate(0.0))
             next_eval = (self.samples_seen // config.eval_every + 1) * config.eval_every
             window_start, window_samples, running = time.perf_counter(), 0, None
-            while self.samples_seen < config.samples and self.stop_signal is None:
-                global_bound = self._train_step()
-                if self.stop_signal is not None:
+            while self.samples_seen < config.samples:
+                if self._stop_requested():
+                    self.stop_signal = self.stop_signal or signal.SIGTERM
                     break
+                global_bound = self._train_step()
                 running = global_bound if running is None else 0.98 * running + 0.02 * global_bound
                 window_samples += config.batch_size
                 bar.update(config.batch_size)

@@ -212,3 +212,13 @@ def test_mixed_devices(other):
         require_device("cuda")
     with pytest.raises(ValueError, match="on the same device"):
         af.sample_and_kl(torch.zeros(3, 4), torch.zeros(3, 4, device=other))
+
+
+@pytest.mark.parametrize("use", ["z", "kl"])
+def test_backward_with_one_output_unused(use):
+    mu, logvar, _ = inputs((5, 7))
+    mu.requires_grad_(), logvar.requires_grad_()
+    z, kl = af.sample_and_kl(mu, logvar, num_samples=3, generator=seeded(2))
+    (z.sum() if use == "z" else kl.sum()).backward()
+    expected_mu = torch.full_like(mu, 3.0) if use == "z" else mu.detach()
+    torch.testing.assert_close(mu.grad, expected_mu)

@@ -63,21 +63,26 @@ def test_reference_backend_trains_the_same_model(tmp_path):
     assert abs(read(tmp_path / "f")[-1]["test_elbo"] - read(tmp_path / "r")[-1]["test_elbo"]) < 1.0
 
 
-def test_sigterm_saves_a_checkpoint(tmp_path):
-    trainer = Trainer(small(tmp_path, samples=10**7))
-    steps = {"n": 0}
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, signum):
+    trainer = Trainer(small(tmp_path, out=str(tmp_path / "stopped")))
     original = trainer._train_step
 
     def step_then_signal():
-        steps["n"] += 1
-        if steps["n"] == 30:
-            os.kill(os.getpid(), signal.SIGTERM)
+        if trainer.step == 37:
+            os.kill(os.getpid(), signum)  # arrives mid-step, acted on before the next one
         return original()
 
     trainer._train_step = step_then_signal
     trainer.run()
-    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert 0 < state["samples_seen"] < 10**7 and state["step"] == trainer.step
+    state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 38 and trainer.stop_signal == signum
+    resumed = Trainer(small(tmp_path, out=str(tmp_path / "stopped")), resume=True)
+    resumed.run()
+    straight = Trainer(small(tmp_path, out=str(tmp_path / "straight")))
+    straight.run()
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):

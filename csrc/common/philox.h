@@ -171,5 +171,19 @@ AEVB_HOST_DEVICE void philox_normals(PhiloxSeed seed, uint64_t counter, float (&
   }
 }
 
+// The normal of one flat element: for kernels that visit elements rather than whole counters
+// (it computes a counter's four words and one Box-Muller pair to return one of them).
+AEVB_HOST_DEVICE float normal_at(PhiloxSeed seed, uint64_t element) {
+  const uint64_t counter = element / kNoiseBlock * kNoiseLanes + element % kNoiseLanes;
+  const int word = int(element % kNoiseBlock / kNoiseLanes);
+  uint64_t c[4][1] = {{counter & 0xFFFFFFFFu}, {counter >> 32}, {seed.offset & 0xFFFFFFFFu},
+                      {seed.offset >> 32}};
+  philox4x32_10<1>(c, uint32_t(seed.key), uint32_t(seed.key >> 32));
+  float n0, n1;
+  const int pair = word & 2;
+  box_muller(uint32_t(c[pair][0]), uint32_t(c[pair + 1][0]), n0, n1);
+  return (word & 1) ? n1 : n0;
+}
+
 }  // namespace AEVB_ISA_NAMESPACE
 }  // namespace aevb_fast

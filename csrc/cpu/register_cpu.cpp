@@ -1,5 +1,5 @@
 // The CPU back end: picks the kernel table of the best instruction set this CPU runs, and
-// registers every operator's CPU implementation (the shared host code of host_ops.cpp).
+// registers every operator for the CPU with it.
 #include <cstdlib>
 #include <string>
 
@@ -7,7 +7,7 @@
 #include <torch/library.h>
 
 #include "cpu/kernel_table.h"
-#include "host_ops.h"
+#include "register_backend.h"
 
 namespace aevb_fast {
 namespace {
@@ -59,51 +59,6 @@ const Kernels& cpu_kernels() {
   return *table;
 }
 
-TORCH_LIBRARY_IMPL(aevb_fast, CPU, m) {
-  m.impl("reparameterize", [](const at::Tensor& mu, const at::Tensor& logvar,
-                              const std::optional<at::Tensor>& eps,
-                              const std::optional<at::Tensor>& seed, int64_t num_samples) {
-    return reparameterize(cpu_kernels(), mu, logvar, eps, seed, num_samples);
-  });
-  m.impl("reparameterize_backward",
-         [](const at::Tensor& grad_z, const at::Tensor& mu, const at::Tensor& logvar,
-            const std::optional<at::Tensor>& eps, const std::optional<at::Tensor>& seed) {
-           return reparameterize_backward(cpu_kernels(), grad_z, mu, logvar, eps, seed);
-         });
-  m.impl("gaussian_kl", [](const at::Tensor& mu, const at::Tensor& logvar) {
-    return gaussian_kl(cpu_kernels(), mu, logvar);
-  });
-  m.impl("gaussian_kl_backward",
-         [](const at::Tensor& grad_kl, const at::Tensor& mu, const at::Tensor& logvar) {
-           return gaussian_kl_backward(cpu_kernels(), grad_kl, mu, logvar);
-         });
-  m.impl("sample_and_kl", [](const at::Tensor& mu, const at::Tensor& logvar,
-                             const std::optional<at::Tensor>& eps,
-                             const std::optional<at::Tensor>& seed, int64_t num_samples) {
-    return sample_and_kl(cpu_kernels(), mu, logvar, eps, seed, num_samples);
-  });
-  m.impl("sample_and_kl_backward",
-         [](const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-            const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
-            const std::optional<at::Tensor>& seed) {
-           return sample_and_kl_backward(cpu_kernels(), grad_z, grad_kl, mu, logvar, eps, seed);
-         });
-  m.impl("bernoulli_log_prob", [](const at::Tensor& x, const at::Tensor& logits, int64_t event_dims) {
-    return bernoulli_log_prob(cpu_kernels(), x, logits, event_dims);
-  });
-  m.impl("bernoulli_log_prob_backward", [](const at::Tensor& grad, const at::Tensor& x,
-                                           const at::Tensor& logits, int64_t event_dims) {
-    return bernoulli_log_prob_backward(cpu_kernels(), grad, x, logits, event_dims);
-  });
-  m.impl("gaussian_log_prob", [](const at::Tensor& x, const at::Tensor& mean,
-                                 const at::Tensor& logvar, int64_t event_dims) {
-    return gaussian_log_prob(cpu_kernels(), x, mean, logvar, event_dims);
-  });
-  m.impl("gaussian_log_prob_backward",
-         [](const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
-            const at::Tensor& logvar, int64_t event_dims) {
-           return gaussian_log_prob_backward(cpu_kernels(), grad, x, mean, logvar, event_dims);
-         });
-}
+TORCH_LIBRARY_IMPL(aevb_fast, CPU, m) { register_backend<cpu_kernels>(m); }
 
 }  // namespace aevb_fast
