@@ -28,4 +28,21 @@ struct Kernels {
                             const at::Tensor& grad_logvar);
 };
 
+// Declares a back end's kernel functions, with the signatures of the members above, in the
+// namespace where it is expanded (aevb_fast::<ISA>::cpu, aevb_fast::cuda).
+#define AEVB_DECLARE_KERNELS()                                                                   \
+  void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps,     \
+                      const at::Tensor& seed, const at::Tensor& z, const at::Tensor& kl);        \
+  void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu, \
+                       const at::Tensor& logvar, const at::Tensor& eps, const at::Tensor& seed,   \
+                       const at::Tensor& grad_mu, const at::Tensor& grad_logvar);                 \
+  void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out);  \
+  void bernoulli_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,  \
+                          const at::Tensor& grad_logits);                                         \
+  void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,    \
+                        const at::Tensor& out);                                                   \
+  void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,     \
+                         const at::Tensor& logvar, const at::Tensor& grad_mean,                   \
+                         const at::Tensor& grad_logvar);
+
 }  // namespace aevb_fast
