@@ -47,3 +47,18 @@ def test_a_wrong_kernel_gets_no_time():
     steps["aevb_fast"] = bench._forward_backward(lambda mu, logvar: 1.5 * af.gaussian_kl(mu, logvar))
     with pytest.raises(RuntimeError, match="wrong results"):
         bench.bench_case(case, steps, repeats=2, min_time=0.001)
+
+
+def test_benchmark_plot(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    out = tmp_path / "somecpu" / "ops.jsonl"
+    assert cli.main(["bench", "--ops", "gaussian_kl", "--sizes", "16,32", "--latent", "4",
+                     "--repeats", "2", "--min-time", "0.001", "--out", str(out)]) == 0
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "plot.py"
+    spec = importlib.util.spec_from_file_location("bench_plot", script)
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    assert plot.main([str(tmp_path)]) == 0
+    assert (tmp_path / "somecpu" / "speedup_float32.png").stat().st_size > 1000
