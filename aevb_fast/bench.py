@@ -1,7 +1,8 @@
-"""First cut of the benchmark suite: each op forward+backward, fused (``aevb_fast``) against the
-eager reference (``eager``, reference.py) and ``torch.compile(reference)`` (``compiled``), timed
-side by side in one run. Results are ratios measured in the same process, interleaved so that
-machine drift hits every provider alike."""
+"""The op benchmark: each op forward, backward or forward+backward, fused (``aevb_fast``) against
+the eager reference (``eager``, reference.py) and ``torch.compile(reference)`` (``compiled``),
+timed side by side in one run. Results are ratios measured in the same process, interleaved so
+that machine drift hits every provider alike. Memory: the bytes autograd saves for the backward
+pass (every device) and the peak memory of a forward+backward (CUDA)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from . import ops, reference
 
 PROVIDERS = ("aevb_fast", "eager", "compiled")
+MODES = ("forward", "backward", "forward+backward")
 OPS = ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")
 
 
@@ -30,21 +32,26 @@ class Case:
     inputs: list[torch.Tensor]  # leaves; the float ones that require grad get gradients
     grads: list[torch.Tensor]   # output gradients (random, not ones)
     uses_noise: bool
-    bytes_moved: int  # the least a fused forward+backward must read and write
+    bytes_moved: tuple[int, int]  # the least a fused forward, and a backward, must read and write
 
 
-def bytes_moved(op: str, batch: int, width: int, element: int, accumulate: int) -> int:
-    """Bytes a forward+backward must move at least: every input read once and every output
+def bytes_moved(op: str, batch: int, width: int, element: int, accumulate: int) -> tuple[int, int]:
+    """Bytes (forward, backward) must move at least: every input read once and every output
     written once in each pass; the noise is regenerated, never stored. `width` is J for the
     latent ops and D for the log-likelihoods; `accumulate` is the size of a reduced element."""
     n, rows = batch * width * element, batch * accumulate
     return {
-        "reparameterize": 3 * n + 5 * n,              # read mu, logvar, write z | read grad, mu, logvar, write 2
-        "gaussian_kl": 2 * n + rows + rows + 4 * n,   # read mu, logvar, write kl | read grad, mu, logvar, write 2
-        "sample_and_kl": 3 * n + rows + 5 * n + rows,
-        "bernoulli_log_prob": 2 * n + rows + 3 * n + rows,  # read x, logits, write ll | read grad, x, logits, write 1
-        "gaussian_log_prob": 3 * n + rows + 5 * n + rows,
+        "reparameterize": (3 * n, 5 * n),              # read mu, logvar, write z | read grad, mu, logvar, write 2
+        "gaussian_kl": (2 * n + rows, rows + 4 * n),   # read mu, logvar, write kl | read grad, mu, logvar, write 2
+        "sample_and_kl": (3 * n + rows, 5 * n + rows),
+        "bernoulli_log_prob": (2 * n + rows, 3 * n + rows),  # read x, logits, write ll | read grad, x, logits, write 1
+        "gaussian_log_prob": (3 * n + rows, 5 * n + rows),
     }[op]
+
+
+def mode_bytes(case: Case, mode: str) -> int:
+    forward, backward = case.bytes_moved
+    return {"forward": forward, "backward": backward, "forward+backward": forward + backward}[mode]
 
 
 def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, device: str) -> Case:
@@ -67,13 +74,18 @@ def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, d
                 bytes_moved(op, batch, data, *sizes))
 
 
+def _outputs(fn: Callable, case: Case) -> list[torch.Tensor]:
+    out = fn(*case.inputs)
+    return list(out) if isinstance(out, tuple) else [out]
+
+
 def _forward_backward(fn: Callable) -> Callable:
     def step(case: Case):
-        out = fn(*case.inputs)
-        outs = list(out) if isinstance(out, tuple) else [out]
+        outs = _outputs(fn, case)
         torch.autograd.backward(outs, case.grads)
         return outs
 
+    step.forward = fn
     return step
 
 
@@ -82,6 +94,31 @@ def providers_for(op: str) -> dict[str, Callable]:
     compiled = torch.compile(lambda *a: eager(*a), dynamic=False)
     return {"aevb_fast": _forward_backward(fused), "eager": _forward_backward(eager),
             "compiled": _forward_backward(compiled)}
+
+
+def saved_bytes(step: Callable, case: Case) -> int:
+    """Bytes of the distinct storages autograd saves for the backward pass of one forward."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _outputs(step.forward, case)
+    return sum(storages.values())
+
+
+def peak_cuda_bytes(step: Callable, case: Case) -> int:
+    """Peak memory of one forward+backward above what was allocated before it."""
+    for t in case.inputs:
+        t.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step(case)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
 
 
 def _check(case: Case, step_by_provider: dict[str, Callable]) -> None:
@@ -111,23 +148,56 @@ def _check(case: Case, step_by_provider: dict[str, Callable]) -> None:
         t.grad = None
 
 
-def _time(step: Callable, case: Case, iterations: int) -> float:
-    """Seconds per call: CUDA events on a GPU, perf_counter on the CPU."""
-    cuda = case.inputs[0].is_cuda
-    if cuda:
-        start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+class _Clock:
+    """Accumulates the time of timed sections: CUDA events on a GPU, perf_counter on the CPU."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.seconds, self.events = cuda, 0.0, []
+
+    def start(self):
+        if self.cuda:
+            self.events.append(torch.cuda.Event(enable_timing=True))
+            self.events[-1].record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self):
+        if self.cuda:
+            self.events.append(torch.cuda.Event(enable_timing=True))
+            self.events[-1].record()
+        else:
+            self.seconds += time.perf_counter() - self.t0
+
+    def total(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            pairs = zip(self.events[::2], self.events[1::2])
+            return sum(a.elapsed_time(b) for a, b in pairs) / 1e3
+        return self.seconds
+
+
+def _time(step: Callable, case: Case, iterations: int, mode: str = "forward+backward") -> float:
+    """Seconds per call of the mode's part of a training step (the rest runs untimed)."""
+    clock = _Clock(case.inputs[0].is_cuda)
+    if clock.cuda:
         torch.cuda.synchronize()
-        start_event.record()
-    start = time.perf_counter()
     for _ in range(iterations):
         for t in case.inputs:
             t.grad = None
-        step(case)
-    if cuda:
-        end_event.record()
-        torch.cuda.synchronize()
-        return start_event.elapsed_time(end_event) / 1e3 / iterations
-    return (time.perf_counter() - start) / iterations
+        if mode == "forward":
+            clock.start()
+            _outputs(step.forward, case)
+            clock.stop()
+        elif mode == "backward":
+            outs = _outputs(step.forward, case)
+            clock.start()
+            torch.autograd.backward(outs, case.grads)
+            clock.stop()
+        else:
+            clock.start()
+            step(case)
+            clock.stop()
+    return clock.total() / iterations
 
 
 def copy_bandwidth(device: str, megabytes: int = 256, repeats: int = 20) -> float:
@@ -147,17 +217,18 @@ def copy_bandwidth(device: str, megabytes: int = 256, repeats: int = 20) -> floa
     return 2 * src.numel() * 4 / statistics.median(times[2:]) / 1e9
 
 
-def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: float) -> dict:
+def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: float,
+               mode: str = "forward+backward") -> dict:
     _check(case, steps)
     for step in steps.values():  # warm-up (and compilation)
         _time(step, case, 2)
     # Enough iterations that one measurement of the slowest provider lasts min_time.
-    slowest = max(_time(step, case, 1) for step in steps.values())
+    slowest = max(_time(step, case, 1, mode) for step in steps.values())
     iterations = max(1, int(min_time / max(slowest, 1e-7)))
     samples: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():  # interleaved
-            samples[name].append(_time(step, case, iterations))
+            samples[name].append(_time(step, case, iterations, mode))
     row = {}
     for name, times in samples.items():
         q = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
@@ -166,22 +237,26 @@ def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: f
 
 
 def run(ops_: list[str], batches: list[int], data: int, latent: int, dtype: torch.dtype,
-        device: str, repeats: int, min_time: float) -> list[dict]:
+        device: str, repeats: int, min_time: float, modes: tuple[str, ...] = ("forward+backward",)) -> list[dict]:
     rows = []
     bandwidth = copy_bandwidth(device, megabytes=256 if device.startswith("cuda") else 64)
-    cases = [(op, b) for op in ops_ for b in batches]
+    cases = [(op, b, m) for op in ops_ for b in batches for m in modes]
     steps = {op: providers_for(op) for op in ops_}
-    for op, batch in tqdm(cases, desc="bench", unit="case"):
+    for op, batch, mode in tqdm(cases, desc="bench", unit="case"):
         case = make_case(op, batch, data, latent, dtype, device)
-        timing = bench_case(case, steps[op], repeats, min_time)
+        timing = bench_case(case, steps[op], repeats, min_time, mode)
+        memory = {name: {"saved_bytes": saved_bytes(step, case)} for name, step in steps[op].items()}
+        if device.startswith("cuda"):
+            for name, step in steps[op].items():
+                memory[name]["peak_bytes"] = peak_cuda_bytes(step, case)
         rows.append({
-            "op": op, "mode": "forward+backward", "batch": batch,
+            "op": op, "mode": mode, "batch": batch, "memory": memory,
             "shape": [batch, latent if op in OPS[:3] else data], "dtype": str(dtype).removeprefix("torch."),
             "device": device_name(device), "threads": torch.get_num_threads(), "timing": timing,
             "speedup_vs_eager": timing["eager"]["median_s"] / timing["aevb_fast"]["median_s"],
             "speedup_vs_compiled": timing["compiled"]["median_s"] / timing["aevb_fast"]["median_s"],
-            "bytes_moved": case.bytes_moved,
-            "gbps": case.bytes_moved / timing["aevb_fast"]["median_s"] / 1e9,
+            "bytes_moved": mode_bytes(case, mode),
+            "gbps": mode_bytes(case, mode) / timing["aevb_fast"]["median_s"] / 1e9,
             "copy_gbps": bandwidth,
         })
         rows[-1]["bandwidth_share"] = rows[-1]["gbps"] / bandwidth
@@ -208,16 +283,17 @@ def results_path(device: str, root: Path = Path("benchmarks/results")) -> Path:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = (f"{'op':<20} {'batch':>8} {'aevb_fast':>11} {'eager':>11} {'compiled':>11} {'vs eager':>9} "
-              f"{'vs compiled':>12} {'GB/s':>7} {'of copy':>8}")
+    header = (f"{'op':<20} {'mode':<17} {'batch':>8} {'aevb_fast':>11} {'eager':>11} {'compiled':>11} "
+              f"{'vs eager':>9} {'vs compiled':>12} {'GB/s':>7} {'of copy':>8} {'saved MB':>9} {'eager MB':>9}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        t = r["timing"]
+        t, m = r["timing"], r["memory"]
         lines.append(
-            f"{r['op']:<20} {r['batch']:>8} {t['aevb_fast']['median_s'] * 1e3:>9.3f}ms "
+            f"{r['op']:<20} {r['mode']:<17} {r['batch']:>8} {t['aevb_fast']['median_s'] * 1e3:>9.3f}ms "
             f"{t['eager']['median_s'] * 1e3:>9.3f}ms {t['compiled']['median_s'] * 1e3:>9.3f}ms "
             f"{r['speedup_vs_eager']:>8.2f}x {r['speedup_vs_compiled']:>11.2f}x "
-            f"{r['gbps']:>7.1f} {100 * r['bandwidth_share']:>7.0f}%"
+            f"{r['gbps']:>7.1f} {100 * r['bandwidth_share']:>7.0f}% "
+            f"{m['aevb_fast']['saved_bytes'] / 2**20:>9.2f} {m['eager']['saved_bytes'] / 2**20:>9.2f}"
         )
     if rows:
         lines.append(f"copy bandwidth measured in this run: {rows[0]['copy_gbps']:.1f} GB/s")

@@ -37,9 +37,13 @@ def cmd_bench(args) -> int:
         print("aevb-fast bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
     print(f"aevb-fast bench: {args.device} ({bench.device_name(args.device)}), {torch.get_num_threads()} threads, "
-          f"{args.dtype}, D={args.data}, J={args.latent}, forward+backward, median of {args.repeats}")
+          f"{args.dtype}, D={args.data}, J={args.latent}, {','.join(args.modes)}, median of {args.repeats}")
+    modes = tuple(args.modes)
+    if set(modes) - set(bench.MODES):
+        print(f"aevb-fast bench: --modes takes {', '.join(bench.MODES)}", file=sys.stderr)
+        return 2
     rows = bench.run(args.ops, args.sizes, args.data, args.latent, DTYPES[args.dtype], args.device,
-                     args.repeats, args.min_time)
+                     args.repeats, args.min_time, modes)
     print(bench.format_table(rows))
     print("speed-ups are ratios of medians measured side by side in this run (higher is better)")
     if args.save or args.out:
@@ -127,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", type=int, default=784, help="data size D (log-likelihoods)")
     bench.add_argument("--latent", type=int, default=64, help="latent size J (sample, KL)")
     bench.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    bench.add_argument("--modes", type=lambda s: s.split(","), default=["forward+backward"],
+                       help="comma-separated: forward, backward, forward+backward")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--repeats", type=int, default=15, help="timed rounds per provider")
     bench.add_argument("--min-time", type=float, default=0.02, help="seconds per timed round")

@@ -26,6 +26,20 @@ def test_bench_small_run(tmp_path, capsys):
         assert r["speedup_vs_eager"] > 0 and r["torch"] and r["date"]
 
 
+def test_bench_modes_and_memory(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    assert cli.main(["bench", "--ops", "gaussian_log_prob", "--sizes", "64", "--data", "40",
+                     "--modes", "forward,backward", "--repeats", "2", "--min-time", "0.001",
+                     "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["mode"] for r in rows] == ["forward", "backward"]
+    # The fused op saves only its inputs (x, mean, logvar); eager saves intermediates instead.
+    memory = rows[0]["memory"]
+    assert memory["aevb_fast"]["saved_bytes"] == 3 * 64 * 40 * 4
+    assert memory["eager"]["saved_bytes"] > 0
+    assert cli.main(["bench", "--modes", "sideways"]) == 2
+
+
 def test_bench_rejects_unknown_op(capsys):
     assert cli.main(["bench", "--ops", "nope"]) == 2
     assert "unknown op" in capsys.readouterr().err
