@@ -36,6 +36,9 @@ from .elbo import BACKENDS, ESTIMATORS
 from .models import VAE
 
 OPTIMIZERS = ("adagrad", "adam")
+# Steps between host synchronisations: the bound of each step stays on the device until then
+# (checked for NaN, shown in the progress bar), and ranks agree on a stop request.
+SYNC_EVERY = 20
 DEFAULT_LR = {"adagrad": 0.02, "adam": 1e-3}
 
 
@@ -248,34 +251,43 @@ class Trainer:
     # ---- the loop --------------------------------------------------------------------------
 
     def _stop_requested(self) -> bool:
-        """Whether any rank got SIGINT or SIGTERM; checked between steps, so that a checkpoint
-        taken then resumes exactly as if the run had not stopped."""
+        """Whether any rank got SIGINT or SIGTERM; checked between steps (every step alone,
+        every SYNC_EVERY steps with several ranks), so that a checkpoint taken then resumes
+        exactly as if the run had not stopped."""
         flag = float(self.stop_signal is not None)
         if self.world > 1:
+            if self.step % SYNC_EVERY:
+                return False
             flag = _all_reduce_sum([flag], self.device)[0]
         return flag > 0
 
-    def _train_step(self) -> float:
-        """One optimizer step; returns the global bound of the minibatch (before the step)."""
+    def _global_bound(self, bounds: list[torch.Tensor]) -> float:
+        """The mean bound of the steps since the last call, over all ranks: one host sync. A NaN
+        stops the run before anything is saved, so the last good checkpoint stays."""
+        local = torch.stack(bounds).float().mean().item()
+        value = _all_reduce_sum([local], self.device)[0] / self.world
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"train: the bound became {value} within the {len(bounds)} steps before step "
+                f"{self.step} ({self.samples_seen} samples seen); stopped without saving, the last "
+                f"good checkpoint is {self.checkpoint_path}. Try a lower --lr."
+            )
+        return value
+
+    def _train_step(self) -> torch.Tensor:
+        """One optimizer step; returns the minibatch's bound (before the step), on the device."""
         x = self.data.batch(self._next_indices(), self.binarize_rng)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.config.bf16)
         with autocast:
             bound = self.step_model(x, num_samples=self.config.num_samples,
                                     estimator=self.config.estimator, beta=self._beta(),
                                     free_bits=self.config.free_bits, backend=self.config.backend)
-        global_bound = _all_reduce_sum([bound.item()], self.device)[0] / self.world
-        if not math.isfinite(global_bound):
-            raise TrainingDiverged(
-                f"train: the bound became {global_bound} at step {self.step} "
-                f"({self.samples_seen} samples seen); stopped without saving, the last good "
-                f"checkpoint is {self.checkpoint_path}. Try a lower --lr."
-            )
         self.optimizer.zero_grad(set_to_none=True)
         (-bound).backward()
         self.optimizer.step()
         self.step += 1
         self.samples_seen += self.config.batch_size
-        return global_bound
+        return bound.detach()
 
     def _request_stop(self, signum, frame) -> None:
         self.stop_signal = signum
@@ -293,19 +305,22 @@ class Trainer:
             if self.samples_seen == 0:
                 records.append(self.evaluate(0.0))
             next_eval = (self.samples_seen // config.eval_every + 1) * config.eval_every
-            window_start, window_samples, running = time.perf_counter(), 0, None
+            window_start, window_samples, running, pending = time.perf_counter(), 0, None, []
             while self.samples_seen < config.samples:
                 if self._stop_requested():
                     self.stop_signal = self.stop_signal or signal.SIGTERM
                     break
-                global_bound = self._train_step()
-                running = global_bound if running is None else 0.98 * running + 0.02 * global_bound
+                pending.append(self._train_step())
                 window_samples += config.batch_size
                 bar.update(config.batch_size)
-                if self.step % 20 == 0:
+                evaluate_now = self.samples_seen >= next_eval or self.samples_seen >= config.samples
+                if self.step % SYNC_EVERY == 0 or evaluate_now:
+                    recent = self._global_bound(pending)
+                    pending = []
+                    running = recent if running is None else 0.7 * running + 0.3 * recent
                     rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
                     bar.set_postfix(bound=f"{running:.2f}", samples_s=f"{rate:.0f}")
-                if self.samples_seen >= next_eval or self.samples_seen >= config.samples:
+                if evaluate_now:
                     elapsed = time.perf_counter() - window_start
                     self.train_wall += elapsed
                     records.append(self.evaluate(window_samples / max(elapsed, 1e-9)))
@@ -313,6 +328,8 @@ class Trainer:
                     next_eval += config.eval_every
                     window_start, window_samples = time.perf_counter(), 0
             if self.stop_signal is not None:
+                if pending:
+                    self._global_bound(pending)  # never save parameters that went NaN
                 self._save_checkpoint()
                 if self.rank == 0:
                     name = signal.Signals(self.stop_signal).name
