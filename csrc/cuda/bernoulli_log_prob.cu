@@ -1,6 +1,6 @@
-// bernoulli_log_prob on CUDA: the forward is one warp per output row (a warp-shuffle sum,
-// deterministic), the backward one thread per element. Row r of logits pairs with row r % Rx
-// of x (x broadcast over the leading sample dims without a copy).
+// bernoulli_log_prob on CUDA: the forward is a row sum (a warp per row, a block per long row;
+// deterministic), the backward an elementwise map; both take 128-bit packs when aligned. Row r of
+// logits pairs with row r % Rx of x (x broadcast over the leading sample dims without a copy).
 #include <ATen/Dispatch.h>
 
 #include "common/math.h"
@@ -11,61 +11,68 @@ namespace aevb_fast::cuda {
 namespace {
 
 template <typename scalar_t>
-__global__ void bernoulli_forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ logits,
-                                         acc_t<scalar_t>* __restrict__ out, int64_t rows, int64_t cols,
-                                         int64_t x_rows) {
+struct BernoulliTerm {
   using acc = acc_t<scalar_t>;
-  const int lane = threadIdx.x % kWarp;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / kWarp);
-  for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp; r < rows; r += warps) {
-    const int64_t x_row = (r % x_rows) * cols;
-    acc sum = 0;
-    for (int64_t j = lane; j < cols; j += kWarp) {
-      sum += bernoulli_log_prob_term(load(x, x_row + j), load(logits, r * cols + j));
-    }
-    sum = warp_sum(sum);
-    if (lane == 0) out[r] = sum;
+  const scalar_t* x;
+  const scalar_t* logits;
+  int64_t cols, x_rows;
+
+  template <int N>
+  __device__ acc sum(int64_t r, int64_t j) const {
+    acc xs[N], ls[N];
+    load_pack<N>(x, (r % x_rows) * cols + j, xs);
+    load_pack<N>(logits, r * cols + j, ls);
+    acc s = 0;
+#pragma unroll
+    for (int k = 0; k < N; ++k) s += bernoulli_log_prob_term(xs[k], ls[k]);
+    return s;
   }
-}
+};
 
 template <typename scalar_t>
-__global__ void bernoulli_backward_kernel(const acc_t<scalar_t>* __restrict__ grad,
-                                          const scalar_t* __restrict__ x,
-                                          const scalar_t* __restrict__ logits,
-                                          scalar_t* __restrict__ grad_logits, int64_t total,
-                                          int64_t cols, int64_t x_rows) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+struct BernoulliGrad {
+  using acc = acc_t<scalar_t>;
+  const acc* grad;
+  const scalar_t* x;
+  const scalar_t* logits;
+  scalar_t* grad_logits;
+  int64_t cols, x_rows;
+
+  template <int N>
+  __device__ void apply(int64_t i) const {
     const int64_t r = i / cols, j = i - r * cols;
-    const auto g = grad[r];
-    grad_logits[i] = static_cast<scalar_t>(g * bernoulli_grad_logit(load(x, (r % x_rows) * cols + j), load(logits, i)));
+    const acc g = grad[r];
+    acc xs[N], ls[N], out[N];
+    load_pack<N>(x, (r % x_rows) * cols + j, xs);
+    load_pack<N>(logits, i, ls);
+#pragma unroll
+    for (int k = 0; k < N; ++k) out[k] = g * bernoulli_grad_logit(xs[k], ls[k]);
+    store_pack<N>(grad_logits, i, out);
   }
-}
+};
 
 }  // namespace
 
 void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  const int64_t rows = logits.size(0), cols = logits.size(1), x_rows = x.size(0);
-  if (rows == 0) return;
+  const int64_t rows = logits.size(0), cols = logits.size(1), x_rows = std::max<int64_t>(x.size(0), 1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_forward_cuda", [&] {
-    bernoulli_forward_kernel<scalar_t><<<blocks_for(rows * kWarp), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        x.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(), out.data_ptr<acc_t<scalar_t>>(),
-        rows, cols, std::max<int64_t>(x_rows, 1));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    using acc = acc_t<scalar_t>;
+    const BernoulliTerm<scalar_t> term{x.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(), cols, x_rows};
+    launch_row_sum<scalar_t>(term, out.data_ptr<acc>(), rows, cols, acc(1), acc(0),
+                             can_pack<scalar_t>(cols, {term.x, term.logits}));
   });
 }
 
 void bernoulli_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
                         const at::Tensor& grad_logits) {
   const c10::cuda::CUDAGuard guard(logits.device());
-  const int64_t total = logits.numel(), cols = logits.size(1), x_rows = x.size(0);
-  if (total == 0) return;
+  const int64_t cols = logits.size(1), x_rows = std::max<int64_t>(x.size(0), 1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_backward_cuda", [&] {
-    bernoulli_backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        grad.const_data_ptr<acc_t<scalar_t>>(), x.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(),
-        grad_logits.data_ptr<scalar_t>(), total, cols, x_rows);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const BernoulliGrad<scalar_t> op{grad.const_data_ptr<acc_t<scalar_t>>(), x.const_data_ptr<scalar_t>(),
+                                     logits.const_data_ptr<scalar_t>(), grad_logits.data_ptr<scalar_t>(), cols,
+                                     x_rows};
+    launch_elementwise<scalar_t>(op, logits.numel(), can_pack<scalar_t>(cols, {op.x, op.logits, op.grad_logits}));
   });
 }
 

@@ -1,10 +1,8 @@
 // reparameterize, gaussian_kl and sample_and_kl on CUDA (see csrc/cpu/sample_and_kl.cpp for the
-// formulas). Three kernels:
-//  - kl_kernel: one warp per row, warp-shuffle sum of the KL terms (deterministic);
-//  - sample_kernel: one thread per Philox counter, writing its 4 normals' z elements (adjacent
-//    threads write adjacent addresses), or one thread per element when eps is given;
-//  - sample_backward_kernel: one thread per (row, column) of mu, summing over the L samples and
-//    regenerating each sample's normal.
+// formulas). The KL is a row sum (utils.cuh); z with given eps and the backward are elementwise
+// maps; z with drawn noise has its own kernel because its unit of work is the RNG's: one thread
+// per 4 consecutive Philox counters, which give, for each of the counter's 4 words, 4 adjacent
+// elements of z (a 4-element packed store). The backward regenerates the noise with normal_at.
 #include <ATen/Dispatch.h>
 
 #include "common/math.h"
@@ -15,81 +13,140 @@ namespace aevb_fast::cuda {
 namespace {
 
 template <typename scalar_t>
-__global__ void kl_kernel(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
-                          acc_t<scalar_t>* __restrict__ kl, int64_t rows, int64_t cols) {
+struct KLTerm {
   using acc = acc_t<scalar_t>;
-  const int lane = threadIdx.x % kWarp;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / kWarp);
-  for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp; r < rows; r += warps) {
-    acc sum = 0;
-    for (int64_t j = lane; j < cols; j += kWarp) {
-      sum += twice_kl_term(load(mu, r * cols + j), load(logvar, r * cols + j));
-    }
-    sum = warp_sum(sum);
-    if (lane == 0) kl[r] = acc(0.5) * sum;
-  }
-}
+  const scalar_t* mu;
+  const scalar_t* logvar;
+  int64_t cols;
 
+  template <int N>
+  __device__ acc sum(int64_t r, int64_t j) const {
+    acc ms[N], lvs[N];
+    load_pack<N>(mu, r * cols + j, ms);
+    load_pack<N>(logvar, r * cols + j, lvs);
+    acc s = 0;
+#pragma unroll
+    for (int k = 0; k < N; ++k) s += twice_kl_term(ms[k], lvs[k]);
+    return s;
+  }
+};
+
+// z = mu + exp(logvar / 2) * eps with eps given; element i of z uses parameter i % params.
 template <typename scalar_t>
-__global__ void sample_given_kernel(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
-                                    const scalar_t* __restrict__ eps, scalar_t* __restrict__ z,
-                                    int64_t params, int64_t total) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+struct SampleGiven {
+  using acc = acc_t<scalar_t>;
+  const scalar_t* mu;
+  const scalar_t* logvar;
+  const scalar_t* eps;
+  scalar_t* z;
+  int64_t params;
+
+  template <int N>
+  __device__ void apply(int64_t i) const {
     const int64_t p = i % params;
-    z[i] = static_cast<scalar_t>(load(mu, p) + std_from_logvar(load(logvar, p)) * load(eps, i));
+    acc ms[N], lvs[N], es[N], out[N];
+    load_pack<N>(mu, p, ms);
+    load_pack<N>(logvar, p, lvs);
+    load_pack<N>(eps, i, es);
+#pragma unroll
+    for (int k = 0; k < N; ++k) out[k] = ms[k] + std_from_logvar(lvs[k]) * es[k];
+    store_pack<N>(z, i, out);
   }
-}
+};
 
-template <typename scalar_t>
+constexpr int kCountersPerThread = 4;
+
+template <typename scalar_t, bool kPacked>
 __global__ void sample_drawn_kernel(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
                                     const int64_t* __restrict__ seed_ptr, scalar_t* __restrict__ z,
                                     int64_t params, int64_t total) {
   using acc = acc_t<scalar_t>;
+  constexpr int G = kCountersPerThread;
+  constexpr int kGroupsPerBlock = kNoiseLanes / G;
   const PhiloxSeed seed = read_seed(seed_ptr);
-  const int64_t counters = (total + kNoiseBlock - 1) / kNoiseBlock * kNoiseLanes;
-  for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < counters;
-       c += int64_t(gridDim.x) * blockDim.x) {
-    float normals[4][1];
-    philox_normals<1>(seed, uint64_t(c), normals);
-    const int64_t base = c / kNoiseLanes * kNoiseBlock + c % kNoiseLanes;
+  const int64_t groups = (total + kNoiseBlock - 1) / kNoiseBlock * kGroupsPerBlock;
+  for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < groups;
+       g += int64_t(gridDim.x) * blockDim.x) {
+    // Counters 4g .. 4g + 3 are lanes j0 .. j0 + 3 of noise block b; word w of lane j is element
+    // 64 b + 16 w + j.
+    float normals[4][G];
+    philox_normals<G>(seed, uint64_t(g) * G, normals);
+    const int64_t base = g / kGroupsPerBlock * kNoiseBlock + g % kGroupsPerBlock * G;
+#pragma unroll
     for (int word = 0; word < 4; ++word) {
-      const int64_t i = base + word * kNoiseLanes;
-      if (i < total) {
-        const int64_t p = i % params;
-        z[i] = static_cast<scalar_t>(load(mu, p) + std_from_logvar(load(logvar, p)) * acc(normals[word][0]));
+      const int64_t i0 = base + int64_t(word) * kNoiseLanes;
+      if constexpr (kPacked) {
+        // params % 4 == 0, so the 4 elements are all in range or all out, and in one row.
+        if (i0 >= total) continue;
+        const int64_t p0 = i0 % params;
+        acc ms[G], lvs[G], out[G];
+        load_pack<G>(mu, p0, ms);
+        load_pack<G>(logvar, p0, lvs);
+#pragma unroll
+        for (int k = 0; k < G; ++k) out[k] = ms[k] + std_from_logvar(lvs[k]) * acc(normals[word][k]);
+        store_pack<G>(z, i0, out);
+      } else {
+        for (int k = 0; k < G; ++k) {
+          const int64_t i = i0 + k;
+          if (i >= total) break;
+          const int64_t p = i % params;
+          z[i] = static_cast<scalar_t>(static_cast<acc>(mu[p]) +
+                                       std_from_logvar(static_cast<acc>(logvar[p])) * acc(normals[word][k]));
+        }
       }
     }
   }
 }
 
+// grad_mu, grad_logvar of parameter p: the sum over the L samples of grad_z (and grad_z * eps,
+// eps regenerated when it was drawn), plus the KL's gradient.
 template <typename scalar_t>
-__global__ void sample_backward_kernel(const scalar_t* __restrict__ grad_z,
-                                       const acc_t<scalar_t>* __restrict__ grad_kl,
-                                       const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
-                                       const scalar_t* __restrict__ eps, const int64_t* __restrict__ seed_ptr,
-                                       scalar_t* __restrict__ grad_mu, scalar_t* __restrict__ grad_logvar,
-                                       int64_t samples, int64_t cols, int64_t params) {
+struct SampleGrad {
   using acc = acc_t<scalar_t>;
-  const PhiloxSeed seed = (samples > 0 && eps == nullptr) ? read_seed(seed_ptr) : PhiloxSeed{0, 0};
-  for (int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; p < params;
-       p += int64_t(gridDim.x) * blockDim.x) {
-    acc sum_grad = 0, sum_grad_eps = 0;
+  const scalar_t* grad_z;
+  const acc* grad_kl;  // or nullptr
+  const scalar_t* mu;
+  const scalar_t* logvar;
+  const scalar_t* eps;       // or nullptr: regenerate from seed
+  const int64_t* seed;
+  scalar_t* grad_mu;
+  scalar_t* grad_logvar;
+  int64_t samples, cols, params;
+
+  template <int N>
+  __device__ void apply(int64_t p) const {
+    const PhiloxSeed noise_seed = (samples > 0 && eps == nullptr) ? read_seed(seed) : PhiloxSeed{0, 0};
+    acc sum_grad[N] = {}, sum_grad_eps[N] = {};
     for (int64_t l = 0; l < samples; ++l) {
       const int64_t i = l * params + p;
-      const acc g = load(grad_z, i);
-      const acc e = eps != nullptr ? load(eps, i) : acc(normal_at(seed, uint64_t(i)));
-      sum_grad += g;
-      sum_grad_eps += g * e;
+      acc gs[N], es[N];
+      load_pack<N>(grad_z, i, gs);
+      if (eps != nullptr) {
+        load_pack<N>(eps, i, es);
+      } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) es[k] = acc(normal_at(noise_seed, uint64_t(i + k)));
+      }
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        sum_grad[k] += gs[k];
+        sum_grad_eps[k] += gs[k] * es[k];
+      }
     }
-    const acc lv = load(logvar, p);
-    const acc gkl = grad_kl != nullptr ? grad_kl[p / cols] : acc(0);
-    acc g_lv = gkl * kl_grad_logvar(lv);
-    if (samples > 0) g_lv += acc(0.5) * std_from_logvar(lv) * sum_grad_eps;
-    grad_mu[p] = static_cast<scalar_t>(sum_grad + gkl * load(mu, p));
-    grad_logvar[p] = static_cast<scalar_t>(g_lv);
+    acc ms[N], lvs[N], g_mu[N], g_lv[N];
+    load_pack<N>(mu, p, ms);
+    load_pack<N>(logvar, p, lvs);
+    const acc gkl = grad_kl != nullptr ? grad_kl[p / cols] : acc(0);  // the N elements share a row
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      g_lv[k] = gkl * kl_grad_logvar(lvs[k]);
+      if (samples > 0) g_lv[k] += acc(0.5) * std_from_logvar(lvs[k]) * sum_grad_eps[k];
+      g_mu[k] = sum_grad[k] + gkl * ms[k];
+    }
+    store_pack<N>(grad_mu, p, g_mu);
+    store_pack<N>(grad_logvar, p, g_lv);
   }
-}
+};
 
 }  // namespace
 
@@ -99,22 +156,29 @@ void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Te
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t rows = mu.size(0), cols = mu.size(1), params = rows * cols, total = z.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_forward_cuda", [&] {
+    using acc = acc_t<scalar_t>;
     const scalar_t* mu_p = mu.const_data_ptr<scalar_t>();
     const scalar_t* logvar_p = logvar.const_data_ptr<scalar_t>();
-    if (kl.defined() && rows > 0) {
-      kl_kernel<scalar_t><<<blocks_for(rows * kWarp), kThreads, 0, stream>>>(
-          mu_p, logvar_p, kl.data_ptr<acc_t<scalar_t>>(), rows, cols);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (kl.defined()) {
+      launch_row_sum<scalar_t>(KLTerm<scalar_t>{mu_p, logvar_p, cols}, kl.data_ptr<acc>(), rows, cols, acc(0.5),
+                               acc(0), can_pack<scalar_t>(cols, {mu_p, logvar_p}));
     }
     if (total == 0) return;
     if (eps.defined()) {
-      sample_given_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-          mu_p, logvar_p, eps.const_data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), params, total);
+      const SampleGiven<scalar_t> op{mu_p, logvar_p, eps.const_data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), params};
+      launch_elementwise<scalar_t>(op, total, can_pack<scalar_t>(cols, {op.mu, op.logvar, op.eps, op.z}));
     } else {
-      sample_drawn_kernel<scalar_t><<<blocks_for((total + 3) / 4), kThreads, 0, stream>>>(
-          mu_p, logvar_p, seed.const_data_ptr<int64_t>(), z.data_ptr<scalar_t>(), params, total);
+      const int64_t groups = (total + kNoiseBlock - 1) / kNoiseBlock * (kNoiseLanes / kCountersPerThread);
+      const unsigned int blocks = blocks_for(groups);
+      scalar_t* z_p = z.data_ptr<scalar_t>();
+      const int64_t* seed_p = seed.const_data_ptr<int64_t>();
+      if (can_pack<scalar_t, kCountersPerThread>(cols, {mu_p, logvar_p, z_p})) {
+        sample_drawn_kernel<scalar_t, true><<<blocks, kThreads, 0, stream>>>(mu_p, logvar_p, seed_p, z_p, params, total);
+      } else {
+        sample_drawn_kernel<scalar_t, false><<<blocks, kThreads, 0, stream>>>(mu_p, logvar_p, seed_p, z_p, params, total);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
@@ -122,18 +186,21 @@ void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const 
                      const at::Tensor& logvar, const at::Tensor& eps, const at::Tensor& seed,
                      const at::Tensor& grad_mu, const at::Tensor& grad_logvar) {
   const c10::cuda::CUDAGuard guard(mu.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t samples = grad_z.size(0), cols = mu.size(1), params = mu.numel();
-  if (params == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_backward_cuda", [&] {
-    sample_backward_kernel<scalar_t><<<blocks_for(params), kThreads, 0, stream>>>(
-        grad_z.const_data_ptr<scalar_t>(),
-        grad_kl.defined() ? grad_kl.const_data_ptr<acc_t<scalar_t>>() : nullptr,
-        mu.const_data_ptr<scalar_t>(), logvar.const_data_ptr<scalar_t>(),
-        eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr,
-        seed.defined() ? seed.const_data_ptr<int64_t>() : nullptr, grad_mu.data_ptr<scalar_t>(),
-        grad_logvar.data_ptr<scalar_t>(), samples, cols, params);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const SampleGrad<scalar_t> op{grad_z.const_data_ptr<scalar_t>(),
+                                  grad_kl.defined() ? grad_kl.const_data_ptr<acc_t<scalar_t>>() : nullptr,
+                                  mu.const_data_ptr<scalar_t>(),
+                                  logvar.const_data_ptr<scalar_t>(),
+                                  eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr,
+                                  seed.defined() ? seed.const_data_ptr<int64_t>() : nullptr,
+                                  grad_mu.data_ptr<scalar_t>(),
+                                  grad_logvar.data_ptr<scalar_t>(),
+                                  samples,
+                                  cols,
+                                  params};
+    launch_elementwise<scalar_t>(
+        op, params, can_pack<scalar_t>(cols, {op.grad_z, op.mu, op.logvar, op.eps, op.grad_mu, op.grad_logvar}));
   });
 }
 

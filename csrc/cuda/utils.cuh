@@ -1,5 +1,8 @@
 #pragma once
-// Helpers of the CUDA kernels: launch geometry, warp reductions, loads in the accumulation type.
+// Helpers of the CUDA kernels: 128-bit packed loads and stores, deterministic row reductions
+// (a warp per row, or a block per row for long rows), and the two kernel shapes every operator
+// uses: a row sum and an elementwise map. An operator supplies a small functor with its math
+// (from csrc/common/math.h) and these helpers do the traversal.
 #include <algorithm>
 #include <cstdint>
 
@@ -19,6 +22,13 @@ using acc_t = at::opmath_type<scalar_t>;
 
 constexpr int kThreads = 256;
 constexpr int kWarp = 32;
+// Rows at least this long get a whole block each (a warp per row would leave most of the GPU's
+// warps idle per byte in flight); shorter rows get a warp each.
+constexpr int64_t kBlockRowMin = 4096;
+
+// Elements in one 128-bit access.
+template <typename scalar_t>
+constexpr int kPack = 16 / int(sizeof(scalar_t)) > 0 ? 16 / int(sizeof(scalar_t)) : 1;
 
 // Enough blocks to fill the GPU several times over; kernels use grid-stride loops, so any
 // count is correct.
@@ -27,15 +37,125 @@ inline unsigned int blocks_for(int64_t work_items, int threads = kThreads) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(needed, 65535LL * 8)));
 }
 
+// The packed path (N elements per access, 16 bytes by default) needs every pointer aligned to a
+// pack and rows a whole number of packs, so that a pack never straddles two rows and every row
+// starts aligned; otherwise kernels go one element at a time.
+template <typename scalar_t, int N = kPack<scalar_t>>
+bool can_pack(int64_t cols, std::initializer_list<const void*> pointers) {
+  if (cols % N != 0) return false;
+  for (const void* p : pointers) {
+    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % (sizeof(scalar_t) * N) != 0) return false;
+  }
+  return true;
+}
+
+template <typename scalar_t, int N>
+struct alignas(sizeof(scalar_t) * N) Pack {
+  scalar_t v[N];
+};
+
+// Elements i .. i + N - 1 in the accumulation type; one 128-bit load when N is the pack size.
+template <int N, typename scalar_t>
+__device__ __forceinline__ void load_pack(const scalar_t* p, int64_t i, acc_t<scalar_t> (&out)[N]) {
+  const Pack<scalar_t, N> pack = *reinterpret_cast<const Pack<scalar_t, N>*>(p + i);
+#pragma unroll
+  for (int k = 0; k < N; ++k) out[k] = static_cast<acc_t<scalar_t>>(pack.v[k]);
+}
+
+template <int N, typename scalar_t>
+__device__ __forceinline__ void store_pack(scalar_t* p, int64_t i, const acc_t<scalar_t> (&in)[N]) {
+  Pack<scalar_t, N> pack;
+#pragma unroll
+  for (int k = 0; k < N; ++k) pack.v[k] = static_cast<scalar_t>(in[k]);
+  *reinterpret_cast<Pack<scalar_t, N>*>(p + i) = pack;
+}
+
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
   for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
   return v;
 }
 
-template <typename scalar_t>
-__device__ __forceinline__ acc_t<scalar_t> load(const scalar_t* p, int64_t i) {
-  return static_cast<acc_t<scalar_t>>(p[i]);
+// The sum of v over the kRowThreads threads of a row, in a fixed order (run-to-run identical);
+// the first thread of the row gets it. kRowThreads is a warp or the whole block.
+template <int kRowThreads, typename T>
+__device__ __forceinline__ T row_sum(T v, T* shared) {
+  v = warp_sum(v);
+  if constexpr (kRowThreads == kWarp) {
+    return v;
+  } else {
+    const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    if (warp == 0) v = warp_sum(lane < kRowThreads / kWarp ? shared[lane] : T(0));
+    __syncthreads();  // shared is reused by the block's next row
+    return v;
+  }
+}
+
+// out[r] = scale * sum_j term(r, j) + offset. Term::sum<N>(r, j) returns the sum of the terms of
+// elements j .. j + N - 1 of row r. A row is kRowThreads threads, each taking kVec elements at a
+// time, grid-stride over rows.
+template <int kVec, int kRowThreads, typename Term, typename acc>
+__global__ void row_sum_kernel(Term term, acc* __restrict__ out, int64_t rows, int64_t cols, acc scale,
+                               acc offset) {
+  __shared__ acc shared[kThreads / kWarp];
+  constexpr int kRowsPerBlock = kThreads / kRowThreads;
+  const int t = threadIdx.x % kRowThreads;
+  for (int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kRowThreads; r < rows;
+       r += int64_t(gridDim.x) * kRowsPerBlock) {
+    acc sum = 0;
+    for (int64_t j = int64_t(t) * kVec; j < cols; j += int64_t(kRowThreads) * kVec) {
+      sum += term.template sum<kVec>(r, j);
+    }
+    sum = row_sum<kRowThreads>(sum, shared);
+    if (t == 0) out[r] = scale * sum + offset;
+  }
+}
+
+// A block per row when a row is at least kBlockRowMin elements long (row_sum_kernel's loop over
+// rows is then uniform across the block, as its __syncthreads need), a warp per row otherwise.
+template <typename scalar_t, typename Term, typename acc>
+void launch_row_sum(const Term& term, acc* out, int64_t rows, int64_t cols, acc scale, acc offset,
+                    bool packed) {
+  if (rows == 0) return;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const bool block_rows = cols >= kBlockRowMin;
+  const unsigned int blocks = blocks_for(block_rows ? rows * kThreads : rows * kWarp);
+  constexpr int P = kPack<scalar_t>;
+  if (packed && block_rows) {
+    row_sum_kernel<P, kThreads><<<blocks, kThreads, 0, stream>>>(term, out, rows, cols, scale, offset);
+  } else if (packed) {
+    row_sum_kernel<P, kWarp><<<blocks, kThreads, 0, stream>>>(term, out, rows, cols, scale, offset);
+  } else if (block_rows) {
+    row_sum_kernel<1, kThreads><<<blocks, kThreads, 0, stream>>>(term, out, rows, cols, scale, offset);
+  } else {
+    row_sum_kernel<1, kWarp><<<blocks, kThreads, 0, stream>>>(term, out, rows, cols, scale, offset);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// op.apply<N>(i) handles flat elements i .. i + N - 1 (in one row when packed); grid-stride.
+template <int kVec, typename Op>
+__global__ void elementwise_kernel(Op op, int64_t total) {
+  const int64_t packs = total / kVec;
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < packs;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    op.template apply<kVec>(k * kVec);
+  }
+}
+
+template <typename scalar_t, typename Op>
+void launch_elementwise(const Op& op, int64_t total, bool packed) {
+  if (total == 0) return;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  constexpr int P = kPack<scalar_t>;
+  if (packed && total % P == 0) {
+    elementwise_kernel<P><<<blocks_for(total / P), kThreads, 0, stream>>>(op, total);
+  } else {
+    elementwise_kernel<1><<<blocks_for(total), kThreads, 0, stream>>>(op, total);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // The seed is read on the device: no host synchronisation, and a CUDA graph replays the read.
