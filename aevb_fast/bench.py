@@ -6,6 +6,8 @@ pass (every device) and the peak memory of a forward+backward (CUDA)."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import platform
 import statistics
@@ -25,25 +27,33 @@ MODES = ("forward", "backward", "forward+backward")
 OPS = ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")
 
 
+SAMPLING_OPS = ("reparameterize", "sample_and_kl")  # the ops that take num_samples (L)
+
+
 @dataclass
 class Case:
     op: str
     batch: int
+    samples: int  # L (1 for the ops that draw no sample)
     inputs: list[torch.Tensor]  # leaves; the float ones that require grad get gradients
     grads: list[torch.Tensor]   # output gradients (random, not ones)
     uses_noise: bool
     bytes_moved: tuple[int, int]  # the least a fused forward, and a backward, must read and write
 
 
-def bytes_moved(op: str, batch: int, width: int, element: int, accumulate: int) -> tuple[int, int]:
+def bytes_moved(op: str, batch: int, width: int, element: int, accumulate: int,
+                samples: int = 1) -> tuple[int, int]:
     """Bytes (forward, backward) must move at least: every input read once and every output
     written once in each pass; the noise is regenerated, never stored. `width` is J for the
-    latent ops and D for the log-likelihoods; `accumulate` is the size of a reduced element."""
-    n, rows = batch * width * element, batch * accumulate
+    latent ops and D for the log-likelihoods; `accumulate` is the size of a reduced element;
+    `samples` is L (z and its gradient are L times the size of mu)."""
+    n, rows, z = batch * width * element, batch * accumulate, samples * batch * width * element
     return {
-        "reparameterize": (3 * n, 5 * n),              # read mu, logvar, write z | read grad, mu, logvar, write 2
-        "gaussian_kl": (2 * n + rows, rows + 4 * n),   # read mu, logvar, write kl | read grad, mu, logvar, write 2
-        "sample_and_kl": (3 * n + rows, 5 * n + rows),
+        # read mu, logvar, write z | read grad_z, logvar, write grad_mu, grad_logvar
+        "reparameterize": (2 * n + z, z + 3 * n),
+        # read mu, logvar, write kl | read grad_kl, mu, logvar, write grad_mu, grad_logvar
+        "gaussian_kl": (2 * n + rows, rows + 4 * n),
+        "sample_and_kl": (2 * n + z + rows, z + rows + 4 * n),
         "bernoulli_log_prob": (2 * n + rows, 3 * n + rows),  # read x, logits, write ll | read grad, x, logits, write 1
         "gaussian_log_prob": (3 * n + rows, 5 * n + rows),
     }[op]
@@ -54,7 +64,8 @@ def mode_bytes(case: Case, mode: str) -> int:
     return {"forward": forward, "backward": backward, "forward+backward": forward + backward}[mode]
 
 
-def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, device: str) -> Case:
+def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, device: str,
+              samples: int = 1) -> Case:
     g = torch.Generator().manual_seed(0)
 
     def randn(*shape, requires_grad=True):
@@ -65,12 +76,14 @@ def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, d
     sizes = (dtype.itemsize, acc.itemsize)
     if op in ("reparameterize", "gaussian_kl", "sample_and_kl"):
         mu, logvar = randn(batch, latent), randn(batch, latent)
-        grad_z, grad_kl = randn(batch, latent, requires_grad=False), randn(batch, requires_grad=False).to(acc)
+        grad_z = randn(samples, batch, latent, requires_grad=False)
+        grad_kl = randn(batch, requires_grad=False).to(acc)
         grads = {"reparameterize": [grad_z], "gaussian_kl": [grad_kl], "sample_and_kl": [grad_z, grad_kl]}[op]
-        return Case(op, batch, [mu, logvar], grads, op != "gaussian_kl", bytes_moved(op, batch, latent, *sizes))
+        return Case(op, batch, samples, [mu, logvar], grads, op != "gaussian_kl",
+                    bytes_moved(op, batch, latent, *sizes, samples=samples))
     x = torch.rand((batch, data), generator=g).to(dtype=dtype, device=device)
     params = [randn(batch, data)] + ([randn(batch, data)] if op == "gaussian_log_prob" else [])
-    return Case(op, batch, [x, *params], [randn(batch, requires_grad=False).to(acc)], False,
+    return Case(op, batch, 1, [x, *params], [randn(batch, requires_grad=False).to(acc)], False,
                 bytes_moved(op, batch, data, *sizes))
 
 
@@ -89,8 +102,11 @@ def _forward_backward(fn: Callable) -> Callable:
     return step
 
 
-def providers_for(op: str) -> dict[str, Callable]:
+def providers_for(op: str, samples: int = 1) -> dict[str, Callable]:
     fused, eager = getattr(ops, op), getattr(reference, op)
+    if op in SAMPLING_OPS:  # z of shape (L, B, J), like the case's grad_z
+        fused = functools.partial(fused, num_samples=samples)
+        eager = functools.partial(eager, num_samples=samples)
     compiled = torch.compile(lambda *a: eager(*a), dynamic=False)
     return {"aevb_fast": _forward_backward(fused), "eager": _forward_backward(eager),
             "compiled": _forward_backward(compiled)}
@@ -143,7 +159,8 @@ def _check(case: Case, step_by_provider: dict[str, Callable]) -> None:
         for a, b in pairs:
             ok = ok and torch.allclose(a, b, rtol=2e-2, atol=2e-2 * max(1.0, b.abs().max().item()))
         if not ok:
-            raise RuntimeError(f"bench: {name} gives wrong results for {case.op} at batch {case.batch}")
+            raise RuntimeError(f"bench: {name} gives wrong results for {case.op} at batch {case.batch}, "
+                               f"L={case.samples}, {case.inputs[0].dtype}")
     for t in case.inputs:
         t.grad = None
 
@@ -236,30 +253,56 @@ def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: f
     return row
 
 
-def run(ops_: list[str], batches: list[int], data: int, latent: int, dtype: torch.dtype,
-        device: str, repeats: int, min_time: float, modes: tuple[str, ...] = ("forward+backward",)) -> list[dict]:
+def keep_freed_memory() -> bool:
+    """Makes glibc keep freed memory for reuse instead of returning it to the kernel, as a
+    caching allocator does on a GPU. By default every allocation over 32 MB is a fresh mmap and
+    its first touch page-faults (zeroing ~50k pages for a 65536 x 784 float32 tensor); at the
+    large sizes that costs every provider more than its arithmetic. Returns whether it applied."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
+def default_dtypes(device: str) -> list[torch.dtype]:
+    return [torch.float32, torch.bfloat16] + ([torch.float16] if device.startswith("cuda") else [])
+
+
+def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: list[torch.dtype],
+        device: str, repeats: int, min_time: float, modes: tuple[str, ...] = ("forward+backward",),
+        samples: tuple[int, ...] = (1,), allocator: str = "glibc default") -> list[dict]:
+    """Every (op, L, dtype, batch, mode) case, providers interleaved within each case. `samples`
+    applies to the ops that draw z; the others run once with L = 1."""
     rows = []
-    bandwidth = copy_bandwidth(device, megabytes=256 if device.startswith("cuda") else 64)
-    cases = [(op, b, m) for op in ops_ for b in batches for m in modes]
-    steps = {op: providers_for(op) for op in ops_}
-    for op, batch, mode in tqdm(cases, desc="bench", unit="case"):
-        case = make_case(op, batch, data, latent, dtype, device)
-        timing = bench_case(case, steps[op], repeats, min_time, mode)
-        memory = {name: {"saved_bytes": saved_bytes(step, case)} for name, step in steps[op].items()}
+    bandwidth = copy_bandwidth(device, megabytes=256)
+    cases = [(op, L, dtype, b, m) for op in ops_ for L in (samples if op in SAMPLING_OPS else (1,))
+             for dtype in dtypes for b in batches for m in modes]
+    steps = {(op, L): providers_for(op, L) for op, L, *_ in cases}
+    for op, L, dtype, batch, mode in tqdm(cases, desc="bench", unit="case"):
+        case = make_case(op, batch, data, latent, dtype, device, L)
+        providers = steps[(op, L)]
+        timing = bench_case(case, providers, repeats, min_time, mode)
+        memory = {name: {"saved_bytes": saved_bytes(step, case)} for name, step in providers.items()}
         if device.startswith("cuda"):
-            for name, step in steps[op].items():
+            for name, step in providers.items():
                 memory[name]["peak_bytes"] = peak_cuda_bytes(step, case)
+        width = latent if op in OPS[:3] else data
         rows.append({
-            "op": op, "mode": mode, "batch": batch, "memory": memory,
-            "shape": [batch, latent if op in OPS[:3] else data], "dtype": str(dtype).removeprefix("torch."),
+            "op": op, "mode": mode, "batch": batch, "samples": L, "memory": memory,
+            "shape": [batch, width], "dtype": str(dtype).removeprefix("torch."),
             "device": device_name(device), "threads": torch.get_num_threads(), "timing": timing,
             "speedup_vs_eager": timing["eager"]["median_s"] / timing["aevb_fast"]["median_s"],
             "speedup_vs_compiled": timing["compiled"]["median_s"] / timing["aevb_fast"]["median_s"],
             "bytes_moved": mode_bytes(case, mode),
             "gbps": mode_bytes(case, mode) / timing["aevb_fast"]["median_s"] / 1e9,
-            "copy_gbps": bandwidth,
+            "copy_gbps": bandwidth, "cpu_allocator": None if device.startswith("cuda") else allocator,
         })
         rows[-1]["bandwidth_share"] = rows[-1]["gbps"] / bandwidth
+        # Streaming time: the op's bytes at the copy bandwidth; the op's time as a multiple of it.
+        rows[-1]["times_streaming"] = timing["aevb_fast"]["median_s"] / (mode_bytes(case, mode) / (bandwidth * 1e9))
+        del case
     return rows
 
 
@@ -283,13 +326,13 @@ def results_path(device: str, root: Path = Path("benchmarks/results")) -> Path:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = (f"{'op':<20} {'mode':<17} {'batch':>8} {'aevb_fast':>11} {'eager':>11} {'compiled':>11} "
+    header = (f"{'op':<20} {'L':>2} {'dtype':<9} {'mode':<17} {'batch':>8} {'aevb_fast':>11} {'eager':>11} {'compiled':>11} "
               f"{'vs eager':>9} {'vs compiled':>12} {'GB/s':>7} {'of copy':>8} {'saved MB':>9} {'eager MB':>9}")
     lines = [header, "-" * len(header)]
     for r in rows:
         t, m = r["timing"], r["memory"]
         lines.append(
-            f"{r['op']:<20} {r['mode']:<17} {r['batch']:>8} {t['aevb_fast']['median_s'] * 1e3:>9.3f}ms "
+            f"{r['op']:<20} {r.get('samples', 1):>2} {r['dtype']:<9} {r['mode']:<17} {r['batch']:>8} {t['aevb_fast']['median_s'] * 1e3:>9.3f}ms "
             f"{t['eager']['median_s'] * 1e3:>9.3f}ms {t['compiled']['median_s'] * 1e3:>9.3f}ms "
             f"{r['speedup_vs_eager']:>8.2f}x {r['speedup_vs_compiled']:>11.2f}x "
             f"{r['gbps']:>7.1f} {100 * r['bandwidth_share']:>7.0f}% "

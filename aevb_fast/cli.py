@@ -24,32 +24,66 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _devices(text: str) -> list[str]:
+    """'all': the CPU and, when torch sees one, the GPU; else a comma-separated list."""
+    if text == "all":
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return text.split(",")
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    unknown = sorted(set(args.ops) - set(bench.OPS))
-    if unknown:
-        print(f"aevb-fast bench: unknown op(s) {unknown}; choose from {list(bench.OPS)}", file=sys.stderr)
-        return 2
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("aevb-fast bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    print(f"aevb-fast bench: {args.device} ({bench.device_name(args.device)}), {torch.get_num_threads()} threads, "
-          f"{args.dtype}, D={args.data}, J={args.latent}, {','.join(args.modes)}, median of {args.repeats}")
-    modes = tuple(args.modes)
-    if set(modes) - set(bench.MODES):
-        print(f"aevb-fast bench: --modes takes {', '.join(bench.MODES)}", file=sys.stderr)
-        return 2
-    rows = bench.run(args.ops, args.sizes, args.data, args.latent, DTYPES[args.dtype], args.device,
-                     args.repeats, args.min_time, modes)
-    print(bench.format_table(rows))
-    print("speed-ups are ratios of medians measured side by side in this run (higher is better)")
-    if args.save or args.out:
-        path = Path(args.out) if args.out else bench.results_path(args.device)
-        bench.save(rows, path)
-        print(f"appended {len(rows)} rows to {path}")
+    for given, known, flag in ((args.ops, bench.OPS, "--ops"), (args.modes, bench.MODES, "--modes"),
+                               (args.dtype or [], DTYPES, "--dtype")):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            print(f"aevb-fast bench: unknown {flag} {unknown}; choose from {sorted(known)}", file=sys.stderr)
+            return 2
+    devices = _devices(args.device)
+    for device in devices:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            print("aevb-fast bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
+            return 2
+    if args.train:
+        return _bench_train(args, devices)
+    # Freed memory is kept on the CPU unless --fresh-pages (see bench.keep_freed_memory).
+    allocator = "glibc default"
+    if "cpu" in devices and not args.fresh_pages and bench.keep_freed_memory():
+        allocator = "freed memory kept (mallopt)"
+    for device in devices:
+        dtypes = [DTYPES[d] for d in args.dtype] if args.dtype else bench.default_dtypes(device)
+        sizes = args.sizes or ([100, 4096, 65536, 1048576] if device.startswith("cuda") else [100, 4096, 65536])
+        print(f"aevb-fast bench: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
+              f"{','.join(str(d).removeprefix('torch.') for d in dtypes)}, D={args.data}, J={args.latent}, "
+              f"L={','.join(map(str, args.samples))}, {','.join(args.modes)}, median of {args.repeats}"
+              + ("" if device.startswith("cuda") else f", CPU allocator: {allocator}"))
+        rows = bench.run(args.ops, sizes, args.data, args.latent, dtypes, device, args.repeats, args.min_time,
+                         tuple(args.modes), tuple(args.samples), allocator)
+        print(bench.format_table(rows))
+        print("speed-ups are ratios of medians measured side by side in this run (higher is better)")
+        if args.save or args.out:
+            path = Path(args.out) if args.out else bench.results_path(device)
+            bench.save(rows, path)
+            print(f"appended {len(rows)} rows to {path}")
+    return 0
+
+
+def _bench_train(args, devices: list[str]) -> int:
+    from . import bench, bench_train
+
+    for device in devices:
+        sizes = args.sizes or ([100, 4096, 65536] if device.startswith("cuda") else [100, 4096, 16384])
+        print(f"aevb-fast bench --train: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
+              f"MNIST model D=784, H={args.hidden}, J={args.train_latent}, median of {args.repeats}")
+        rows = bench_train.run(sizes, device, args.repeats, hidden=args.hidden, latent=args.train_latent)
+        print(bench_train.format_table(rows))
+        if args.save or args.out:
+            path = Path(args.out) if args.out else bench.results_path(device).with_name("train.jsonl")
+            bench.save(rows, path)
+            print(f"appended {len(rows)} rows to {path}")
     return 0
 
 
@@ -127,14 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time each op forward+backward against eager and compiled PyTorch")
     bench.add_argument("--ops", type=lambda s: s.split(","), default=list(
         ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")))
-    bench.add_argument("--sizes", type=_int_list, default=[100, 4096, 65536], help="batch sizes B")
+    bench.add_argument("--sizes", type=_int_list, default=None,
+                       help="batch sizes B (default 100,4096,65536 on CPU, up to 1048576 on GPU)")
     bench.add_argument("--data", type=int, default=784, help="data size D (log-likelihoods)")
     bench.add_argument("--latent", type=int, default=64, help="latent size J (sample, KL)")
-    bench.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    bench.add_argument("-L", "--samples", type=_int_list, default=[1, 5],
+                       help="samples of z per data point, for reparameterize and sample_and_kl")
+    bench.add_argument("--dtype", type=lambda s: s.split(","), default=None,
+                       help="comma-separated (default float32,bfloat16, and float16 on GPU)")
     bench.add_argument("--modes", type=lambda s: s.split(","), default=["forward+backward"],
                        help="comma-separated: forward, backward, forward+backward")
-    bench.add_argument("--device", default="cpu")
-    bench.add_argument("--repeats", type=int, default=15, help="timed rounds per provider")
+    bench.add_argument("--device", default="all", help="cpu, cuda, or all (those available)")
+    bench.add_argument("--fresh-pages", action="store_true",
+                       help="CPU: leave glibc's allocator as it is (every large output is fresh pages)")
+    bench.add_argument("--train", action="store_true",
+                       help="time whole training steps (fused vs plain PyTorch vs compiled) instead of ops")
+    bench.add_argument("--hidden", type=int, default=500, help="--train: hidden units")
+    bench.add_argument("--train-latent", dest="train_latent", type=int, default=20, help="--train: latent size J")
+    bench.add_argument("--repeats", type=int, default=11, help="timed rounds per provider")
     bench.add_argument("--min-time", type=float, default=0.02, help="seconds per timed round")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--save", action="store_true",

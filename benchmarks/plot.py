@@ -1,7 +1,11 @@
-"""PNG plots of the recorded benchmark results (benchmarks/results/<device>/ops.jsonl):
-speed-up against eager and compiled PyTorch vs batch size, one panel per op, one file per
-device and dtype; and the effective bandwidth as a share of the copy bandwidth measured in the
-same run. Only the latest run of each (device, dtype) is plotted.
+"""PNG plots of the recorded benchmark results, from the latest run of each device and dtype:
+
+- results/<device>/speedup_<dtype>.png: speed-up of the fused op against eager and compiled
+  PyTorch vs batch size, forward+backward, one panel per op (and L);
+- results/<device>/bandwidth_<dtype>.png: the fused op's effective GB/s (the bytes it must move
+  over its time) vs batch size, against the copy bandwidth measured in the same run;
+- results/<device>/train_step.png: samples/s of a whole training step per provider vs batch
+  size, and the share of the step spent in the ELBO pieces (from train.jsonl).
 
     python benchmarks/plot.py [results_dir]
 """
@@ -21,12 +25,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def latest_runs(path: Path) -> dict[str, list[dict]]:
-    """The rows of the most recent run of each dtype in one results file."""
+    """The forward+backward rows of the most recent run of each dtype in one ops results file
+    (a run is the rows saved with one date stamp)."""
     by_dtype: dict[str, list[dict]] = defaultdict(list)
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
+    for row in read_rows(path):
+        if row.get("mode", "forward+backward") == "forward+backward":
             by_dtype[row["dtype"]].append(row)
     latest = {}
     for dtype, rows in by_dtype.items():
@@ -35,42 +43,104 @@ def latest_runs(path: Path) -> dict[str, list[dict]]:
     return latest
 
 
-def plot_device(path: Path) -> list[Path]:
-    written = []
-    for dtype, rows in latest_runs(path).items():
-        ops = sorted({r["op"] for r in rows})
-        fig, axes = plt.subplots(1, len(ops), figsize=(3.2 * len(ops), 3.2), squeeze=False)
-        for ax, op in zip(axes[0], ops):
-            points = sorted((r for r in rows if r["op"] == op), key=lambda r: r["batch"])
-            batches = [r["batch"] for r in points]
-            ax.plot(batches, [r["speedup_vs_eager"] for r in points], "o-", label="vs eager")
-            ax.plot(batches, [r["speedup_vs_compiled"] for r in points], "s--", label="vs compiled")
-            if all("bandwidth_share" in r for r in points):
-                ax.plot(batches, [r["bandwidth_share"] for r in points], "^:", label="share of copy GB/s")
-            ax.axhline(1.0, color="gray", lw=0.8)
-            ax.set_xscale("log")
-            ax.set_title(op, fontsize=9)
-            ax.set_xlabel("batch size")
-        axes[0][0].set_ylabel("speed-up (x) / bandwidth share")
-        axes[0][-1].legend(fontsize=7)
-        fig.suptitle(f"{rows[0]['device']}, {dtype}, forward+backward, {rows[0]['date'][:10]}", fontsize=10)
-        fig.tight_layout()
-        out = path.parent / f"speedup_{dtype}.png"
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
-        written.append(out)
-    return written
+def _panels(rows: list[dict]) -> list[tuple[str, int]]:
+    return sorted({(r["op"], r.get("samples", 1)) for r in rows})
+
+
+def _points(rows: list[dict], op: str, samples: int) -> list[dict]:
+    return sorted((r for r in rows if r["op"] == op and r.get("samples", 1) == samples), key=lambda r: r["batch"])
+
+
+def _figure(panels: list, title: str):
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 3.2), squeeze=False)
+    fig.suptitle(title, fontsize=10)
+    return fig, axes[0]
+
+
+def _save(fig, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_speedup(rows: list[dict], out: Path) -> Path:
+    panels = _panels(rows)
+    fig, axes = _figure(panels, f"{rows[0]['device']}, {rows[0]['dtype']}, forward+backward, "
+                                f"{rows[0]['date'][:10]}: speed-up of aevb_fast")
+    for ax, (op, samples) in zip(axes, panels):
+        points = _points(rows, op, samples)
+        batches = [r["batch"] for r in points]
+        ax.plot(batches, [r["speedup_vs_eager"] for r in points], "o-", label="vs eager")
+        ax.plot(batches, [r["speedup_vs_compiled"] for r in points], "s--", label="vs compiled")
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(op + (f", L={samples}" if op in ("reparameterize", "sample_and_kl") else ""), fontsize=9)
+        ax.set_xlabel("batch size")
+    axes[0].set_ylabel("speed-up (x, higher is better)")
+    axes[-1].legend(fontsize=7)
+    return _save(fig, out)
+
+
+def plot_bandwidth(rows: list[dict], out: Path) -> Path:
+    panels = _panels(rows)
+    fig, axes = _figure(panels, f"{rows[0]['device']}, {rows[0]['dtype']}, forward+backward: effective "
+                                f"bandwidth (bytes the op must move / time)")
+    for ax, (op, samples) in zip(axes, panels):
+        points = _points(rows, op, samples)
+        batches = [r["batch"] for r in points]
+        ax.plot(batches, [r["gbps"] for r in points], "o-", label="aevb_fast")
+        for provider, style in (("eager", "s:"), ("compiled", "^:")):
+            ax.plot(batches, [r["bytes_moved"] / r["timing"][provider]["median_s"] / 1e9 for r in points],
+                    style, label=provider)
+        ax.axhline(points[0]["copy_gbps"], color="black", lw=1, ls="--", label="copy (same run)")
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.set_title(op + (f", L={samples}" if op in ("reparameterize", "sample_and_kl") else ""), fontsize=9)
+        ax.set_xlabel("batch size")
+    axes[0].set_ylabel("GB/s")
+    axes[-1].legend(fontsize=7)
+    return _save(fig, out)
+
+
+def plot_train(path: Path) -> Path | None:
+    rows = read_rows(path)
+    if not rows:
+        return None
+    last = max(r["date"] for r in rows)
+    rows = sorted((r for r in rows if r["date"] == last), key=lambda r: r["batch"])
+    batches = [r["batch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for provider in rows[0]["timing"]:
+        left.plot(batches, [r["timing"][provider]["samples_per_s"] for r in rows], "o-", label=provider)
+    left.set(xscale="log", xlabel="batch size", ylabel="training samples / s", title="one AEVB step (MNIST model)")
+    left.legend(fontsize=7)
+    for provider, style in (("fused", "o-"), ("reference", "s--")):
+        for region, color in (("elbo", "C0"), ("encoder", "C1"), ("decoder", "C2"), ("optimizer", "C3")):
+            right.plot(batches, [100 * r["profile_shares"][provider][region] for r in rows], style, color=color,
+                       label=f"{region} ({provider})")
+    right.set(xscale="log", xlabel="batch size", ylabel="% of the step", title="where the step's time goes")
+    right.legend(fontsize=6, ncol=2)
+    fig.suptitle(f"{rows[0]['device']}, {rows[0]['threads']} threads, {last[:10]}", fontsize=10)
+    return _save(fig, path.parent / "train_step.png")
 
 
 def main(argv: list[str]) -> int:
     root = Path(argv[0]) if argv else RESULTS
-    files = sorted(root.glob("*/ops.jsonl"))
-    if not files:
+    written = []
+    for path in sorted(root.glob("*/ops.jsonl")):
+        for dtype, rows in latest_runs(path).items():
+            written.append(plot_speedup(rows, path.parent / f"speedup_{dtype}.png"))
+            written.append(plot_bandwidth(rows, path.parent / f"bandwidth_{dtype}.png"))
+    for path in sorted(root.glob("*/train.jsonl")):
+        out = plot_train(path)
+        if out:
+            written.append(out)
+    if not written:
         print(f"plot: no results under {root}; run `aevb-fast bench --save` first", file=sys.stderr)
         return 1
-    for path in files:
-        for out in plot_device(path):
-            print(out)
+    for out in written:
+        print(out)
     return 0
 
 

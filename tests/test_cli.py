@@ -13,23 +13,43 @@ def test_info_prints_build_info(capsys):
 
 def test_bench_small_run(tmp_path, capsys):
     out = tmp_path / "rows.jsonl"
-    code = cli.main(["bench", "--ops", "gaussian_kl,bernoulli_log_prob", "--sizes", "64",
-                     "--data", "50", "--latent", "8", "--repeats", "3", "--min-time", "0.001",
+    code = cli.main(["bench", "--ops", "sample_and_kl,bernoulli_log_prob", "--sizes", "64",
+                     "--data", "50", "--latent", "8", "--samples", "1,3", "--dtype", "float32,bfloat16",
+                     "--device", "cpu", "--fresh-pages", "--repeats", "3", "--min-time", "0.001",
                      "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "gaussian_kl" in printed and "vs compiled" in printed
+    assert "sample_and_kl" in printed and "vs compiled" in printed
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {r["op"] for r in rows} == {"gaussian_kl", "bernoulli_log_prob"}
+    # L applies to the sampling ops only; every dtype in one run.
+    assert sorted((r["op"], r["samples"], r["dtype"]) for r in rows) == [
+        ("bernoulli_log_prob", 1, "bfloat16"), ("bernoulli_log_prob", 1, "float32"),
+        ("sample_and_kl", 1, "bfloat16"), ("sample_and_kl", 1, "float32"),
+        ("sample_and_kl", 3, "bfloat16"), ("sample_and_kl", 3, "float32")]
     for r in rows:
         assert set(r["timing"]) == set(bench.PROVIDERS)
-        assert r["speedup_vs_eager"] > 0 and r["torch"] and r["date"]
+        assert r["speedup_vs_eager"] > 0 and r["torch"] and r["date"] and r["threads"] >= 1
+        assert r["cpu_allocator"] == "glibc default"
+        t = r["timing"]["aevb_fast"]
+        assert t["p20_s"] <= t["median_s"] <= t["p80_s"]
+
+
+def test_bytes_moved_counts_every_sample():
+    n = 10 * 8 * 4  # B x J float32
+    assert bench.bytes_moved("reparameterize", 10, 8, 4, 4, samples=1) == (3 * n, 4 * n)
+    assert bench.bytes_moved("reparameterize", 10, 8, 4, 4, samples=5) == (7 * n, 8 * n)
+
+
+def test_keep_freed_memory_applies_on_glibc():
+    code = "from aevb_fast import bench; print(bench.keep_freed_memory())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "True"
 
 
 def test_bench_modes_and_memory(tmp_path):
     out = tmp_path / "rows.jsonl"
     assert cli.main(["bench", "--ops", "gaussian_log_prob", "--sizes", "64", "--data", "40",
-                     "--modes", "forward,backward", "--repeats", "2", "--min-time", "0.001",
+                     "--modes", "forward,backward", "--device", "cpu", "--dtype", "float32", "--fresh-pages", "--repeats", "2", "--min-time", "0.001",
                      "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["mode"] for r in rows] == ["forward", "backward"]
@@ -42,7 +62,7 @@ def test_bench_modes_and_memory(tmp_path):
 
 def test_bench_rejects_unknown_op(capsys):
     assert cli.main(["bench", "--ops", "nope"]) == 2
-    assert "unknown op" in capsys.readouterr().err
+    assert "unknown --ops" in capsys.readouterr().err
 
 
 def test_module_entry_point():
@@ -57,6 +77,7 @@ def test_a_wrong_kernel_gets_no_time():
     import aevb_fast as af
 
     case = bench.make_case("gaussian_kl", 32, 10, 8, torch.float32, "cpu")
+    assert case.samples == 1
     steps = bench.providers_for("gaussian_kl")
     steps["aevb_fast"] = bench._forward_backward(lambda mu, logvar: 1.5 * af.gaussian_kl(mu, logvar))
     with pytest.raises(RuntimeError, match="wrong results"):
@@ -68,11 +89,30 @@ def test_benchmark_plot(tmp_path):
     from pathlib import Path
 
     out = tmp_path / "somecpu" / "ops.jsonl"
-    assert cli.main(["bench", "--ops", "gaussian_kl", "--sizes", "16,32", "--latent", "4",
-                     "--repeats", "2", "--min-time", "0.001", "--out", str(out)]) == 0
+    assert cli.main(["bench", "--ops", "gaussian_kl", "--sizes", "16,32", "--latent", "4", "--device", "cpu",
+                     "--dtype", "float32", "--fresh-pages", "--repeats", "2", "--min-time", "0.001",
+                     "--out", str(out)]) == 0
+    assert cli.main(["bench", "--train", "--sizes", "8,16", "--hidden", "16", "--train-latent", "2",
+                     "--device", "cpu", "--repeats", "2", "--out", str(out.with_name("train.jsonl"))]) == 0
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "plot.py"
     spec = importlib.util.spec_from_file_location("bench_plot", script)
     plot = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plot)
     assert plot.main([str(tmp_path)]) == 0
-    assert (tmp_path / "somecpu" / "speedup_float32.png").stat().st_size > 1000
+    for name in ("speedup_float32.png", "bandwidth_float32.png", "train_step.png"):
+        assert (tmp_path / "somecpu" / name).stat().st_size > 1000
+
+
+def test_pytest_benchmark_suite_runs():
+    # The pytest-benchmark file collects and its smallest CPU cases pass (timing disabled).
+    import pytest
+    from pathlib import Path
+
+    pytest.importorskip("pytest_benchmark")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-disable", "-q", "-p", "no:cacheprovider",
+         "-k", "cpu-batch100 and float32 and not compiled and (gaussian_kl or sample_and_kl-L5)"],
+        cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "3 passed" in result.stdout or "4 passed" in result.stdout

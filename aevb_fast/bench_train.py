@@ -1,0 +1,191 @@
+"""The training-step benchmark (``aevb-fast bench --train``): one full AEVB step of the paper's
+MNIST model (encoder, sample, decoder, ELBO, backward, Adagrad step), the same step four ways,
+timed side by side and interleaved:
+
+- ``fused``: the ELBO pieces are aevb_fast's operators;
+- ``reference``: the same model with ``reference.py`` (plain PyTorch);
+- ``compiled``: the reference step's forward and backward under ``torch.compile``;
+- ``fused+compiled``: the fused step under ``torch.compile``.
+
+For the two eager providers the profiler splits the step: time in the encoder, the ELBO pieces
+(sample, KL, log-likelihood and the loss), the decoder and the optimizer, forward and backward
+together (a backward op is charged to the region whose forward op recorded it, by the autograd
+sequence number), and the rest (Python, autograd's engine, allocation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+from tqdm import tqdm
+
+from . import ops, reference
+from .bench import device_name
+from .models import VAE
+
+PROVIDERS = ("fused", "reference", "compiled", "fused+compiled")
+REGIONS = ("encoder", "elbo", "decoder", "optimizer")
+DATA, TRAIN_POINTS = 784, 60_000  # MNIST: the pixels, and the training set size (weight decay 1/N)
+
+
+def make_loss(model: VAE, backend, regions: bool = True) -> Callable:
+    """The negative ELBO of a minibatch (the analytic-KL estimator with L = 1, as the trainer's
+    default), with a profiler region around each piece unless ``regions`` is False (a compiled
+    graph ignores them). ``eps`` fixes the noise (for checks)."""
+    record_function = torch.profiler.record_function if regions else (lambda name: contextlib.nullcontext())
+
+    def loss(x: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        with record_function("encoder"):
+            mu, logvar = model.encoder(x)
+        with record_function("elbo"):
+            z, kl = backend.sample_and_kl(mu, logvar, eps=eps)
+        with record_function("decoder"):
+            logits = model.decoder(z)
+        with record_function("elbo"):
+            return -(backend.bernoulli_log_prob(x, logits) - kl).mean()
+
+    return loss
+
+
+class Step:
+    """One provider: its own copy of the model and optimizer, and a loss function."""
+
+    def __init__(self, provider: str, model: VAE):
+        self.provider, self.model = provider, copy.deepcopy(model)
+        backend = reference if provider in ("reference", "compiled") else ops
+        compiled = provider.endswith("compiled")
+        self.loss = make_loss(self.model, backend, regions=not compiled)
+        if compiled:
+            self.loss = torch.compile(self.loss, dynamic=False)
+        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=0.02, weight_decay=1 / TRAIN_POINTS)
+
+    def __call__(self, x: torch.Tensor) -> None:
+        self.loss(x).backward()
+        with record_function("optimizer"):
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def gradients(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        self.optimizer.zero_grad(set_to_none=True)
+        value = self.loss(x, eps)
+        value.backward()
+        grads = [p.grad.detach().clone() for p in self.model.parameters()]
+        self.optimizer.zero_grad(set_to_none=True)
+        return value.detach(), grads
+
+
+def check(steps: dict[str, Step], x: torch.Tensor, latent: int) -> None:
+    """A wrong step never gets a time: with the same noise, every provider's loss and gradients
+    match the reference's."""
+    eps = torch.randn(x.shape[0], latent, generator=torch.Generator().manual_seed(1)).to(x.device)
+    ref_loss, ref_grads = steps["reference"].gradients(x, eps)
+    for name, step in steps.items():
+        value, grads = step.gradients(x, eps)
+        ok = torch.allclose(value, ref_loss, rtol=1e-4, atol=1e-4) and all(
+            torch.allclose(a, b, rtol=1e-3, atol=1e-3 * max(1.0, b.abs().max().item()))
+            for a, b in zip(grads, ref_grads))
+        if not ok:
+            raise RuntimeError(f"bench --train: the {name} step disagrees with the reference step")
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time(step: Step, x: torch.Tensor, iterations: int) -> float:
+    _sync(str(x.device))
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step(x)
+    _sync(str(x.device))
+    return (time.perf_counter() - start) / iterations
+
+
+def profile_shares(step: Step, x: torch.Tensor, iterations: int = 3) -> dict[str, float]:
+    """Share of the step's wall time per region, forward and backward together, and 'other'."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.is_cuda else [])
+    _sync(str(x.device))
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(iterations):
+            step(x)
+        _sync(str(x.device))
+        wall = time.perf_counter() - start
+    events = prof.events()
+    region_of_seq: dict[int, str] = {}
+    seconds = dict.fromkeys(REGIONS, 0.0)
+    for event in events:
+        if event.name in REGIONS and event.cpu_parent is None:
+            seconds[event.name] += event.cpu_time_total / 1e6
+            stack = list(event.cpu_children)
+            while stack:
+                child = stack.pop()
+                if child.sequence_nr >= 0:
+                    region_of_seq[child.sequence_nr] = event.name
+                stack.extend(child.cpu_children)
+    prefix = "autograd::engine::evaluate_function: "
+    for event in events:
+        if event.name.startswith(prefix) and event.cpu_parent is None:
+            region = region_of_seq.get(event.sequence_nr)
+            if region is not None:
+                seconds[region] += event.cpu_time_total / 1e6
+    shares = {region: s / wall for region, s in seconds.items()}
+    shares["other"] = max(0.0, 1.0 - sum(shares.values()))
+    return shares
+
+
+def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent: int = 20,
+        min_time: float = 0.2) -> list[dict]:
+    rows = []
+    for batch in tqdm(batches, desc="bench --train", unit="batch size"):
+        torch.manual_seed(0)
+        model = VAE.paper(DATA, hidden, latent).to(device)
+        x = torch.rand(batch, DATA, device=device).bernoulli()
+        steps = {name: Step(name, model) for name in PROVIDERS}
+        check(steps, x, latent)
+        for step in steps.values():  # warm-up and compilation
+            _time(step, x, 2)
+        slowest = max(_time(step, x, 1) for step in steps.values())
+        iterations = max(1, int(min_time / slowest))
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(repeats):
+            for name, step in steps.items():  # interleaved
+                times[name].append(_time(step, x, iterations))
+        timing = {}
+        for name, t in times.items():
+            q = statistics.quantiles(t, n=5) if len(t) > 1 else [t[0]] * 4
+            timing[name] = {"median_s": statistics.median(t), "p20_s": q[0], "p80_s": q[3],
+                            "samples_per_s": batch / statistics.median(t)}
+        shares = {name: profile_shares(steps[name], x) for name in ("fused", "reference")}
+        rows.append({
+            "suite": "train_step", "batch": batch, "hidden": hidden, "latent": latent, "data": DATA,
+            "device": device_name(device), "threads": torch.get_num_threads(), "dtype": "float32",
+            "timing": timing, "profile_shares": shares,
+            "fused_vs_reference": timing["reference"]["median_s"] / timing["fused"]["median_s"],
+            "fused_vs_compiled": timing["compiled"]["median_s"] / timing["fused"]["median_s"],
+        })
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    header = (f"{'batch':>7} " + " ".join(f"{p + ' /s':>18}" for p in PROVIDERS)
+              + f" {'fused vs ref':>13} {'ELBO share fused':>17} {'ELBO share ref':>15}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        t, s = r["timing"], r["profile_shares"]
+        lines.append(f"{r['batch']:>7} " + " ".join(f"{t[p]['samples_per_s']:>18,.0f}" for p in PROVIDERS)
+                     + f" {r['fused_vs_reference']:>12.2f}x {100 * s['fused']['elbo']:>16.1f}% "
+                     f"{100 * s['reference']['elbo']:>14.1f}%")
+    lines.append("samples/s from the median step time; shares of the step's wall time from the profiler:")
+    for r in rows:
+        for name, shares in r["profile_shares"].items():
+            parts = ", ".join(f"{k} {100 * v:.1f}%" for k, v in shares.items())
+            lines.append(f"  batch {r['batch']:>6} {name:<9}: {parts}")
+    return "\n".join(lines)
