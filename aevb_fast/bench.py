@@ -282,6 +282,9 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: lis
     steps = {(op, L): providers_for(op, L) for op, L, *_ in cases}
     for op, L, dtype, batch, mode in tqdm(cases, desc="bench", unit="case"):
         case = make_case(op, batch, data, latent, dtype, device, L)
+        # Every compiled provider shares one code object, and dynamo stops compiling a code
+        # object after a few recompilations (then runs it eagerly): start each case afresh.
+        torch._dynamo.reset()
         providers = steps[(op, L)]
         timing = bench_case(case, providers, repeats, min_time, mode)
         memory = {name: {"saved_bytes": saved_bytes(step, case)} for name, step in providers.items()}

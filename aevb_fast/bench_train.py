@@ -145,6 +145,7 @@ def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent
         min_time: float = 0.2) -> list[dict]:
     rows = []
     for batch in tqdm(batches, desc="bench --train", unit="batch size"):
+        torch._dynamo.reset()  # fresh compilations for each batch size (see bench.run)
         torch.manual_seed(0)
         model = VAE.paper(DATA, hidden, latent).to(device)
         x = torch.rand(batch, DATA, device=device).bernoulli()

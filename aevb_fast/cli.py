@@ -197,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", dest="batch_size", type=int, default=100)
     train.add_argument("--samples", type=_count, help="training samples to process, e.g. 3e6 (default 1e6)")
     train.add_argument("-L", "--elbo-samples", dest="num_samples", type=int, help="samples of z per data point (L)")
+    train.add_argument("--algorithm", choices=["aevb", "wake-sleep"], help="default aevb; wake-sleep: the paper's baseline")
     train.add_argument("--estimator", choices=["analytic", "generic", "iwae"])
     train.add_argument("--optimizer", choices=["adagrad", "adam"])
     train.add_argument("--lr", type=float, help="default 0.02 (Adagrad) or 1e-3 (Adam)")

@@ -34,8 +34,10 @@ from tqdm import tqdm
 from . import data as datasets
 from .elbo import BACKENDS, ESTIMATORS
 from .models import VAE
+from .wake_sleep import WakeSleep
 
 OPTIMIZERS = ("adagrad", "adam")
+ALGORITHMS = ("aevb", "wake-sleep")
 # Steps between host synchronisations: the bound of each step stays on the device until then
 # (checked for NaN, shown in the progress bar), and ranks agree on a stop request.
 SYNC_EVERY = 20
@@ -58,6 +60,7 @@ class TrainConfig:
     init_std: float = 0.01
     batch_size: int = 100  # the global minibatch M
     samples: int = 1_000_000  # training samples to process (the paper's x-axis)
+    algorithm: str = "aevb"  # or "wake-sleep" (the paper's baseline, aevb_fast.wake_sleep)
     num_samples: int = 1  # L
     estimator: str = "analytic"
     optimizer: str = "adagrad"
@@ -80,6 +83,10 @@ class TrainConfig:
     def validate(self) -> None:
         checks = [
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+            (self.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}"),
+            (self.algorithm == "aevb" or (self.estimator == "analytic" and self.num_samples == 1
+                                          and self.kl_warmup == 0 and self.free_bits == 0),
+             "wake-sleep takes no estimator, L, KL warm-up or free-bits options"),
             (self.estimator in ESTIMATORS, f"estimator must be one of {ESTIMATORS}"),
             (self.backend in BACKENDS, f"backend must be one of {tuple(BACKENDS)}"),
             (self.lr_scaling in ("none", "linear", "sqrt"), "lr_scaling must be none, linear or sqrt"),
@@ -132,9 +139,11 @@ class Trainer:
         torch.manual_seed(config.seed)  # the same initial parameters on every rank
         self.model = VAE.paper(self.data.dim, config.hidden, config.latent, likelihood,
                                config.depth, config.init_std).to(self.device)
-        self.step_model = self.model
+        # What a step calls: the VAE (returns the ELBO) or the wake-sleep objective (returns the
+        # surrogate loss and the ELBO).
+        self.step_model = WakeSleep(self.model) if config.algorithm == "wake-sleep" else self.model
         if self.world > 1:
-            self.step_model = torch.nn.parallel.DistributedDataParallel(self.model)
+            self.step_model = torch.nn.parallel.DistributedDataParallel(self.step_model)
         if config.compile:
             self.step_model = torch.compile(self.step_model)
         decay = config.weight_decay if config.weight_decay is not None else 1.0 / len(self.data.train)
@@ -279,11 +288,15 @@ class Trainer:
         x = self.data.batch(self._next_indices(), self.binarize_rng)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.config.bf16)
         with autocast:
-            bound = self.step_model(x, num_samples=self.config.num_samples,
-                                    estimator=self.config.estimator, beta=self._beta(),
-                                    free_bits=self.config.free_bits, backend=self.config.backend)
+            if self.config.algorithm == "wake-sleep":
+                loss, bound = self.step_model(x, backend=self.config.backend)
+            else:
+                bound = self.step_model(x, num_samples=self.config.num_samples,
+                                        estimator=self.config.estimator, beta=self._beta(),
+                                        free_bits=self.config.free_bits, backend=self.config.backend)
+                loss = -bound
         self.optimizer.zero_grad(set_to_none=True)
-        (-bound).backward()
+        loss.backward()
         self.optimizer.step()
         self.step += 1
         self.samples_seen += self.config.batch_size

@@ -41,6 +41,7 @@ def test_forward_backward(benchmark, op, samples, device, batch, dtype, provider
         _providers[(op, samples)] = bench.providers_for(op, samples)
     steps = _providers[(op, samples)]
     case = bench.make_case(op, batch, 784, 64, dtype, device, samples)
+    torch._dynamo.reset()  # see bench.run: compile each case afresh
     bench._check(case, steps)
     step = steps[provider]
     synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
