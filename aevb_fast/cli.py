@@ -231,7 +231,43 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="PNG pictures of a run: learning curve, reconstructions, samples")
     plot.add_argument("run")
     plot.set_defaults(func=cmd_plot)
+    rep = sub.add_parser("reproduce", help="the paper's Figures 2 and 3: AEVB against wake-sleep (resumable)")
+    rep.add_argument("what", choices=["figure2", "figure3", "report"])
+    rep.add_argument("--dataset", choices=["mnist", "frey"], default="mnist", help="figure2")
+    rep.add_argument("--latents", type=_int_list, help="figure2: latent sizes (default: the paper's)")
+    rep.add_argument("--samples", type=_count, default=10_000_000, help="training samples per run")
+    rep.add_argument("--algorithms", type=lambda s: s.split(","), default=["aevb", "wake-sleep"])
+    rep.add_argument("--batch-size", dest="batch_size", type=int, default=100)
+    rep.add_argument("--lr", type=float, help="Adagrad step size (default 0.02)")
+    rep.add_argument("--importance-samples", dest="importance_samples", type=int, default=1000, help="figure3: K")
+    rep.add_argument("--points", type=int, default=1000, help="figure3: data points in the estimate")
+    rep.add_argument("--device", default="cpu")
+    rep.add_argument("--data-dir", dest="data_dir")
+    rep.add_argument("--root", default="runs/reproduce", help="where the runs live")
+    rep.add_argument("--out", default="docs/reproduction.md", help="report: the Markdown file")
+    rep.add_argument("--notes", default="docs/reproduction_notes.md", help="report: discussion appended")
+    rep.set_defaults(func=cmd_reproduce)
     return parser
+
+
+def cmd_reproduce(args) -> int:
+    from . import reproduce
+
+    root = Path(args.root)
+    if args.what == "figure2":
+        dataset = args.dataset
+        latents = args.latents or list(reproduce.LATENTS[dataset])
+        png = reproduce.figure2(dataset, latents, args.samples, root, batch_size=args.batch_size,
+                                device=args.device, lr=args.lr, data_dir=args.data_dir,
+                                algorithms=args.algorithms)
+    elif args.what == "figure3":
+        png = reproduce.figure3(args.samples, root, importance_samples=args.importance_samples,
+                                points=args.points, device=args.device, data_dir=args.data_dir,
+                                batch_size=args.batch_size)
+    else:
+        png = reproduce.report(root, Path(args.out), notes=Path(args.notes))
+    print(f"aevb-fast reproduce: wrote {png}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

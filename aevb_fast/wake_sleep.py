@@ -30,21 +30,31 @@ class WakeSleep(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor, backend: str = "fused") -> tuple[Tensor, Tensor]:
+        log_px, bound = self.wake(x, backend)
+        log_q = self.sleep(x.shape[0], backend)
+        return -(log_px.mean() + log_q.mean()), bound
+
+    def wake(self, x: Tensor, backend: str = "fused") -> tuple[Tensor, Tensor]:
+        """log p(x | z) with z ~ q(z | x) (its gradient reaches the decoder only), and the
+        minibatch's mean ELBO, log p(x | z) - KL(q || p), without gradient."""
         ops = BACKENDS[backend]
-        likelihood = self.model.decoder.likelihood
         x = x.flatten(1)
-        # Wake: the decoder learns to reconstruct x from the recognition model's z.
         mu, logvar = self.model.encoder(x)
         z, kl = ops.sample_and_kl(mu.detach(), logvar.detach())
-        log_px = self._log_likelihood(ops, likelihood, x, self.model.decoder(z))
-        # Sleep: the encoder learns to infer the z that generated a dream.
+        log_px = self._log_likelihood(ops, self.model.decoder.likelihood, x, self.model.decoder(z))
+        return log_px, (log_px - kl).mean().detach()
+
+    def sleep(self, batch: int, backend: str = "fused") -> Tensor:
+        """log q(z | x) of dreams z ~ p(z), x ~ p(x | z) (its gradient reaches the encoder only)."""
+        ops = BACKENDS[backend]
         with torch.no_grad():
-            z_dream = torch.randn_like(z)
-            x_dream = self._sample_data(likelihood, self.model.decoder(z_dream))
-        mu_dream, logvar_dream = self.model.encoder(x_dream)
-        log_q = ops.gaussian_log_prob(z_dream, mu_dream, logvar_dream)
-        loss = -(log_px.mean() + log_q.mean())
-        return loss, (log_px - kl).mean().detach()
+            z_dream = torch.randn(batch, self.model.encoder.latent, device=self._device())
+            x_dream = self._sample_data(self.model.decoder.likelihood, self.model.decoder(z_dream))
+        mu, logvar = self.model.encoder(x_dream)
+        return ops.gaussian_log_prob(z_dream, mu, logvar)
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @staticmethod
     def _log_likelihood(ops, likelihood: str, x: Tensor, out) -> Tensor:
