@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--points", type=int, default=1000, help="figure3: data points in the estimate")
     rep.add_argument("--device", default="cpu")
     rep.add_argument("--data-dir", dest="data_dir")
-    rep.add_argument("--root", default="runs/reproduce", help="where the runs live")
+    rep.add_argument("--root", default="docs/reproduction/runs",
+                     help="where the runs live (their logs are committed, their checkpoints are not)")
     rep.add_argument("--out", default="docs/reproduction.md", help="report: the Markdown file")
     rep.add_argument("--notes", default="docs/reproduction_notes.md", help="report: discussion appended")
     rep.set_defaults(func=cmd_reproduce)
@@ -253,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_reproduce(args) -> int:
     from . import reproduce
 
+    try:
+        png = _reproduce(reproduce, args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"aevb-fast reproduce: {error}", file=sys.stderr)
+        return 2
+    print(f"aevb-fast reproduce: wrote {png}")
+    return 0
+
+
+def _reproduce(reproduce, args) -> Path:
     root = Path(args.root)
     if args.what == "figure2":
         dataset = args.dataset
@@ -266,8 +277,7 @@ def cmd_reproduce(args) -> int:
                                 batch_size=args.batch_size)
     else:
         png = reproduce.report(root, Path(args.out), notes=Path(args.notes))
-    print(f"aevb-fast reproduce: wrote {png}")
-    return 0
+    return png
 
 
 def main(argv: list[str] | None = None) -> int:

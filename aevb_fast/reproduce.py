@@ -64,6 +64,10 @@ def _train_to(out: Path, samples: int, **config_fields) -> None:
     if records and records[-1]["samples_seen"] >= samples:
         return
     checkpoint = out / "checkpoint.pt"
+    if records and not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"reproduce: {out} has a log up to {records[-1]['samples_seen']} samples but no checkpoint to "
+            f"continue from (checkpoints are not committed); delete {out} to run it again from the start")
     if checkpoint.is_file():
         config = load_checkpoint_config(checkpoint)
         config.samples = samples

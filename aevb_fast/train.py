@@ -332,7 +332,7 @@ class Trainer:
                     pending = []
                     running = recent if running is None else 0.7 * running + 0.3 * recent
                     rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
-                    bar.set_postfix(bound=f"{running:.2f}", samples_s=f"{rate:.0f}")
+                    bar.set_postfix(bound=f"{running:.2f}", samples_s=f"{rate:.0f}", refresh=False)
                 if evaluate_now:
                     elapsed = time.perf_counter() - window_start
                     self.train_wall += elapsed

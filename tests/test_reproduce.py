@@ -97,3 +97,11 @@ def test_figure3_estimates_and_settle_check(tmp_path):
         settle = json.loads((root / "figure3-mnist" / algorithm / "settle.json").read_text())
         by_k = settle["test_log_px_by_K"]
         assert by_k["50"] >= by_k["1"] - 1  # more samples: a tighter (higher) estimate, up to noise
+
+
+def test_a_log_without_checkpoint_is_not_silently_restarted(tmp_path):
+    out = reproduce.run_dir(tmp_path, "frey", "aevb", 2)
+    out.mkdir(parents=True)
+    (out / "metrics.jsonl").write_text(json.dumps({"samples_seen": 500, "train_elbo": 1.0, "test_elbo": 1.0}) + "\n")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        reproduce._train_to(out, 1000, dataset="frey")
