@@ -64,6 +64,12 @@ def _save(fig, out: Path) -> Path:
     return out
 
 
+def _label_panel(ax, op: str, samples: int) -> None:
+    ax.set_xscale("log")
+    ax.set_title(op + (f", L={samples}" if op in ("reparameterize", "sample_and_kl") else ""), fontsize=9)
+    ax.set_xlabel("batch size")
+
+
 def plot_speedup(rows: list[dict], out: Path) -> Path:
     panels = _panels(rows)
     fig, axes = _figure(panels, f"{rows[0]['device']}, {rows[0]['dtype']}, forward+backward, "
@@ -74,9 +80,7 @@ def plot_speedup(rows: list[dict], out: Path) -> Path:
         ax.plot(batches, [r["speedup_vs_eager"] for r in points], "o-", label="vs eager")
         ax.plot(batches, [r["speedup_vs_compiled"] for r in points], "s--", label="vs compiled")
         ax.axhline(1.0, color="gray", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_title(op + (f", L={samples}" if op in ("reparameterize", "sample_and_kl") else ""), fontsize=9)
-        ax.set_xlabel("batch size")
+        _label_panel(ax, op, samples)
     axes[0].set_ylabel("speed-up (x, higher is better)")
     axes[-1].legend(fontsize=7)
     return _save(fig, out)
@@ -94,10 +98,8 @@ def plot_bandwidth(rows: list[dict], out: Path) -> Path:
             ax.plot(batches, [r["bytes_moved"] / r["timing"][provider]["median_s"] / 1e9 for r in points],
                     style, label=provider)
         ax.axhline(points[0]["copy_gbps"], color="black", lw=1, ls="--", label="copy (same run)")
-        ax.set_xscale("log")
         ax.set_ylim(bottom=0)
-        ax.set_title(op + (f", L={samples}" if op in ("reparameterize", "sample_and_kl") else ""), fontsize=9)
-        ax.set_xlabel("batch size")
+        _label_panel(ax, op, samples)
     axes[0].set_ylabel("GB/s")
     axes[-1].legend(fontsize=7)
     return _save(fig, out)
