@@ -200,11 +200,26 @@ class Trainer:
         self.step, self.samples_seen, self.cursor = state["step"], state["samples_seen"], state["cursor"]
         self.order, self.train_wall = state["order"], state["train_wall"]
         self.shuffle.set_state(state["shuffle"])
+        if self.rank == 0:
+            self._drop_metrics_after(self.samples_seen)
         rng = state["rng"][self.rank]
         self.binarize_rng.set_state(rng["binarize"])
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    def _drop_metrics_after(self, samples_seen: int) -> None:
+        """A run killed between an evaluation's log line and its checkpoint logged a point that
+        the resumed run will log again: drop log lines past the checkpoint."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["samples_seen"] <= samples_seen]
+        if len(kept) < len(lines):
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
 
     # ---- minibatches and evaluation -------------------------------------------------------
 

@@ -54,6 +54,17 @@ def test_resume_is_bit_for_bit(tmp_path):
                                         "train_wall_s": read(tmp_path / "a")[-1]["train_wall_s"]}
 
 
+def test_resume_drops_log_lines_past_the_checkpoint(tmp_path):
+    # A run killed after logging an evaluation but before its checkpoint: the resumed run logs
+    # that point again, once.
+    Trainer(small(tmp_path, samples=4000)).run()
+    log = tmp_path / "run" / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines + [lines[-1].replace('"samples_seen": 4000', '"samples_seen": 6000')]) + "\n")
+    Trainer(small(tmp_path), resume=True).run()
+    assert [r["samples_seen"] for r in read(tmp_path / "run")] == [0, 2000, 4000, 6000]
+
+
 def test_reference_backend_trains_the_same_model(tmp_path):
     fused = Trainer(small(tmp_path, out=str(tmp_path / "f"), samples=1000))
     fused.run()
