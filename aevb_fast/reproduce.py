@@ -117,7 +117,7 @@ def plot_figure2(dataset: str, latents: list[int], root: Path) -> Path:
         ax.set_xlabel("training samples evaluated")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("lower bound (nats per data point)")
-    axes[0][-1].legend(fontsize=6)
+    axes[0][0].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     out = Path(root) / f"figure2-{dataset}.png"
     fig.savefig(out, dpi=100)
