@@ -249,6 +249,10 @@ def _at(root: Path, dataset: str, algorithm: str, latent: int, samples: float) -
     return None
 
 
+def _samples(record: dict | None) -> str:
+    return "-" if record is None else f"{record['samples_seen']:.2g}"
+
+
 def _fmt(value) -> str:
     return "" if value is None else f"{value:.1f}"
 
@@ -286,7 +290,7 @@ def report(root: Path, out: Path, notes: Path | None = None) -> Path:
         paper = PAPER_FIGURE2[dataset]
         lines += [f"## Figure 2, {dataset}", "", f"![{dataset}]({png.name})", "",
                   "Paper values are read off the paper's plot (about +-0.5 nat for MNIST, +-10 for Frey Face).", "",
-                  "| J | AEVB test at 1e7 (ours / paper) | ours at end: samples | AEVB train | AEVB test "
+                  "| J | AEVB test at 1e7 (ours / paper) | samples: AEVB / WS | AEVB train | AEVB test "
                   "| wake-sleep train | wake-sleep test | paper at end: AEVB train / test, wake-sleep test "
                   "| wall time (AEVB + WS) |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -295,7 +299,7 @@ def report(root: Path, out: Path, notes: Path | None = None) -> Path:
             wall = sum(r["train_wall_s"] for r in (a, w) if r) / 60
             lines.append(
                 f"| {j} | {_fmt(_at(root, dataset, 'aevb', j, 1e7))} / {paper['aevb_test_1e7'][j]} "
-                f"| {max(r['samples_seen'] for r in (a, w) if r):.2g} "
+                f"| {_samples(a)} / {_samples(w)} "
                 f"| {_fmt(a and a['train_elbo'])} | {_fmt(a and a['test_elbo'])} "
                 f"| {_fmt(w and w['train_elbo'])} | {_fmt(w and w['test_elbo'])} "
                 f"| {paper['aevb_train_end'][j]} / {paper['aevb_test_end'][j]}, {paper['wake-sleep_test_end'][j]} "
