@@ -116,3 +116,17 @@ def test_pytest_benchmark_suite_runs():
         cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "3 passed" in result.stdout or "4 passed" in result.stdout
+
+
+def test_a_wrong_sample_gets_no_time():
+    import pytest
+    import torch
+
+    import aevb_fast as af
+
+    case = bench.make_case("reparameterize", 64, 10, 8, torch.float32, "cpu")
+    steps = bench.providers_for("reparameterize")
+    steps["aevb_fast"] = bench._forward_backward(
+        lambda mu, logvar: af.reparameterize(mu, 2 * logvar.abs() + 1, num_samples=1))
+    with pytest.raises(RuntimeError, match="wrong results"):
+        bench.bench_case(case, steps, repeats=2, min_time=0.001)
