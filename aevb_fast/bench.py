@@ -258,11 +258,13 @@ def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: f
     for _ in range(repeats):
         for name, step in steps.items():  # interleaved
             samples[name].append(_time(step, case, iterations, mode))
-    row = {}
-    for name, times in samples.items():
-        q = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
-        row[name] = {"median_s": statistics.median(times), "p20_s": q[0], "p80_s": q[3]}
-    return row
+    return {name: timing_summary(times) for name, times in samples.items()}
+
+
+def timing_summary(times: list[float]) -> dict[str, float]:
+    """Median and the 20th and 80th percentiles of repeated timings (seconds)."""
+    q = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
+    return {"median_s": statistics.median(times), "p20_s": q[0], "p80_s": q[3]}
 
 
 def keep_freed_memory() -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import statistics
 import time
 from typing import Callable
 
@@ -26,7 +25,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from tqdm import tqdm
 
 from . import ops, reference
-from .bench import device_name
+from .bench import device_name, timing_summary
 from .models import VAE
 
 PROVIDERS = ("fused", "reference", "compiled", "fused+compiled")
@@ -159,11 +158,9 @@ def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent
         for _ in range(repeats):
             for name, step in steps.items():  # interleaved
                 times[name].append(_time(step, x, iterations))
-        timing = {}
-        for name, t in times.items():
-            q = statistics.quantiles(t, n=5) if len(t) > 1 else [t[0]] * 4
-            timing[name] = {"median_s": statistics.median(t), "p20_s": q[0], "p80_s": q[3],
-                            "samples_per_s": batch / statistics.median(t)}
+        timing = {name: timing_summary(t) for name, t in times.items()}
+        for summary in timing.values():
+            summary["samples_per_s"] = batch / summary["median_s"]
         shares = {name: profile_shares(steps[name], x) for name in ("fused", "reference")}
         rows.append({
             "suite": "train_step", "batch": batch, "hidden": hidden, "latent": latent, "data": DATA,

@@ -137,6 +137,10 @@ def figure3(samples: int, root: Path, *, importance_samples: int = 1000, points:
     from .evaluate import log_marginal_likelihood
     from .train import load_checkpoint
 
+    # The evaluation points, loaded and binarized once.
+    mnist = datasets.load("mnist", data_dir)
+    points_by_split = {"train": _fixed_binary(mnist.train[:points]).to(device),
+                       "test": _fixed_binary(mnist.test[:points]).to(device)}
     stages = sorted({min(samples, int(10 ** e)) for e in _log_steps(1e5, samples)})
     for algorithm in ALGORITHMS:
         out = Path(root) / "figure3-mnist" / algorithm
@@ -148,16 +152,15 @@ def figure3(samples: int, root: Path, *, importance_samples: int = 1000, points:
             print(f"reproduce figure3: {algorithm} to {stage} samples", flush=True)
             _train_to(out, stage, dataset="mnist", latent=3, hidden=100, algorithm=algorithm, device=device,
                       data_dir=data_dir, batch_size=batch_size, eval_every=max(batch_size, samples // 50))
-            config, model = load_checkpoint(out / "checkpoint.pt", device)
-            data = datasets.load("mnist", data_dir, binarize=config.binarize, seed=config.seed).to(device)
+            _, model = load_checkpoint(out / "checkpoint.pt", device)
             generator = torch.Generator(device=device).manual_seed(4321)
             row = {"stage": stage, "samples_seen": read_metrics(out)[-1]["samples_seen"],
                    "importance_samples": importance_samples}
-            for split, x in (("train", _fixed_binary(data.train[:points])), ("test", _fixed_binary(data.test[:points]))):
-                row[f"{split}_log_px"] = log_marginal_likelihood(model, x.to(device), importance_samples,
+            for split, x in points_by_split.items():
+                row[f"{split}_log_px"] = log_marginal_likelihood(model, x, importance_samples,
                                                                  generator=generator).mean().item()
             _append_jsonl(estimates_path, row)
-        _settle_check(out, data_dir, device, points, settle_ks)
+        _settle_check(out, points_by_split["test"], device, settle_ks)
     return plot_figure3(root)
 
 
@@ -172,9 +175,8 @@ def _fixed_binary(x: torch.Tensor) -> torch.Tensor:
     return torch.bernoulli(x, generator=torch.Generator(device=x.device).manual_seed(12345))
 
 
-def _settle_check(out: Path, data_dir, device: str, points: int, ks: tuple[int, ...]) -> None:
+def _settle_check(out: Path, x: torch.Tensor, device: str, ks: tuple[int, ...]) -> None:
     """log p(x) of the final model against K: the estimate must have settled at the K used."""
-    from . import data as datasets
     from .evaluate import log_marginal_likelihood
     from .train import load_checkpoint
 
@@ -182,9 +184,7 @@ def _settle_check(out: Path, data_dir, device: str, points: int, ks: tuple[int, 
     last = read_metrics(out)[-1]["samples_seen"]
     if path.is_file() and json.loads(path.read_text())["samples_seen"] == last:
         return
-    config, model = load_checkpoint(out / "checkpoint.pt", device)
-    data = datasets.load("mnist", data_dir, binarize=config.binarize, seed=config.seed).to(device)
-    x = _fixed_binary(data.test[:points])
+    _, model = load_checkpoint(out / "checkpoint.pt", device)
     estimates = {}
     for k in ks:
         generator = torch.Generator(device=device).manual_seed(99)
