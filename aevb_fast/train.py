@@ -376,16 +376,15 @@ class Trainer:
 
 def train(config: TrainConfig, resume: bool = False) -> list[dict]:
     """Trains (see Trainer); the evaluation records on every rank, files written by rank 0."""
-    try:
-        return Trainer(config, resume=resume).run()
-    finally:
-        if dist.is_initialized():
-            dist.barrier()
-            # gloo (torch 2.13, CPU) aborts now and then inside destroy_process_group ("terminate
-            # called without an active exception"); its process ends next anyway, so only NCCL,
-            # which asks for it, is torn down.
-            if dist.get_backend() == "nccl":
-                dist.destroy_process_group()
+    # No teardown when a rank raises: the others may wait in a collective that never completes,
+    # and the launcher ends them anyway.
+    records = Trainer(config, resume=resume).run()
+    if dist.is_initialized():
+        dist.barrier()
+        # Explicitly, while the interpreter is alive: a gloo process group left to interpreter
+        # shutdown now and then aborts both ranks ("terminate called without an active exception").
+        dist.destroy_process_group()
+    return records
 
 
 def load_checkpoint_config(path: str | os.PathLike) -> TrainConfig:
