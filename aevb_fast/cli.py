@@ -206,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", dest="weight_decay", type=float, help="default 1 / N_train")
     train.add_argument("--kl-warmup", dest="kl_warmup", type=_count, help="samples over which beta rises to 1")
     train.add_argument("--free-bits", dest="free_bits", type=float)
+    train.add_argument("--init-std", dest="init_std", type=float,
+                       help="std of the N(0, std^2) initial parameters (default 0.01)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device")
     train.add_argument("--out", help="run directory (default runs/<dataset>-j<latent>-h<hidden>-b<batch>-s<seed>)")

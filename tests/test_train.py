@@ -122,6 +122,19 @@ def test_bad_data_file_is_a_clear_error_and_loses_nothing(tmp_path, capsys):
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
+def test_init_std_option_sets_the_initial_parameters(tmp_path):
+    # One step with a negligible step size: the weights stay the N(0, init_std^2) samples they began as.
+    for std in (0.01, 0.1):
+        out = tmp_path / f"std{std}"
+        assert cli.main(["train", "--dataset", "synthetic", "--latent", "4", "--hidden", "300",
+                         "--batch-size", "100", "--samples", "100", "--lr", "1e-9", "--init-std", str(std),
+                         "--out", str(out), "--no-plots"]) == 0
+        config, model = load_checkpoint(out / "checkpoint.pt")
+        weights = model.encoder.net[0].weight
+        assert config.init_std == std
+        assert abs(weights.std().item() / std - 1) < 0.05
+
+
 def test_checkpoint_loads_for_evaluation(tmp_path):
     train(small(tmp_path, samples=2000))
     config, model = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
