@@ -108,8 +108,43 @@ def _distributed() -> tuple[int, int]:
     """(rank, world size), starting the process group when torchrun launched us."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        # Imported first on purpose: importing torch._dynamo (torch.optim does) after the group
+        # exists keeps the group alive past destroy_process_group (torch 2.13), and a gloo group
+        # alive at interpreter shutdown aborts the process now and then.
+        import torch._dynamo  # noqa: F401
+
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+
+
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Data parallelism: every rank's gradients replaced by their mean, in one all-reduce.
+
+    Not DistributedDataParallel: in this trainer (torch 2.13) it keeps the process group alive
+    after destroy_process_group, and a gloo group still alive when the interpreter shuts down
+    aborts the process now and then (its worker thread frees Python-owned tensors without the
+    GIL). DDP would overlap the all-reduce with backward; for these small models it is one short
+    message per step.
+    """
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+
+
+def _check_ranks_agree(model: torch.nn.Module) -> None:
+    """Raises unless every rank ends with the same parameters (a sum of all of them, compared)."""
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    low, high = total.clone(), total.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if low.item() != high.item():
+        raise RuntimeError(f"train: the ranks' parameters differ after training (sums {low.item()} "
+                           f"to {high.item()})")
 
 
 def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
@@ -142,8 +177,6 @@ class Trainer:
         # What a step calls: the VAE (returns the ELBO) or the wake-sleep objective (returns the
         # surrogate loss and the ELBO).
         self.step_model = WakeSleep(self.model) if config.algorithm == "wake-sleep" else self.model
-        if self.world > 1:
-            self.step_model = torch.nn.parallel.DistributedDataParallel(self.step_model)
         if config.compile:
             self.step_model = torch.compile(self.step_model)
         decay = config.weight_decay if config.weight_decay is not None else 1.0 / len(self.data.train)
@@ -312,6 +345,8 @@ class Trainer:
                 loss = -bound
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world > 1:
+            _average_gradients(list(self.model.parameters()), self.world)
         self.optimizer.step()
         self.step += 1
         self.samples_seen += self.config.batch_size
@@ -378,8 +413,10 @@ def train(config: TrainConfig, resume: bool = False) -> list[dict]:
     """Trains (see Trainer); the evaluation records on every rank, files written by rank 0."""
     # No teardown when a rank raises: the others may wait in a collective that never completes,
     # and the launcher ends them anyway.
-    records = Trainer(config, resume=resume).run()
+    trainer = Trainer(config, resume=resume)
+    records = trainer.run()
     if dist.is_initialized():
+        _check_ranks_agree(trainer.model)
         dist.barrier()
         # Explicitly, while the interpreter is alive: a gloo process group left to interpreter
         # shutdown now and then aborts both ranks ("terminate called without an active exception").
