@@ -12,7 +12,8 @@
 
 A NaN or infinite loss stops the run with ``TrainingDiverged`` and leaves the last good
 checkpoint as it was. Started by ``torchrun``, every rank takes a shard of every minibatch
-(gloo on CPU, NCCL on GPU), the logged bound is the global one, and only rank 0 writes files.
+(gloo on CPU, NCCL on GPU), the gradients are averaged by one all-reduce per step, the logged
+bound is the global one, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -420,6 +421,7 @@ def train(config: TrainConfig, resume: bool = False) -> list[dict]:
         dist.barrier()
         # Explicitly, while the interpreter is alive: a gloo process group left to interpreter
         # shutdown now and then aborts both ranks ("terminate called without an active exception").
+        # This frees it only because nothing else holds it (see _distributed, _average_gradients).
         dist.destroy_process_group()
     return records
 

@@ -2,6 +2,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
+
+import aevb_fast as af
 from aevb_fast import bench, cli
 
 
@@ -119,11 +123,6 @@ def test_pytest_benchmark_suite_runs():
 
 
 def test_a_wrong_sample_gets_no_time():
-    import pytest
-    import torch
-
-    import aevb_fast as af
-
     case = bench.make_case("reparameterize", 64, 10, 8, torch.float32, "cpu")
     steps = bench.providers_for("reparameterize")
     steps["aevb_fast"] = bench._forward_backward(
