@@ -75,11 +75,6 @@ def test_module_entry_point():
 
 
 def test_a_wrong_kernel_gets_no_time():
-    import pytest
-    import torch
-
-    import aevb_fast as af
-
     case = bench.make_case("gaussian_kl", 32, 10, 8, torch.float32, "cpu")
     assert case.samples == 1
     steps = bench.providers_for("gaussian_kl")
@@ -109,7 +104,6 @@ def test_benchmark_plot(tmp_path):
 
 def test_pytest_benchmark_suite_runs():
     # The pytest-benchmark file collects and its smallest CPU cases pass (timing disabled).
-    import pytest
     from pathlib import Path
 
     pytest.importorskip("pytest_benchmark")
