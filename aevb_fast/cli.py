@@ -1,9 +1,10 @@
-"""The ``aevb-fast`` command (also ``python -m aevb_fast.cli``)."""
+"""The `aevb-fast` command (also `python -m aevb_fast.cli`): parses arguments, calls the layers."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -89,72 +90,159 @@ def _bench_train(args, devices: list[str]) -> int:
 
 def _count(text: str) -> int:
     """A count written as 3e6 or 3000000."""
-    value = float(text)
-    if value < 0 or value != int(value):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 3e6, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or value != int(value):
         raise argparse.ArgumentTypeError(f"expected a non-negative whole number, got {text!r}")
     return int(value)
 
 
+def _fail(command: str, message: str, code: int = 2) -> int:
+    """A user error: one line on stderr, a non-zero exit."""
+    print(f"aevb-fast {command}: {str(message).removeprefix('train: ')}", file=sys.stderr)
+    return code
+
+
+def _default_out(args) -> str:
+    """runs/<dataset>-j<J>-h<H>-b<M>-n<samples>-s<seed>: runs of different lengths never collide."""
+    from .training import TrainConfig
+
+    t = TrainConfig
+    value = {k: getattr(args, k) if getattr(args, k) is not None else getattr(t, k)
+             for k in ("dataset", "latent", "hidden", "batch_size", "samples", "seed")}
+    dataset = Path(value["dataset"]).stem if Path(value["dataset"]).suffix else value["dataset"]
+    return (f"runs/{dataset}-j{value['latent']}-h{value['hidden']}-b{value['batch_size']}"
+            f"-n{_short_count(value['samples'])}-s{value['seed']}")
+
+
+def _short_count(n: int) -> str:
+    """1000000 -> 1e6, 2500000 -> 25e5, 1234 -> 1234: exact, so that names never collide."""
+    zeros = len(str(n)) - len(str(n).rstrip("0")) if n else 0
+    return f"{n // 10 ** zeros}e{zeros}" if zeros >= 3 else str(n)
+
+
+# Options that a resumed run may take although they differ from its checkpoint's.
+RESUME_MAY_CHANGE = ("samples", "device", "plots", "eval_every")
+
+
+def _resume_config(args, given: dict):
+    """The checkpoint's config, with the options that may change applied (and said); refuses
+    the ones that conflict."""
+    from .training.checkpoint import RunDirectory, config_from_state
+
+    state = RunDirectory(args.out).load()
+    config = config_from_state(state)
+    conflicts = [f"--{k.replace('_', '-')} {v} (the run has {getattr(config, k)})" for k, v in given.items()
+                 if k not in RESUME_MAY_CHANGE and k != "out" and v != getattr(config, k)]
+    if conflicts:
+        raise ValueError(f"--resume: {', '.join(conflicts)}: a resumed run keeps its options; only "
+                         f"{', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)} may change "
+                         "(or start a new run with another --out)")
+    for key in RESUME_MAY_CHANGE:
+        if key in given and given[key] != getattr(config, key):
+            _note(f"--resume: {key} changed from {getattr(config, key)} to {given[key]}")
+            setattr(config, key, given[key])
+    return config, state["samples_seen"]
+
+
+def _note(message: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"aevb-fast train: {message}", file=sys.stderr)
+
+
 def cmd_train(args) -> int:
-    from .train import TrainConfig, TrainingDiverged, train
+    from .training import RunError, TrainConfig, TrainingDiverged, TrainingStopped, train
 
+    # Every option defaults to None: what is not None here is what the user gave.
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
-    if args.resume:
-        from .train import load_checkpoint_config
-
-        config = load_checkpoint_config(Path(args.out) / "checkpoint.pt")
-        if args.samples is not None:
-            config.samples = args.samples
-    else:
-        fields.setdefault("out", f"runs/{args.dataset}-j{args.latent}-h{args.hidden}-b{args.batch_size}-s{args.seed}")
-        config = TrainConfig(**fields)
+    for key in ("dataset", "test_data"):  # a data file is stored by its absolute path (eval, plot, resume)
+        if key in fields and Path(fields[key]).suffix:
+            fields[key] = str(Path(fields[key]).resolve())
+    out_given = args.out is not None
+    args.out = args.out or _default_out(args)
+    fields["out"] = args.out
+    if args.resume and not out_given and not (Path(args.out) / "checkpoint.pt").is_file():
+        return _fail("train", f"--resume: no run at {args.out} (the default --out for these options); "
+                              "name the run to continue with --out RUN_DIR")
     try:
-        records = train(config, resume=args.resume)
+        if args.resume:
+            if args.overwrite:
+                return _fail("train", "--resume continues a run and --overwrite replaces it: give one of them")
+            config, seen = _resume_config(args, {k: v for k, v in fields.items() if k != "out"})
+            if seen >= config.samples:
+                _note(f"the run in {args.out} is finished ({seen} of {config.samples} samples); "
+                      "nothing to do (raise --samples to train further)")
+                return 0
+        else:
+            config = TrainConfig(**fields)
+        summary = train(config, resume=args.resume, overwrite=args.overwrite)
     except TrainingDiverged as error:
-        print(error, file=sys.stderr)
-        return 3
-    except (FileNotFoundError, ValueError) as error:
-        print(f"aevb-fast train: {error}", file=sys.stderr)
-        return 2
-    if records and int(os.environ.get("RANK", "0")) == 0:
-        last = records[-1]
-        print(f"aevb-fast train: {last['samples_seen']} samples, train ELBO {last['train_elbo']:.2f}, "
-              f"test ELBO {last['test_elbo']:.2f} nats, {last['samples_per_s']:.0f} samples/s; run in {config.out}")
+        return _fail("train", error, 3)
+    except TrainingStopped as stop:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"aevb-fast train: {stop}; resume with: aevb-fast train --resume --out {stop.out}",
+                  file=sys.stderr)
+        return 128 + stop.signum
+    except (FileNotFoundError, ValueError, TypeError, RunError) as error:
+        return _fail("train", error)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"aevb-fast train: {summary['samples_seen']} samples, train ELBO {summary['train_elbo']:.2f}, "
+              f"test ELBO {summary['test_elbo']:.2f} nats, {summary['samples_per_s']:.0f} samples/s; "
+              f"run in {config.out}")
     return 0
 
 
 def cmd_eval(args) -> int:
-    from . import data as datasets
-    from .evaluate import log_marginal_likelihood, test_elbo
-    from .train import load_checkpoint
+    from .training.checkpoint import RunError, build_model, resolve_run
+    from .training.evaluate import load_run_data, log_marginal_likelihood, test_elbo
 
-    config, model = load_checkpoint(args.checkpoint, args.device)
-    d = datasets.load(config.dataset, args.data_dir or config.data_dir, binarize=config.binarize,
-                      seed=config.seed).to(args.device)
+    try:
+        run = resolve_run(args.run)
+        state = run.load(args.device)
+        model = build_model(state, args.device)
+        if args.data_dir:
+            state["config"]["data_dir"] = args.data_dir
+        d = load_run_data(state).to(args.device)
+    except (FileNotFoundError, ValueError, RunError) as error:
+        return _fail("eval", error)
+    likelihood = state.get("model_spec", {}).get("likelihood") or model.decoder.likelihood
     x = d.test[: args.limit] if args.limit else d.test
     g = torch.Generator(device=args.device).manual_seed(args.seed)
-    result = {"checkpoint": str(args.checkpoint), "test_points": len(x),
-              "test_elbo": test_elbo(model, x, generator=g)}
+    result = {"checkpoint": str(run.checkpoint), "test_points": len(x),
+              "test_elbo": test_elbo(model, x, generator=g, likelihood=likelihood)}
     if args.importance_samples > 0:
         log_px = log_marginal_likelihood(model, x, args.importance_samples, batch_size=args.batch_size,
-                                         generator=g, progress=True)
+                                         generator=g, progress=True, likelihood=likelihood)
         result.update(importance_samples=args.importance_samples, log_px=log_px.mean().item(),
                       log_px_stderr=(log_px.std() / len(log_px) ** 0.5).item())
     print(json.dumps(result, indent=2))
-    Path(args.checkpoint).with_name("eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
 def cmd_plot(args) -> int:
-    from .plots import plot_run
+    from .training.checkpoint import RunError
+    from .training.plots import plot_run
 
-    for path in plot_run(args.run):
+    try:
+        paths = plot_run(args.run)
+    except (FileNotFoundError, ValueError, RunError) as error:
+        return _fail("plot", error)
+    for path in paths:
         print(path)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aevb-fast", description=__doc__)
+    from .training.config import LARGE_BATCH, TrainConfig
+
+    parser = argparse.ArgumentParser(
+        prog="aevb-fast",
+        description="Fused operators for the VAE objective (AEVB): benchmark them, train, evaluate and plot "
+                    "VAEs, reproduce the paper. Also runs as: python -m aevb_fast.cli")
+    parser.add_argument("--version", action="version", version=f"aevb-fast {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print build_info(): version, torch, CUDA, CPU instruction set")
     info.set_defaults(func=cmd_info)
@@ -186,52 +274,95 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="", help="append the rows to this JSON-lines file instead")
     bench.set_defaults(func=cmd_bench)
 
-    train = sub.add_parser("train", help="train a VAE with AEVB (the paper's setting by default)")
-    train.add_argument("--dataset", default="mnist", choices=["mnist", "binarized_mnist", "frey", "synthetic"])
-    train.add_argument("--data-dir", dest="data_dir", help="folder with the data files (else AEVB_FAST_DATA, ../shared/data)")
-    train.add_argument("--binarize", choices=["dynamic", "threshold"], help="MNIST: a Bernoulli draw per minibatch (default) or x > 0.5")
-    train.add_argument("--likelihood", choices=["bernoulli", "gaussian"], help="default: the dataset's")
-    train.add_argument("--latent", type=int, default=20)
-    train.add_argument("--hidden", type=int, default=500)
-    train.add_argument("--depth", type=int)
-    train.add_argument("--batch-size", dest="batch_size", type=int, default=100)
-    train.add_argument("--samples", type=_count, help="training samples to process, e.g. 3e6 (default 1e6)")
-    train.add_argument("-L", "--elbo-samples", dest="num_samples", type=int, help="samples of z per data point (L)")
-    train.add_argument("--algorithm", choices=["aevb", "wake-sleep"], help="default aevb; wake-sleep: the paper's baseline")
-    train.add_argument("--estimator", choices=["analytic", "generic", "iwae"])
-    train.add_argument("--optimizer", choices=["adagrad", "adam"])
-    train.add_argument("--lr", type=float, help="default 0.02 (Adagrad) or 1e-3 (Adam)")
-    train.add_argument("--lr-scaling", dest="lr_scaling", choices=["none", "linear", "sqrt"],
-                       help="scale lr by batch_size / 100 (linear) or its square root")
-    train.add_argument("--weight-decay", dest="weight_decay", type=float, help="default 1 / N_train")
-    train.add_argument("--kl-warmup", dest="kl_warmup", type=_count, help="samples over which beta rises to 1")
-    train.add_argument("--free-bits", dest="free_bits", type=float)
-    train.add_argument("--init-std", dest="init_std", type=float,
-                       help="std of the N(0, std^2) initial parameters (default 0.01)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device")
-    train.add_argument("--out", help="run directory (default runs/<dataset>-j<latent>-h<hidden>-b<batch>-s<seed>)")
-    train.add_argument("--eval-every", dest="eval_every", type=_count, help="samples between evaluations")
-    train.add_argument("--eval-points", dest="eval_points", type=_count, help="training points in the train bound")
-    train.add_argument("--backend", choices=["fused", "reference"], help="reference: plain PyTorch ops")
-    train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    train.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast (GPU)")
-    train.add_argument("--no-plots", dest="plots", action="store_false", default=None)
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    train.set_defaults(func=cmd_train)
+    train = sub.add_parser(
+        "train", help="train a VAE with AEVB (the paper's setting by default)",
+        description="Train a VAE with AEVB. Batch sizes up to 256 use the paper's recipe (Adagrad, lr 0.02); "
+                    "larger ones the large-batch recipe (Adam, lr 1e-3 x sqrt(M/100) capped at 1e-2, 50 warm-up "
+                    "steps, cosine decay, gradient norm clipped at 100). --samples counts training examples "
+                    "processed; -L counts draws of z per example.")
+    t = TrainConfig
 
-    evaluate = sub.add_parser("eval", help="test-set ELBO and importance-sampled log p(x) of a checkpoint")
-    evaluate.add_argument("checkpoint")
-    evaluate.add_argument("--importance-samples", type=_count, default=1000, help="K")
-    evaluate.add_argument("--batch-size", type=int, default=20, help="data points per batch of the log p(x) estimate")
-    evaluate.add_argument("--limit", type=_count, default=0, help="only the first N test points")
-    evaluate.add_argument("--device", default="cpu")
-    evaluate.add_argument("--data-dir")
-    evaluate.add_argument("--seed", type=int, default=0)
+    def option(*flags, help, default=None, **kwargs):
+        """Every option defaults to None (so a resumed run can tell what was given) and shows the
+        default that applies."""
+        shown = f" (default: {default})" if default is not None else ""
+        train.add_argument(*flags, help=help + shown, **kwargs)
+
+    option("--dataset", default=t.dataset, metavar="NAME_OR_FILE",
+           help="mnist, binarized_mnist, frey, synthetic, or a .npy/.npz/.pt file of shape (N, ...)")
+    option("--test-data", dest="test_data", metavar="FILE", default="the dataset's, or a held-out split",
+           help="a .npy/.npz/.pt file of test points")
+    option("--test-fraction", dest="test_fraction", type=float, default=t.test_fraction,
+           help="the held-out test split of a data file that has no test points")
+    option("--data-dir", dest="data_dir", default="$AEVB_FAST_DATA, then ../shared/data",
+           help="folder with the built-in datasets' files")
+    option("--binarize", choices=["dynamic", "threshold"], default=t.binarize,
+           help="MNIST: a Bernoulli draw per minibatch or x > 0.5")
+    option("--likelihood", choices=["bernoulli", "gaussian"], default="the dataset's",
+           help="p(x|z): bernoulli needs values in [0, 1]")
+    option("--latent", type=int, default=t.latent, help="latent size J")
+    option("--hidden", type=int, default=t.hidden, help="hidden units per layer")
+    option("--depth", type=int, default=t.depth, help="hidden layers of encoder and decoder")
+    option("--init-std", dest="init_std", type=float, default=t.init_std,
+           help="std of the N(0, std^2) initial parameters")
+    option("--batch-size", dest="batch_size", type=int, default=t.batch_size,
+           help=f"the minibatch M; above {LARGE_BATCH} the large-batch recipe applies")
+    option("--samples", type=_count, default=f"{t.samples:g}",
+           help="training examples to process in all, e.g. 1e7 (the paper's x-axis; not -L)")
+    option("-L", "--z-samples", "--elbo-samples", dest="num_samples", type=int, default=t.num_samples,
+           help="draws of z per training example in the ELBO estimate (not --samples)")
+    option("--algorithm", choices=["aevb", "wake-sleep"], default=t.algorithm,
+           help="wake-sleep: the paper's baseline")
+    option("--estimator", choices=["analytic", "generic", "iwae"], default=t.estimator, help="the ELBO estimator")
+    option("--optimizer", choices=["adagrad", "adam"], default=f"adagrad for M <= {LARGE_BATCH}, adam above",
+           help="the optimizer")
+    option("--lr", type=float, default="0.02 (Adagrad), 1e-3 (Adam, before scaling)", help="learning rate")
+    option("--lr-scaling", dest="lr_scaling", choices=["none", "linear", "sqrt"],
+           default="none for the paper's recipe, sqrt for the large-batch one",
+           help="scale lr by M / 100 (linear) or its square root")
+    option("--warmup", type=int, default="0, or 50 for the large-batch recipe",
+           help="steps of linear learning-rate warm-up")
+    option("--lr-decay", dest="lr_decay", choices=["none", "cosine"],
+           default="none, or cosine for the large-batch recipe", help="learning-rate decay over --samples")
+    option("--final-lr", dest="final_lr", type=float, default="0.05 of the peak with cosine",
+           help="where the cosine decay ends, as a fraction of the peak lr")
+    option("--clip-grad-norm", dest="clip_grad_norm", type=float,
+           default="0 (off), or 100 for the large-batch recipe", help="clip the gradient norm")
+    option("--weight-decay", dest="weight_decay", type=float, default="1 / N_train",
+           help="L2 penalty: the N(0, I) prior on the parameters")
+    option("--kl-warmup", dest="kl_warmup", type=_count, default=t.kl_warmup,
+           help="training examples over which the KL weight rises from 0 to 1")
+    option("--free-bits", dest="free_bits", type=float, default=t.free_bits, help="free bits per latent (nats)")
+    option("--seed", type=int, default=t.seed, help="random seed")
+    option("--device", default=t.device, help="cpu or cuda")
+    option("--out", default="runs/<dataset>-j<latent>-h<hidden>-b<batch>-n<samples>-s<seed>",
+           help="run directory")
+    option("--eval-every", dest="eval_every", type=_count, default=f"{t.eval_every:g}",
+           help="training examples between evaluations and checkpoints")
+    option("--eval-points", dest="eval_points", type=_count, default=t.eval_points,
+           help="training points in the logged train bound")
+    option("--backend", choices=["fused", "reference"], default=t.backend,
+           help="reference: the same model with plain PyTorch ops")
+    option("--compile", action="store_true", default=False, help="torch.compile the training objective")
+    option("--bf16", action="store_true", default=False, help="bfloat16 autocast (GPU)")
+    option("--no-plots", dest="plots", action="store_false", default=False, help="write no PNG pictures")
+    option("--resume", action="store_true", default=False, help="continue the run in --out from its checkpoint")
+    option("--overwrite", action="store_true", default=False, help="replace the run in --out")
+    train.set_defaults(func=cmd_train, compile=None, bf16=None, plots=None, resume=False, overwrite=False)
+
+    evaluate = sub.add_parser("eval", help="test-set ELBO and importance-sampled log p(x) of a trained run")
+    evaluate.add_argument("run", help="a run directory or its checkpoint.pt")
+    evaluate.add_argument("--importance-samples", type=_count, default=1000, help="K (default: 1000)")
+    evaluate.add_argument("--batch-size", type=int, default=20,
+                          help="data points per batch of the log p(x) estimate (default: 20)")
+    evaluate.add_argument("--limit", type=_count, default=0, help="only the first N test points (default: all)")
+    evaluate.add_argument("--device", default="cpu", help="(default: cpu)")
+    evaluate.add_argument("--data-dir", help="folder with the dataset's files (default: the run's)")
+    evaluate.add_argument("--seed", type=int, default=0, help="(default: 0)")
     evaluate.set_defaults(func=cmd_eval)
 
     plot = sub.add_parser("plot", help="PNG pictures of a run: learning curve, reconstructions, samples")
-    plot.add_argument("run")
+    plot.add_argument("run", help="a run directory")
     plot.set_defaults(func=cmd_plot)
     rep = sub.add_parser("reproduce", help="the paper's Figures 2 and 3: AEVB against wake-sleep (resumable)")
     rep.add_argument("what", choices=["figure2", "figure3", "report"])
@@ -280,6 +411,15 @@ def _reproduce(reproduce, args) -> Path:
     else:
         png = reproduce.report(root, Path(args.out), notes=Path(args.notes))
     return png
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aevb_fast")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

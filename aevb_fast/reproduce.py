@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from .plots import read_metrics  # noqa: E402
+from .training.checkpoint import RunDirectory, config_from_state, load_checkpoint, read_metrics  # noqa: E402
 
 ALGORITHMS = ("aevb", "wake-sleep")
 HIDDEN = {"mnist": 500, "frey": 200}
@@ -58,7 +58,7 @@ def run_dir(root: Path, dataset: str, algorithm: str, latent: int) -> Path:
 def _train_to(out: Path, samples: int, **config_fields) -> None:
     """Trains the run in `out` up to `samples`: from scratch, or resumed from its checkpoint;
     nothing when it is already there."""
-    from .train import TrainConfig, load_checkpoint_config, train
+    from .training import TrainConfig, train
 
     records = read_metrics(out)
     if records and records[-1]["samples_seen"] >= samples:
@@ -69,7 +69,7 @@ def _train_to(out: Path, samples: int, **config_fields) -> None:
             f"reproduce: {out} has a log up to {records[-1]['samples_seen']} samples but no checkpoint to "
             f"continue from (checkpoints are not committed); delete {out} to run it again from the start")
     if checkpoint.is_file():
-        config = load_checkpoint_config(checkpoint)
+        config = config_from_state(RunDirectory(out).load())
         config.samples = samples
         train(config, resume=True)
     else:
@@ -133,9 +133,8 @@ def figure3(samples: int, root: Path, *, importance_samples: int = 1000, points:
             settle_ks: tuple[int, ...] = (1, 10, 100, 1000, 5000)) -> Path:
     """Trains J = 3 AEVB and wake-sleep models in stages up to `samples` and estimates log p(x)
     of the first `points` training and test points after each stage (resumable)."""
-    from . import data as datasets
-    from .evaluate import log_marginal_likelihood
-    from .train import load_checkpoint
+    from .training import data as datasets
+    from .training.evaluate import log_marginal_likelihood
 
     # The evaluation points, loaded and binarized once.
     mnist = datasets.load("mnist", data_dir)
@@ -177,8 +176,7 @@ def _fixed_binary(x: torch.Tensor) -> torch.Tensor:
 
 def _settle_check(out: Path, x: torch.Tensor, device: str, ks: tuple[int, ...]) -> None:
     """log p(x) of the final model against K: the estimate must have settled at the K used."""
-    from .evaluate import log_marginal_likelihood
-    from .train import load_checkpoint
+    from .training.evaluate import log_marginal_likelihood
 
     path = out / "settle.json"
     last = read_metrics(out)[-1]["samples_seen"]
@@ -328,6 +326,6 @@ def report(root: Path, out: Path, notes: Path | None = None) -> Path:
 
 
 def _cpu_name() -> str:
-    from .bench import device_name
+    from .bench.op_suite import device_name
 
     return device_name("cpu") or platform.machine()

@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("pytest_benchmark")
 
-from aevb_fast import bench  # noqa: E402
+from aevb_fast.bench import op_suite as bench  # noqa: E402
 
 SIZES = {"cpu": [100, 4096, 65536], "cuda": [4096, 65536, 1048576]}
 DTYPES = [torch.float32, torch.bfloat16]

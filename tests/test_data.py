@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from aevb_fast import data
+from aevb_fast.training import data
 
 SHARED = data.PROJECT_ROOT.parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")
@@ -70,5 +70,5 @@ def test_synthetic():
     d = data.load("synthetic", synthetic_size=500)
     assert d.train.shape == (500, 64) and d.test.shape == (100, 64)
     assert torch.equal(d.train, data.synthetic(500).train)  # deterministic
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(FileNotFoundError, match="cifar does not exist; --dataset takes a file path or one of mnist"):
         data.load("cifar")

@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 
-from aevb_fast import cli, data, reproduce
+from aevb_fast import cli, reproduce
+from aevb_fast.training import data
 from aevb_fast.models import VAE
-from aevb_fast.train import TrainConfig, train
-from aevb_fast.wake_sleep import WakeSleep
+from aevb_fast.training import TrainConfig, read_metrics, train
+from aevb_fast.training.wake_sleep import WakeSleep
 
 
 SHARED = data.PROJECT_ROOT.parent / "shared" / "data"
@@ -50,8 +51,8 @@ def test_wake_bound_is_the_aevb_estimator():
 def test_wake_sleep_training_improves_the_bound(tmp_path):
     config = TrainConfig(dataset="synthetic", algorithm="wake-sleep", latent=4, hidden=32, samples=20_000,
                          eval_every=10_000, batch_size=100, out=str(tmp_path / "ws"), plots=False, lr=0.05)
-    records = train(config)
-    assert records[-1]["test_elbo"] > records[0]["test_elbo"] + 1
+    summary = train(config)
+    assert summary["test_elbo"] > read_metrics(tmp_path / "ws")[0]["test_elbo"] + 1
 
 
 def test_wake_sleep_rejects_aevb_options():

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from aevb_fast import cli, data, plots
-from aevb_fast.evaluate import log_marginal_likelihood
-from aevb_fast.train import TrainConfig, Trainer, TrainingDiverged, load_checkpoint, train
+from aevb_fast import cli
+from aevb_fast.training import (TrainConfig, Trainer, TrainingDiverged, TrainingStopped, data, load_checkpoint,
+                                read_metrics, train)
+from aevb_fast.training.evaluate import log_marginal_likelihood
 
 SHARED = data.PROJECT_ROOT.parent / "shared" / "data"
 
@@ -27,13 +28,13 @@ def small(tmp_path, **overrides) -> TrainConfig:
 
 
 def read(run) -> list[dict]:
-    return plots.read_metrics(Path(run))
+    return read_metrics(Path(run))
 
 
 def test_learns_and_logs(tmp_path):
-    records = train(small(tmp_path, plots=True))
+    summary = train(small(tmp_path, plots=True))
     logged = read(tmp_path / "run")
-    assert logged == records and [r["samples_seen"] for r in logged] == [0, 2000, 4000, 6000]
+    assert logged[-1] == summary and [r["samples_seen"] for r in logged] == [0, 2000, 4000, 6000]
     for r in logged:
         assert {"samples_seen", "train_elbo", "test_elbo", "samples_per_s"} <= set(r)
     assert logged[-1]["test_elbo"] > logged[0]["test_elbo"] + 2  # it learned
@@ -85,7 +86,9 @@ def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, signum):
         return original()
 
     trainer._train_step = step_then_signal
-    trainer.run()
+    with pytest.raises(TrainingStopped) as stopped:
+        trainer.run()
+    assert stopped.value.signum == signum and stopped.value.samples_seen == 38 * 50
     state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 38 and trainer.stop_signal == signum
     resumed = Trainer(small(tmp_path, out=str(tmp_path / "stopped")), resume=True)
@@ -103,9 +106,21 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = Trainer(small(tmp_path, samples=8000), resume=True)
     with torch.no_grad():
         trainer.model.decoder.net[0].weight.fill_(float("nan"))
-    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match="last good checkpoint .4000 samples. is .*checkpoint.pt"):
         trainer.run()
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
+
+
+def test_a_bound_far_below_the_start_is_divergence(tmp_path):
+    # Finite but far worse than the untrained model: stopped, and the message says no checkpoint
+    # exists yet rather than naming a file that is not there.
+    trainer = Trainer(small(tmp_path, samples=4000))
+    with torch.no_grad():
+        trainer.model.decoder.net[-1].bias.fill_(-200.0)  # every pixel's logit far below 0
+    trainer.start_bound = -50.0
+    with pytest.raises(TrainingDiverged, match="below -150.0.*no checkpoint was written yet"):
+        trainer.run()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")
@@ -116,7 +131,8 @@ def test_bad_data_file_is_a_clear_error_and_loses_nothing(tmp_path, capsys):
     bad = tmp_path / "data"
     (bad / "mnist").mkdir(parents=True)
     (bad / "mnist" / "train-images-idx3-ubyte").write_bytes(b"\0" * 1000)
-    code = cli.main(["train", "--dataset", "mnist", "--data-dir", str(bad), "--out", str(out), "--samples", "100"])
+    code = cli.main(["train", "--dataset", "mnist", "--data-dir", str(bad), "--out", str(out), "--samples", "100",
+                     "--overwrite"])
     assert code == 2
     assert "SHA-256" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_bytes() == before
@@ -147,7 +163,7 @@ def test_checkpoint_loads_for_evaluation(tmp_path):
 
 def test_eval_and_plot_commands(tmp_path, capsys):
     train(small(tmp_path, samples=2000))
-    assert cli.main(["eval", str(tmp_path / "run" / "checkpoint.pt"), "--importance-samples", "100", "--limit", "40"]) == 0
+    assert cli.main(["eval", str(tmp_path / "run"), "--importance-samples", "100", "--limit", "40"]) == 0
     result = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert result["log_px"] >= result["test_elbo"] - 0.5 and result["test_points"] == 40
     capsys.readouterr()
@@ -160,7 +176,10 @@ def test_bad_options(tmp_path):
         TrainConfig(optimizer="sgd").validate()
     with pytest.raises(ValueError, match="bf16"):
         TrainConfig(bf16=True).validate()
-    assert TrainConfig(batch_size=400, lr_scaling="sqrt").learning_rate() == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="likelihood"):
+        TrainConfig(likelihood="poisson").validate()
+    config = TrainConfig(batch_size=400, lr_scaling="sqrt", optimizer="adagrad").resolved()
+    assert config.learning_rate(0) == pytest.approx(0.04)
 
 
 def test_two_process_data_parallel(tmp_path):
@@ -191,13 +210,14 @@ def test_end_to_end_mnist(tmp_path):
     config = TrainConfig(dataset="mnist", samples=300_000, eval_every=150_000, eval_points=2000,
                          out=str(tmp_path / "mnist"), plots=False)
     start = time.perf_counter()
-    records = train(config)
+    train(config)
+    records = read(tmp_path / "mnist")
     assert records[0]["test_elbo"] < -500
     assert records[-1]["test_elbo"] > -160, records[-1]
     assert time.perf_counter() - start < 300
 
 
 def test_compiled_model_and_two_dimensional_manifold(tmp_path):
-    records = train(small(tmp_path, latent=2, samples=6000, compile=True, plots=True))
-    assert records[-1]["test_elbo"] > records[0]["test_elbo"]
+    summary = train(small(tmp_path, latent=2, samples=6000, compile=True, plots=True))
+    assert summary["test_elbo"] > read(tmp_path / "run")[0]["test_elbo"]
     assert (tmp_path / "run" / "manifold.png").is_file()

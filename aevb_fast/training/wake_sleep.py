@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .elbo import BACKENDS
-from .models import VAE
+from ..elbo import BACKENDS
+from ..models import VAE
 
 
 class WakeSleep(nn.Module):

@@ -24,9 +24,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 from tqdm import tqdm
 
-from . import ops, reference
-from .bench import device_name, timing_summary
-from .models import VAE
+from .. import ops, reference
+from .op_suite import device_name, timing_summary
+from ..models import VAE
 
 PROVIDERS = ("fused", "reference", "compiled", "fused+compiled")
 REGIONS = ("encoder", "elbo", "decoder", "optimizer")

@@ -4,7 +4,7 @@ for a 2-D latent space the learned manifold of the paper's Figure 4."""
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -13,10 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-
-def read_metrics(run: Path) -> list[dict]:
-    path = Path(run) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+from .checkpoint import RunError, build_model, read_metrics, resolve_run  # noqa: E402
 
 
 def learning_curve(records: list[dict], path: Path, title: str = "") -> None:
@@ -56,17 +53,22 @@ def _image_grid(images: torch.Tensor, rows: int, cols: int, shape: tuple[int, in
 
 @torch.no_grad()
 def pictures(model, data, out: Path) -> list[Path]:
+    """Reconstructions, prior samples and (J = 2) the manifold, for data that are grey images
+    (``data.image_shape``); none for other event shapes."""
+    if data.image_shape is None:
+        return []
     model.eval()
     paths = []
     x = data.test[:10]
     mu, _ = model.encoder(x)
-    both = torch.cat([x, _decoder_mean(model, mu)])
+    latent = mu.shape[-1]
+    both = torch.cat([x.flatten(1), _decoder_mean(model, mu).flatten(1)])
     paths.append(out / "reconstructions.png")
-    _image_grid(both, 2, 10, data.image_shape, paths[-1], "test images (top) and reconstructions")
-    z = torch.randn(100, model.encoder.latent, generator=torch.Generator().manual_seed(0)).to(x.device)
+    _image_grid(both, 2, len(x), data.image_shape, paths[-1], "test images (top) and reconstructions")
+    z = torch.randn(100, latent, generator=torch.Generator().manual_seed(0)).to(x.device)
     paths.append(out / "prior_samples.png")
     _image_grid(_decoder_mean(model, z), 10, 10, data.image_shape, paths[-1], "decoder means of z ~ N(0, I)")
-    if model.encoder.latent == 2:  # Figure 4: a grid through the inverse Gaussian CDF
+    if latent == 2:  # Figure 4: a grid through the inverse Gaussian CDF
         q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 20))
         z = torch.stack(torch.meshgrid(q, q, indexing="ij"), -1).reshape(-1, 2).to(x.device)
         paths.append(out / "manifold.png")
@@ -76,14 +78,22 @@ def pictures(model, data, out: Path) -> list[Path]:
 
 
 def plot_run(run: str | Path, model=None, data=None) -> list[Path]:
-    """All pictures of a run directory; the model and data are read from it when not given."""
-    run = Path(run)
-    if model is None:
-        from . import data as datasets
-        from .train import load_checkpoint
-
-        config, model = load_checkpoint(run / "checkpoint.pt")
-        data = datasets.load(config.dataset, config.data_dir, binarize=config.binarize, seed=config.seed)
+    """All pictures of a run directory; the model and data are read from it when not given
+    (the learning curve alone, with a note, when they cannot be)."""
+    run_dir = resolve_run(run)
+    run = run_dir.path
+    records = read_metrics(run)
+    if not records:
+        raise RunError(f"{run} holds no metrics.jsonl: not a training run, or one that never evaluated")
     paths = [run / "learning_curve.png"]
-    learning_curve(read_metrics(run), paths[0], title=run.name)
+    learning_curve(records, paths[0], title=run.name)
+    if model is None:
+        from .evaluate import load_run_data
+
+        try:
+            state = run_dir.load()
+            model, data = build_model(state), load_run_data(state)
+        except RunError as error:  # a run of the user's own model or in-memory data: the curve only
+            print(f"aevb-fast plot: the learning curve only: {error}", file=sys.stderr)
+            return paths
     return paths + pictures(model, data, run)

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from . import ops, reference
+from .. import ops, reference
 
 PROVIDERS = ("aevb_fast", "eager", "compiled")
 MODES = ("forward", "backward", "forward+backward")
@@ -362,7 +362,7 @@ def format_table(rows: list[dict]) -> str:
 
 def save(rows: list[dict], path: Path) -> None:
     """Appends the rows, stamped with versions and date, to a JSON-lines file."""
-    from . import build_info
+    from .. import build_info
 
     info = build_info()
     stamp = {"torch": torch.__version__, "aevb_fast": info["version"], "cpu_isa": info["cpu_isa"],

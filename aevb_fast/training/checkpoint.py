@@ -1,0 +1,142 @@
+"""A run directory: its checkpoint (written atomically), its metrics log, and the rules that keep a
+finished run from being overwritten by accident.
+
+A checkpoint holds the resolved ``TrainConfig``, the model's and optimizer's state, the position in
+the data and every random stream (per rank), and what ``eval`` and ``plot`` need to rebuild the
+model and find the data again (``model_spec``, ``data_spec``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..models import VAE
+from .config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+# Everything a run writes: what --overwrite removes.
+RUN_FILES = (CHECKPOINT, METRICS, "eval.json", "learning_curve.png", "reconstructions.png",
+             "prior_samples.png", "manifold.png")
+
+
+class RunError(ValueError):
+    """A user error about a run directory (exists, missing, cannot be rebuilt): one line."""
+
+
+def read_metrics(run: str | os.PathLike) -> list[dict]:
+    path = Path(run) / METRICS
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+class RunDirectory:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.checkpoint = self.path / CHECKPOINT
+        self.metrics = self.path / METRICS
+
+    def holds_run(self) -> bool:
+        return self.checkpoint.is_file() or self.metrics.is_file()
+
+    def refuse_existing(self, overwrite: bool) -> None:
+        """A new run may not replace a run already here, unless ``overwrite``."""
+        if self.holds_run() and not overwrite:
+            raise RunError(
+                f"{self.path} already holds a run; add --resume to continue it, --overwrite to replace "
+                "it, or choose another --out")
+
+    def clear(self) -> None:
+        """Removes a replaced run's files (called once the new run has its data and model, so that
+        a bad data file or option loses nothing)."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+
+    def save(self, state: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint)  # atomic: the old checkpoint stays until this
+
+    def load(self, device: torch.device | str = "cpu") -> dict:
+        if not self.checkpoint.is_file():
+            raise RunError(f"{self.path} holds no checkpoint ({CHECKPOINT}); nothing to resume or evaluate")
+        try:
+            return torch.load(self.checkpoint, map_location=device, weights_only=False)
+        except Exception as error:  # a damaged file: one line, naming it
+            raise RunError(f"cannot read {self.checkpoint}: {error}") from None
+
+    def append_metrics(self, record: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self.metrics.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def drop_metrics_after(self, samples_seen: int) -> None:
+        """A run killed between an evaluation's log line and its checkpoint logged a point that
+        the resumed run will log again: drop log lines past the checkpoint."""
+        if not self.metrics.is_file():
+            return
+        lines = [line for line in self.metrics.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["samples_seen"] <= samples_seen]
+        if len(kept) < len(lines):
+            tmp = self.metrics.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.metrics)
+
+
+def resolve_run(path: str | os.PathLike) -> RunDirectory:
+    """A run directory from a run directory or its checkpoint file (what ``eval`` and ``plot``
+    take); a one-line error if it is neither."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".pt":
+        run = RunDirectory(path.parent)
+        run.checkpoint = path
+        return run
+    if path.is_dir():
+        return RunDirectory(path)
+    raise RunError(f"{path} is neither a run directory nor a checkpoint file"
+                   + ("" if path.exists() else " (it does not exist)"))
+
+
+def config_from_state(state: dict) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
+
+
+def paper_model_spec(event_shape: tuple[int, ...], likelihood: str) -> dict:
+    """What rebuilds the paper's MLPs besides the config: the data's event shape and the likelihood."""
+    return {"kind": "paper", "event_shape": list(event_shape), "likelihood": likelihood}
+
+
+def build_model(state: dict, device: torch.device | str = "cpu") -> VAE:
+    """The trained model of a checkpoint: the paper's MLPs are rebuilt from the config; a model
+    the user gave train() in Python cannot be, and the error says how to load it instead."""
+    config = config_from_state(state)
+    spec = state.get("model_spec") or _legacy_model_spec(state, config)
+    if spec["kind"] != "paper":
+        raise RunError(
+            f"the run was trained with the user's own model ({spec['class']}), which the command "
+            "line cannot rebuild: build it in Python and load torch.load(checkpoint)['model'] into it")
+    data_dim = 1
+    for size in spec["event_shape"]:
+        data_dim *= size
+    model = VAE.paper(data_dim, config.hidden, config.latent, spec["likelihood"], config.depth, config.init_std)
+    model.load_state_dict(state["model"])
+    return model.to(device)
+
+
+def _legacy_model_spec(state: dict, config: TrainConfig) -> dict:
+    """Checkpoints written before model_spec existed held only the paper's models."""
+    data_dim = state["model"]["encoder.net.0.weight"].shape[1]
+    likelihood = config.likelihood or ("gaussian" if config.dataset == "frey" else "bernoulli")
+    return {"kind": "paper", "event_shape": [data_dim], "likelihood": likelihood}
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[TrainConfig, VAE]:
+    """The config and model of a checkpoint (or run directory) written by the trainer."""
+    state = resolve_run(path).load(device)
+    return config_from_state(state), build_model(state, device)

@@ -1,0 +1,140 @@
+"""What a training run is: ``TrainConfig``, and the two optimisation recipes it resolves to.
+
+Options left at ``None`` are filled by ``TrainConfig.resolved()`` from the batch size:
+
+- M <= ``LARGE_BATCH`` (256): the paper's recipe, Adagrad at lr 0.02, constant, no clipping;
+- M > ``LARGE_BATCH``: the large-batch recipe (measured on MNIST at M = 1024 to 16384, see the
+  README): Adam at lr ``LARGE_BATCH_LR * sqrt(M / 100)`` (capped at ``LARGE_BATCH_MAX_LR``),
+  a linear warm-up over the first ``LARGE_BATCH_WARMUP`` steps, a cosine decay to
+  ``LARGE_BATCH_FINAL_LR`` of the peak at ``samples``, and the gradient norm clipped at
+  ``LARGE_BATCH_CLIP``.
+
+The resolved config is what a checkpoint stores, so a resumed run keeps its recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from ..elbo import BACKENDS, ESTIMATORS, LIKELIHOODS
+
+OPTIMIZERS = ("adagrad", "adam")
+ALGORITHMS = ("aevb", "wake-sleep")
+LR_SCALINGS = ("none", "linear", "sqrt")
+LR_DECAYS = ("none", "cosine")
+BINARIZATIONS = ("dynamic", "threshold")
+
+LARGE_BATCH = 256  # batch sizes above this train with the large-batch recipe
+PAPER_LR = 0.02  # Adagrad
+LARGE_BATCH_LR = 1e-3  # Adam at M = 100, scaled by sqrt(M / 100)
+LARGE_BATCH_MAX_LR = 1e-2
+LARGE_BATCH_WARMUP = 50  # steps
+LARGE_BATCH_FINAL_LR = 0.05  # fraction of the peak reached at the end of the cosine
+LARGE_BATCH_CLIP = 100.0  # gradient norm (of the mean negative ELBO per data point)
+
+
+@dataclass
+class TrainConfig:
+    # What to train on: a built-in dataset (mnist, binarized_mnist, frey, synthetic) or the path
+    # of a .npy/.npz/.pt file; for a model and data given to train() in Python, a label only.
+    dataset: str = "mnist"
+    test_data: str | None = None  # a file of test points (else the dataset's, or a held-out split)
+    test_fraction: float = 0.1  # the held-out split of a data file without test points
+    data_dir: str | None = None
+    binarize: str = "dynamic"  # MNIST: "dynamic" (a Bernoulli draw per minibatch) or "threshold"
+    likelihood: str | None = None  # None: the dataset's or the decoder's
+    latent: int = 20
+    hidden: int = 500
+    depth: int = 1
+    init_std: float = 0.01
+    batch_size: int = 100  # the global minibatch M
+    samples: int = 1_000_000  # training examples to process in all (the paper's x-axis)
+    algorithm: str = "aevb"  # or "wake-sleep" (the paper's baseline)
+    num_samples: int = 1  # L: draws of z per data point
+    estimator: str = "analytic"
+    optimizer: str | None = None  # None: adagrad for M <= LARGE_BATCH, adam above
+    lr: float | None = None  # None: the recipe's (peak) learning rate
+    lr_scaling: str | None = None  # "none", "linear" or "sqrt": lr * (M / 100) or its square root
+    warmup: int | None = None  # steps of linear learning-rate warm-up
+    lr_decay: str | None = None  # "none" or "cosine" (to final_lr x the peak at `samples`)
+    final_lr: float | None = None
+    clip_grad_norm: float | None = None  # 0: no clipping
+    weight_decay: float | None = None  # None: 1 / N_train, the prior N(0, I) on the parameters
+    kl_warmup: int = 0  # samples over which beta rises linearly from 0 to 1
+    free_bits: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs/default"
+    eval_every: int = 100_000  # samples between evaluations (and checkpoints)
+    eval_points: int = 10_000  # training points in the train bound
+    eval_batch: int = 2000
+    backend: str = "fused"  # or "reference": the same loop in plain PyTorch
+    compile: bool = False
+    bf16: bool = False  # autocast to bfloat16 (GPU only)
+    plots: bool = True
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every recipe option that is None filled in (see the module's docstring)."""
+        large = self.batch_size > LARGE_BATCH
+        optimizer = self.optimizer or ("adam" if large else "adagrad")
+        paper = not large and optimizer == "adagrad"
+        recipe = dict(
+            optimizer=optimizer,
+            lr=PAPER_LR if optimizer == "adagrad" else LARGE_BATCH_LR,
+            lr_scaling="none" if paper else "sqrt",
+            warmup=0 if paper else LARGE_BATCH_WARMUP,
+            lr_decay="none" if paper else "cosine",
+            final_lr=1.0 if paper else LARGE_BATCH_FINAL_LR,
+            clip_grad_norm=0.0 if paper else LARGE_BATCH_CLIP,
+        )
+        given = {k: getattr(self, k) for k in recipe if getattr(self, k) is not None}
+        return dataclasses.replace(self, **{**recipe, **given})
+
+    def validate(self) -> None:
+        checks = [
+            (self.optimizer in (None, *OPTIMIZERS), f"optimizer must be one of {OPTIMIZERS}"),
+            (self.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}"),
+            (self.algorithm == "aevb" or (self.estimator == "analytic" and self.num_samples == 1
+                                          and self.kl_warmup == 0 and self.free_bits == 0),
+             "wake-sleep takes no estimator, L, KL warm-up or free-bits options"),
+            (self.estimator in ESTIMATORS, f"estimator must be one of {ESTIMATORS}"),
+            (self.likelihood in (None, *LIKELIHOODS), f"likelihood must be one of {LIKELIHOODS}"),
+            (self.backend in BACKENDS, f"backend must be one of {tuple(BACKENDS)}"),
+            (self.binarize in BINARIZATIONS, f"binarize must be one of {BINARIZATIONS}"),
+            (self.lr_scaling in (None, *LR_SCALINGS), f"lr_scaling must be one of {LR_SCALINGS}"),
+            (self.lr_decay in (None, *LR_DECAYS), f"lr_decay must be one of {LR_DECAYS}"),
+            (self.lr is None or self.lr > 0, "lr must be > 0"),
+            (self.warmup is None or self.warmup >= 0, "warmup must be >= 0"),
+            (self.final_lr is None or 0 <= self.final_lr <= 1, "final_lr must be in [0, 1]"),
+            (self.clip_grad_norm is None or self.clip_grad_norm >= 0, "clip_grad_norm must be >= 0"),
+            (self.batch_size >= 1 and self.samples >= 0, "batch_size must be >= 1 and samples >= 0"),
+            (self.num_samples >= 1, "num_samples (L) must be >= 1"),
+            (self.latent >= 1 and self.hidden >= 1 and self.depth >= 1, "latent, hidden and depth must be >= 1"),
+            (0 < self.test_fraction < 1, "test_fraction must be between 0 and 1"),
+            (self.eval_every >= 1 and self.eval_points >= 1 and self.eval_batch >= 1,
+             "eval_every, eval_points and eval_batch must be >= 1"),
+            (not self.bf16 or self.device.startswith("cuda"), "bf16 autocast is for CUDA devices"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"train: {message}")
+
+    def peak_learning_rate(self) -> float:
+        """The (resolved) learning rate after warm-up, scaled for the batch size."""
+        scale = self.batch_size / 100
+        lr = self.lr * {"none": 1.0, "linear": scale, "sqrt": math.sqrt(scale)}[self.lr_scaling]
+        # The cap applies to the recipe's own rate only; a given --lr is taken as is.
+        return min(lr, LARGE_BATCH_MAX_LR) if self.lr == LARGE_BATCH_LR and self.optimizer == "adam" else lr
+
+    def learning_rate(self, step: int) -> float:
+        """The rate of optimizer step ``step`` (0-based) of a resolved config."""
+        peak = self.peak_learning_rate()
+        if step < self.warmup:
+            return peak * (step + 1) / self.warmup
+        if self.lr_decay == "none":
+            return peak
+        total = max(1, math.ceil(self.samples / self.batch_size) - self.warmup)
+        progress = min(1.0, (step - self.warmup) / total)
+        return peak * (self.final_lr + (1 - self.final_lr) * 0.5 * (1 + math.cos(math.pi * progress)))

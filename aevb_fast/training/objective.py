@@ -1,0 +1,59 @@
+"""What a training step optimises, for any model with ``encoder(x) -> (mu, logvar)`` and
+``decoder(z) -> logits`` (Bernoulli) or ``(mean, logvar)`` (Gaussian)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..elbo import elbo
+from .wake_sleep import WakeSleep
+
+
+def check_model(model: nn.Module) -> None:
+    if not (isinstance(model, nn.Module) and callable(getattr(model, "encoder", None))
+            and callable(getattr(model, "decoder", None))):
+        raise ValueError("train: model must be an nn.Module with encoder(x) -> (mu, logvar) and "
+                         "decoder(z) -> logits or (mean, logvar), as aevb_fast.models.VAE has")
+
+
+@torch.no_grad()
+def decoder_likelihood(model: nn.Module, x: Tensor) -> str:
+    """The likelihood a decoder's output implies: a tensor of logits is Bernoulli, a
+    (mean, logvar) pair Gaussian. Checks the encoder's output on the way."""
+    was_training = model.training
+    model.eval()
+    try:
+        encoded = model.encoder(x[:2])
+        if not (isinstance(encoded, (tuple, list)) and len(encoded) == 2 and encoded[0].dim() == 2):
+            raise ValueError("train: model.encoder(x) must return (mu, logvar), each of shape (B, J)")
+        out = model.decoder(encoded[0])
+    finally:
+        model.train(was_training)
+    if isinstance(out, Tensor):
+        return "bernoulli"
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        return "gaussian"
+    raise ValueError("train: model.decoder(z) must return logits (a tensor) or a (mean, logvar) pair")
+
+
+class ELBOObjective(nn.Module):
+    """``forward(x) -> (loss, bound)``: the negative ELBO to minimise and the minibatch's mean
+    bound (AEVB), or the wake-sleep surrogate loss and the same bound (the paper's baseline)."""
+
+    def __init__(self, model: nn.Module, likelihood: str, algorithm: str = "aevb"):
+        super().__init__()
+        self.model, self.likelihood = model, likelihood
+        self.wake_sleep = WakeSleep(model) if algorithm == "wake-sleep" else None
+
+    def bound(self, x: Tensor, **elbo_options) -> Tensor:
+        mu, logvar = self.model.encoder(x)
+        return elbo(x, mu, logvar, self.model.decoder, likelihood=self.likelihood, **elbo_options)
+
+    def forward(self, x: Tensor, *, num_samples: int = 1, estimator: str = "analytic", beta: float = 1.0,
+                free_bits: float = 0.0, backend: str = "fused") -> tuple[Tensor, Tensor]:
+        if self.wake_sleep is not None:
+            return self.wake_sleep(x, backend=backend)
+        bound = self.bound(x, num_samples=num_samples, estimator=estimator, beta=beta,
+                           free_bits=free_bits, backend=backend)
+        return -bound, bound
