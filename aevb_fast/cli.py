@@ -422,9 +422,19 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+# What the [train] extra brings: the trainer, benchmarks and plots need it, the operators do not.
+TRAIN_EXTRA = ("tqdm", "matplotlib", "scipy")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)  # the layers are imported here, as each command needs them
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        return _fail(args.command, f"needs {error.name}, from the [train] extra: "
+                                   "pip install --no-build-isolation -e \".[train]\" (or pip install tqdm matplotlib scipy)")
 
 
 if __name__ == "__main__":

@@ -278,7 +278,7 @@ def report(root: Path, out: Path, notes: Path | None = None) -> Path:
              "initialisation, Adagrad with step size 0.02, weight decay 1/N as the N(0, I) prior on the "
              "parameters, minibatch 100, L = 1); MNIST binarized dynamically (a fresh Bernoulli draw of "
              "every minibatch), the bounds on 10000 training points and the 10000 test points binarized "
-             "once. Wake-sleep uses the same networks and optimizer (aevb_fast/wake_sleep.py).", ""]
+             "once. Wake-sleep uses the same networks and optimizer (aevb_fast/training/wake_sleep.py).", ""]
     for dataset in ("mnist", "frey"):
         latents = [j for j in LATENTS[dataset] if any(_final(root, dataset, a, j) for a in ALGORITHMS)]
         if not latents:

@@ -1,6 +1,9 @@
 import gzip
+import io
 import os
 import shutil
+import tempfile
+import urllib.request
 
 import pytest
 import torch
@@ -36,13 +39,45 @@ def test_binarized_mnist_and_frey():
 
 
 @needs_shared
-def test_gzipped_idx_is_read(tmp_path):
+def test_gzipped_idx_is_read_and_leaves_nothing_behind(tmp_path, monkeypatch):
     (tmp_path / "mnist").mkdir()
     with open(SHARED / "mnist" / "t10k-images-idx3-ubyte", "rb") as src, \
             gzip.open(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz", "wb") as dst:
         shutil.copyfileobj(src, dst)
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     path = data.find_file("mnist_test_images", tmp_path, download=False)
     assert data.read_idx_images(path).shape == (10000, 784)
+    assert list(private_tmp.iterdir()) == [] and sorted(p.name for p in (tmp_path / "mnist").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz"]  # decompressed in memory: no temporary file anywhere
+
+
+@pytest.mark.parametrize("failure", ["no network", "wrong file"])
+def test_a_failed_download_leaves_nothing_behind(tmp_path, monkeypatch, failure):
+    def urlopen(url, timeout):
+        if failure == "no network":
+            raise OSError("network unreachable")
+        return io.BytesIO(b"<html>not the file</html>")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(data, "PROJECT_ROOT", tmp_path / "project")
+    monkeypatch.delenv("AEVB_FAST_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="could not be downloaded"):
+        data.find_file("frey", tmp_path / "data")
+    assert not (tmp_path / "data").exists()  # no 0-byte file, no partial file, no empty folder
+
+
+@needs_shared
+def test_the_file_used_is_said_once_even_past_an_empty_data_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data, "_announced", set())
+    monkeypatch.delenv("AEVB_FAST_DATA", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    data.find_file("frey", tmp_path, download=False)
+    data.find_file("frey", tmp_path, download=False)
+    err = capsys.readouterr().err
+    assert err.count("aevb_fast.data: reading") == 1
+    assert f"frey_rawface.mat (not in {tmp_path})" in err
 
 
 def test_missing_file_names_it_and_where_to_put_it(tmp_path, monkeypatch):

@@ -10,9 +10,18 @@ summary = train(TrainConfig(batch_size=4096, samples=2_000_000, out="runs/mine")
 ```
 """
 
-from .checkpoint import RunError, load_checkpoint, read_metrics
-from .config import LARGE_BATCH, TrainConfig
-from .trainer import Trainer, TrainingDiverged, TrainingStopped, train
+import importlib
 
-__all__ = ["TrainConfig", "train", "Trainer", "TrainingDiverged", "TrainingStopped", "RunError",
-           "load_checkpoint", "read_metrics", "LARGE_BATCH"]
+# Loaded on first use, so that `aevb-fast --help` and the config need no tqdm or matplotlib.
+_EXPORTS = {
+    "TrainConfig": "config", "LARGE_BATCH": "config",
+    "train": "trainer", "Trainer": "trainer", "TrainingDiverged": "trainer", "TrainingStopped": "trainer",
+    "RunError": "checkpoint", "load_checkpoint": "checkpoint", "read_metrics": "checkpoint",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -11,8 +11,10 @@ evaluation record; it writes into the run directory ``config.out``:
   it is saved); ``resume=True`` continues from it bit for bit;
 - PNG pictures at the end (``plots``).
 
-A run diverges when its bound turns non-finite or falls below ``divergence_threshold`` of its
-starting bound: ``TrainingDiverged`` is raised and the last good checkpoint is left as it was.
+A run diverges when its bound turns non-finite, or stays below ``divergence_threshold`` of its
+starting bound for ``DIVERGENCE_PATIENCE`` checks in a row (100 steps): ``TrainingDiverged`` is
+raised, and no checkpoint is written while the bound is below the threshold, so the last good one
+is left as it was.
 Under ``torchrun`` every rank takes a shard of every minibatch, the gradients are averaged by
 one all-reduce per step, the logged bound is the global one, and only rank 0 writes files.
 """
@@ -39,6 +41,10 @@ from .objective import ELBOObjective, check_model, decoder_likelihood
 # Steps between host synchronisations: the bound of each step stays on the device until then
 # (checked for divergence, shown in the progress bar), and ranks agree on a stop request.
 SYNC_EVERY = 20
+# Consecutive checks (of SYNC_EVERY steps each, or evaluations) below the divergence threshold
+# that make a divergence: the first Adagrad steps of a freshly initialised network can dip far
+# below the start for a few steps and recover.
+DIVERGENCE_PATIENCE = 5
 
 
 class TrainingDiverged(RuntimeError):
@@ -104,6 +110,7 @@ class Trainer:
         self.train_wall = 0.0
         self.start_bound: float | None = None  # the bound of the untrained model: the divergence rule's anchor
         self.saved_at: int | None = None  # samples_seen of the last checkpoint written
+        self.low_checks = 0  # consecutive checks below the divergence threshold
         self.stop_signal: int | None = None
         self.eval_train = self._fixed_eval_set()
         if state is not None:
@@ -213,22 +220,27 @@ class Trainer:
         }
         if self.start_bound is None:
             self.start_bound = record["train_elbo"]
-        self._check_bound(record["train_elbo"], "of the evaluation")
+        record["healthy"] = self._check_bound(record["train_elbo"], "of the evaluation")
         if self.dist.is_main:
             self.run_dir.append_metrics(record)
         return record
 
     # ---- divergence ------------------------------------------------------------------------
 
-    def _check_bound(self, value: float, when: str) -> None:
-        """Stops the run, saving nothing, when the bound is non-finite or below the divergence
-        threshold: the last good checkpoint stays as it was."""
+    def _check_bound(self, value: float, when: str) -> bool:
+        """Whether the bound is healthy (finite, above the divergence threshold). Stops the run,
+        saving nothing, when it is not finite or has been below the threshold DIVERGENCE_PATIENCE
+        checks in a row: the last good checkpoint stays as it was."""
         threshold = divergence_threshold(self.start_bound) if self.start_bound is not None else -math.inf
         if math.isfinite(value) and value >= threshold:
-            return
+            self.low_checks = 0
+            return True
+        self.low_checks += 1
+        if math.isfinite(value) and self.low_checks < DIVERGENCE_PATIENCE:
+            return False
         why = "not finite" if not math.isfinite(value) else (
             f"below {threshold:.1f}, the divergence threshold (the starting bound {self.start_bound:.1f} "
-            "minus max(|start|, 100))")
+            f"minus max(|start|, 100)), for {self.low_checks} checks in a row")
         if self.saved_at is not None:
             kept = f"the last good checkpoint ({self.saved_at} samples) is {self.run_dir.checkpoint}"
         else:
@@ -239,7 +251,8 @@ class Trainer:
             f"{kept}. Try a lower --lr.")
 
     def _global_bound(self, bounds: list[torch.Tensor]) -> float:
-        """The mean bound of the steps since the last call, over all ranks: one host sync."""
+        """The mean bound of the steps since the last call, over all ranks (one host sync),
+        checked for divergence."""
         local = torch.stack(bounds).float().mean().item()
         value = self.dist.sum([local])[0] / self.dist.world
         self._check_bound(value, f"of the last {len(bounds)} steps")
@@ -314,13 +327,15 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     self.train_wall += elapsed
                     records.append(self.evaluate(window_samples / max(elapsed, 1e-9)))
-                    self.save_checkpoint()
+                    if records[-1]["healthy"]:  # never checkpoint a model below the threshold
+                        self.save_checkpoint()
                     next_eval += config.eval_every
                     window_start, window_samples = time.perf_counter(), 0
             if self.stop_signal is not None:
                 if pending:
-                    self._global_bound(pending)  # never save parameters that diverged
-                self.save_checkpoint()
+                    self._global_bound(pending)
+                if self.low_checks == 0:  # never save parameters below the threshold
+                    self.save_checkpoint()
         finally:
             bar.close()
             for s, handler in handlers.items():

@@ -1,0 +1,127 @@
+"""`aevb-fast train/eval/plot` as a new user meets them: a finished run is never overwritten by
+accident, every user error is one line with a non-zero exit, resuming checks its options, a signal
+exits 130/143 and says how to resume, help shows every default, and nothing is left in temporary
+folders."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aevb_fast import cli
+from aevb_fast.training import read_metrics
+
+SMALL = ["--dataset", "synthetic", "--latent", "4", "--hidden", "32", "--batch-size", "50", "--no-plots"]
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    """(exit code, stderr) of one command alone."""
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def one_line_error(err: str, pattern: str) -> None:
+    lines = [line for line in err.strip().splitlines()
+             if not line.startswith("aevb_fast.data: reading") and "%|" not in line]  # not the progress bar
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_a_finished_run_is_not_overwritten(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert cli.main(["train", *SMALL, "--samples", "1000", "--eval-every", "500", "--out", out]) == 0
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes(), (tmp_path / "run" / "metrics.jsonl").read_text()
+    code, err = run_cli(capsys, "train", *SMALL, "--samples", "2000", "--out", out)
+    assert code == 2
+    one_line_error(err, "already holds a run; add --resume to continue it, --overwrite to replace it")
+    assert ((tmp_path / "run" / "checkpoint.pt").read_bytes(), (tmp_path / "run" / "metrics.jsonl").read_text()) == before
+    # --overwrite replaces it: one step-0 line, not two.
+    assert cli.main(["train", *SMALL, "--samples", "500", "--eval-every", "500", "--out", out, "--overwrite"]) == 0
+    assert [r["samples_seen"] for r in read_metrics(out)] == [0, 500]
+
+
+def test_default_run_names_differ_by_length(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", *SMALL, "--samples", "500", "--eval-every", "500"]) == 0
+    assert cli.main(["train", *SMALL, "--samples", "1e3", "--eval-every", "500"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "synthetic-j4-h32-b50-n1e3-s0", "synthetic-j4-h32-b50-n500-s0"]
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    missing = str(tmp_path / "nonexistent")
+    for argv, pattern in [
+        (["train", "--resume"], "--resume: no run at runs/.* name the run to continue with --out"),
+        (["train", "--resume", "--out", missing], "nonexistent holds no checkpoint"),
+        (["eval", missing], "nonexistent is neither a run directory nor a checkpoint file .it does not exist."),
+        (["plot", missing], "nonexistent is neither a run directory nor a checkpoint file"),
+        (["eval", str(tmp_path)], "holds no checkpoint"),
+        (["plot", str(tmp_path)], "holds no metrics.jsonl"),
+        (["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--samples", "1e3", "--test-fraction", "2",
+          "--out", missing], "test_fraction must be between 0 and 1"),
+        (["train", *SMALL, "--resume", "--overwrite", "--out", missing], "give one of them"),
+    ]:
+        code, err = run_cli(capsys, *argv)
+        assert code == 2, argv
+        one_line_error(err, pattern)
+
+
+def test_resume_refuses_conflicting_options_and_says_what_changes(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert cli.main(["train", *SMALL, "--samples", "500", "--eval-every", "500", "--out", out]) == 0
+    code, err = run_cli(capsys, "train", "--resume", "--out", out, "--lr", "0.5", "--latent", "5")
+    assert code == 2
+    one_line_error(err, "--latent 5 .the run has 4., --lr 0.5 .the run has 0.02.: a resumed run keeps its options")
+    code, err = run_cli(capsys, "train", "--resume", "--out", out)
+    assert code == 0 and "is finished (500 of 500 samples)" in err
+    code, err = run_cli(capsys, "train", "--resume", "--out", out, "--samples", "1000")
+    assert code == 0 and "samples changed from 500 to 1000" in err
+    assert [r["samples_seen"] for r in read_metrics(out)] == [0, 500, 1000]
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_exits_130_or_143_and_says_how_to_resume(tmp_path, signum, code):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "aevb_fast.cli", "train", *SMALL, "--samples", "1e7",
+                                "--eval-every", "1000", "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline:  # training, past one evaluation
+        time.sleep(0.2)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr[-2000:]
+    assert f"resume with: aevb-fast train --resume --out {out}" in stderr
+    assert "ELBO" not in stdout  # no final figures printed as if the run had finished
+    assert len(read_metrics(out)) >= 2
+
+
+def test_help_shows_every_default_and_the_version(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    options = re.split(r"\n  (?=-)", text.split("options:", 1)[1])[1:]
+    missing = [o.split()[0] for o in options if "(default:" not in " ".join(o.split()) and not o.startswith("-h")]
+    assert not missing, missing
+    assert "training examples" in text and "draws of z" in text
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert re.match(r"aevb-fast \d+\.\d+", capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "``" not in capsys.readouterr().out
+
+
+def test_divergence_exits_non_zero(tmp_path, capsys):
+    # Adagrad at lr 1.0 on synthetic data blows up: exit 3, the message says no checkpoint exists yet.
+    code, err = run_cli(capsys, "train", *SMALL, "--optimizer", "adagrad", "--lr", "30", "--samples", "2e4",
+                        "--eval-every", "1e4", "--out", str(tmp_path / "run"))
+    assert code == 3
+    one_line_error(err, "diverged at step .*no checkpoint was written yet. Try a lower --lr")
