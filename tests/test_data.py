@@ -1,6 +1,5 @@
 import gzip
 import io
-import os
 import shutil
 import tempfile
 import urllib.request

@@ -11,10 +11,9 @@ evaluation record; it writes into the run directory ``config.out``:
   it is saved); ``resume=True`` continues from it bit for bit;
 - PNG pictures at the end (``plots``).
 
-A run diverges when its bound turns non-finite, or stays below ``divergence_threshold`` of its
-starting bound for ``DIVERGENCE_PATIENCE`` checks in a row (100 steps): ``TrainingDiverged`` is
-raised, and no checkpoint is written while the bound is below the threshold, so the last good one
-is left as it was.
+A run diverges when its bound turns non-finite, or stays far below its starting bound for 100
+steps (``divergence.py``): ``TrainingDiverged`` is raised, and no checkpoint is written while the
+bound is below the threshold, so the last good one is left as it was.
 Under ``torchrun`` every rank takes a shard of every minibatch, the gradients are averaged by
 one all-reduce per step, the logged bound is the global one, and only rank 0 writes files.
 """
@@ -22,7 +21,6 @@ one all-reduce per step, the logged bound is the global one, and only rank 0 wri
 from __future__ import annotations
 
 import dataclasses
-import math
 import signal
 import sys
 import time
@@ -36,19 +34,12 @@ from . import data as datasets
 from .checkpoint import RunDirectory, RunError, paper_model_spec, read_metrics
 from .config import TrainConfig
 from .distributed import DistributedContext
+from .divergence import DivergenceGuard, TrainingDiverged
 from .objective import ELBOObjective, check_model, decoder_likelihood
 
 # Steps between host synchronisations: the bound of each step stays on the device until then
 # (checked for divergence, shown in the progress bar), and ranks agree on a stop request.
 SYNC_EVERY = 20
-# Consecutive checks (of SYNC_EVERY steps each, or evaluations) below the divergence threshold
-# that make a divergence: the first Adagrad steps of a freshly initialised network can dip far
-# below the start for a few steps and recover.
-DIVERGENCE_PATIENCE = 5
-
-
-class TrainingDiverged(RuntimeError):
-    pass
 
 
 class TrainingStopped(Exception):
@@ -58,13 +49,6 @@ class TrainingStopped(Exception):
         self.signum, self.samples_seen, self.out = signum, samples_seen, out
         name = signal.Signals(signum).name
         super().__init__(f"train: stopped by {name} at {samples_seen} samples; checkpoint saved in {out}")
-
-
-def divergence_threshold(start: float) -> float:
-    """The bound below which a run counts as diverged: as far again below its starting bound as
-    the starting bound is from zero (at least 100 nats). For MNIST's untrained model (-543) that
-    is -1086; a healthy run only rises from its start."""
-    return start - max(abs(start), 100.0)
 
 
 class Trainer:
@@ -108,9 +92,8 @@ class Trainer:
         self.step, self.samples_seen, self.cursor = 0, 0, 0
         self.order = torch.randperm(len(self.data.train), generator=self.shuffle)
         self.train_wall = 0.0
-        self.start_bound: float | None = None  # the bound of the untrained model: the divergence rule's anchor
+        self.guard = DivergenceGuard()  # its start: the untrained model's bound, at the first evaluation
         self.saved_at: int | None = None  # samples_seen of the last checkpoint written
-        self.low_checks = 0  # consecutive checks below the divergence threshold
         self.stop_signal: int | None = None
         self.eval_train = self._fixed_eval_set()
         if state is not None:
@@ -153,7 +136,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "step": self.step,
             "samples_seen": self.samples_seen, "cursor": self.cursor, "order": self.order,
             "shuffle": self.shuffle.get_state(), "rng": per_rank, "world": self.dist.world,
-            "train_wall": self.train_wall, "start_bound": self.start_bound,
+            "train_wall": self.train_wall, "start_bound": self.guard.start,
             "model_spec": self.model_spec, "data_spec": self.data_spec,
         })
 
@@ -162,7 +145,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.samples_seen, self.cursor = state["step"], state["samples_seen"], state["cursor"]
         self.order, self.train_wall = state["order"], state["train_wall"]
-        self.start_bound, self.saved_at = state.get("start_bound"), self.samples_seen
+        self.guard.start, self.saved_at = state.get("start_bound"), self.samples_seen
         self.shuffle.set_state(state["shuffle"])
         if self.dist.is_main:
             self.run_dir.drop_metrics_after(self.samples_seen)
@@ -218,8 +201,8 @@ class Trainer:
             "beta": self._beta(), "lr": self.config.learning_rate(max(0, self.step - 1)),
             "world": self.dist.world,
         }
-        if self.start_bound is None:
-            self.start_bound = record["train_elbo"]
+        if self.guard.start is None:
+            self.guard.start = record["train_elbo"]
         record["healthy"] = self._check_bound(record["train_elbo"], "of the evaluation")
         if self.dist.is_main:
             self.run_dir.append_metrics(record)
@@ -228,19 +211,11 @@ class Trainer:
     # ---- divergence ------------------------------------------------------------------------
 
     def _check_bound(self, value: float, when: str) -> bool:
-        """Whether the bound is healthy (finite, above the divergence threshold). Stops the run,
-        saving nothing, when it is not finite or has been below the threshold DIVERGENCE_PATIENCE
-        checks in a row: the last good checkpoint stays as it was."""
-        threshold = divergence_threshold(self.start_bound) if self.start_bound is not None else -math.inf
-        if math.isfinite(value) and value >= threshold:
-            self.low_checks = 0
-            return True
-        self.low_checks += 1
-        if math.isfinite(value) and self.low_checks < DIVERGENCE_PATIENCE:
-            return False
-        why = "not finite" if not math.isfinite(value) else (
-            f"below {threshold:.1f}, the divergence threshold (the starting bound {self.start_bound:.1f} "
-            f"minus max(|start|, 100)), for {self.low_checks} checks in a row")
+        """Whether the bound is healthy; stops the run, saving nothing, when it diverged (see
+        divergence.py): the last good checkpoint stays as it was."""
+        healthy, why = self.guard.check(value)
+        if why is None:
+            return healthy
         if self.saved_at is not None:
             kept = f"the last good checkpoint ({self.saved_at} samples) is {self.run_dir.checkpoint}"
         else:
@@ -334,7 +309,7 @@ class Trainer:
             if self.stop_signal is not None:
                 if pending:
                     self._global_bound(pending)
-                if self.low_checks == 0:  # never save parameters below the threshold
+                if self.guard.low_checks == 0:  # never save parameters below the threshold
                     self.save_checkpoint()
         finally:
             bar.close()
