@@ -33,7 +33,7 @@ def _devices(text: str) -> list[str]:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
+    from .bench import op_suite as bench
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,7 +73,8 @@ def cmd_bench(args) -> int:
 
 
 def _bench_train(args, devices: list[str]) -> int:
-    from . import bench, bench_train
+    from .bench import op_suite as bench
+    from .bench import train_step as bench_train
 
     for device in devices:
         sizes = args.sizes or ([100, 4096, 65536] if device.startswith("cuda") else [100, 4096, 16384])
