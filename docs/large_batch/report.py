@@ -38,7 +38,7 @@ def table() -> str:
     for batch, run in RUNS.items():
         records = read_metrics(run)
         if not records or records[-1]["samples_seen"] < 1e7:
-            lines.append(f"| {batch} | | (run missing or unfinished) | | | |")
+            lines.append(f"| {batch} | | not measured yet (docs/large_batch/table.sh) | | | |")
             continue
         two, end = at(records, 2e6), at(records, 1e7)
         recipe = "paper: Adagrad 0.02" if batch <= 256 else f"Adam {max(r['lr'] for r in records):.0e}, cosine"
