@@ -106,3 +106,5 @@ def test_synthetic():
     assert torch.equal(d.train, data.synthetic(500).train)  # deterministic
     with pytest.raises(FileNotFoundError, match="cifar does not exist; --dataset takes a file path or one of mnist"):
         data.load("cifar")
+    with pytest.raises(ValueError, match="--test-data goes with a data file; synthetic has its own test set"):
+        data.load("synthetic", test_data="test.npy")

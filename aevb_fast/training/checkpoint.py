@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
@@ -121,10 +122,7 @@ def build_model(state: dict, device: torch.device | str = "cpu") -> VAE:
         raise RunError(
             f"the run was trained with the user's own model ({spec['class']}), which the command "
             "line cannot rebuild: build it in Python and load torch.load(checkpoint)['model'] into it")
-    data_dim = 1
-    for size in spec["event_shape"]:
-        data_dim *= size
-    model = VAE.paper(data_dim, config.hidden, config.latent, spec["likelihood"], config.depth, config.init_std)
+    model = VAE.paper(math.prod(spec["event_shape"]), config.hidden, config.latent, spec["likelihood"], config.depth, config.init_std)
     model.load_state_dict(state["model"])
     return model.to(device)
 

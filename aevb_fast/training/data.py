@@ -243,8 +243,10 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, binarize: str 
          test_data: str | os.PathLike | None = None, test_fraction: float = 0.1) -> Data:
     """Loads a built-in dataset by name, or a user's data file by path (see ``load_file``), on
     the CPU; ``Data.to(device)`` moves it."""
-    if name not in DATASETS or test_data is not None:
+    if name not in DATASETS:
         return load_file(name, test_data, test_fraction=test_fraction, seed=seed)
+    if test_data is not None:
+        raise ValueError(f"data: --test-data goes with a data file; {name} has its own test set")
     if name == "mnist":
         if binarize not in BINARIZATIONS:
             raise ValueError(f"aevb_fast.data: binarize must be one of {BINARIZATIONS}, got {binarize!r}")

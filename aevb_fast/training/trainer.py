@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..models import VAE
 from . import data as datasets
-from .checkpoint import RunDirectory, RunError, paper_model_spec, read_metrics
+from .checkpoint import RunDirectory, paper_model_spec, read_metrics
 from .config import TrainConfig
 from .distributed import DistributedContext
 from .divergence import DivergenceGuard, TrainingDiverged
@@ -349,4 +349,4 @@ def train(config: TrainConfig, model: nn.Module | None = None, train_data=None, 
     return records[-1] if records else read_metrics(trainer.run_dir.path)[-1]
 
 
-__all__ = ["Trainer", "TrainingDiverged", "TrainingStopped", "train", "RunError"]
+__all__ = ["Trainer", "TrainingDiverged", "TrainingStopped", "train"]
