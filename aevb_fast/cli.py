@@ -237,6 +237,7 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .training import config as recipe
     from .training.config import LARGE_BATCH, TrainConfig
 
     parser = argparse.ArgumentParser(
@@ -277,10 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train", help="train a VAE with AEVB (the paper's setting by default)",
-        description="Train a VAE with AEVB. Batch sizes up to 256 use the paper's recipe (Adagrad, lr 0.02); "
-                    "larger ones the large-batch recipe (Adam, lr 1e-3 x sqrt(M/100) capped at 1e-2, 50 warm-up "
-                    "steps, cosine decay, gradient norm clipped at 100). --samples counts training examples "
-                    "processed; -L counts draws of z per example.")
+        description=f"Train a VAE with AEVB. Batch sizes up to {LARGE_BATCH} use the paper's recipe (Adagrad, "
+                    f"lr {recipe.PAPER_LR:g}); larger ones the large-batch recipe (Adam at a peak lr of "
+                    f"{recipe.LARGE_BATCH_LR:g} x min(1, sqrt(M/{recipe.LARGE_BATCH_LR_AT})), "
+                    f"{recipe.LARGE_BATCH_WARMUP} warm-up steps, cosine decay to {recipe.LARGE_BATCH_FINAL_LR:g} of "
+                    f"the peak, gradient norm clipped at {recipe.LARGE_BATCH_CLIP:g}). --samples counts training "
+                    "examples processed; -L counts draws of z per example.")
     t = TrainConfig
 
     def option(*flags, help, default=None, **kwargs):
@@ -317,18 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     option("--estimator", choices=["analytic", "generic", "iwae"], default=t.estimator, help="the ELBO estimator")
     option("--optimizer", choices=["adagrad", "adam"], default=f"adagrad for M <= {LARGE_BATCH}, adam above",
            help="the optimizer")
-    option("--lr", type=float, default="0.02 (Adagrad), 1e-3 (Adam, before scaling)", help="learning rate")
-    option("--lr-scaling", dest="lr_scaling", choices=["none", "linear", "sqrt"],
-           default="none for the paper's recipe, sqrt for the large-batch one",
+    option("--lr", type=float, help="learning rate (the peak, with warm-up and decay)",
+           default=f"{recipe.PAPER_LR:g} (Adagrad); Adam: {recipe.LARGE_BATCH_LR:g} x "
+                   f"min(1, sqrt(M/{recipe.LARGE_BATCH_LR_AT}))")
+    option("--lr-scaling", dest="lr_scaling", choices=["none", "linear", "sqrt"], default="none",
            help="scale lr by M / 100 (linear) or its square root")
-    option("--warmup", type=int, default="0, or 50 for the large-batch recipe",
+    option("--warmup", type=int, default=f"0, or {recipe.LARGE_BATCH_WARMUP} for the large-batch recipe",
            help="steps of linear learning-rate warm-up")
     option("--lr-decay", dest="lr_decay", choices=["none", "cosine"],
            default="none, or cosine for the large-batch recipe", help="learning-rate decay over --samples")
-    option("--final-lr", dest="final_lr", type=float, default="0.05 of the peak with cosine",
+    option("--final-lr", dest="final_lr", type=float, default=f"{recipe.LARGE_BATCH_FINAL_LR:g} of the peak with cosine",
            help="where the cosine decay ends, as a fraction of the peak lr")
     option("--clip-grad-norm", dest="clip_grad_norm", type=float,
-           default="0 (off), or 100 for the large-batch recipe", help="clip the gradient norm")
+           default=f"0 (off), or {recipe.LARGE_BATCH_CLIP:g} for the large-batch recipe", help="clip the gradient norm")
     option("--weight-decay", dest="weight_decay", type=float, default="1 / N_train",
            help="L2 penalty: the N(0, I) prior on the parameters")
     option("--kl-warmup", dest="kl_warmup", type=_count, default=t.kl_warmup,

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from aevb_fast import cli
-from aevb_fast.training import read_metrics
+from aevb_fast.training import TrainConfig, read_metrics
 
 SMALL = ["--dataset", "synthetic", "--latent", "4", "--hidden", "32", "--batch-size", "50", "--no-plots"]
 
@@ -116,6 +116,19 @@ def test_help_shows_every_default_and_the_version(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "``" not in capsys.readouterr().out
+
+
+def test_help_shows_the_recipe_that_runs(capsys):
+    # The defaults shown are the ones resolved() applies (the help once showed an old recipe).
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    paper, large = TrainConfig(batch_size=100).resolved(), TrainConfig(batch_size=4096).resolved()
+    for shown in (f"(default: {paper.lr:g} (Adagrad); Adam: {large.lr:g} x", f"{large.warmup} warm-up steps",
+                  f"(default: 0, or {large.warmup} for the large-batch recipe)",
+                  f"(default: {large.final_lr:g} of the peak with cosine)",
+                  f"(default: 0 (off), or {large.clip_grad_norm:g} for the large-batch recipe)"):
+        assert shown in text, shown
 
 
 def test_divergence_exits_non_zero(tmp_path, capsys):
