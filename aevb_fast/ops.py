@@ -7,6 +7,8 @@ forward op is an operator too, so compiled graphs and AOTAutograd see both.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -26,8 +28,6 @@ __all__ = [
     "bernoulli_log_prob",
     "gaussian_log_prob",
 ]
-
-_ops = torch.ops.aevb_fast
 
 FORWARD_OPS = (
     "reparameterize",
@@ -97,56 +97,67 @@ def _noise_arguments(mu: Tensor, eps: Tensor | None, num_samples: int | None):
 # ---- public functions ------------------------------------------------------------------------
 
 
-def reparameterize(
-    mu: Tensor,
-    logvar: Tensor,
-    *,
-    eps: Tensor | None = None,
-    num_samples: int | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """``z = mu + exp(logvar / 2) * eps``, with ``eps ~ N(0, I)`` drawn in the kernel unless given.
+class OperatorLibrary:
+    """The five public functions over one library of compiled operators: ``torch.ops.aevb_fast``
+    (what ``aevb_fast`` exports), or ``torch.ops.aevb_fast_emulated``, the CUDA kernels run on
+    CPU tensors by the development build (``aevb_fast.emulated_cuda``). Creating one registers
+    the library's fake implementations and autograd formulas."""
 
-    ``num_samples=L`` returns ``z`` of shape ``(L, *mu.shape)``; ``None`` returns ``mu.shape``.
-    The backward pass regenerates the noise from the seed instead of storing it.
-    """
-    samples, eps = _noise_arguments(mu, eps, num_samples)
-    seed = None if eps is not None else draw_seed(mu.device, generator)
-    z = _ops.reparameterize(mu, logvar, eps, seed, samples)
-    return z if num_samples is not None else z.squeeze(0)
+    def __init__(self, namespace: str):
+        self._ops = getattr(torch.ops, namespace)
+        _register_fakes(namespace)
+        _register_autograd(namespace, self._ops)
 
+    def reparameterize(
+        self,
+        mu: Tensor,
+        logvar: Tensor,
+        *,
+        eps: Tensor | None = None,
+        num_samples: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``z = mu + exp(logvar / 2) * eps``, with ``eps ~ N(0, I)`` drawn in the kernel unless given.
 
-def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) summed over the last dim: shape ``mu.shape[:-1]``."""
-    return _ops.gaussian_kl(mu, logvar)
+        ``num_samples=L`` returns ``z`` of shape ``(L, *mu.shape)``; ``None`` returns ``mu.shape``.
+        The backward pass regenerates the noise from the seed instead of storing it.
+        """
+        samples, eps = _noise_arguments(mu, eps, num_samples)
+        seed = None if eps is not None else draw_seed(mu.device, generator)
+        z = self._ops.reparameterize(mu, logvar, eps, seed, samples)
+        return z if num_samples is not None else z.squeeze(0)
 
+    def gaussian_kl(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """KL(N(mu, exp(logvar)) || N(0, I)) summed over the last dim: shape ``mu.shape[:-1]``."""
+        return self._ops.gaussian_kl(mu, logvar)
 
-def sample_and_kl(
-    mu: Tensor,
-    logvar: Tensor,
-    *,
-    eps: Tensor | None = None,
-    num_samples: int | None = None,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """``reparameterize`` and ``gaussian_kl`` fused in one pass over ``mu`` and ``logvar``."""
-    samples, eps = _noise_arguments(mu, eps, num_samples)
-    seed = None if eps is not None else draw_seed(mu.device, generator)
-    z, kl = _ops.sample_and_kl(mu, logvar, eps, seed, samples)
-    return (z if num_samples is not None else z.squeeze(0)), kl
+    def sample_and_kl(
+        self,
+        mu: Tensor,
+        logvar: Tensor,
+        *,
+        eps: Tensor | None = None,
+        num_samples: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """``reparameterize`` and ``gaussian_kl`` fused in one pass over ``mu`` and ``logvar``."""
+        samples, eps = _noise_arguments(mu, eps, num_samples)
+        seed = None if eps is not None else draw_seed(mu.device, generator)
+        z, kl = self._ops.sample_and_kl(mu, logvar, eps, seed, samples)
+        return (z if num_samples is not None else z.squeeze(0)), kl
 
+    def bernoulli_log_prob(self, x: Tensor, logits: Tensor, *, event_dims: int = 1) -> Tensor:
+        """``sum(x * logits - softplus(logits))`` over the trailing ``event_dims`` dims.
 
-def bernoulli_log_prob(x: Tensor, logits: Tensor, *, event_dims: int = 1) -> Tensor:
-    """``sum(x * logits - softplus(logits))`` over the trailing ``event_dims`` dims.
+        ``x`` may lack leading (sample) dims of ``logits``; it is broadcast without a copy.
+        """
+        return self._ops.bernoulli_log_prob(x, logits, event_dims)
 
-    ``x`` may lack leading (sample) dims of ``logits``; it is broadcast without a copy.
-    """
-    return _ops.bernoulli_log_prob(x, logits, event_dims)
-
-
-def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int = 1) -> Tensor:
-    """log N(x; mean, diag(exp(logvar))) summed over the trailing ``event_dims`` dims."""
-    return _ops.gaussian_log_prob(x, mean, logvar, event_dims)
+    def gaussian_log_prob(
+        self, x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int = 1
+    ) -> Tensor:
+        """log N(x; mean, diag(exp(logvar))) summed over the trailing ``event_dims`` dims."""
+        return self._ops.gaussian_log_prob(x, mean, logvar, event_dims)
 
 
 # ---- fake implementations (shapes and dtypes only) -------------------------------------------
@@ -180,61 +191,70 @@ def _log_prob_shape(x: Tensor, target: Tensor, event_dims: int, name: str):
     return target.shape[: target.dim() - event_dims]
 
 
-@torch.library.register_fake("aevb_fast::reparameterize")
-def _(mu, logvar, eps, seed, num_samples):
+def _reparameterize_fake(mu, logvar, eps, seed, num_samples):
     _check_same_device(mu=mu, logvar=logvar, eps=eps, seed=seed)
     return mu.new_empty((num_samples, *mu.shape))
 
 
-@torch.library.register_fake("aevb_fast::reparameterize_backward")
-def _(grad_z, mu, logvar, eps, seed):
+def _reparameterize_backward_fake(grad_z, mu, logvar, eps, seed):
     return torch.empty_like(mu), torch.empty_like(mu)
 
 
-@torch.library.register_fake("aevb_fast::gaussian_kl")
-def _(mu, logvar):
+def _gaussian_kl_fake(mu, logvar):
     _check_same_device(mu=mu, logvar=logvar)
     return mu.new_empty(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
 
 
-@torch.library.register_fake("aevb_fast::gaussian_kl_backward")
-def _(grad_kl, mu, logvar):
+def _gaussian_kl_backward_fake(grad_kl, mu, logvar):
     return torch.empty_like(mu), torch.empty_like(mu)
 
 
-@torch.library.register_fake("aevb_fast::sample_and_kl")
-def _(mu, logvar, eps, seed, num_samples):
+def _sample_and_kl_fake(mu, logvar, eps, seed, num_samples):
     _check_same_device(mu=mu, logvar=logvar, eps=eps, seed=seed)
     kl = mu.new_empty(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
     return mu.new_empty((num_samples, *mu.shape)), kl
 
 
-@torch.library.register_fake("aevb_fast::sample_and_kl_backward")
-def _(grad_z, grad_kl, mu, logvar, eps, seed):
+def _sample_and_kl_backward_fake(grad_z, grad_kl, mu, logvar, eps, seed):
     return torch.empty_like(mu), torch.empty_like(mu)
 
 
-@torch.library.register_fake("aevb_fast::bernoulli_log_prob")
-def _(x, logits, event_dims):
+def _bernoulli_log_prob_fake(x, logits, event_dims):
     shape = _log_prob_shape(x, logits, event_dims, "logits")
     return logits.new_empty(shape, dtype=accumulate_dtype(logits.dtype))
 
 
-@torch.library.register_fake("aevb_fast::bernoulli_log_prob_backward")
-def _(grad, x, logits, event_dims):
+def _bernoulli_log_prob_backward_fake(grad, x, logits, event_dims):
     return torch.empty_like(logits)
 
 
-@torch.library.register_fake("aevb_fast::gaussian_log_prob")
-def _(x, mean, logvar, event_dims):
+def _gaussian_log_prob_fake(x, mean, logvar, event_dims):
     _check_same_device(mean=mean, logvar=logvar)
     shape = _log_prob_shape(x, mean, event_dims, "mean")
     return mean.new_empty(shape, dtype=accumulate_dtype(mean.dtype))
 
 
-@torch.library.register_fake("aevb_fast::gaussian_log_prob_backward")
-def _(grad, x, mean, logvar, event_dims):
+def _gaussian_log_prob_backward_fake(grad, x, mean, logvar, event_dims):
     return torch.empty_like(mean), torch.empty_like(mean)
+
+
+_FAKES = {
+    "reparameterize": _reparameterize_fake,
+    "reparameterize_backward": _reparameterize_backward_fake,
+    "gaussian_kl": _gaussian_kl_fake,
+    "gaussian_kl_backward": _gaussian_kl_backward_fake,
+    "sample_and_kl": _sample_and_kl_fake,
+    "sample_and_kl_backward": _sample_and_kl_backward_fake,
+    "bernoulli_log_prob": _bernoulli_log_prob_fake,
+    "bernoulli_log_prob_backward": _bernoulli_log_prob_backward_fake,
+    "gaussian_log_prob": _gaussian_log_prob_fake,
+    "gaussian_log_prob_backward": _gaussian_log_prob_backward_fake,
+}
+
+
+def _register_fakes(namespace: str) -> None:
+    for name, fake in _FAKES.items():
+        torch.library.register_fake(f"{namespace}::{name}", fake)
 
 
 # ---- autograd --------------------------------------------------------------------------------
@@ -265,19 +285,19 @@ def _grad_eps(ctx, grad_z, logvar, eps):
     return (grad_z * torch.exp(0.5 * logvar)).to(eps.dtype)
 
 
-def _reparameterize_backward(ctx, grad_z):
+def _reparameterize_backward(ops, ctx, grad_z):
     mu, logvar, eps, seed = ctx.saved_tensors
-    grad_mu, grad_logvar = _ops.reparameterize_backward(grad_z, mu, logvar, eps, seed)
+    grad_mu, grad_logvar = ops.reparameterize_backward(grad_z, mu, logvar, eps, seed)
     return grad_mu, grad_logvar, _grad_eps(ctx, grad_z, logvar, eps), None, None
 
 
-def _sample_and_kl_backward(ctx, grad_z, grad_kl):
+def _sample_and_kl_backward(ops, ctx, grad_z, grad_kl):
     mu, logvar, eps, seed = ctx.saved_tensors
     if grad_z is None:
         grad_z = mu.new_zeros((ctx.num_samples, *mu.shape))
     if grad_kl is None:
         grad_kl = mu.new_zeros(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
-    grad_mu, grad_logvar = _ops.sample_and_kl_backward(grad_z, grad_kl, mu, logvar, eps, seed)
+    grad_mu, grad_logvar = ops.sample_and_kl_backward(grad_z, grad_kl, mu, logvar, eps, seed)
     return grad_mu, grad_logvar, _grad_eps(ctx, grad_z, logvar, eps), None, None
 
 
@@ -285,9 +305,9 @@ def _setup_kl(ctx, inputs, output):
     ctx.save_for_backward(*inputs)
 
 
-def _gaussian_kl_backward(ctx, grad_kl):
+def _gaussian_kl_backward(ops, ctx, grad_kl):
     mu, logvar = ctx.saved_tensors
-    return _ops.gaussian_kl_backward(grad_kl, mu, logvar)
+    return ops.gaussian_kl_backward(grad_kl, mu, logvar)
 
 
 def _setup_log_prob(ctx, inputs, output):
@@ -296,34 +316,41 @@ def _setup_log_prob(ctx, inputs, output):
     ctx.event_dims = event_dims
 
 
-def _bernoulli_log_prob_backward(ctx, grad):
+def _bernoulli_log_prob_backward(ops, ctx, grad):
     x, logits = ctx.saved_tensors
-    grad_logits = _ops.bernoulli_log_prob_backward(grad, x, logits, ctx.event_dims)
+    grad_logits = ops.bernoulli_log_prob_backward(grad, x, logits, ctx.event_dims)
     grad_x = None
     if ctx.needs_input_grad[0]:
         grad_x = _sum_to_x(_expand_row_grad(grad, ctx.event_dims) * logits, x)
     return grad_x, grad_logits, None
 
 
-def _gaussian_log_prob_backward(ctx, grad):
+def _gaussian_log_prob_backward(ops, ctx, grad):
     x, mean, logvar = ctx.saved_tensors
-    grad_mean, grad_logvar = _ops.gaussian_log_prob_backward(grad, x, mean, logvar, ctx.event_dims)
+    grad_mean, grad_logvar = ops.gaussian_log_prob_backward(grad, x, mean, logvar, ctx.event_dims)
     grad_x = _sum_to_x(-grad_mean, x) if ctx.needs_input_grad[0] else None
     return grad_x, grad_mean, grad_logvar, None
 
 
-torch.library.register_autograd(
-    "aevb_fast::reparameterize", _reparameterize_backward, setup_context=_setup_sample
-)
-torch.library.register_autograd(
-    "aevb_fast::sample_and_kl", _sample_and_kl_backward, setup_context=_setup_sample
-)
-torch.library.register_autograd(
-    "aevb_fast::gaussian_kl", _gaussian_kl_backward, setup_context=_setup_kl
-)
-torch.library.register_autograd(
-    "aevb_fast::bernoulli_log_prob", _bernoulli_log_prob_backward, setup_context=_setup_log_prob
-)
-torch.library.register_autograd(
-    "aevb_fast::gaussian_log_prob", _gaussian_log_prob_backward, setup_context=_setup_log_prob
-)
+def _register_autograd(namespace: str, ops) -> None:
+    """The backward of each forward operator is the library's own ``*_backward`` operator."""
+    for name, backward, setup in (
+        ("reparameterize", _reparameterize_backward, _setup_sample),
+        ("sample_and_kl", _sample_and_kl_backward, _setup_sample),
+        ("gaussian_kl", _gaussian_kl_backward, _setup_kl),
+        ("bernoulli_log_prob", _bernoulli_log_prob_backward, _setup_log_prob),
+        ("gaussian_log_prob", _gaussian_log_prob_backward, _setup_log_prob),
+    ):
+        torch.library.register_autograd(
+            f"{namespace}::{name}", functools.partial(backward, ops), setup_context=setup
+        )
+
+
+# ---- the library that aevb_fast exports --------------------------------------------------------
+
+_library = OperatorLibrary("aevb_fast")
+reparameterize = _library.reparameterize
+gaussian_kl = _library.gaussian_kl
+sample_and_kl = _library.sample_and_kl
+bernoulli_log_prob = _library.bernoulli_log_prob
+gaussian_log_prob = _library.gaussian_log_prob

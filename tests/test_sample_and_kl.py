@@ -17,7 +17,9 @@ from testing import (
     assert_matches,
     non_contiguous,
     randn,
+    functions,
     require_device,
+    tensor_device,
     run_with_grads,
     seeded,
 )
@@ -26,6 +28,11 @@ FUNCTIONS = {
     "reparameterize": (af.reparameterize, reference.reparameterize),
     "sample_and_kl": (af.sample_and_kl, reference.sample_and_kl),
 }
+
+
+def on_device(name, device):
+    """FUNCTIONS[name] with the fused function of ``device`` (aevb_fast's or its CUDA emulation's)."""
+    return getattr(functions(device), name), FUNCTIONS[name][1]
 
 
 def with_eps(fn, num_samples):
@@ -47,10 +54,10 @@ def inputs(shape, num_samples=None, dtype=torch.float64, device="cpu"):
 @pytest.mark.parametrize("num_samples", [None, 1, 5])
 def test_matches_reference_float64(name, device, shape, num_samples):
     require_device(device)
-    fused, ref = FUNCTIONS[name]
+    fused, ref = on_device(name, device)
     assert_matches(
         with_eps(fused, num_samples), with_eps(ref, num_samples),
-        inputs(shape, num_samples, device=device), torch.float64,
+        inputs(shape, num_samples, device=tensor_device(device)), torch.float64,
     )
 
 
@@ -130,15 +137,16 @@ def test_opcheck(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dtypes(name, device, dtype):
     require_device(device)
-    fused, ref = FUNCTIONS[name]
+    fused, ref = on_device(name, device)
+    where = tensor_device(device)
     if dtype in LOW_PRECISION:
-        assert_low_precision_ok(with_eps(fused, 2), with_eps(ref, 2), inputs((100, 20), 2, device=device), dtype)
+        assert_low_precision_ok(with_eps(fused, 2), with_eps(ref, 2), inputs((100, 20), 2, device=where), dtype)
     else:
-        assert_matches(with_eps(fused, 2), with_eps(ref, 2), inputs((100, 20), 2, dtype, device), dtype)
-    mu, logvar, _ = inputs((10, 20), dtype=dtype, device=device)
-    z = af.reparameterize(mu, logvar, num_samples=2)
+        assert_matches(with_eps(fused, 2), with_eps(ref, 2), inputs((100, 20), 2, dtype, where), dtype)
+    mu, logvar, _ = inputs((10, 20), dtype=dtype, device=where)
+    z = functions(device).reparameterize(mu, logvar, num_samples=2)
     assert z.dtype == dtype and z.shape == (2, 10, 20) and torch.isfinite(z).all()
-    assert af.sample_and_kl(mu, logvar)[1].dtype == af.ops.accumulate_dtype(dtype)
+    assert functions(device).sample_and_kl(mu, logvar)[1].dtype == af.ops.accumulate_dtype(dtype)
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

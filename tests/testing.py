@@ -3,14 +3,20 @@ makes (values and gradients against an oracle; low precision against PyTorch's o
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import pytest
 import torch
 
 import aevb_fast as af
 
 # Devices are listed, not probed: a CUDA case skips inside the test (require_device), so nothing
-# queries the GPU at import time.
-DEVICES = ["cpu", "cuda"]
+# queries the GPU at import time. "emulated_cuda" is the CUDA kernels' code run on CPU tensors by
+# aevb_fast.emulated_cuda (a development build; CI sets AEVB_FAST_REQUIRE_EMULATION=1 so that a
+# missing build fails instead of skipping).
+DEVICES = ["cpu", "cuda", "emulated_cuda"]
+GPU_KERNELS = ["cuda", "emulated_cuda"]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 LOW_PRECISION = [torch.float16, torch.bfloat16]
 
@@ -35,6 +41,25 @@ def require_device(device: str) -> None:
             pytest.skip("no CUDA device on this machine")
         if af.build_info()["cuda"] is None:
             pytest.skip("aevb_fast was built without CUDA")
+    if device == "emulated_cuda" and importlib.util.find_spec("aevb_fast._emulated_cuda") is None:
+        message = "aevb_fast.emulated_cuda is not built (AEVB_FAST_EMULATED_CUDA=1 pip install ...)"
+        if os.environ.get("AEVB_FAST_REQUIRE_EMULATION") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def functions(device: str):
+    """The module whose five operators run on ``device``: aevb_fast, or its CUDA emulation."""
+    if device == "emulated_cuda":
+        import aevb_fast.emulated_cuda
+
+        return aevb_fast.emulated_cuda
+    return af
+
+
+def tensor_device(device: str) -> str:
+    """Where the tensors of ``device``'s cases live (the emulation runs on CPU tensors)."""
+    return "cpu" if device == "emulated_cuda" else device
 
 
 def seeded(seed: int = 0) -> torch.Generator:

@@ -45,7 +45,8 @@ void sample_forward_typed(const at::Tensor& mu_t, const at::Tensor& logvar_t, co
   const scalar_t* eps_p = eps_t.defined() ? eps_t.const_data_ptr<scalar_t>() : nullptr;
   scalar_t* z_p = z_t.data_ptr<scalar_t>();
   acc* kl_p = kl_t.defined() ? kl_t.data_ptr<acc>() : nullptr;
-  const PhiloxSeed seed = (samples > 0 && eps_p == nullptr) ? read_seed(seed_t) : PhiloxSeed{0, 0};
+  // Whether eps was given is eps_t.defined(), not its pointer: an empty eps has a null one.
+  const PhiloxSeed seed = (samples > 0 && !eps_t.defined()) ? read_seed(seed_t) : PhiloxSeed{0, 0};
 
   at::parallel_for(0, rows, row_grain(cols * (samples + 1)), [&](int64_t r0, int64_t r1) {
     InputTile<scalar_t> mu_tile, logvar_tile;
@@ -100,7 +101,7 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
   const scalar_t* eps_p = eps_t.defined() ? eps_t.const_data_ptr<scalar_t>() : nullptr;
   scalar_t* grad_mu_p = grad_mu_t.data_ptr<scalar_t>();
   scalar_t* grad_logvar_p = grad_logvar_t.data_ptr<scalar_t>();
-  const PhiloxSeed seed = (samples > 0 && eps_p == nullptr) ? read_seed(seed_t) : PhiloxSeed{0, 0};
+  const PhiloxSeed seed = (samples > 0 && !eps_t.defined()) ? read_seed(seed_t) : PhiloxSeed{0, 0};
 
   at::parallel_for(0, rows, row_grain(cols * (samples + 1)), [&](int64_t r0, int64_t r1) {
     InputTile<scalar_t> mu_tile, logvar_tile, grad_z_tile;

@@ -54,7 +54,7 @@ struct BernoulliGrad {
 }  // namespace
 
 void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out) {
-  const c10::cuda::CUDAGuard guard(logits.device());
+  const DeviceGuard guard(logits.device());
   const int64_t rows = logits.size(0), cols = logits.size(1), x_rows = std::max<int64_t>(x.size(0), 1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_forward_cuda", [&] {
     using acc = acc_t<scalar_t>;
@@ -66,7 +66,7 @@ void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::
 
 void bernoulli_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
                         const at::Tensor& grad_logits) {
-  const c10::cuda::CUDAGuard guard(logits.device());
+  const DeviceGuard guard(logits.device());
   const int64_t cols = logits.size(1), x_rows = std::max<int64_t>(x.size(0), 1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_backward_cuda", [&] {
     const BernoulliGrad<scalar_t> op{grad.const_data_ptr<acc_t<scalar_t>>(), x.const_data_ptr<scalar_t>(),

@@ -67,7 +67,7 @@ struct GaussianGrad {
 
 void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
                       const at::Tensor& out) {
-  const c10::cuda::CUDAGuard guard(mean.device());
+  const DeviceGuard guard(mean.device());
   const int64_t rows = mean.size(0), cols = mean.size(1), x_rows = std::max<int64_t>(x.size(0), 1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_forward_cuda", [&] {
     using acc = acc_t<scalar_t>;
@@ -81,7 +81,7 @@ void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Ten
 void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
                        const at::Tensor& logvar, const at::Tensor& grad_mean,
                        const at::Tensor& grad_logvar) {
-  const c10::cuda::CUDAGuard guard(mean.device());
+  const DeviceGuard guard(mean.device());
   const int64_t cols = mean.size(1), x_rows = std::max<int64_t>(x.size(0), 1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_backward_cuda", [&] {
     const GaussianGrad<scalar_t> op{grad.const_data_ptr<acc_t<scalar_t>>(), x.const_data_ptr<scalar_t>(),

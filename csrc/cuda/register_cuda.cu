@@ -1,4 +1,6 @@
-// The CUDA back end: its kernel table, and every operator registered for CUDA with it.
+// The CUDA back end: its kernel table, and every operator registered for CUDA with it. In the
+// development build of the CUDA emulation the same table serves torch.ops.aevb_fast_emulated on
+// CPU tensors (csrc/emulation/).
 #include <torch/library.h>
 
 #include "cuda/cuda_kernels.h"
@@ -13,6 +15,10 @@ const Kernels& cuda_kernels() {
   return table;
 }
 
+#if defined(AEVB_EMULATED_CUDA)
+TORCH_LIBRARY_IMPL(aevb_fast_emulated, CPU, m) { register_backend<cuda_kernels>(m); }
+#else
 TORCH_LIBRARY_IMPL(aevb_fast, CUDA, m) { register_backend<cuda_kernels>(m); }
+#endif
 
 }  // namespace aevb_fast

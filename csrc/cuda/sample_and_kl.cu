@@ -152,8 +152,7 @@ struct SampleGrad {
 
 void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps,
                     const at::Tensor& seed, const at::Tensor& z, const at::Tensor& kl) {
-  const c10::cuda::CUDAGuard guard(mu.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const DeviceGuard guard(mu.device());
   const int64_t rows = mu.size(0), cols = mu.size(1), params = rows * cols, total = z.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_forward_cuda", [&] {
     using acc = acc_t<scalar_t>;
@@ -173,11 +172,10 @@ void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Te
       scalar_t* z_p = z.data_ptr<scalar_t>();
       const int64_t* seed_p = seed.const_data_ptr<int64_t>();
       if (can_pack<scalar_t, kCountersPerThread>(cols, {mu_p, logvar_p, z_p})) {
-        sample_drawn_kernel<scalar_t, true><<<blocks, kThreads, 0, stream>>>(mu_p, logvar_p, seed_p, z_p, params, total);
+        launch<sample_drawn_kernel<scalar_t, true>>(blocks, kThreads, mu_p, logvar_p, seed_p, z_p, params, total);
       } else {
-        sample_drawn_kernel<scalar_t, false><<<blocks, kThreads, 0, stream>>>(mu_p, logvar_p, seed_p, z_p, params, total);
+        launch<sample_drawn_kernel<scalar_t, false>>(blocks, kThreads, mu_p, logvar_p, seed_p, z_p, params, total);
       }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
 }
@@ -185,7 +183,7 @@ void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Te
 void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
                      const at::Tensor& logvar, const at::Tensor& eps, const at::Tensor& seed,
                      const at::Tensor& grad_mu, const at::Tensor& grad_logvar) {
-  const c10::cuda::CUDAGuard guard(mu.device());
+  const DeviceGuard guard(mu.device());
   const int64_t samples = grad_z.size(0), cols = mu.size(1), params = mu.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_backward_cuda", [&] {
     const SampleGrad<scalar_t> op{grad_z.const_data_ptr<scalar_t>(),

@@ -8,11 +8,9 @@
 
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include "common/philox.h"
+#include "cuda/platform.cuh"
 
 namespace aevb_fast::cuda {
 
@@ -30,11 +28,11 @@ constexpr int64_t kBlockRowMin = 4096;
 template <typename scalar_t>
 constexpr int kPack = 16 / int(sizeof(scalar_t)) > 0 ? 16 / int(sizeof(scalar_t)) : 1;
 
-// Enough blocks to fill the GPU several times over; kernels use grid-stride loops, so any
-// count is correct.
+// A block per `threads` work items, at most max_grid_blocks() (enough to fill a GPU several times
+// over); kernels use grid-stride loops, so any count is correct.
 inline unsigned int blocks_for(int64_t work_items, int threads = kThreads) {
   const int64_t needed = (work_items + threads - 1) / threads;
-  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(needed, 65535LL * 8)));
+  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(needed, max_grid_blocks())));
 }
 
 // The packed path (N elements per access, 16 bytes by default) needs every pointer aligned to a
@@ -119,20 +117,18 @@ template <typename scalar_t, typename Term, typename acc>
 void launch_row_sum(const Term& term, acc* out, int64_t rows, int64_t cols, acc scale, acc offset,
                     bool packed) {
   if (rows == 0) return;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const bool block_rows = cols >= kBlockRowMin;
   const unsigned int blocks = blocks_for(block_rows ? rows * kThreads : rows * kWarp);
   constexpr int P = kPack<scalar_t>;
   if (packed && block_rows) {
-    row_sum_kernel<P, kThreads><<<blocks, kThreads, 0, stream>>>(term, out, rows, cols, scale, offset);
+    launch<row_sum_kernel<P, kThreads, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
   } else if (packed) {
-    row_sum_kernel<P, kWarp><<<blocks, kThreads, 0, stream>>>(term, out, rows, cols, scale, offset);
+    launch<row_sum_kernel<P, kWarp, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
   } else if (block_rows) {
-    row_sum_kernel<1, kThreads><<<blocks, kThreads, 0, stream>>>(term, out, rows, cols, scale, offset);
+    launch<row_sum_kernel<1, kThreads, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
   } else {
-    row_sum_kernel<1, kWarp><<<blocks, kThreads, 0, stream>>>(term, out, rows, cols, scale, offset);
+    launch<row_sum_kernel<1, kWarp, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // op.apply<N>(i) handles flat elements i .. i + N - 1 (in one row when packed); grid-stride.
@@ -148,14 +144,12 @@ __global__ void elementwise_kernel(Op op, int64_t total) {
 template <typename scalar_t, typename Op>
 void launch_elementwise(const Op& op, int64_t total, bool packed) {
   if (total == 0) return;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   constexpr int P = kPack<scalar_t>;
   if (packed && total % P == 0) {
-    elementwise_kernel<P><<<blocks_for(total / P), kThreads, 0, stream>>>(op, total);
+    launch<elementwise_kernel<P, Op>>(blocks_for(total / P), kThreads, op, total);
   } else {
-    elementwise_kernel<1><<<blocks_for(total), kThreads, 0, stream>>>(op, total);
+    launch<elementwise_kernel<1, Op>>(blocks_for(total), kThreads, op, total);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // The seed is read on the device: no host synchronisation, and a CUDA graph replays the read.

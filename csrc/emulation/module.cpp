@@ -1,0 +1,97 @@
+// aevb_fast._emulated_cuda (development only): the operators' library torch.ops.aevb_fast_emulated,
+// whose CPU kernels are csrc/cuda/*.cu run under the CUDA emulation (the kernels are registered
+// in csrc/cuda/register_cuda.cu), and the emulation's grid limit.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include <pybind11/stl.h>
+
+#include "emulation/cuda_emulation.h"
+#include "schemas.h"
+
+TORCH_LIBRARY(aevb_fast_emulated, m) { aevb_fast::define_schemas(m); }
+
+// Small kernels that check the emulation itself (tests/test_emulation.py): one that must work,
+// and the mistakes it must report instead of running on.
+namespace {
+
+using aevb_fast::emulation::launch;
+
+// Each block sums its threads' indices: warp shuffles, then shared memory and __syncthreads.
+__global__ void block_sum_kernel(int64_t* out) {
+  __shared__ int64_t partial[32];
+  int64_t v = threadIdx.x;
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t total = 0;
+    for (unsigned int w = 0; w < blockDim.x / 32; ++w) total += partial[w];
+    out[blockIdx.x] = total;
+  }
+}
+
+__global__ void partial_warp_shuffle_kernel(int* out) {
+  if (threadIdx.x % 32 >= 16) return;  // half of each warp leaves before the full-mask shuffle
+  out[threadIdx.x] = __shfl_down_sync(0xffffffffu, int(threadIdx.x), 1);
+}
+
+__global__ void divergent_barrier_kernel(int* out) {
+  if (threadIdx.x == 0) return;
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+__global__ void read_past_end_kernel(const float* in, float* out, int n) {
+  out[threadIdx.x] = in[threadIdx.x + n];  // thread 0 reads in[n]: one past the end
+}
+
+struct alignas(16) Float4 {
+  float v[4];
+};
+
+__global__ void misaligned_load_kernel(const float* in, float* out) {
+  out[0] = reinterpret_cast<const Float4*>(in + 1)->v[0];  // a 16-byte load 4 bytes off
+}
+
+std::vector<int64_t> self_test(const std::string& name) {
+  if (name == "block_sum") {
+    std::vector<int64_t> out(3);
+    launch<block_sum_kernel>(3, 256, out.data());
+    return out;
+  }
+  std::vector<int> ints(256);
+  if (name == "partial_warp_shuffle") launch<partial_warp_shuffle_kernel>(1, 64, ints.data());
+  else if (name == "divergent_barrier") launch<divergent_barrier_kernel>(1, 64, ints.data());
+  else if (name == "read_past_end") {
+    std::vector<float> in(8), out(1);
+    launch<read_past_end_kernel>(1, 1, in.data(), out.data(), 8);
+  } else if (name == "misaligned_load") {
+    alignas(16) float in[8] = {};
+    float out[1];
+    launch<misaligned_load_kernel>(1, 1, in, out);
+  } else {
+    TORCH_CHECK_VALUE(false, "unknown self test ", name);
+  }
+  return {};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_emulated_cuda, m) {
+  m.doc() = "csrc/cuda's kernels on CPU tensors under a CUDA emulation (torch.ops.aevb_fast_emulated)";
+  m.def("max_grid_blocks", &aevb_fast::emulation::max_grid_blocks,
+        "The largest grid a launch may use; the kernels' host code sizes grids to at most this.");
+  m.def("set_max_grid_blocks", &aevb_fast::emulation::set_max_grid_blocks, pybind11::arg("blocks"));
+  m.def("set_recording_launches", &aevb_fast::emulation::set_recording_launches, pybind11::arg("on"),
+        "Start (clearing the log) or stop logging the name of each launched kernel.");
+  m.def("launch_log", &aevb_fast::emulation::launch_log);
+  m.def("self_test", &self_test, pybind11::arg("name"));
+  m.def("sanitizers", [] {
+#if defined(__SANITIZE_ADDRESS__)
+    return std::string("address,undefined");
+#else
+    return std::string("");
+#endif
+  });
+}

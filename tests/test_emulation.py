@@ -1,0 +1,54 @@
+"""The CUDA emulation itself (csrc/emulation/): barriers, shuffles and shared memory work, the
+mistakes that hang or corrupt a GPU are reported, and the sanitizers are really on."""
+
+import subprocess
+import sys
+
+import pytest
+
+from testing import require_device
+
+
+@pytest.fixture(scope="module")
+def emulation():
+    require_device("emulated_cuda")
+    import aevb_fast.emulated_cuda
+
+    return aevb_fast.emulated_cuda
+
+
+def test_barriers_shuffles_and_shared_memory(emulation):
+    assert emulation._emulated_cuda.self_test("block_sum") == [sum(range(256))] * 3
+
+
+def test_a_shuffle_that_part_of_a_warp_skips_is_an_error(emulation):
+    with pytest.raises(RuntimeError, match="shuffle in warp 0 was reached by 16 of its 32 lanes"):
+        emulation._emulated_cuda.self_test("partial_warp_shuffle")
+
+
+def test_a_barrier_that_a_thread_skips_is_an_error(emulation):
+    with pytest.raises(RuntimeError, match="__syncthreads was reached by 63 of the block's 64 threads"):
+        emulation._emulated_cuda.self_test("divergent_barrier")
+
+
+def test_the_grid_limit_is_a_setting(emulation):
+    with emulation.max_grid_blocks(2):
+        with pytest.raises(RuntimeError, match="a launch of 3 blocks; the grid limit is 2"):
+            emulation._emulated_cuda.self_test("block_sum")
+    assert emulation._emulated_cuda.self_test("block_sum") == [sum(range(256))] * 3
+
+
+@pytest.mark.parametrize(
+    "test, report",
+    [("read_past_end", "heap-buffer-overflow"), ("misaligned_load", "misaligned address")],
+)
+def test_sanitizers_stop_a_bad_access(emulation, test, report):
+    # In a child process: the sanitizer ends the process it finds the error in.
+    from aevb_fast import _sanitizers
+
+    code = f"import aevb_fast.emulated_cuda as e; e._emulated_cuda.self_test({test!r}); print('ran on')"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_sanitizers.environment(), timeout=120
+    )
+    assert result.returncode != 0 and "ran on" not in result.stdout
+    assert report in result.stderr, result.stderr[-2000:]

@@ -1,0 +1,183 @@
+"""The CUDA kernels (csrc/cuda/) against the CPU kernels, path by path: on a GPU ("cuda") and on
+this CPU under the CUDA emulation ("emulated_cuda"). Every op and dtype on the packed (128-bit)
+and one-element paths (misaligned views made after the leaves, odd column counts), warp rows
+and block rows, given and drawn noise with L = 1 and 5, x broadcast over samples, empty inputs,
+grid-stride loops of several passes; the kernels that ran are checked by name, and the noise
+is the CPU's bit for bit."""
+
+import re
+
+import pytest
+import torch
+
+import aevb_fast as af
+
+from testing import (
+    DTYPES,
+    GPU_KERNELS,
+    TOLERANCES,
+    functions,
+    rand,
+    randn,
+    require_device,
+    run_with_grads,
+    tensor_device,
+)
+
+LAYOUTS = ["packed", "one-element"]
+# (rows, cols): warp rows packed, warp rows with an odd count (one element at a time), block
+# rows (>= 4096 columns) packed, block rows with an odd count.
+SHAPES = [(37, 784), (5, 33), (3, 5000), (2, 4097)]
+WARP, BLOCK = 32, 256  # threads per row: csrc/cuda/utils.cuh's kWarp, kThreads
+BLOCK_ROW_MIN = 4096
+
+# op(functions, *tensors); tensors from case_inputs. L = the leading sample dim of z, logits, mean.
+OPS = {
+    "reparameterize": lambda f, m, v, e: f.reparameterize(m, v, eps=e, num_samples=e.shape[0]),
+    "sample_and_kl": lambda f, m, v, e: f.sample_and_kl(m, v, eps=e, num_samples=e.shape[0]),
+    "gaussian_kl": lambda f, m, v: f.gaussian_kl(m, v),
+    "bernoulli_log_prob": lambda f, x, logits: f.bernoulli_log_prob(x, logits),  # x broadcast over L
+    "gaussian_log_prob": lambda f, x, m, v: f.gaussian_log_prob(x, m, v),
+}
+OP_SAMPLES = [(op, L) for op in OPS for L in ((1,) if op == "gaussian_kl" else (1, 5))]
+
+
+@pytest.fixture(params=GPU_KERNELS)
+def device(request):
+    require_device(request.param)
+    return request.param
+
+
+def case_inputs(op, shape, samples):
+    lead = (samples, *shape)
+    if op == "gaussian_kl":
+        return [randn(*shape, seed=0, scale=0.5), randn(*shape, seed=1, scale=0.5)]
+    if op in ("reparameterize", "sample_and_kl"):
+        return [randn(*shape, seed=0, scale=0.5), randn(*shape, seed=1, scale=0.5), randn(*lead, seed=2)]
+    if op == "bernoulli_log_prob":
+        return [rand(*shape, seed=0), randn(*lead, seed=1, scale=3.0)]
+    return [rand(*shape, seed=0), rand(*lead, seed=1), randn(*lead, seed=2, scale=0.5, shift=-1.0)]
+
+
+def misaligned(t):
+    """The same values, contiguous, one element past an aligned address (differentiable, so it
+    can be made from a leaf): no 128-bit pack fits, the one-element path runs."""
+    flat = t.new_empty(t.numel() + 1)
+    flat[1:] = t.flatten()
+    return flat[1:].view(t.shape)
+
+
+def run(device, op, tensors, layout):
+    """Outputs and input gradients of op on device, the inputs made misaligned after the leaves."""
+
+    def call(*leaves):
+        args = [misaligned(t) for t in leaves] if layout == "one-element" else leaves
+        return OPS[op](functions(device), *args)
+
+    outs, grads, _ = run_with_grads(call, [t.to(tensor_device(device)) for t in tensors])
+    return [t.cpu() for t in outs + grads]
+
+
+def launched_kernels(device, fn):
+    """The names (with template arguments) of the aevb_fast kernels that fn launches."""
+    if device == "emulated_cuda":
+        with functions(device).record_launches() as names:
+            fn()
+        return names
+    activities = [torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in profile.events() if "aevb_fast::cuda::" in e.name]
+
+
+def assert_paths(names, dtype, cols, layout):
+    """Every row sum and elementwise kernel took the path that the shape and layout call for."""
+    pack = 16 // torch.empty((), dtype=dtype).element_size()
+    vec = pack if layout == "packed" and cols % pack == 0 else 1
+    row_threads = BLOCK if cols >= BLOCK_ROW_MIN else WARP
+    assert names, "no kernel ran"
+    for name in names:
+        if m := re.search(r"row_sum_kernel<(\d+), (\d+),", name):
+            assert (int(m[1]), int(m[2])) == (vec, row_threads), name
+        elif m := re.search(r"elementwise_kernel<(\d+),", name):
+            assert int(m[1]) == vec, name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("op, samples", OP_SAMPLES)
+def test_matches_the_cpu_kernels_on_every_path(device, op, samples, shape, layout, dtype):
+    tensors = [t.to(dtype) for t in case_inputs(op, shape, samples)]
+    ours = []
+    names = launched_kernels(device, lambda: ours.extend(run(device, op, tensors, layout)))
+    cpu = run("cpu", op, tensors, layout)
+    for a, b in zip(ours, cpu, strict=True):
+        torch.testing.assert_close(a, b, **TOLERANCES[dtype])
+    assert_paths(names, dtype, shape[-1], layout)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0)], ids=str)
+@pytest.mark.parametrize("op", OPS)
+def test_empty(device, op, shape):
+    tensors = case_inputs(op, shape, 2 if op != "gaussian_kl" else 1)
+    for a, b in zip(run(device, op, tensors, "packed"), run("cpu", op, tensors, "packed"), strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b)
+
+
+def test_grid_stride_loops_take_several_passes(device):
+    if device != "emulated_cuda":
+        pytest.skip("the grid limit is a setting of the emulation; on a GPU the >2^31 test does it")
+    with functions(device).max_grid_blocks(2):
+        for op, samples in OP_SAMPLES:
+            for shape in [(37, 784), (3, 5000)]:
+                tensors = case_inputs(op, shape, samples)
+                ours = run(device, op, tensors, "packed")
+                for a, b in zip(ours, run("cpu", op, tensors, "packed"), strict=True):
+                    torch.testing.assert_close(a, b, **TOLERANCES[torch.float64])
+        test_drawn_noise_is_the_cpus_bit_for_bit(device, torch.float32, (37, 784), 5, "packed")
+
+
+def op_library(device):
+    functions(device)  # the emulation's operators exist once its module is imported
+    return torch.ops.aevb_fast_emulated if device == "emulated_cuda" else torch.ops.aevb_fast
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(3, 1001), (64, 20), (1, 1), (37, 784), (2, 4097)], ids=str)
+@pytest.mark.parametrize("num_samples", [1, 5])
+def test_drawn_noise_is_the_cpus_bit_for_bit(device, dtype, shape, num_samples, layout):
+    # mu = 0, logvar = 0: z = 0 + 1 * eps is eps exactly, fused multiply-add or not. With
+    # grad_z = 1 the backward's grad_logvar is half the sum over samples of the regenerated eps.
+    seed = torch.tensor([123456789, 42])
+
+    def draw(dev, library, misalign):
+        mu = torch.zeros(shape, dtype=dtype, device=dev, requires_grad=True)
+        logvar = torch.zeros(shape, dtype=dtype, device=dev, requires_grad=True)
+        m, v = (misaligned(mu), misaligned(logvar)) if misalign else (mu, logvar)
+        z = library.reparameterize(m, v, None, seed.to(dev), num_samples)
+        z.backward(torch.ones_like(z))
+        return z.detach().cpu(), logvar.grad.cpu()
+
+    ours = []
+    names = launched_kernels(
+        device,
+        lambda: ours.extend(draw(tensor_device(device), op_library(device), layout == "one-element")),
+    )
+    z_cpu, grad_cpu = draw("cpu", torch.ops.aevb_fast, False)
+    assert torch.equal(ours[0], z_cpu), "the forward's noise differs from the CPU's"
+    assert torch.equal(ours[1], grad_cpu), "the backward's regenerated noise differs from the CPU's"
+    packed = layout == "packed" and shape[-1] % 4 == 0
+    assert any(f"sample_drawn_kernel<{'float' if dtype == torch.float32 else 'double'}, {str(packed).lower()}>" in n
+               for n in names), names
+
+
+def test_noise_depends_on_the_seed(device):
+    zeros = torch.zeros(64, 20, device=tensor_device(device))
+    library = op_library(device)
+    a = library.reparameterize(zeros, zeros, None, torch.tensor([1, 0], device=zeros.device), 1)
+    b = library.reparameterize(zeros, zeros, None, torch.tensor([1, 1], device=zeros.device), 1)
+    assert not torch.equal(a, b) and abs(a.std().item() - 1) < 0.1
