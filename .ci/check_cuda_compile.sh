@@ -3,7 +3,8 @@
 # machines whose torch is a CPU build. Checks every csrc/cuda/*.cu, and the __host__ __device__
 # code of csrc/common/ through a generated file that instantiates it in a kernel.
 # Torch's CPU wheel lacks c10/cuda/impl/cuda_cmake_macros.h: a stand-in goes in a temporary
-# include dir. Exits non-zero on the first file that does not compile.
+# include dir. Exits non-zero on the first file that does not compile, or whose kernels have a
+# local-memory stack frame (ptxas -v: an array indexed at run time, or spilled registers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +46,7 @@ template __global__ void instantiate<float>(float*, aevb_fast::PhiloxSeed);
 template __global__ void instantiate<double>(double*, aevb_fast::PhiloxSeed);
 CU
 
-flags=(-std=c++20 --expt-relaxed-constexpr -arch=sm_90 -O1 -c -o /dev/null
+flags=(-std=c++20 --expt-relaxed-constexpr -arch=sm_90 -O1 -c -o /dev/null -Xptxas -v
        -I csrc -I "$stand_in" -I "$torch_include" -I "$torch_include/torch/csrc/api/include"
        -I "$python_include" -D_GLIBCXX_USE_CXX11_ABI=1)
 
@@ -55,6 +56,11 @@ files+=(csrc/cuda/*.cu)
 echo "check_cuda_compile: $("$NVCC" --version | tail -n 1)"
 for f in "${files[@]}"; do
   echo "check_cuda_compile: nvcc -c $f"
-  "$NVCC" "${flags[@]}" "$f"
+  report=$("$NVCC" "${flags[@]}" "$f" 2>&1) || { echo "$report" >&2; exit 1; }
+  if echo "$report" | grep -Eq '[1-9][0-9]* bytes stack frame|[1-9][0-9]* bytes spill'; then
+    echo "$report" | grep -E -B3 '[1-9][0-9]* bytes (stack frame|spill)' >&2
+    echo "check_cuda_compile: $f: a kernel uses a local-memory stack frame (see above)" >&2
+    exit 1
+  fi
 done
 echo "check_cuda_compile: ${#files[@]} file(s) compiled"

@@ -181,3 +181,27 @@ def test_noise_depends_on_the_seed(device):
     a = library.reparameterize(zeros, zeros, None, torch.tensor([1, 0], device=zeros.device), 1)
     b = library.reparameterize(zeros, zeros, None, torch.tensor([1, 1], device=zeros.device), 1)
     assert not torch.equal(a, b) and abs(a.std().item() - 1) < 0.1
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(3, 1001), (37, 784), (2, 4097)], ids=str)
+@pytest.mark.parametrize("num_samples", [1, 5])
+def test_drawn_noise_gradients_match_the_cpu(device, dtype, shape, num_samples, layout):
+    # sample_and_kl with drawn noise, random output gradients for z and the KL: the backward
+    # regenerates the noise by counter groups (every shift of l * params modulo 64 occurs).
+    seed = torch.tensor([2024, 11])
+    tensors = [randn(*shape, seed=0, scale=0.5).to(dtype), randn(*shape, seed=1, scale=0.5).to(dtype)]
+
+    def call(dev, library, misalign):
+        def fn(mu, logvar):
+            if misalign:
+                mu, logvar = misaligned(mu), misaligned(logvar)
+            return library.sample_and_kl(mu, logvar, None, seed.to(dev), num_samples)
+
+        outs, grads, _ = run_with_grads(fn, [t.to(dev) for t in tensors])
+        return [t.cpu() for t in outs + grads]
+
+    ours = call(tensor_device(device), op_library(device), layout == "one-element")
+    for a, b in zip(ours, call("cpu", torch.ops.aevb_fast, False), strict=True):
+        torch.testing.assert_close(a, b, **TOLERANCES[dtype])

@@ -6,6 +6,16 @@
 #define AEVB_HOST_DEVICE inline
 #endif
 
+// Unrolls a loop whose trip count is a constant, so that the arrays it indexes stay in registers
+// on the GPU (a run-time index would put them in local memory).
+#if defined(__CUDACC__)
+#define AEVB_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__) && !defined(__clang__)
+#define AEVB_UNROLL _Pragma("GCC unroll 16")
+#else
+#define AEVB_UNROLL
+#endif
+
 // Code compiled once per CPU instruction set (csrc/cpu/) must not share inline functions across
 // those builds, or the linker could hand AVX-512 code to a CPU without it. Like at::vec, our
 // inline code lives in an inline namespace named after the instruction set being compiled.

@@ -171,8 +171,9 @@ AEVB_HOST_DEVICE void philox_normals(PhiloxSeed seed, uint64_t counter, float (&
   }
 }
 
-// The normal of one flat element: for kernels that visit elements rather than whole counters
-// (it computes a counter's four words and one Box-Muller pair to return one of them).
+// The normal of one flat element, for a kernel that cannot visit whole counters (it computes a
+// counter's four words and one Box-Muller pair to return one of them). The word is picked with
+// selects, not an index, so that no array lands in a GPU thread's local memory.
 AEVB_HOST_DEVICE float normal_at(PhiloxSeed seed, uint64_t element) {
   const uint64_t counter = element / kNoiseBlock * kNoiseLanes + element % kNoiseLanes;
   const int word = int(element % kNoiseBlock / kNoiseLanes);
@@ -180,9 +181,52 @@ AEVB_HOST_DEVICE float normal_at(PhiloxSeed seed, uint64_t element) {
                       {seed.offset >> 32}};
   philox4x32_10<1>(c, uint32_t(seed.key), uint32_t(seed.key >> 32));
   float n0, n1;
-  const int pair = word & 2;
-  box_muller(uint32_t(c[pair][0]), uint32_t(c[pair + 1][0]), n0, n1);
+  const bool high_pair = (word & 2) != 0;
+  box_muller(uint32_t(high_pair ? c[2][0] : c[0][0]), uint32_t(high_pair ? c[3][0] : c[1][0]), n0, n1);
   return (word & 1) ? n1 : n0;
+}
+
+// The normals of the 16 elements first + 16 w + k (w, k = 0..3; first % 4 == 0) into out[w][k]:
+// for each k, words w0 + w (w0 = first % 64 / 16) of counter 16 b + first % 16 + k, running on
+// into block b + 1 past word 3 (b = first / 64). With w0 = 0 these are exactly the forward's
+// four counters (philox_normals<4>, nothing discarded); otherwise the next block's four as well,
+// and only the Box-Muller pairs that hold a needed word. Every array index is a compile-time
+// constant, so that a GPU thread keeps all of it in registers.
+AEVB_HOST_DEVICE void group_normals(PhiloxSeed seed, uint64_t first, float (&out)[4][4]) {
+  const uint64_t counter = first / kNoiseBlock * kNoiseLanes + first % kNoiseLanes;
+  const int w0 = int(first % kNoiseBlock / kNoiseLanes);
+  uint64_t words[2][4][4];  // [block b or b + 1][word][k]
+  AEVB_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    AEVB_UNROLL
+    for (int k = 0; k < 4; ++k) {
+      const uint64_t index = counter + uint64_t(h * kNoiseLanes + k);
+      words[h][0][k] = index & 0xFFFFFFFFu;
+      words[h][1][k] = index >> 32;
+      words[h][2][k] = seed.offset & 0xFFFFFFFFu;
+      words[h][3][k] = seed.offset >> 32;
+    }
+  }
+  philox4x32_10<4>(words[0], uint32_t(seed.key), uint32_t(seed.key >> 32));
+  if (w0 != 0) philox4x32_10<4>(words[1], uint32_t(seed.key), uint32_t(seed.key >> 32));
+  // Pair p of the sequence (block b words 0-1, 2-3, block b + 1 words 0-1, 2-3) holds words
+  // 2p and 2p + 1; element w needs word w0 + w, so pairs w0 / 2 .. (w0 + 3) / 2. Each normal is
+  // moved straight to the element that needs it (a predicated move; an intermediate array read
+  // with w0 + w would be a run-time index).
+  AEVB_UNROLL
+  for (int p = 0; p < 4; ++p) {
+    if (p < w0 / 2 || p > (w0 + 3) / 2) continue;
+    AEVB_UNROLL
+    for (int k = 0; k < 4; ++k) {
+      float n0, n1;
+      box_muller(uint32_t(words[p / 2][2 * (p % 2)][k]), uint32_t(words[p / 2][2 * (p % 2) + 1][k]), n0, n1);
+      AEVB_UNROLL
+      for (int w = 0; w < 4; ++w) {
+        if (w0 + w == 2 * p) out[w][k] = n0;
+        if (w0 + w == 2 * p + 1) out[w][k] = n1;
+      }
+    }
+  }
 }
 
 }  // namespace AEVB_ISA_NAMESPACE
