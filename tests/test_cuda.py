@@ -101,3 +101,28 @@ def test_sample_and_kl_past_2_31_elements():
     assert torch.equal(logvar.grad * 2, z.detach())
     tail = z[-1000:].float()
     assert abs(tail.mean().item()) < 0.01 and abs(tail.std().item() - 1) < 0.01
+
+
+def test_a_side_stream_gives_the_default_streams_results():
+    # The kernels launch on the current stream: on a side stream they must see the inputs that
+    # stream waited for and finish before the stream's later work reads their outputs.
+    g = torch.Generator("cuda").manual_seed(0)
+    mu = torch.randn(512, 784, device="cuda", generator=g, requires_grad=True)
+    logvar = torch.randn(512, 784, device="cuda", generator=g, requires_grad=True)
+    x = torch.rand(512, 784, device="cuda", generator=g)
+    seed = torch.tensor([7, 8], device="cuda")
+
+    def step():
+        z, kl = torch.ops.aevb_fast.sample_and_kl(mu, logvar, None, seed, 2)
+        loss = (af.bernoulli_log_prob(x, z) - kl).sum()
+        return [loss.detach(), *torch.autograd.grad(loss, (mu, logvar))]
+
+    expected = step()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got = step()
+        got = [t * 1 for t in got]  # later work on the side stream reads the kernels' outputs
+    torch.cuda.current_stream().wait_stream(side)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)

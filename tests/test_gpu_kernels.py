@@ -205,3 +205,81 @@ def test_drawn_noise_gradients_match_the_cpu(device, dtype, shape, num_samples, 
     ours = call(tensor_device(device), op_library(device), layout == "one-element")
     for a, b in zip(ours, call("cpu", torch.ops.aevb_fast, False), strict=True):
         torch.testing.assert_close(a, b, **TOLERANCES[dtype])
+
+
+# ---- what the CPU tests check, on the CUDA kernels too: extreme values, opcheck, determinism,
+# torch.compile ------------------------------------------------------------------------------
+
+EXTREME = {
+    # (inputs, op); |logits| 1e4, logvar -80..80, a huge mean: finite where the truth is, inf not NaN.
+    "bernoulli_log_prob": ([torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.5]]), torch.tensor([[1e4, 1e4, -1e4, -1e4, 1e4]])],
+                           "bernoulli_log_prob"),
+    "gaussian_log_prob": ([torch.tensor([[0.5, 0.5, 0.5, 0.5]]), torch.tensor([[0.5, 0.25, 0.5, 1e3]]),
+                           torch.tensor([[-80.0, -80.0, 80.0, 80.0]])], "gaussian_log_prob"),
+    "gaussian_kl": ([torch.tensor([[1e3, 0.0, -1e3], [0.0, 0.0, 0.0]]),
+                     torch.tensor([[-80.0, 80.0, 0.0], [-80.0, -80.0, -80.0]])], "gaussian_kl"),
+    "sample_and_kl": ([torch.tensor([[1e3, -1e3, 0.0, 0.0]]), torch.tensor([[-80.0, 80.0, -80.0, 80.0]]),
+                       torch.ones(1, 1, 4)], "sample_and_kl"),
+    "overflow": ([torch.tensor([[0.0, 1000.0]]), torch.tensor([[0.0, 1000.0]])], "gaussian_kl"),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("case", EXTREME)
+def test_extreme_values_as_on_the_cpu(device, case, dtype):
+    tensors, op = EXTREME[case]
+    tensors = [t.to(dtype) for t in tensors]
+    ours, cpu = run(device, op, tensors, "packed"), run("cpu", op, tensors, "packed")
+    for a, b in zip(ours, cpu, strict=True):
+        assert torch.equal(torch.isfinite(a), torch.isfinite(b)) and torch.equal(a.isnan(), b.isnan())
+        torch.testing.assert_close(a, b, equal_nan=True, **TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_opcheck(device, dtype):
+    library, where = op_library(device), tensor_device(device)
+    t = lambda *shape, seed=0: randn(*shape, seed=seed).to(dtype=dtype, device=where)  # noqa: E731
+    acc = af.ops.accumulate_dtype(dtype)
+    mu, logvar, eps, x = t(4, 9), t(4, 9, seed=1), t(2, 4, 9, seed=2), t(4, 9, seed=3).sigmoid()
+    seed = torch.tensor([123, 456], device=where)
+    grad_z, grad_kl, grad_rows = t(2, 4, 9, seed=4), t(4, seed=5).to(acc), t(2, 4, seed=6).to(acc)
+    cases = [
+        (library.reparameterize, (mu.clone().requires_grad_(), logvar, eps, None, 2)),
+        (library.sample_and_kl, (mu, logvar.clone().requires_grad_(), None, seed, 2)),
+        (library.sample_and_kl_backward, (grad_z, grad_kl, mu, logvar, None, seed)),
+        (library.gaussian_kl, (mu.clone().requires_grad_(), logvar)),
+        (library.bernoulli_log_prob, (x, t(2, 4, 9, seed=7).requires_grad_(), 1)),
+        (library.bernoulli_log_prob_backward, (grad_rows, x, t(2, 4, 9, seed=7), 1)),
+        (library.gaussian_log_prob, (x, t(2, 4, 9, seed=8).requires_grad_(), t(2, 4, 9, seed=9), 1)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op.default, args)
+
+
+def test_run_to_run_identical(device):
+    # Row sums in a fixed order, noise from the seed: two runs agree to the bit.
+    tensors = case_inputs("gaussian_log_prob", (37, 5000), 2)
+    first, second = run(device, "gaussian_log_prob", tensors, "packed"), run(device, "gaussian_log_prob", tensors, "packed")
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    seed = torch.tensor([5, 6], device=tensor_device(device))
+    zeros = torch.zeros(64, 784, device=tensor_device(device))
+    draws = [op_library(device).sample_and_kl(zeros, zeros, None, seed, 3) for _ in range(2)]
+    assert torch.equal(draws[0][0], draws[1][0]) and torch.equal(draws[0][1], draws[1][1])
+
+
+def test_compiled_matches_eager(device):
+    f = functions(device)
+
+    def terms(mu, logvar, x, eps):
+        z, kl = f.sample_and_kl(mu, logvar, eps=eps, num_samples=2)
+        logits = z.repeat(1, 1, 4)
+        return (f.bernoulli_log_prob(x, logits).mean(0) + f.gaussian_log_prob(x, logits.sigmoid(), 0.1 * logits).mean(0)
+                - kl - f.gaussian_kl(mu, logvar))
+
+    inputs = [randn(8, 5, seed=0), randn(8, 5, seed=1, scale=0.5), rand(8, 20, seed=2), randn(2, 8, 5, seed=3)]
+    results = []
+    for fn in (terms, torch.compile(terms, fullgraph=True)):
+        outs, grads, _ = run_with_grads(fn, [t.float().to(tensor_device(device)) for t in inputs])
+        results.append(outs + grads[:2])
+    for eager, compiled in zip(*results, strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)

@@ -55,7 +55,20 @@ struct SampleGiven {
   }
 };
 
+// The drawn-noise kernels give each thread a group of 4 consecutive counters of one noise block.
 constexpr int kCountersPerThread = 4;
+constexpr int kGroupsPerBlock = kNoiseLanes / kCountersPerThread;
+
+// The counter groups that cover n elements.
+__host__ __device__ __forceinline__ int64_t noise_groups(int64_t n) {
+  return (n + kNoiseBlock - 1) / kNoiseBlock * kGroupsPerBlock;
+}
+
+// The first element that group g fills (its counters fill it and the 3 after it, for each word w
+// also the 4 at 16 w past it).
+__device__ __forceinline__ int64_t group_first_element(int64_t g) {
+  return g / kGroupsPerBlock * kNoiseBlock + g % kGroupsPerBlock * kCountersPerThread;
+}
 
 template <typename scalar_t, bool kPacked>
 __global__ void sample_drawn_kernel(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
@@ -63,16 +76,15 @@ __global__ void sample_drawn_kernel(const scalar_t* __restrict__ mu, const scala
                                     int64_t params, int64_t total) {
   using acc = acc_t<scalar_t>;
   constexpr int G = kCountersPerThread;
-  constexpr int kGroupsPerBlock = kNoiseLanes / G;
   const PhiloxSeed seed = read_seed(seed_ptr);
-  const int64_t groups = (total + kNoiseBlock - 1) / kNoiseBlock * kGroupsPerBlock;
+  const int64_t groups = noise_groups(total);
   for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < groups;
        g += int64_t(gridDim.x) * blockDim.x) {
     // Counters 4g .. 4g + 3 are lanes j0 .. j0 + 3 of noise block b; word w of lane j is element
     // 64 b + 16 w + j.
     float normals[4][G];
     philox_normals<G>(seed, uint64_t(g) * G, normals);
-    const int64_t base = g / kGroupsPerBlock * kNoiseBlock + g % kGroupsPerBlock * G;
+    const int64_t base = group_first_element(g);
 #pragma unroll
     for (int word = 0; word < 4; ++word) {
       const int64_t i0 = base + int64_t(word) * kNoiseLanes;
@@ -157,12 +169,11 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
                                              int64_t params) {
   using acc = acc_t<scalar_t>;
   constexpr int G = kCountersPerThread;
-  constexpr int kGroupsPerBlock = kNoiseLanes / G;
   const PhiloxSeed seed = read_seed(seed_ptr);
-  const int64_t groups = (params + kNoiseBlock - 1) / kNoiseBlock * kGroupsPerBlock;
+  const int64_t groups = noise_groups(params);
   for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < groups;
        g += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t base = g / kGroupsPerBlock * kNoiseBlock + g % kGroupsPerBlock * G;
+    const int64_t base = group_first_element(g);
     acc sum_grad[4][G] = {}, sum_grad_eps[4][G] = {};
     for (int64_t l = 0; l < samples; ++l) {
       const int64_t first = l * params + base;
@@ -250,8 +261,7 @@ void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Te
       const SampleGiven<scalar_t> op{mu_p, logvar_p, eps.const_data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), params};
       launch_elementwise<scalar_t>(op, total, can_pack<scalar_t>(cols, {op.mu, op.logvar, op.eps, op.z}));
     } else {
-      const int64_t groups = (total + kNoiseBlock - 1) / kNoiseBlock * (kNoiseLanes / kCountersPerThread);
-      const unsigned int blocks = blocks_for(groups);
+      const unsigned int blocks = blocks_for(noise_groups(total));
       scalar_t* z_p = z.data_ptr<scalar_t>();
       const int64_t* seed_p = seed.const_data_ptr<int64_t>();
       if (can_pack<scalar_t, kCountersPerThread>(cols, {mu_p, logvar_p, z_p})) {
@@ -279,8 +289,7 @@ void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const 
     if (params == 0) return;
     if (samples > 0 && !eps.defined()) {
       const int64_t* seed_p = seed.const_data_ptr<int64_t>();
-      const int64_t groups = (params + kNoiseBlock - 1) / kNoiseBlock * (kNoiseLanes / kCountersPerThread);
-      const unsigned int blocks = blocks_for(groups);
+      const unsigned int blocks = blocks_for(noise_groups(params));
       if (can_pack<scalar_t, kCountersPerThread>(cols, {grad_z_p, mu_p, logvar_p, grad_mu_p, grad_logvar_p})) {
         launch<sample_backward_drawn_kernel<scalar_t, true>>(blocks, kThreads, grad_z_p, grad_kl_p, mu_p, logvar_p,
                                                              seed_p, grad_mu_p, grad_logvar_p, samples, cols, params);
