@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 
 from . import _sanitizers
+from . import ops
 from .ops import OperatorLibrary
 
 if importlib.util.find_spec("aevb_fast._emulated_cuda") is None:
@@ -35,15 +36,7 @@ if not _sanitizers.runtime_loaded():
 
 from . import _emulated_cuda  # noqa: E402  registers torch.ops.aevb_fast_emulated
 
-__all__ = [
-    "reparameterize",
-    "gaussian_kl",
-    "sample_and_kl",
-    "bernoulli_log_prob",
-    "gaussian_log_prob",
-    "max_grid_blocks",
-    "record_launches",
-]
+__all__ = [*ops.__all__, "max_grid_blocks", "record_launches"]
 
 _library = OperatorLibrary("aevb_fast_emulated")
 reparameterize = _library.reparameterize
