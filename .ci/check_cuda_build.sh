@@ -49,14 +49,14 @@ print('check_cuda_build: torch', torch.__version__, 'CUDA', torch.version.cuda, 
 # A copy of the working tree (tracked and new files, not build outputs), built in place.
 mkdir "$work/src"
 git ls-files -z --cached --others --exclude-standard |
-  while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+  while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done |
   tar --null -T - -cf - | tar -xf - -C "$work/src"
 
 # build NAME [VAR=VALUE...]: installs the copy into the venv; its log in $work/NAME.log.
 build() {
   local name=$1; shift
   say "build ($name): $*"
-  if ! (cd "$work/src" && env AEVB_FAST_CUDA=1 CMAKE_ARGS="$cmake_args" "$@" "$py" -m pip install --isolated --no-build-isolation \
+  if ! (cd "$work/src" && env -u TORCH_CUDA_ARCH_LIST AEVB_FAST_CUDA=1 CMAKE_ARGS="$cmake_args" "$@" "$py" -m pip install --isolated --no-build-isolation \
         --no-deps -v . > "$work/$name.log" 2>&1); then
     tail -n 60 "$work/$name.log" >&2
     fail "the $name build failed"
@@ -70,10 +70,11 @@ check() {
   local info so elf ptx
   info=$(cd "$work" && "$py" -c "import aevb_fast as af; print(af.build_info()['cuda_archs'])")
   so=$(ls "$work"/venv/lib/python*/site-packages/aevb_fast/_C*.so)
-  elf=$("$CUOBJDUMP" --list-elf "$so" | grep -o 'sm_[0-9a-z]*' | sort -u | paste -sd, -)
-  ptx=$("$CUOBJDUMP" --list-ptx "$so" 2>/dev/null | grep -o 'sm_[0-9a-z]*' | sort -u | paste -sd, - || true)
+  elf=$("$CUOBJDUMP" --list-elf "$so" | { grep -o 'sm_[0-9a-z]*' || true; } | sort -u | paste -sd, -) ||
+    fail "$name: cuobjdump --list-elf $so failed"
+  ptx=$("$CUOBJDUMP" --list-ptx "$so" 2>/dev/null | { grep -o 'sm_[0-9a-z]*' || true; } | sort -u | paste -sd, - || true)
   say "$name: build_info cuda_archs=$info; cuobjdump: machine code $elf, PTX ${ptx:-none}"
-  [ "$elf" = "$want_elf" ] || fail "$name: machine code for $elf, expected $want_elf"
+  [ "$elf" = "$want_elf" ] || fail "$name: machine code for ${elf:-nothing}, expected $want_elf"
   [ "${ptx:-none}" = "$want_ptx" ] || fail "$name: PTX for ${ptx:-none}, expected $want_ptx"
   local expected
   expected=$(echo "$want_elf" | tr , '\n'; [ "$want_ptx" = none ] || echo "$want_ptx" | sed 's/sm_/compute_/g' | tr , '\n')

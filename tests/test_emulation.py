@@ -26,9 +26,15 @@ def test_a_shuffle_that_part_of_a_warp_skips_is_an_error(emulation):
         emulation._emulated_cuda.self_test("partial_warp_shuffle")
 
 
-def test_a_barrier_that_a_thread_skips_is_an_error(emulation):
-    with pytest.raises(RuntimeError, match="__syncthreads was reached by 63 of the block's 64 threads"):
-        emulation._emulated_cuda.self_test("divergent_barrier")
+def test_a_barrier_waits_for_the_threads_that_have_not_exited(emulation):
+    # As on sm_70 and later: thread 0 returned early, the other 63 pass the barrier.
+    out = emulation._emulated_cuda.self_test("early_exit_barrier")
+    assert out[:64] == [0] + [1] * 63 and out[64:] == [0] + [2] * 63
+
+
+def test_a_deadlock_between_a_barrier_and_a_shuffle_is_an_error(emulation):
+    with pytest.raises(RuntimeError, match=r"shuffle in warp 0 was reached by 31 of its 32 lanes \(0 exited the kernel, 1 wait at __syncthreads\)"):
+        emulation._emulated_cuda.self_test("barrier_shuffle_deadlock")
 
 
 def test_the_grid_limit_is_a_setting(emulation):

@@ -79,15 +79,14 @@ class Runner {
     return current_->index;
   }
 
+  // As on sm_70 and later, the barrier waits for the threads that have not exited the kernel.
   void syncthreads() {
     Fiber& f = running_fiber("__syncthreads");
     const uint64_t generation = barrier_generation_;
     f.state = State::kAtBarrier;
     ++progress_;
-    if (++barrier_arrived_ == int(block_threads_)) {
-      barrier_arrived_ = 0;
-      ++barrier_generation_;
-    }
+    ++barrier_arrived_;
+    release_barrier_if_complete();
     while (barrier_generation_ == generation) yield(f);
     f.state = State::kRunning;
   }
@@ -111,18 +110,27 @@ class Runner {
     }
     while (w.generation == generation) yield(f);
     f.state = State::kRunning;
-    const int base = lane & ~(width - 1), offset = lane - base;
+    // As PTX's shfl: the lane or offset operand is 5 bits; xor may read an earlier segment.
+    arg &= kWarpSize - 1;
+    const int base = lane & ~(width - 1), offset = lane - base, last = base | (width - 1);
     int source = lane;
     switch (kind) {
       case Shuffle::kIndex: source = base + (arg & (width - 1)); break;
       case Shuffle::kUp: source = offset >= arg ? lane - arg : lane; break;
       case Shuffle::kDown: source = offset + arg < width ? lane + arg : lane; break;
-      case Shuffle::kXor: source = ((lane ^ arg) & ~(width - 1)) == base ? lane ^ arg : lane; break;
+      case Shuffle::kXor: source = (lane ^ arg) <= last ? lane ^ arg : lane; break;
     }
     return w.slots[generation & 1][source < w.lanes ? source : lane];
   }
 
  private:
+  void release_barrier_if_complete() {
+    if (barrier_arrived_ > 0 && barrier_arrived_ == int(block_threads_ - exited_)) {
+      barrier_arrived_ = 0;
+      ++barrier_generation_;
+    }
+  }
+
   Fiber& running_fiber(const char* what) {
     TORCH_CHECK(current_ != nullptr, "emulated CUDA: ", what, " called outside a kernel");
     return *current_;
@@ -143,6 +151,7 @@ class Runner {
     ensure_fibers(threads);
     block_threads_ = threads;
     barrier_arrived_ = 0;
+    exited_ = 0;
     warps_.assign((threads + kWarpSize - 1) / kWarpSize, Warp{});
     warps_.back().lanes = int(threads - (warps_.size() - 1) * kWarpSize);
     for (unsigned int t = 0; t < threads; ++t) {
@@ -155,16 +164,13 @@ class Runner {
       f.context.uc_link = nullptr;
       makecontext(&f.context, &Runner::fiber_main, 0);
     }
-    unsigned int exited = 0;
-    while (exited < threads) {
+    while (exited_ < threads) {
       const uint64_t before = progress_;
-      exited = 0;
       for (unsigned int t = 0; t < threads; ++t) {
         if (fibers_[t].state != State::kExited) resume(fibers_[t]);
         if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
-        exited += fibers_[t].state == State::kExited;
       }
-      TORCH_CHECK(exited == threads || progress_ != before, describe_deadlock(block));
+      TORCH_CHECK(exited_ == threads || progress_ != before, describe_deadlock(block));
     }
   }
 
@@ -224,6 +230,7 @@ class Runner {
   Fiber* current_ = nullptr;
   ucontext_t main_context_;
   unsigned int block_threads_ = 0;
+  unsigned int exited_ = 0;
   int barrier_arrived_ = 0;
   uint64_t barrier_generation_ = 0;
   uint64_t progress_ = 0;  // arrivals at barriers and shuffles, and exits
@@ -247,7 +254,9 @@ void Runner::fiber_main() {
     if (!r.error_) r.error_ = std::current_exception();
   }
   f.state = State::kExited;
+  ++r.exited_;
   ++r.progress_;
+  r.release_barrier_if_complete();  // the others may have been waiting only for this one
 #if defined(AEVB_EMULATION_ASAN)
   __sanitizer_start_switch_fiber(nullptr, r.main_stack_bottom_, r.main_stack_size_);
 #endif

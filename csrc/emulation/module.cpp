@@ -36,10 +36,18 @@ __global__ void partial_warp_shuffle_kernel(int* out) {
   out[threadIdx.x] = __shfl_down_sync(0xffffffffu, int(threadIdx.x), 1);
 }
 
-__global__ void divergent_barrier_kernel(int* out) {
+// Thread 0 leaves early; as on sm_70 and later, the barrier then waits for the other threads only.
+__global__ void early_exit_barrier_kernel(int* out) {
   if (threadIdx.x == 0) return;
-  __syncthreads();
   out[threadIdx.x] = 1;
+  __syncthreads();
+  out[blockDim.x + threadIdx.x] = out[blockDim.x - threadIdx.x] + 1;  // another thread's, from before the barrier
+}
+
+// Lane 0 waits at the barrier, which waits for lanes 1-31, which wait in a shuffle for lane 0.
+__global__ void barrier_shuffle_deadlock_kernel(int* out) {
+  if (threadIdx.x != 0) out[threadIdx.x] = __shfl_down_sync(0xffffffffu, int(threadIdx.x), 1);
+  __syncthreads();
 }
 
 __global__ void read_past_end_kernel(const float* in, float* out, int n) {
@@ -62,7 +70,10 @@ std::vector<int64_t> self_test(const std::string& name) {
   }
   std::vector<int> ints(256);
   if (name == "partial_warp_shuffle") launch<partial_warp_shuffle_kernel>(1, 64, ints.data());
-  else if (name == "divergent_barrier") launch<divergent_barrier_kernel>(1, 64, ints.data());
+  else if (name == "early_exit_barrier") {
+    launch<early_exit_barrier_kernel>(1, 64, ints.data());
+    return std::vector<int64_t>(ints.begin(), ints.begin() + 128);
+  } else if (name == "barrier_shuffle_deadlock") launch<barrier_shuffle_deadlock_kernel>(1, 32, ints.data());
   else if (name == "read_past_end") {
     std::vector<float> in(8), out(1);
     launch<read_past_end_kernel>(1, 1, in.data(), out.data(), 8);
