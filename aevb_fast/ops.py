@@ -1,13 +1,13 @@
 """The fused operators: Python wrappers over ``torch.ops.aevb_fast.*``, their fake (shape-only)
-implementations for ``torch.compile`` and ``torch.export``, and their autograd formulas.
+implementations for ``torch.compile`` and ``torch.export`` (the autograd formulas are in C++).
 
 The forward and backward math runs in the compiled kernels (``csrc/``); the backward of each
-forward op is an operator too, so compiled graphs and AOTAutograd see both.
+forward op is an operator too, so compiled graphs and AOTAutograd see both. The autograd
+formulas are registered in C++ (``csrc/autograd.h``): a Python ``register_autograd`` layer
+cost more than the kernels at the paper's minibatch.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 from torch import Tensor
@@ -101,12 +101,11 @@ class OperatorLibrary:
     """The five public functions over one library of compiled operators: ``torch.ops.aevb_fast``
     (what ``aevb_fast`` exports), or ``torch.ops.aevb_fast_emulated``, the CUDA kernels run on
     CPU tensors by the development build (``aevb_fast.emulated_cuda``). Creating one registers
-    the library's fake implementations and autograd formulas."""
+    the library's fake implementations (its autograd formulas are registered in C++)."""
 
     def __init__(self, namespace: str):
         self._ops = getattr(torch.ops, namespace)
         _register_fakes(namespace)
-        _register_autograd(namespace, self._ops)
 
     def reparameterize(
         self,
@@ -255,95 +254,6 @@ _FAKES = {
 def _register_fakes(namespace: str) -> None:
     for name, fake in _FAKES.items():
         torch.library.register_fake(f"{namespace}::{name}", fake)
-
-
-# ---- autograd --------------------------------------------------------------------------------
-
-
-def _sum_to_x(grad_elementwise: Tensor, x: Tensor) -> Tensor:
-    """Sums a gradient of the broadcast x (shape of logits/mean) over its extra leading dims."""
-    lead = grad_elementwise.dim() - x.dim()
-    if lead > 0:
-        grad_elementwise = grad_elementwise.sum(dim=tuple(range(lead)))
-    return grad_elementwise.to(x.dtype)
-
-
-def _expand_row_grad(grad: Tensor, event_dims: int) -> Tensor:
-    return grad.reshape(*grad.shape, *([1] * event_dims))
-
-
-def _setup_sample(ctx, inputs, output):
-    mu, logvar, eps, seed, num_samples = inputs
-    ctx.save_for_backward(mu, logvar, eps, seed)
-    ctx.num_samples = num_samples
-
-
-def _grad_eps(ctx, grad_z, logvar, eps):
-    """d z / d eps = sigma: only when a user's eps requires grad (rare; plain torch is fine)."""
-    if eps is None or not ctx.needs_input_grad[2]:
-        return None
-    return (grad_z * torch.exp(0.5 * logvar)).to(eps.dtype)
-
-
-def _reparameterize_backward(ops, ctx, grad_z):
-    mu, logvar, eps, seed = ctx.saved_tensors
-    grad_mu, grad_logvar = ops.reparameterize_backward(grad_z, mu, logvar, eps, seed)
-    return grad_mu, grad_logvar, _grad_eps(ctx, grad_z, logvar, eps), None, None
-
-
-def _sample_and_kl_backward(ops, ctx, grad_z, grad_kl):
-    mu, logvar, eps, seed = ctx.saved_tensors
-    if grad_z is None:
-        grad_z = mu.new_zeros((ctx.num_samples, *mu.shape))
-    if grad_kl is None:
-        grad_kl = mu.new_zeros(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
-    grad_mu, grad_logvar = ops.sample_and_kl_backward(grad_z, grad_kl, mu, logvar, eps, seed)
-    return grad_mu, grad_logvar, _grad_eps(ctx, grad_z, logvar, eps), None, None
-
-
-def _setup_kl(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _gaussian_kl_backward(ops, ctx, grad_kl):
-    mu, logvar = ctx.saved_tensors
-    return ops.gaussian_kl_backward(grad_kl, mu, logvar)
-
-
-def _setup_log_prob(ctx, inputs, output):
-    *tensors, event_dims = inputs
-    ctx.save_for_backward(*tensors)
-    ctx.event_dims = event_dims
-
-
-def _bernoulli_log_prob_backward(ops, ctx, grad):
-    x, logits = ctx.saved_tensors
-    grad_logits = ops.bernoulli_log_prob_backward(grad, x, logits, ctx.event_dims)
-    grad_x = None
-    if ctx.needs_input_grad[0]:
-        grad_x = _sum_to_x(_expand_row_grad(grad, ctx.event_dims) * logits, x)
-    return grad_x, grad_logits, None
-
-
-def _gaussian_log_prob_backward(ops, ctx, grad):
-    x, mean, logvar = ctx.saved_tensors
-    grad_mean, grad_logvar = ops.gaussian_log_prob_backward(grad, x, mean, logvar, ctx.event_dims)
-    grad_x = _sum_to_x(-grad_mean, x) if ctx.needs_input_grad[0] else None
-    return grad_x, grad_mean, grad_logvar, None
-
-
-def _register_autograd(namespace: str, ops) -> None:
-    """The backward of each forward operator is the library's own ``*_backward`` operator."""
-    for name, backward, setup in (
-        ("reparameterize", _reparameterize_backward, _setup_sample),
-        ("sample_and_kl", _sample_and_kl_backward, _setup_sample),
-        ("gaussian_kl", _gaussian_kl_backward, _setup_kl),
-        ("bernoulli_log_prob", _bernoulli_log_prob_backward, _setup_log_prob),
-        ("gaussian_log_prob", _gaussian_log_prob_backward, _setup_log_prob),
-    ):
-        torch.library.register_autograd(
-            f"{namespace}::{name}", functools.partial(backward, ops), setup_context=setup
-        )
 
 
 # ---- the library that aevb_fast exports --------------------------------------------------------

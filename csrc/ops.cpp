@@ -4,10 +4,18 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "autograd.h"
 #include "cpu/kernel_table.h"
 #include "schemas.h"
 
+namespace {
+struct MainLibrary {
+  static constexpr const char* name = "aevb_fast";
+};
+}  // namespace
+
 TORCH_LIBRARY(aevb_fast, m) { aevb_fast::define_schemas(m); }
+TORCH_LIBRARY_IMPL(aevb_fast, Autograd, m) { aevb_fast::autograd::register_autograd<MainLibrary>(m); }
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "aevb_fast's compiled operators (registered under torch.ops.aevb_fast)";

@@ -6,10 +6,20 @@
 
 #include <pybind11/stl.h>
 
+#include "autograd.h"
 #include "emulation/cuda_emulation.h"
 #include "schemas.h"
 
+namespace {
+struct EmulatedLibrary {
+  static constexpr const char* name = "aevb_fast_emulated";
+};
+}  // namespace
+
 TORCH_LIBRARY(aevb_fast_emulated, m) { aevb_fast::define_schemas(m); }
+TORCH_LIBRARY_IMPL(aevb_fast_emulated, Autograd, m) {
+  aevb_fast::autograd::register_autograd<EmulatedLibrary>(m);
+}
 
 // Small kernels that check the emulation itself (tests/test_emulation.py): one that must work,
 // and the mistakes it must report instead of running on.
