@@ -3,6 +3,7 @@ seed draw, one operator call with and without the autograd layer, the fused func
 the eager reference, and the RNG's nanoseconds per normal against torch.randn.
 
     python benchmarks/call_overhead.py
+    AEVB_FAST_CPU_ISA=AVX2 python benchmarks/call_overhead.py   # another instruction set's RNG
 
 Medians of 7 rounds of many calls; a development tool for issue 12's overhead work, not a
 benchmark result (those come from `aevb-fast bench`)."""
@@ -51,14 +52,17 @@ def main():
         print(f"{median_us(fn):8.1f} us  {name}")
     with torch._C._AutoDispatchBelowADInplaceOrView():
         print(f"{median_us(lambda: ops.gaussian_kl.default(mu, logvar)):8.1f} us  op gaussian_kl below the autograd key")
-    n = 1 << 22
+    # 2^16 elements: in cache, and no fresh pages, so that the RNG's own cost shows.
+    n = 1 << 16
     zeros, big_seed = torch.zeros(n // 1024, 1024), torch.tensor([3, 4])
+    given, out = torch.randn(1, n // 1024, 1024), torch.empty(n)
     per_normal = {
-        "aevb_fast (z = 0 + 1 * eps, written)": lambda: ops.reparameterize(zeros, zeros, None, big_seed, 1),
-        "torch.randn": lambda: torch.randn(n),
+        f"aevb_fast, drawn ({af.build_info()['cpu_isa']}; z = 0 + 1 * eps, written)": lambda: ops.reparameterize(zeros, zeros, None, big_seed, 1),
+        "aevb_fast, eps given (the same op without the RNG)": lambda: ops.reparameterize(zeros, zeros, given, None, 1),
+        "torch.randn": lambda: torch.randn(n, out=out),
     }
     for name, fn in per_normal.items():
-        print(f"{median_us(fn, calls=5) * 1e3 / n:8.2f} ns per normal, 1 thread: {name}")
+        print(f"{median_us(fn, calls=300) * 1e3 / n:8.2f} ns per normal, 1 thread: {name}")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,9 @@
 // The normal for flat element index i comes from Philox counter i / 4, output lane i % 4.
 // Counter = (lo(i/4), hi(i/4), lo(offset), hi(offset)), key = (lo(seed), hi(seed)).
 //
-// Every function works on N independent lanes at once (N = 1 on the GPU, N = 16 on the CPU so
-// that the compiler vectorises the lane loops). The float arithmetic is plain IEEE multiply and
-// add, with no fused multiply-add: the CPU kernels are built with -ffp-contract=off and the
-// device code uses __fmul_rn/__fadd_rn, so every back end rounds the same way.
+// The float arithmetic is plain IEEE multiply, add and square root, with no fused multiply-add:
+// the CPU kernels are built with -ffp-contract=off, the vector lanes call the instructions one by
+// one, and the device code uses __fmul_rn/__fadd_rn, so every back end rounds the same way.
 #include <cmath>
 #include <cstdint>
 
@@ -56,27 +55,51 @@ struct PhiloxSeed {
   uint64_t offset;
 };
 
+// Every function below is written once for one lane (F = float, U = uint32_t: the GPU, and the CPU
+// lane loops) and for a vector of lanes (csrc/cpu/simd_lanes.h: AVX2 and AVX-512 registers with the
+// same primitives), so that the noise is bit-identical on every back end. The primitives for one
+// lane:
+
+// The 32 x 32 -> 64-bit product a * m, as its high and low words.
+AEVB_HOST_DEVICE void mul_hi_lo(uint32_t a, uint32_t m, uint32_t& hi, uint32_t& lo) {
+  const uint64_t p = uint64_t(m) * uint64_t(a);
+  hi = uint32_t(p >> 32);
+  lo = uint32_t(p);
+}
+// The bits read as a signed int32, converted to float (exact for the small values used here).
+AEVB_HOST_DEVICE float int_to_float(uint32_t bits) { return float(int32_t(bits)); }
+// Truncation toward zero, as the bits of an int32.
+AEVB_HOST_DEVICE uint32_t float_to_int(float x) { return uint32_t(int32_t(x)); }
+AEVB_HOST_DEVICE float sqrt_rn(float x) { return ::sqrtf(x); }
+
+// Philox4x32-10 on the counter (c0, c1, c2, c3), replaced by the output.
+template <typename U>
+AEVB_HOST_DEVICE void philox_rounds(U& c0, U& c1, U& c2, U& c3, uint32_t key0, uint32_t key1) {
+  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+  AEVB_UNROLL
+  for (int round = 0; round < 10; ++round) {
+    U hi0, lo0, hi1, lo1;
+    mul_hi_lo(c0, kMul0, hi0, lo0);
+    mul_hi_lo(c2, kMul1, hi1, lo1);
+    c0 = hi1 ^ c1 ^ U(key0);
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ U(key1);
+    c3 = lo0;
+    key0 += kWeyl0;
+    key1 += kWeyl1;
+  }
+}
+
 // Philox4x32-10 on N lanes: c[w][lane] holds word w of each lane's counter, replaced by the output.
-// The words are kept in 64-bit slots (upper half zero) so that each 32 x 32 -> 64-bit product is
-// one vector multiply of the even halves (vpmuludq) when the compiler vectorises the lane loop.
+// The words are kept in 64-bit slots (upper half zero) so that the GPU's group_normals keeps them
+// in registers as before.
 template <int N>
 AEVB_HOST_DEVICE void philox4x32_10(uint64_t (&c)[4][N], uint32_t key0, uint32_t key1) {
-  constexpr uint64_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
-  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
-  constexpr uint64_t kLow = 0xFFFFFFFFu;
   for (int lane = 0; lane < N; ++lane) {
-    uint64_t c0 = c[0][lane], c1 = c[1][lane], c2 = c[2][lane], c3 = c[3][lane];
-    uint32_t k0 = key0, k1 = key1;
-    for (int round = 0; round < 10; ++round) {
-      const uint64_t p0 = kMul0 * uint64_t(uint32_t(c0));  // a 32 x 32 -> 64-bit product
-      const uint64_t p1 = kMul1 * uint64_t(uint32_t(c2));
-      c0 = (p1 >> 32) ^ c1 ^ k0;
-      c1 = p1 & kLow;
-      c2 = (p0 >> 32) ^ c3 ^ k1;
-      c3 = p0 & kLow;
-      k0 += kWeyl0;
-      k1 += kWeyl1;
-    }
+    uint32_t c0 = uint32_t(c[0][lane]), c1 = uint32_t(c[1][lane]), c2 = uint32_t(c[2][lane]),
+             c3 = uint32_t(c[3][lane]);
+    philox_rounds(c0, c1, c2, c3, key0, key1);
     c[0][lane] = c0;
     c[1][lane] = c1;
     c[2][lane] = c2;
@@ -85,66 +108,67 @@ AEVB_HOST_DEVICE void philox4x32_10(uint64_t (&c)[4][N], uint32_t key0, uint32_t
 }
 
 // Natural log for u in [2^-25, 1]: the Cephes single-precision polynomial on [sqrt(1/2), sqrt(2)).
-AEVB_HOST_DEVICE float log_unit_interval(float u) {
+template <typename F, typename U>
+AEVB_HOST_DEVICE F log_unit_interval(F u) {
   // u = m * 2^exponent with m in [sqrt(1/2), sqrt(2)), found by integer arithmetic on the bits
-  // (no branches, so that the lane loop vectorises).
+  // (no branches, so that it runs on vector lanes).
   constexpr uint32_t kSqrtHalfBits = 0x3f3504f3u, kOneBits = 0x3f800000u;
-  const uint32_t shifted = float_bits(u) + (kOneBits - kSqrtHalfBits);
-  const int exponent = int(shifted >> 23) - 127;
-  const float m = bits_float((shifted & 0x007fffffu) + kSqrtHalfBits);
-  const float x = add_rn(m, -1.0f);
-  const float z = mul_rn(x, x);
-  float y = 7.0376836292e-2f;
-  y = add_rn(mul_rn(y, x), -1.1514610310e-1f);
-  y = add_rn(mul_rn(y, x), 1.1676998740e-1f);
-  y = add_rn(mul_rn(y, x), -1.2420140846e-1f);
-  y = add_rn(mul_rn(y, x), 1.4249322787e-1f);
-  y = add_rn(mul_rn(y, x), -1.6668057665e-1f);
-  y = add_rn(mul_rn(y, x), 2.0000714765e-1f);
-  y = add_rn(mul_rn(y, x), -2.4999993993e-1f);
-  y = add_rn(mul_rn(y, x), 3.3333331174e-1f);
+  const U shifted = float_bits(u) + U(kOneBits - kSqrtHalfBits);
+  const F e = int_to_float((shifted >> 23) - U(127u));  // the exponent
+  const F m = bits_float((shifted & U(0x007fffffu)) + U(kSqrtHalfBits));
+  const F x = add_rn(m, F(-1.0f));
+  const F z = mul_rn(x, x);
+  F y = F(7.0376836292e-2f);
+  y = add_rn(mul_rn(y, x), F(-1.1514610310e-1f));
+  y = add_rn(mul_rn(y, x), F(1.1676998740e-1f));
+  y = add_rn(mul_rn(y, x), F(-1.2420140846e-1f));
+  y = add_rn(mul_rn(y, x), F(1.4249322787e-1f));
+  y = add_rn(mul_rn(y, x), F(-1.6668057665e-1f));
+  y = add_rn(mul_rn(y, x), F(2.0000714765e-1f));
+  y = add_rn(mul_rn(y, x), F(-2.4999993993e-1f));
+  y = add_rn(mul_rn(y, x), F(3.3333331174e-1f));
   y = mul_rn(mul_rn(y, x), z);
-  const float e = float(exponent);
-  y = add_rn(y, mul_rn(e, -2.12194440e-4f));
-  y = add_rn(y, mul_rn(-0.5f, z));
-  return add_rn(add_rn(x, y), mul_rn(e, 0.693359375f));
+  y = add_rn(y, mul_rn(e, F(-2.12194440e-4f)));
+  y = add_rn(y, mul_rn(F(-0.5f), z));
+  return add_rn(add_rn(x, y), mul_rn(e, F(0.693359375f)));
 }
 
 // cos(2 pi v) and sin(2 pi v) for v in [0, 1): reduce to the nearest quarter turn, then Taylor
 // polynomials on |x| <= pi/4 (truncation error below 3e-8).
-AEVB_HOST_DEVICE void sincos_turns(float v, float& cos_out, float& sin_out) {
-  const int quarter = int(add_rn(mul_rn(v, 4.0f), 0.5f));  // 0..4
-  const float x = mul_rn(add_rn(v, mul_rn(float(quarter), -0.25f)), 6.28318530718f);
-  const float x2 = mul_rn(x, x);
-  float s = 2.75573192240e-6f;
-  s = add_rn(mul_rn(s, x2), -1.98412698413e-4f);
-  s = add_rn(mul_rn(s, x2), 8.33333333333e-3f);
-  s = add_rn(mul_rn(s, x2), -1.66666666667e-1f);
-  const float sin_x = add_rn(x, mul_rn(mul_rn(s, x2), x));
-  float c = 2.48015873016e-5f;
-  c = add_rn(mul_rn(c, x2), -1.38888888889e-3f);
-  c = add_rn(mul_rn(c, x2), 4.16666666667e-2f);
-  c = add_rn(mul_rn(c, x2), -0.5f);
-  const float cos_x = add_rn(mul_rn(c, x2), 1.0f);
-  // angle = quarter * pi/2 + x: swap for odd quarters, then flip signs (branch-free, so that the
-  // lane loop vectorises): cos is negative in quarters 1 and 2, sin in quarters 2 and 3.
-  const uint32_t q = uint32_t(quarter);
-  const uint32_t odd = 0u - (q & 1u);  // all ones in odd quarters
-  const uint32_t cos_bits = float_bits(cos_x), sin_bits = float_bits(sin_x);
-  const uint32_t cos_abs = (sin_bits & odd) | (cos_bits & ~odd);
-  const uint32_t sin_abs = (cos_bits & odd) | (sin_bits & ~odd);
-  cos_out = bits_float(cos_abs ^ (((q + 1u) & 2u) << 30));
-  sin_out = bits_float(sin_abs ^ ((q & 2u) << 30));
+template <typename F, typename U>
+AEVB_HOST_DEVICE void sincos_turns(F v, F& cos_out, F& sin_out) {
+  const U q = float_to_int(add_rn(mul_rn(v, F(4.0f)), F(0.5f)));  // the quarter, 0..4
+  const F x = mul_rn(add_rn(v, mul_rn(int_to_float(q), F(-0.25f))), F(6.28318530718f));
+  const F x2 = mul_rn(x, x);
+  F s = F(2.75573192240e-6f);
+  s = add_rn(mul_rn(s, x2), F(-1.98412698413e-4f));
+  s = add_rn(mul_rn(s, x2), F(8.33333333333e-3f));
+  s = add_rn(mul_rn(s, x2), F(-1.66666666667e-1f));
+  const F sin_x = add_rn(x, mul_rn(mul_rn(s, x2), x));
+  F c = F(2.48015873016e-5f);
+  c = add_rn(mul_rn(c, x2), F(-1.38888888889e-3f));
+  c = add_rn(mul_rn(c, x2), F(4.16666666667e-2f));
+  c = add_rn(mul_rn(c, x2), F(-0.5f));
+  const F cos_x = add_rn(mul_rn(c, x2), F(1.0f));
+  // angle = quarter * pi/2 + x: swap for odd quarters, then flip signs (branch-free):
+  // cos is negative in quarters 1 and 2, sin in quarters 2 and 3.
+  const U odd = U(0u) - (q & U(1u));  // all ones in odd quarters
+  const U cos_bits = float_bits(cos_x), sin_bits = float_bits(sin_x);
+  const U cos_abs = (sin_bits & odd) | (cos_bits & ~odd);
+  const U sin_abs = (cos_bits & odd) | (sin_bits & ~odd);
+  cos_out = bits_float(cos_abs ^ (((q + U(1u)) & U(2u)) << 30));
+  sin_out = bits_float(sin_abs ^ ((q & U(2u)) << 30));
 }
 
 // Two standard normals from two 32-bit words (Box-Muller).
-AEVB_HOST_DEVICE void box_muller(uint32_t a, uint32_t b, float& n0, float& n1) {
-  // 24 random bits each (converted through int32, which vector units convert directly).
-  const float u = add_rn(mul_rn(float(int32_t(a >> 8)), 5.9604644775390625e-8f), 2.98023223876953125e-8f);  // (0, 1)
-  const float v = mul_rn(float(int32_t(b >> 8)), 5.9604644775390625e-8f);  // [0, 1)
-  const float radius = ::sqrtf(mul_rn(-2.0f, log_unit_interval(u)));
-  float c, s;
-  sincos_turns(v, c, s);
+template <typename F, typename U>
+AEVB_HOST_DEVICE void box_muller(U a, U b, F& n0, F& n1) {
+  // 24 random bits each.
+  const F u = add_rn(mul_rn(int_to_float(a >> 8), F(5.9604644775390625e-8f)), F(2.98023223876953125e-8f));  // (0, 1)
+  const F v = mul_rn(int_to_float(b >> 8), F(5.9604644775390625e-8f));  // [0, 1)
+  const F radius = sqrt_rn(mul_rn(F(-2.0f), log_unit_interval<F, U>(u)));
+  F c, s;
+  sincos_turns<F, U>(v, c, s);
   n0 = mul_rn(radius, c);
   n1 = mul_rn(radius, s);
 }
@@ -166,8 +190,8 @@ AEVB_HOST_DEVICE void philox_normals(PhiloxSeed seed, uint64_t counter, float (&
   }
   philox4x32_10<N>(c, uint32_t(seed.key), uint32_t(seed.key >> 32));
   for (int lane = 0; lane < N; ++lane) {
-    box_muller(uint32_t(c[0][lane]), uint32_t(c[1][lane]), out[0][lane], out[1][lane]);
-    box_muller(uint32_t(c[2][lane]), uint32_t(c[3][lane]), out[2][lane], out[3][lane]);
+    box_muller<float, uint32_t>(uint32_t(c[0][lane]), uint32_t(c[1][lane]), out[0][lane], out[1][lane]);
+    box_muller<float, uint32_t>(uint32_t(c[2][lane]), uint32_t(c[3][lane]), out[2][lane], out[3][lane]);
   }
 }
 
@@ -182,7 +206,8 @@ AEVB_HOST_DEVICE float normal_at(PhiloxSeed seed, uint64_t element) {
   philox4x32_10<1>(c, uint32_t(seed.key), uint32_t(seed.key >> 32));
   float n0, n1;
   const bool high_pair = (word & 2) != 0;
-  box_muller(uint32_t(high_pair ? c[2][0] : c[0][0]), uint32_t(high_pair ? c[3][0] : c[1][0]), n0, n1);
+  box_muller<float, uint32_t>(uint32_t(high_pair ? c[2][0] : c[0][0]),
+                             uint32_t(high_pair ? c[3][0] : c[1][0]), n0, n1);
   return (word & 1) ? n1 : n0;
 }
 
@@ -219,7 +244,8 @@ AEVB_HOST_DEVICE void group_normals(PhiloxSeed seed, uint64_t first, float (&out
     AEVB_UNROLL
     for (int k = 0; k < 4; ++k) {
       float n0, n1;
-      box_muller(uint32_t(words[p / 2][2 * (p % 2)][k]), uint32_t(words[p / 2][2 * (p % 2) + 1][k]), n0, n1);
+      box_muller<float, uint32_t>(uint32_t(words[p / 2][2 * (p % 2)][k]),
+                                  uint32_t(words[p / 2][2 * (p % 2) + 1][k]), n0, n1);
       AEVB_UNROLL
       for (int w = 0; w < 4; ++w) {
         if (w0 + w == 2 * p) out[w][k] = n0;

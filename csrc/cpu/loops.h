@@ -14,6 +14,7 @@
 
 #include "common/math.h"
 #include "common/philox.h"
+#include "cpu/simd_lanes.h"
 
 namespace aevb_fast {
 inline namespace CPU_CAPABILITY {
@@ -156,14 +157,13 @@ struct NoiseStream {
       const int64_t count = std::min<int64_t>(kNoiseBlock - start, n - i);
       if constexpr (std::is_same_v<acc, float>) {
         if (count == kNoiseBlock) {  // a whole block: straight into the output
-          philox_normals<kNoiseLanes>(seed, uint64_t(b) * kNoiseLanes,
-                                      *reinterpret_cast<float(*)[4][kNoiseLanes]>(out + i));
+          noise_block(seed, uint64_t(b) * kNoiseLanes, *reinterpret_cast<float(*)[4][kNoiseLanes]>(out + i));
           i += count;
           continue;
         }
       }
       if (b != cached) {
-        philox_normals<kNoiseLanes>(seed, uint64_t(b) * kNoiseLanes, block);
+        noise_block(seed, uint64_t(b) * kNoiseLanes, block);
         cached = b;
       }
       std::copy_n(&block[0][0] + start, count, out + i);
