@@ -4,9 +4,10 @@
 //           grad_logvar = sigma / 2 * sum_l grad_z * eps + grad_kl * (exp(logvar) - 1) / 2
 // The noise is either given or regenerated from the seed (it is never stored).
 //
-// Each thread takes a range of rows and works through it in groups of rows of about kGroup
-// elements: the elementwise work runs over a group's flat range once per sample l (contiguous in
-// mu, logvar and in z[l]), so that the noise of each sample is drawn in order.
+// Each thread takes a range of rows and works through its flat range of mu and logvar in tiles
+// of kTile elements, whole vectors even when rows are short (a latent of 20 would otherwise be
+// one vector and a scalar tail per row). A tile visits every sample l (z[l] holds the same
+// elements) with one noise stream per sample, so that each sample's noise is drawn in order.
 #include <vector>
 
 #include "cpu/kernel_table.h"
@@ -17,10 +18,23 @@ inline namespace CPU_CAPABILITY {
 namespace cpu {
 namespace {
 
-constexpr int64_t kGroup = 16 * kTile;
+// Calls f(row, i, m) for each row that flat elements [first, first + n) of rows of `cols`
+// overlap: its elements are i .. i + m - 1 of that range.
+template <typename F>
+inline void for_each_row_segment(int64_t first, int64_t n, int64_t cols, const F& f) {
+  for (int64_t i = 0, r = first / cols, j = first % cols; i < n; ++r, j = 0) {
+    const int64_t m = std::min(cols - j, n - i);
+    f(r, i, m);
+    i += m;
+  }
+}
 
-// Rows per group: about kGroup elements, at least one row.
-inline int64_t group_rows(int64_t cols) { return std::max<int64_t>(1, kGroup / std::max<int64_t>(cols, 1)); }
+template <typename acc>
+inline acc sum_of(const acc* p, int64_t n) {
+  RowSum<acc> sum;
+  vectorized_loop<acc>(n, [&](auto t, int64_t i) { sum.add(load<decltype(t)>(p + i)); });
+  return sum.total();
+}
 
 // The noise of flat elements [first, first + n): the given eps, or drawn from the stream.
 template <typename scalar_t>
@@ -52,36 +66,32 @@ void sample_forward_typed(const at::Tensor& mu_t, const at::Tensor& logvar_t, co
     InputTile<scalar_t> mu_tile, logvar_tile;
     NoiseTile<scalar_t> noise_tile;
     OutputTile<scalar_t> z_tile;
-    for (int64_t g0 = r0; g0 < r1; g0 += group_rows(cols)) {
-      const int64_t g1 = std::min(r1, g0 + group_rows(cols));
-      for (int64_t r = g0; kl_p != nullptr && r < g1; ++r) {
-        RowSum<acc> kl;
-        for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-          const int64_t n = std::min(kTile, cols - j0);
-          const acc* mu = mu_tile.load(mu_p + r * cols + j0, n);
-          const acc* logvar = logvar_tile.load(logvar_p + r * cols + j0, n);
-          vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-            using T = decltype(t);
-            kl.add(twice_kl_term(load<T>(mu + i), load<T>(logvar + i)));
-          });
-        }
-        kl_p[r] = acc(0.5) * kl.total();
+    alignas(64) acc sigma[kTile];
+    alignas(64) acc kl_terms[kTile];
+    std::vector<NoiseStream<acc>> streams(samples, NoiseStream<acc>(seed));
+    if (kl_p != nullptr) std::fill(kl_p + r0, kl_p + r1, acc(0));
+    for (int64_t p = r0 * cols; p < r1 * cols; p += kTile) {
+      const int64_t n = std::min(kTile, r1 * cols - p);
+      const acc* mu = mu_tile.load(mu_p + p, n);
+      const acc* logvar = logvar_tile.load(logvar_p + p, n);
+      vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+        using T = decltype(t);
+        const T lv = load<T>(logvar + i);
+        if (samples > 0) store(std_from_logvar(lv), sigma + i);
+        if (kl_p != nullptr) store(T(0.5) * twice_kl_term(load<T>(mu + i), lv), kl_terms + i);
+      });
+      if (kl_p != nullptr) {
+        for_each_row_segment(p, n, cols, [&](int64_t r, int64_t i, int64_t m) { kl_p[r] += sum_of(kl_terms + i, m); });
       }
       for (int64_t l = 0; l < samples; ++l) {
-        NoiseStream<acc> stream(seed);
         const int64_t z_offset = l * rows * cols;
-        for (int64_t p0 = g0 * cols; p0 < g1 * cols; p0 += kTile) {
-          const int64_t n = std::min(kTile, g1 * cols - p0);
-          const acc* mu = mu_tile.load(mu_p + p0, n);
-          const acc* logvar = logvar_tile.load(logvar_p + p0, n);
-          const acc* eps = noise_tile.get(eps_p, stream, z_offset + p0, n);
-          acc* z = z_tile.begin(z_p + z_offset + p0, n);
-          vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-            using T = decltype(t);
-            store(load<T>(mu + i) + std_from_logvar(load<T>(logvar + i)) * load<T>(eps + i), z + i);
-          });
-          z_tile.finish();
-        }
+        const acc* eps = noise_tile.get(eps_p, streams[l], z_offset + p, n);
+        acc* z = z_tile.begin(z_p + z_offset + p, n);
+        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+          using T = decltype(t);
+          store(load<T>(mu + i) + load<T>(sigma + i) * load<T>(eps + i), z + i);
+        });
+        z_tile.finish();
       }
     }
   });
@@ -107,61 +117,53 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
     InputTile<scalar_t> mu_tile, logvar_tile, grad_z_tile;
     NoiseTile<scalar_t> noise_tile;
     OutputTile<scalar_t> grad_mu_tile, grad_logvar_tile;
-    // Per group: sum_l grad_z and sum_l grad_z * eps.
-    const int64_t group_size = group_rows(cols) * cols;
-    std::vector<acc> sum_grad(samples > 0 ? group_size : 0), sum_grad_eps(sum_grad.size());
-    for (int64_t g0 = r0; g0 < r1; g0 += group_rows(cols)) {
-      const int64_t g1 = std::min(r1, g0 + group_rows(cols));
-      const int64_t first = g0 * cols, count = (g1 - g0) * cols;
-      if (samples > 0) {
-        std::fill_n(sum_grad.begin(), count, acc(0));
-        std::fill_n(sum_grad_eps.begin(), count, acc(0));
-      }
+    // Per tile: sum_l grad_z, sum_l grad_z * eps, and grad_kl[r] spread over row r's elements.
+    alignas(64) acc sum_grad[kTile];
+    alignas(64) acc sum_grad_eps[kTile];
+    alignas(64) acc grad_kl_spread[kTile];
+    std::vector<NoiseStream<acc>> streams(samples, NoiseStream<acc>(seed));
+    for (int64_t p = r0 * cols; p < r1 * cols; p += kTile) {
+      const int64_t n = std::min(kTile, r1 * cols - p);
+      std::fill_n(sum_grad, n, acc(0));
+      std::fill_n(sum_grad_eps, n, acc(0));
       for (int64_t l = 0; l < samples; ++l) {
-        NoiseStream<acc> stream(seed);
         const int64_t z_offset = l * rows * cols;
-        for (int64_t p0 = 0; p0 < count; p0 += kTile) {
-          const int64_t n = std::min(kTile, count - p0);
-          const acc* grad_z = grad_z_tile.load(grad_z_p + z_offset + first + p0, n);
-          const acc* eps = noise_tile.get(eps_p, stream, z_offset + first + p0, n);
-          acc* sg = sum_grad.data() + p0;
-          acc* sge = sum_grad_eps.data() + p0;
-          vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-            using T = decltype(t);
-            const T g = load<T>(grad_z + i);
-            store(load<T>(sg + i) + g, sg + i);
-            store(load<T>(sge + i) + g * load<T>(eps + i), sge + i);
-          });
-        }
+        const acc* grad_z = grad_z_tile.load(grad_z_p + z_offset + p, n);
+        const acc* eps = noise_tile.get(eps_p, streams[l], z_offset + p, n);
+        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+          using T = decltype(t);
+          const T g = load<T>(grad_z + i);
+          store(load<T>(sum_grad + i) + g, sum_grad + i);
+          store(load<T>(sum_grad_eps + i) + g * load<T>(eps + i), sum_grad_eps + i);
+        });
       }
-      // Row by row, so that grad_kl[r] is one broadcast value.
-      for (int64_t r = g0; r < g1; ++r) {
-        const acc grad_kl = grad_kl_p != nullptr ? grad_kl_p[r] : acc(0);
-        for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-          const int64_t n = std::min(kTile, cols - j0), p = r * cols + j0;
-          const acc* mu = mu_tile.load(mu_p + p, n);
-          const acc* logvar = logvar_tile.load(logvar_p + p, n);
-          const acc* sg = samples > 0 ? sum_grad.data() + (p - first) : nullptr;
-          const acc* sge = samples > 0 ? sum_grad_eps.data() + (p - first) : nullptr;
-          acc* grad_mu = grad_mu_tile.begin(grad_mu_p + p, n);
-          acc* grad_logvar = grad_logvar_tile.begin(grad_logvar_p + p, n);
-          vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-            using T = decltype(t);
-            const T lv = load<T>(logvar + i);
-            const T gkl = T(grad_kl);
-            T g_mu = gkl * load<T>(mu + i);
-            T g_lv = gkl * kl_grad_logvar(lv);
-            if (samples > 0) {
-              g_mu = g_mu + load<T>(sg + i);
-              g_lv = g_lv + T(0.5) * std_from_logvar(lv) * load<T>(sge + i);
-            }
-            store(g_mu, grad_mu + i);
-            store(g_lv, grad_logvar + i);
-          });
-          grad_mu_tile.finish();
-          grad_logvar_tile.finish();
-        }
+      if (grad_kl_p != nullptr) {
+        for_each_row_segment(p, n, cols, [&](int64_t r, int64_t i, int64_t m) {
+          std::fill_n(grad_kl_spread + i, m, grad_kl_p[r]);
+        });
       }
+      const acc* mu = mu_tile.load(mu_p + p, n);
+      const acc* logvar = logvar_tile.load(logvar_p + p, n);
+      acc* grad_mu = grad_mu_tile.begin(grad_mu_p + p, n);
+      acc* grad_logvar = grad_logvar_tile.begin(grad_logvar_p + p, n);
+      vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+        using T = decltype(t);
+        const T lv = load<T>(logvar + i);
+        T g_mu = T(0), g_lv = T(0);
+        if (grad_kl_p != nullptr) {
+          const T gkl = load<T>(grad_kl_spread + i);
+          g_mu = gkl * load<T>(mu + i);
+          g_lv = gkl * kl_grad_logvar(lv);
+        }
+        if (samples > 0) {
+          g_mu = g_mu + load<T>(sum_grad + i);
+          g_lv = g_lv + T(0.5) * std_from_logvar(lv) * load<T>(sum_grad_eps + i);
+        }
+        store(g_mu, grad_mu + i);
+        store(g_lv, grad_logvar + i);
+      });
+      grad_mu_tile.finish();
+      grad_logvar_tile.finish();
     }
   });
 }
