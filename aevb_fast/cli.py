@@ -67,8 +67,12 @@ def cmd_bench(args) -> int:
         print("speed-ups are ratios of medians measured side by side in this run (higher is better)")
         if args.save or args.out:
             path = Path(args.out) if args.out else bench.results_path(device)
-            bench.save(rows, path)
-            print(f"appended {len(rows)} rows to {path}")
+            try:
+                replaced, added = bench.save(rows, path)
+            except ValueError as error:
+                print(f"aevb-fast bench: {error}", file=sys.stderr)
+                return 2
+            print(f"{path}: {added} rows added, {replaced} replaced (same case, device, threads and versions)")
     return 0
 
 
@@ -84,8 +88,12 @@ def _bench_train(args, devices: list[str]) -> int:
         print(bench_train.format_table(rows))
         if args.save or args.out:
             path = Path(args.out) if args.out else bench.results_path(device).with_name("train.jsonl")
-            bench.save(rows, path)
-            print(f"appended {len(rows)} rows to {path}")
+            try:
+                replaced, added = bench.save(rows, path)
+            except ValueError as error:
+                print(f"aevb-fast bench: {error}", file=sys.stderr)
+                return 2
+            print(f"{path}: {added} rows added, {replaced} replaced (same case, device, threads and versions)")
     return 0
 
 
@@ -272,8 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--min-time", type=float, default=0.02, help="seconds per timed round")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--save", action="store_true",
-                       help="append the rows to benchmarks/results/<device>/ops.jsonl")
-    bench.add_argument("--out", default="", help="append the rows to this JSON-lines file instead")
+                       help="write the rows into benchmarks/results/<device>/ops.jsonl (train.jsonl with --train); "
+                            "a row of the same case, device, threads and versions replaces the old one")
+    bench.add_argument("--out", default="", help="write the rows into this JSON-lines file instead (same rule)")
     bench.set_defaults(func=cmd_bench)
 
     train = sub.add_parser(

@@ -1,4 +1,4 @@
-"""PNG plots of the recorded benchmark results, from the latest run of each device and dtype:
+"""PNG plots of the recorded benchmark results, from the newest row of each case, device and dtype:
 
 - results/<device>/speedup_<dtype>.png: speed-up of the fused op against eager and compiled
   PyTorch vs batch size, forward+backward, one panel per op (and L);
@@ -30,17 +30,19 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def latest_runs(path: Path) -> dict[str, list[dict]]:
-    """The forward+backward rows of the most recent run of each dtype in one ops results file
-    (a run is the rows saved with one date stamp)."""
-    by_dtype: dict[str, list[dict]] = defaultdict(list)
+    """The forward+backward rows of one ops results file by dtype: the newest row of each case
+    (op, L, batch), so that a run of a few cases updates the plot without hiding the others."""
+    newest: dict[tuple, dict] = {}
     for row in read_rows(path):
-        if row.get("mode", "forward+backward") == "forward+backward":
-            by_dtype[row["dtype"]].append(row)
-    latest = {}
-    for dtype, rows in by_dtype.items():
-        last_date = max(r["date"] for r in rows)
-        latest[dtype] = [r for r in rows if r["date"] == last_date]
-    return latest
+        if row.get("mode", "forward+backward") != "forward+backward":
+            continue
+        key = (row["dtype"], row["op"], row.get("samples", 1), row["batch"])
+        if key not in newest or row["date"] >= newest[key]["date"]:
+            newest[key] = row
+    by_dtype: dict[str, list[dict]] = defaultdict(list)
+    for (dtype, *_), row in sorted(newest.items(), key=lambda item: str(item[0])):
+        by_dtype[dtype].append(row)
+    return dict(by_dtype)
 
 
 def _panels(rows: list[dict]) -> list[tuple[str, int]]:
@@ -109,8 +111,12 @@ def plot_train(path: Path) -> Path | None:
     rows = read_rows(path)
     if not rows:
         return None
+    newest: dict[int, dict] = {}
+    for r in rows:  # the newest row of each batch size
+        if r["batch"] not in newest or r["date"] >= newest[r["batch"]]["date"]:
+            newest[r["batch"]] = r
+    rows = [newest[b] for b in sorted(newest)]
     last = max(r["date"] for r in rows)
-    rows = sorted((r for r in rows if r["date"] == last), key=lambda r: r["batch"])
     batches = [r["batch"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     for provider in rows[0]["timing"]:

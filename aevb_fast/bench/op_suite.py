@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
 import math
 import platform
 import statistics
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .. import ops, reference
+from .harness import Clock, interleaved, spread, upsert
 
 PROVIDERS = ("aevb_fast", "eager", "compiled")
 MODES = ("forward", "backward", "forward+backward")
@@ -177,39 +176,9 @@ def _check(case: Case, step_by_provider: dict[str, Callable]) -> None:
         t.grad = None
 
 
-class _Clock:
-    """Accumulates the time of timed sections: CUDA events on a GPU, perf_counter on the CPU."""
-
-    def __init__(self, cuda: bool):
-        self.cuda, self.seconds, self.events = cuda, 0.0, []
-
-    def start(self):
-        if self.cuda:
-            self.events.append(torch.cuda.Event(enable_timing=True))
-            self.events[-1].record()
-        else:
-            self.t0 = time.perf_counter()
-
-    def stop(self):
-        if self.cuda:
-            self.events.append(torch.cuda.Event(enable_timing=True))
-            self.events[-1].record()
-        else:
-            self.seconds += time.perf_counter() - self.t0
-
-    def total(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-            pairs = zip(self.events[::2], self.events[1::2])
-            return sum(a.elapsed_time(b) for a, b in pairs) / 1e3
-        return self.seconds
-
-
 def _time(step: Callable, case: Case, iterations: int, mode: str = "forward+backward") -> float:
     """Seconds per call of the mode's part of a training step (the rest runs untimed)."""
-    clock = _Clock(case.inputs[0].is_cuda)
-    if clock.cuda:
-        torch.cuda.synchronize()
+    clock = Clock(case.inputs[0].is_cuda)
     for _ in range(iterations):
         for t in case.inputs:
             t.grad = None
@@ -249,22 +218,8 @@ def copy_bandwidth(device: str, megabytes: int = 256, repeats: int = 20) -> floa
 def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: float,
                mode: str = "forward+backward") -> dict:
     _check(case, steps)
-    for step in steps.values():  # warm-up (and compilation)
-        _time(step, case, 2)
-    # Enough iterations that one measurement of the slowest provider lasts min_time.
-    slowest = max(_time(step, case, 1, mode) for step in steps.values())
-    iterations = max(1, int(min_time / max(slowest, 1e-7)))
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():  # interleaved
-            samples[name].append(_time(step, case, iterations, mode))
-    return {name: timing_summary(times) for name, times in samples.items()}
-
-
-def timing_summary(times: list[float]) -> dict[str, float]:
-    """Median and the 20th and 80th percentiles of repeated timings (seconds)."""
-    q = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
-    return {"median_s": statistics.median(times), "p20_s": q[0], "p80_s": q[3]}
+    measures = {name: functools.partial(_time, step, case, mode=mode) for name, step in steps.items()}
+    return interleaved(measures, repeats, min_time)
 
 
 def keep_freed_memory() -> bool:
@@ -307,7 +262,7 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: lis
                 memory[name]["peak_bytes"] = peak_cuda_bytes(step, case)
         width = latent if op in OPS[:3] else data
         rows.append({
-            "op": op, "mode": mode, "batch": batch, "samples": L, "memory": memory,
+            "suite": "ops", "op": op, "mode": mode, "batch": batch, "samples": L, "memory": memory,
             "shape": [batch, width], "dtype": str(dtype).removeprefix("torch."),
             "device": device_name(device), "threads": torch.get_num_threads(), "timing": timing,
             "speedup_vs_eager": timing["eager"]["median_s"] / timing["aevb_fast"]["median_s"],
@@ -343,31 +298,24 @@ def results_path(device: str, root: Path = Path("benchmarks/results")) -> Path:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = (f"{'op':<20} {'L':>2} {'dtype':<9} {'mode':<17} {'batch':>8} {'aevb_fast':>11} {'eager':>11} {'compiled':>11} "
+    header = (f"{'op':<20} {'L':>2} {'dtype':<9} {'mode':<17} {'batch':>8} {'aevb_fast':>15} {'eager':>15} {'compiled':>15} "
               f"{'vs eager':>9} {'vs compiled':>12} {'GB/s':>7} {'of copy':>8} {'saved MB':>9} {'eager MB':>9}")
     lines = [header, "-" * len(header)]
     for r in rows:
         t, m = r["timing"], r["memory"]
         lines.append(
-            f"{r['op']:<20} {r.get('samples', 1):>2} {r['dtype']:<9} {r['mode']:<17} {r['batch']:>8} {t['aevb_fast']['median_s'] * 1e3:>9.3f}ms "
-            f"{t['eager']['median_s'] * 1e3:>9.3f}ms {t['compiled']['median_s'] * 1e3:>9.3f}ms "
+            f"{r['op']:<20} {r.get('samples', 1):>2} {r['dtype']:<9} {r['mode']:<17} {r['batch']:>8} "
+            + " ".join(f"{spread(t[p]):>15}" for p in PROVIDERS) + " "
             f"{r['speedup_vs_eager']:>8.2f}x {r['speedup_vs_compiled']:>11.2f}x "
             f"{r['gbps']:>7.1f} {100 * r['bandwidth_share']:>7.0f}% "
             f"{m['aevb_fast']['saved_bytes'] / 2**20:>9.2f} {m['eager']['saved_bytes'] / 2**20:>9.2f}"
         )
     if rows:
+        lines.append("times: median +- half the p20-p80 range, relative to the median")
         lines.append(f"copy bandwidth measured in this run: {rows[0]['copy_gbps']:.1f} GB/s")
     return "\n".join(lines)
 
 
-def save(rows: list[dict], path: Path) -> None:
-    """Appends the rows, stamped with versions and date, to a JSON-lines file."""
-    from .. import build_info
-
-    info = build_info()
-    stamp = {"torch": torch.__version__, "aevb_fast": info["version"], "cpu_isa": info["cpu_isa"],
-             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        for r in rows:
-            f.write(json.dumps({**r, **stamp}) + "\n")
+def save(rows: list[dict], path: Path) -> tuple[int, int]:
+    """Upserts the rows into a results file (harness.upsert): (rows replaced, rows added)."""
+    return upsert(rows, path)

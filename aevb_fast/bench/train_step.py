@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import time
 from typing import Callable
 
@@ -25,7 +26,8 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from tqdm import tqdm
 
 from .. import ops, reference
-from .op_suite import device_name, timing_summary
+from .harness import interleaved, spread
+from .op_suite import device_name
 from ..models import VAE
 
 PROVIDERS = ("fused", "reference", "compiled", "fused+compiled")
@@ -150,15 +152,8 @@ def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent
         x = torch.rand(batch, DATA, device=device).bernoulli()
         steps = {name: Step(name, model) for name in PROVIDERS}
         check(steps, x, latent)
-        for step in steps.values():  # warm-up and compilation
-            _time(step, x, 2)
-        slowest = max(_time(step, x, 1) for step in steps.values())
-        iterations = max(1, int(min_time / slowest))
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(repeats):
-            for name, step in steps.items():  # interleaved
-                times[name].append(_time(step, x, iterations))
-        timing = {name: timing_summary(t) for name, t in times.items()}
+        measures = {name: functools.partial(_time, step, x) for name, step in steps.items()}
+        timing = interleaved(measures, repeats, min_time)
         for summary in timing.values():
             summary["samples_per_s"] = batch / summary["median_s"]
         shares = {name: profile_shares(steps[name], x) for name in ("fused", "reference")}
@@ -181,7 +176,10 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{r['batch']:>7} " + " ".join(f"{t[p]['samples_per_s']:>18,.0f}" for p in PROVIDERS)
                      + f" {r['fused_vs_reference']:>12.2f}x {100 * s['fused']['elbo']:>16.1f}% "
                      f"{100 * s['reference']['elbo']:>14.1f}%")
-    lines.append("samples/s from the median step time; shares of the step's wall time from the profiler:")
+    lines.append("samples/s from the median step time; step time median +- half its p20-p80 range: "
+                 + "; ".join(f"batch {r['batch']}: " + ", ".join(f"{p} {spread(r['timing'][p])}" for p in PROVIDERS)
+                             for r in rows))
+    lines.append("shares of the step's wall time from the profiler:")
     for r in rows:
         for name, shares in r["profile_shares"].items():
             parts = ", ".join(f"{k} {100 * v:.1f}%" for k, v in shares.items())

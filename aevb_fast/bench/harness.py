@@ -1,0 +1,121 @@
+"""The one timing harness of the benchmark suites (op_suite and train_step): warm-up, calibration,
+providers interleaved round by round, medians with their 20th and 80th percentiles, and results
+files whose rows are upserted by key (a re-run replaces its rows instead of appending copies)."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+# measure(iterations) -> seconds per iteration, for one provider of one case.
+Measure = Callable[[int], float]
+
+
+class Clock:
+    """Accumulates the time of timed sections: CUDA events on a GPU, perf_counter on the CPU."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.seconds, self.events = cuda, 0.0, []
+        if cuda:
+            torch.cuda.synchronize()
+
+    def start(self):
+        if self.cuda:
+            self.events.append(torch.cuda.Event(enable_timing=True))
+            self.events[-1].record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self):
+        if self.cuda:
+            self.events.append(torch.cuda.Event(enable_timing=True))
+            self.events[-1].record()
+        else:
+            self.seconds += time.perf_counter() - self.t0
+
+    def total(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            pairs = zip(self.events[::2], self.events[1::2])
+            return sum(a.elapsed_time(b) for a, b in pairs) / 1e3
+        return self.seconds
+
+
+def timing_summary(times: list[float]) -> dict[str, float]:
+    """Median and the 20th and 80th percentiles of repeated timings (seconds)."""
+    q = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
+    return {"median_s": statistics.median(times), "p20_s": q[0], "p80_s": q[3]}
+
+
+def interleaved(measures: dict[str, Measure], repeats: int, min_time: float) -> dict[str, dict[str, float]]:
+    """Times every provider `repeats` times, round by round so that drift on a shared machine hits
+    them alike: two warm-up iterations each (compilation happens there), then as many iterations
+    per measurement as make the slowest provider's last `min_time` seconds."""
+    for measure in measures.values():
+        measure(2)
+    slowest = max(measure(1) for measure in measures.values())
+    iterations = max(1, int(min_time / max(slowest, 1e-7)))
+    times: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(repeats):
+        for name, measure in measures.items():
+            times[name].append(measure(iterations))
+    return {name: timing_summary(t) for name, t in times.items()}
+
+
+def spread(summary: dict[str, float]) -> str:
+    """'1.234ms +-3%': the median and half the p20-p80 range relative to it."""
+    half = (summary["p80_s"] - summary["p20_s"]) / 2 / summary["median_s"]
+    return f"{summary['median_s'] * 1e3:.3f}ms +-{100 * half:.0f}%"
+
+
+# The fields that identify a result: a row saved again with the same values replaces the old one.
+KEY_FIELDS = ("suite", "op", "mode", "batch", "samples", "shape", "dtype", "hidden", "latent",
+              "device", "threads", "torch", "aevb_fast", "cpu_isa", "cpu_allocator")
+
+
+def row_key(row: dict) -> str:
+    return json.dumps([row.get(field) for field in KEY_FIELDS])
+
+
+def upsert(rows: list[dict], path: Path) -> tuple[int, int]:
+    """Writes the rows, stamped with versions and date, into a JSON-lines file: a row with the
+    key of an existing one replaces it, others are added. The file is replaced atomically, and
+    left as it was if it holds a line that is not a row (ValueError). Returns (rows replaced,
+    rows added)."""
+    from .. import build_info
+
+    info = build_info()
+    stamp = {"torch": torch.__version__, "aevb_fast": info["version"], "cpu_isa": info["cpu_isa"],
+             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    new = {}
+    for r in rows:
+        stamped = {**r, **stamp}
+        new[row_key(stamped)] = stamped
+    kept, replaced = [], 0
+    if path.exists():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                old = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}:{number}: not a results row (JSON lines expected); "
+                                 "move the file away or pass --out") from None
+            if row_key(old) in new:
+                replaced += 1
+            else:
+                kept.append(old)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        for r in kept + list(new.values()):
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)
+    return replaced, len(new) - replaced

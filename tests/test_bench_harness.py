@@ -1,0 +1,51 @@
+"""The shared timing harness of the benchmark suites: interleaving, summaries, upserted results."""
+
+import json
+
+import pytest
+
+from aevb_fast.bench import harness
+
+
+def test_interleaved_warms_up_calibrates_and_alternates():
+    calls = []
+
+    def measure(name, seconds):
+        def run(iterations):
+            calls.append((name, iterations))
+            return seconds
+        return run
+
+    timing = harness.interleaved({"a": measure("a", 0.01), "b": measure("b", 0.02)}, repeats=3, min_time=0.1)
+    # Warm-up (2 iterations each), calibration (1 each), then rounds a, b, a, b, a, b with enough
+    # iterations that the slower provider (0.02 s) lasts min_time.
+    assert calls[:4] == [("a", 2), ("b", 2), ("a", 1), ("b", 1)]
+    assert calls[4:] == [("a", 5), ("b", 5)] * 3
+    assert timing["a"]["median_s"] == pytest.approx(0.01) and timing["b"]["p80_s"] == pytest.approx(0.02)
+
+
+def test_timing_summary_and_spread():
+    summary = harness.timing_summary([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert summary["median_s"] == 3.0
+    assert summary["p20_s"] < summary["median_s"] < summary["p80_s"]
+    assert harness.spread({"median_s": 1e-3, "p20_s": 0.9e-3, "p80_s": 1.1e-3}) == "1.000ms +-10%"
+
+
+def test_upsert_replaces_rows_of_the_same_key_and_keeps_the_others(tmp_path):
+    path = tmp_path / "cpu" / "ops.jsonl"
+    row = {"suite": "ops", "op": "gaussian_kl", "mode": "forward", "batch": 100, "dtype": "float32", "value": 1}
+    assert harness.upsert([row], path) == (0, 1)
+    assert harness.upsert([{**row, "value": 2}], path) == (1, 0)  # the same case again: replaced
+    assert harness.upsert([{**row, "batch": 4096}], path) == (0, 1)  # another case: added
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted((r["batch"], r["value"]) for r in rows) == [(100, 2), (4096, 1)]
+    assert all("torch" in r and "date" in r for r in rows)
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_upsert_refuses_a_corrupt_file_without_touching_it(tmp_path):
+    path = tmp_path / "ops.jsonl"
+    path.write_text("not json\n")
+    with pytest.raises(ValueError, match="ops.jsonl:1: not a results row"):
+        harness.upsert([{"op": "x"}], path)
+    assert path.read_text() == "not json\n"
