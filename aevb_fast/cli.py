@@ -65,14 +65,8 @@ def cmd_bench(args) -> int:
                          tuple(args.modes), tuple(args.samples), allocator)
         print(bench.format_table(rows))
         print("speed-ups are ratios of medians measured side by side in this run (higher is better)")
-        if args.save or args.out:
-            path = Path(args.out) if args.out else bench.results_path(device)
-            try:
-                replaced, added = bench.save(rows, path)
-            except ValueError as error:
-                print(f"aevb-fast bench: {error}", file=sys.stderr)
-                return 2
-            print(f"{path}: {added} rows added, {replaced} replaced (same case, device, threads and versions)")
+        if (args.save or args.out) and not _save_rows(rows, Path(args.out) if args.out else bench.results_path(device)):
+            return 2
     return 0
 
 
@@ -86,15 +80,24 @@ def _bench_train(args, devices: list[str]) -> int:
               f"MNIST model D=784, H={args.hidden}, J={args.train_latent}, median of {args.repeats}")
         rows = bench_train.run(sizes, device, args.repeats, hidden=args.hidden, latent=args.train_latent)
         print(bench_train.format_table(rows))
-        if args.save or args.out:
-            path = Path(args.out) if args.out else bench.results_path(device).with_name("train.jsonl")
-            try:
-                replaced, added = bench.save(rows, path)
-            except ValueError as error:
-                print(f"aevb-fast bench: {error}", file=sys.stderr)
-                return 2
-            print(f"{path}: {added} rows added, {replaced} replaced (same case, device, threads and versions)")
+        path = Path(args.out) if args.out else bench.results_path(device).with_name("train.jsonl")
+        if (args.save or args.out) and not _save_rows(rows, path):
+            return 2
     return 0
+
+
+def _save_rows(rows: list[dict], path: Path) -> bool:
+    """Upserts the rows into a results file and says how many were added; a corrupt file is a
+    one-line error (and is left as it was). Returns whether they were saved."""
+    from .bench.harness import upsert
+
+    try:
+        replaced, added = upsert(rows, path)
+    except ValueError as error:
+        print(f"aevb-fast bench: {error}", file=sys.stderr)
+        return False
+    print(f"{path}: {added} rows added, {replaced} replaced (same case, device, threads and versions)")
+    return True
 
 
 def _count(text: str) -> int:

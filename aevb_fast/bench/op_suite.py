@@ -20,14 +20,96 @@ import torch
 from tqdm import tqdm
 
 from .. import ops, reference
-from .harness import Clock, interleaved, spread, upsert
+from .harness import Clock, interleaved, spread
 
 PROVIDERS = ("aevb_fast", "eager", "compiled")
 MODES = ("forward", "backward", "forward+backward")
-OPS = ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")
 
 
-SAMPLING_OPS = ("reparameterize", "sample_and_kl")  # the ops that take num_samples (L)
+class Tensors:
+    """Makes one case's tensors from a seeded generator: `param()` a (B, W) leaf that gets a
+    gradient, `data()` a (B, W) input in [0, 1) that does not, `per_sample()` an (L, B, W)
+    output gradient and `per_row()` a (B,) output gradient in the accumulate dtype."""
+
+    def __init__(self, batch: int, width: int, samples: int, dtype: torch.dtype, device: str):
+        self.shape, self.samples, self.dtype, self.device = (batch, width), samples, dtype, device
+        self.generator = torch.Generator().manual_seed(0)
+
+    def _make(self, shape, dtype, draw=torch.randn) -> torch.Tensor:
+        return draw(shape, generator=self.generator).to(dtype=dtype, device=self.device)
+
+    def param(self) -> torch.Tensor:
+        return self._make(self.shape, self.dtype).requires_grad_()
+
+    def data(self) -> torch.Tensor:
+        return self._make(self.shape, self.dtype, torch.rand)
+
+    def per_sample(self) -> torch.Tensor:
+        return self._make((self.samples, *self.shape), self.dtype)
+
+    def per_row(self) -> torch.Tensor:
+        return self._make(self.shape[:1], ops.accumulate_dtype(self.dtype))
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Bytes of one (B, W) tensor (`n`), of one (B,) accumulated result (`rows`) and of one
+    (L, B, W) sample (`z`)."""
+    n: int
+    rows: int
+    z: int
+
+
+@dataclass(frozen=True)
+class BenchedOp:
+    """One op as the benchmark sees it, described once: its inputs and output gradients, the
+    least bytes a fused forward and backward must move (every input read once, every output
+    written once, noise regenerated and never stored), and whether it draws z (then it takes
+    L, and its check compares the noise's statistics instead of values)."""
+    name: str
+    width: str  # "latent": tensors are (B, J); "data": (B, D)
+    inputs: Callable[[Tensors], list[torch.Tensor]]
+    grads: Callable[[Tensors], list[torch.Tensor]]
+    bytes_moved: Callable[[Sizes], tuple[int, int]]
+    draws_z: bool = False
+
+    def providers(self, samples: int = 1) -> dict[str, Callable]:
+        fused, eager = getattr(ops, self.name), getattr(reference, self.name)
+        if self.draws_z:  # z of shape (L, B, J), like the case's grad_z
+            fused = functools.partial(fused, num_samples=samples)
+            eager = functools.partial(eager, num_samples=samples)
+        compiled = torch.compile(lambda *a: eager(*a), dynamic=False)
+        return {"aevb_fast": _forward_backward(fused), "eager": _forward_backward(eager),
+                "compiled": _forward_backward(compiled)}
+
+
+BENCHED_OPS = {op.name: op for op in (
+    BenchedOp("reparameterize", "latent", draws_z=True,
+              inputs=lambda t: [t.param(), t.param()],  # mu, logvar
+              grads=lambda t: [t.per_sample()],
+              # read mu, logvar, write z | read grad_z, logvar, write grad_mu, grad_logvar
+              bytes_moved=lambda s: (2 * s.n + s.z, s.z + 3 * s.n)),
+    BenchedOp("gaussian_kl", "latent",
+              inputs=lambda t: [t.param(), t.param()],
+              grads=lambda t: [t.per_row()],
+              # read mu, logvar, write kl | read grad_kl, mu, logvar, write grad_mu, grad_logvar
+              bytes_moved=lambda s: (2 * s.n + s.rows, s.rows + 4 * s.n)),
+    BenchedOp("sample_and_kl", "latent", draws_z=True,
+              inputs=lambda t: [t.param(), t.param()],
+              grads=lambda t: [t.per_sample(), t.per_row()],
+              bytes_moved=lambda s: (2 * s.n + s.z + s.rows, s.z + s.rows + 4 * s.n)),
+    BenchedOp("bernoulli_log_prob", "data",
+              inputs=lambda t: [t.data(), t.param()],  # x, logits
+              grads=lambda t: [t.per_row()],
+              # read x, logits, write ll | read grad_ll, x, logits, write grad_logits
+              bytes_moved=lambda s: (2 * s.n + s.rows, 3 * s.n + s.rows)),
+    BenchedOp("gaussian_log_prob", "data",
+              inputs=lambda t: [t.data(), t.param(), t.param()],  # x, mean, logvar
+              grads=lambda t: [t.per_row()],
+              bytes_moved=lambda s: (3 * s.n + s.rows, 5 * s.n + s.rows)),
+)}
+OPS = tuple(BENCHED_OPS)
+SAMPLING_OPS = tuple(name for name, op in BENCHED_OPS.items() if op.draws_z)
 
 
 @dataclass
@@ -43,20 +125,10 @@ class Case:
 
 def bytes_moved(op: str, batch: int, width: int, element: int, accumulate: int,
                 samples: int = 1) -> tuple[int, int]:
-    """Bytes (forward, backward) must move at least: every input read once and every output
-    written once in each pass; the noise is regenerated, never stored. `width` is J for the
-    latent ops and D for the log-likelihoods; `accumulate` is the size of a reduced element;
-    `samples` is L (z and its gradient are L times the size of mu)."""
-    n, rows, z = batch * width * element, batch * accumulate, samples * batch * width * element
-    return {
-        # read mu, logvar, write z | read grad_z, logvar, write grad_mu, grad_logvar
-        "reparameterize": (2 * n + z, z + 3 * n),
-        # read mu, logvar, write kl | read grad_kl, mu, logvar, write grad_mu, grad_logvar
-        "gaussian_kl": (2 * n + rows, rows + 4 * n),
-        "sample_and_kl": (2 * n + z + rows, z + rows + 4 * n),
-        "bernoulli_log_prob": (2 * n + rows, 3 * n + rows),  # read x, logits, write ll | read grad, x, logits, write 1
-        "gaussian_log_prob": (3 * n + rows, 5 * n + rows),
-    }[op]
+    """(forward, backward) bytes of `op` on (batch, width) tensors of `element` bytes each, with
+    results of `accumulate` bytes per row and L = `samples`."""
+    n = batch * width * element
+    return BENCHED_OPS[op].bytes_moved(Sizes(n=n, rows=batch * accumulate, z=samples * n))
 
 
 def mode_bytes(case: Case, mode: str) -> int:
@@ -64,27 +136,19 @@ def mode_bytes(case: Case, mode: str) -> int:
     return {"forward": forward, "backward": backward, "forward+backward": forward + backward}[mode]
 
 
+def case_width(op: str, data: int, latent: int) -> int:
+    return latent if BENCHED_OPS[op].width == "latent" else data
+
+
 def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, device: str,
               samples: int = 1) -> Case:
-    g = torch.Generator().manual_seed(0)
-
-    def randn(*shape, requires_grad=True):
-        t = torch.randn(shape, generator=g).to(dtype=dtype, device=device)
-        return t.requires_grad_(requires_grad)
-
-    acc = ops.accumulate_dtype(dtype)
-    sizes = (dtype.itemsize, acc.itemsize)
-    if op in ("reparameterize", "gaussian_kl", "sample_and_kl"):
-        mu, logvar = randn(batch, latent), randn(batch, latent)
-        grad_z = randn(samples, batch, latent, requires_grad=False)
-        grad_kl = randn(batch, requires_grad=False).to(acc)
-        grads = {"reparameterize": [grad_z], "gaussian_kl": [grad_kl], "sample_and_kl": [grad_z, grad_kl]}[op]
-        return Case(op, batch, samples, [mu, logvar], grads, op != "gaussian_kl",
-                    bytes_moved(op, batch, latent, *sizes, samples=samples))
-    x = torch.rand((batch, data), generator=g).to(dtype=dtype, device=device)
-    params = [randn(batch, data)] + ([randn(batch, data)] if op == "gaussian_log_prob" else [])
-    return Case(op, batch, 1, [x, *params], [randn(batch, requires_grad=False).to(acc)], False,
-                bytes_moved(op, batch, data, *sizes))
+    spec = BENCHED_OPS[op]
+    samples = samples if spec.draws_z else 1
+    width = case_width(op, data, latent)
+    tensors = Tensors(batch, width, samples, dtype, device)
+    inputs, grads = spec.inputs(tensors), spec.grads(tensors)
+    return Case(op, batch, samples, inputs, grads, spec.draws_z,
+                bytes_moved(op, batch, width, dtype.itemsize, ops.accumulate_dtype(dtype).itemsize, samples))
 
 
 def _outputs(fn: Callable, case: Case) -> list[torch.Tensor]:
@@ -103,13 +167,7 @@ def _forward_backward(fn: Callable) -> Callable:
 
 
 def providers_for(op: str, samples: int = 1) -> dict[str, Callable]:
-    fused, eager = getattr(ops, op), getattr(reference, op)
-    if op in SAMPLING_OPS:  # z of shape (L, B, J), like the case's grad_z
-        fused = functools.partial(fused, num_samples=samples)
-        eager = functools.partial(eager, num_samples=samples)
-    compiled = torch.compile(lambda *a: eager(*a), dynamic=False)
-    return {"aevb_fast": _forward_backward(fused), "eager": _forward_backward(eager),
-            "compiled": _forward_backward(compiled)}
+    return BENCHED_OPS[op].providers(samples)
 
 
 def saved_bytes(step: Callable, case: Case) -> int:
@@ -260,7 +318,7 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: lis
         if device.startswith("cuda"):
             for name, step in providers.items():
                 memory[name]["peak_bytes"] = peak_cuda_bytes(step, case)
-        width = latent if op in OPS[:3] else data
+        width = case_width(op, data, latent)
         rows.append({
             "suite": "ops", "op": op, "mode": mode, "batch": batch, "samples": L, "memory": memory,
             "shape": [batch, width], "dtype": str(dtype).removeprefix("torch."),
@@ -315,7 +373,3 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"copy bandwidth measured in this run: {rows[0]['copy_gbps']:.1f} GB/s")
     return "\n".join(lines)
 
-
-def save(rows: list[dict], path: Path) -> tuple[int, int]:
-    """Upserts the rows into a results file (harness.upsert): (rows replaced, rows added)."""
-    return upsert(rows, path)
