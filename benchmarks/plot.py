@@ -8,6 +8,7 @@
   size, and the share of the step spent in the ELBO pieces (from train.jsonl).
 
     python benchmarks/plot.py [results_dir]
+    python benchmarks/plot.py --markdown [results_dir]   # the README's tables instead, from the same rows
 """
 
 from __future__ import annotations
@@ -108,14 +109,9 @@ def plot_bandwidth(rows: list[dict], out: Path) -> Path:
 
 
 def plot_train(path: Path) -> Path | None:
-    rows = read_rows(path)
+    rows = _newest_train_rows(path)  # the newest row of each batch size
     if not rows:
         return None
-    newest: dict[int, dict] = {}
-    for r in rows:  # the newest row of each batch size
-        if r["batch"] not in newest or r["date"] >= newest[r["batch"]]["date"]:
-            newest[r["batch"]] = r
-    rows = [newest[b] for b in sorted(newest)]
     last = max(r["date"] for r in rows)
     batches = [r["batch"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -133,7 +129,47 @@ def plot_train(path: Path) -> Path | None:
     return _save(fig, path.parent / "train_step.png")
 
 
+def _newest_train_rows(path: Path) -> list[dict]:
+    newest: dict[int, dict] = {}
+    for r in read_rows(path):
+        if r["batch"] not in newest or r["date"] >= newest[r["batch"]]["date"]:
+            newest[r["batch"]] = r
+    return [newest[b] for b in sorted(newest)]
+
+
+def markdown_tables(root: Path) -> str:
+    """The README's tables: float32 ops at B >= 4096 and the training step, newest row of each case."""
+    out = []
+    for path in sorted(root.glob("*/ops.jsonl")):
+        rows = [r for r in latest_runs(path).get("float32", []) if r["batch"] >= 4096]
+        out += [f"{path}:", "", "| op | L | B | aevb_fast | eager | compiled | vs eager | vs compiled | share of copy GB/s |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in sorted(rows, key=lambda r: (OP_ORDER.index(r["op"]) if r["op"] in OP_ORDER else 99, r.get("samples", 1), r["batch"])):
+            t = r["timing"]
+            out.append(f"| {r['op']} | {r.get('samples', 1)} | {r['batch']} | "
+                       + " | ".join(f"{1e3 * t[p]['median_s']:.3f} ms" for p in ("aevb_fast", "eager", "compiled"))
+                       + f" | {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_compiled']:.2f}x | {100 * r['bandwidth_share']:.0f}% |")
+        out.append(f"\ncopy bandwidth {rows[0]['copy_gbps']:.1f} GB/s, {rows[0]['threads']} threads\n" if rows else "")
+    for path in sorted(root.glob("*/train.jsonl")):
+        rows = _newest_train_rows(path)
+        out += [f"{path}:", "", "| batch | fused | reference | compiled | fused+compiled | fused vs reference | ELBO share, fused / reference |",
+                "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            t, shares = r["timing"], r["profile_shares"]
+            out.append(f"| {r['batch']} | " + " | ".join(f"{t[p]['samples_per_s']:,.0f}" for p in t)
+                       + f" | {r['fused_vs_reference']:.2f}x | {100 * shares['fused']['elbo']:.1f}% / "
+                       f"{100 * shares['reference']['elbo']:.1f}% |")
+        out.append("")
+    return "\n".join(out)
+
+
+OP_ORDER = ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--markdown"]:
+        print(markdown_tables(Path(argv[1]) if len(argv) > 1 else RESULTS))
+        return 0
     root = Path(argv[0]) if argv else RESULTS
     written = []
     for path in sorted(root.glob("*/ops.jsonl")):

@@ -101,6 +101,8 @@ def test_benchmark_plot(tmp_path):
     assert plot.main([str(tmp_path)]) == 0
     for name in ("speedup_float32.png", "bandwidth_float32.png", "train_step.png"):
         assert (tmp_path / "somecpu" / name).stat().st_size > 1000
+    tables = plot.markdown_tables(tmp_path)
+    assert "| batch | fused | reference |" in tables and "\n| 8 | " in tables and "\n| 16 | " in tables
 
 
 def test_pytest_benchmark_suite_runs():
