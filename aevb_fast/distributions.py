@@ -1,0 +1,309 @@
+"""``torch.distributions`` classes over the fused operators, for VAE code written with
+distributions instead of loose tensor functions::
+
+    q = DiagonalNormal(mu, logvar)                    # event_shape (J,)
+    z = q.rsample((5,))                               # fused sampling: noise drawn in the kernel
+    kl = kl_divergence(q, StandardNormal(q.event_shape, device=mu.device))  # the fused KL
+    ll = BernoulliLogits(logits).log_prob(x)          # the fused log-likelihood
+
+They are ``torch.distributions.Distribution`` subclasses: ``batch_shape``, ``event_shape``,
+``expand`` and ``validate_args`` behave as torch's do. Where they differ from torch's
+``Normal``/``Bernoulli``: a diagonal normal is parameterised by its log-variance, the event
+dims are part of the class (no ``Independent`` wrapper needed), and reduced results of bfloat16
+and float16 inputs (``log_prob``, the KL) are float32, as the operators return them. For Pyro,
+use the same classes from ``aevb_fast.contrib.pyro``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, constraints, register_kl
+from torch.distributions.utils import broadcast_all
+
+from . import ops
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _check_event_dims(event_dims: int, tensor: Tensor, name: str, cls: str) -> int:
+    if isinstance(event_dims, bool) or not isinstance(event_dims, int) or not 0 <= event_dims <= tensor.dim():
+        raise ValueError(f"{cls}: event_dims must be an int between 0 and {name}.dim() = {tensor.dim()}, "
+                         f"got {event_dims!r}")
+    return event_dims
+
+
+def _sample_count(sample_shape) -> tuple[torch.Size, int]:
+    sample_shape = torch.Size(sample_shape)
+    return sample_shape, sample_shape.numel()
+
+
+def _log_prob_args(value: Tensor, params: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """(value, params) shaped for the fused log-likelihoods, which take ``x`` equal to the
+    trailing dims of the parameters: value as is when it lacks only leading dims of the
+    parameters (no copy), otherwise everything expanded to the broadcast shape."""
+    shape = torch.broadcast_shapes(value.shape, params[0].shape)
+    if tuple(params[0].shape) == tuple(shape):
+        return value, params
+    return value.expand(shape), [p.expand(shape) for p in params]
+
+
+class DiagonalNormal(Distribution):
+    """N(loc, diag(exp(logvar))): the encoder's q(z | x) of a VAE, over the last ``event_dims``
+    dims of ``loc`` (default 1: a vector of J latents).
+
+    ``rsample(sample_shape)`` draws ``z = loc + exp(logvar / 2) * eps`` with the noise drawn in
+    the kernel from torch's generator (``torch.manual_seed`` reproduces it) and regenerated in the
+    backward pass, never stored. ``log_prob`` runs the fused Gaussian log-density, so this class
+    is also the Gaussian likelihood with a learned log-variance, for data of any event rank
+    (``DiagonalNormal(mean, logvar, event_dims=3).log_prob(images)`` for C x H x W images).
+    ``kl_divergence(q, StandardNormal(...))`` runs the fused KL.
+    """
+
+    arg_constraints = {"loc": constraints.real, "logvar": constraints.real}
+    has_rsample = True
+
+    def __init__(self, loc: Tensor, logvar: Tensor, event_dims: int = 1, validate_args: bool | None = None):
+        if not isinstance(loc, Tensor) or not isinstance(logvar, Tensor):
+            raise TypeError(f"DiagonalNormal: loc and logvar must be tensors, got {type(loc).__name__} "
+                            f"and {type(logvar).__name__}")
+        self.loc, self.logvar = broadcast_all(loc, logvar)
+        self._event_dims = _check_event_dims(event_dims, self.loc, "loc", "DiagonalNormal")
+        split = self.loc.dim() - event_dims
+        super().__init__(self.loc.shape[:split], self.loc.shape[split:], validate_args=validate_args)
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.real, self._event_dims)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc
+
+    @property
+    def mode(self) -> Tensor:
+        return self.loc
+
+    @property
+    def stddev(self) -> Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    @property
+    def variance(self) -> Tensor:
+        return torch.exp(self.logvar)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(DiagonalNormal, _instance)
+        batch_shape = torch.Size(batch_shape)
+        shape = batch_shape + self.event_shape
+        new.loc, new.logvar, new._event_dims = self.loc.expand(shape), self.logvar.expand(shape), self._event_dims
+        super(DiagonalNormal, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+        sample_shape, count = _sample_count(sample_shape)
+        if not sample_shape:
+            return ops.reparameterize(self.loc, self.logvar)
+        if count == 0:  # the operator draws at least one sample
+            return self.loc.expand(sample_shape + self.loc.shape)
+        z = ops.reparameterize(self.loc, self.logvar, num_samples=count)
+        return z.reshape(sample_shape + self.loc.shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args and (not isinstance(value, Tensor) or value.numel()):  # torch's check fails on empty tensors
+            self._validate_sample(value)
+        # log N(value; loc, v) = log N(loc; value, v): when value has leading sample dims that loc
+        # lacks, loc takes the operator's broadcast x slot and value the mean's, so loc is not copied.
+        if value.dim() > self.loc.dim() and tuple(value.shape[value.dim() - self.loc.dim():]) == tuple(self.loc.shape):
+            return ops.gaussian_log_prob(self.loc, value, self.logvar.expand(value.shape), event_dims=self._event_dims)
+        value, (loc, logvar) = _log_prob_args(value, [self.loc, self.logvar])
+        return ops.gaussian_log_prob(value, loc, logvar, event_dims=self._event_dims)
+
+    def entropy(self) -> Tensor:
+        per_element = 0.5 + _HALF_LOG_2PI + 0.5 * self.logvar
+        return per_element.sum(tuple(range(-self._event_dims, 0))) if self._event_dims else per_element
+
+    def _flat_event(self) -> tuple[Tensor, Tensor]:
+        """loc and logvar with the event dims flattened into one (the fused KL sums the last dim)."""
+        shape = self.batch_shape + (self.event_shape.numel(),)
+        return self.loc.reshape(shape), self.logvar.reshape(shape)
+
+
+class StandardNormal(Distribution):
+    """N(0, I) over ``event_shape``: the VAE's prior p(z). ``batch_shape`` is empty unless given
+    (or made by ``expand``, as a Pyro plate does); ``device`` and ``dtype`` are those of its
+    samples."""
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, event_shape, batch_shape=torch.Size(), *, device=None, dtype=None,
+                 validate_args: bool | None = None):
+        if isinstance(event_shape, int):
+            event_shape = (event_shape,)
+        try:
+            event_shape, batch_shape = torch.Size(event_shape), torch.Size(batch_shape)
+        except TypeError:
+            raise TypeError(f"StandardNormal: event_shape and batch_shape must be sizes, got {event_shape!r} "
+                            f"and {batch_shape!r}") from None
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype if dtype is not None else torch.get_default_dtype()
+        super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    def _full(self, value: float) -> Tensor:
+        return torch.full(self.batch_shape + self.event_shape, value, device=self.device, dtype=self.dtype)
+
+    @property
+    def mean(self) -> Tensor:
+        return self._full(0.0)
+
+    @property
+    def mode(self) -> Tensor:
+        return self._full(0.0)
+
+    @property
+    def stddev(self) -> Tensor:
+        return self._full(1.0)
+
+    @property
+    def variance(self) -> Tensor:
+        return self._full(1.0)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(StandardNormal, _instance)
+        new.device, new.dtype = self.device, self.dtype
+        super(StandardNormal, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+        return torch.randn(self._extended_shape(sample_shape), device=self.device, dtype=self.dtype)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args and (not isinstance(value, Tensor) or value.numel()):  # torch's check fails on empty tensors
+            self._validate_sample(value)
+        dims = len(self.event_shape)
+        per_element = -0.5 * value.square() - _HALF_LOG_2PI
+        log_prob = per_element.sum(tuple(range(-dims, 0))) if dims else per_element
+        return log_prob.expand(torch.broadcast_shapes(log_prob.shape, self.batch_shape))
+
+    def entropy(self) -> Tensor:
+        return torch.full(self.batch_shape, (0.5 + _HALF_LOG_2PI) * self.event_shape.numel(),
+                          device=self.device, dtype=self.dtype)
+
+
+class BernoulliLogits(Distribution):
+    """Independent Bernoulli variables with the given logits over the last ``event_dims`` dims
+    (default 1: a vector of D pixels): the VAE's likelihood p(x | z) for binary data.
+
+    ``logits`` are the decoder's output *before* any sigmoid. A decoder that ends in a sigmoid
+    (as the pytorch/examples VAE does) gives probabilities; passed as logits they train the
+    wrong objective with no error. Keep the pre-sigmoid output: ``BernoulliLogits(decoder_logits)``,
+    and apply ``torch.sigmoid`` only to show images. With ``validate_args`` (torch's default),
+    logits that all lie in [0, 1] are refused as probably probabilities.
+
+    ``log_prob(x)`` runs the fused log-likelihood ``sum(x * logits - softplus(logits))``, with
+    ``x`` broadcast over leading sample dims of ``logits`` without a copy. ``x`` may be binary or
+    intensities in [0, 1] (then ``log_prob`` is minus the binary cross-entropy, as in the
+    pytorch/examples VAE, not a normalised density); ``validate_args`` checks ``0 <= x <= 1``.
+    """
+
+    arg_constraints = {"logits": constraints.real}
+    has_enumerate_support = False
+
+    def __init__(self, logits: Tensor, event_dims: int = 1, validate_args: bool | None = None):
+        if not isinstance(logits, Tensor):
+            raise TypeError(f"BernoulliLogits: logits must be a tensor, got {type(logits).__name__}")
+        self.logits = logits
+        self._event_dims = _check_event_dims(event_dims, logits, "logits", "BernoulliLogits")
+        split = logits.dim() - event_dims
+        super().__init__(logits.shape[:split], logits.shape[split:], validate_args=validate_args)
+        if self._validate_args:
+            self._refuse_probabilities()
+
+    def _refuse_probabilities(self) -> None:
+        # Real logits spread on both sides of 0; a sigmoid's output never leaves [0, 1]. A handful
+        # of values may sit in [0, 1] by chance, hundreds will not.
+        if self.logits.numel() >= 64:
+            low, high = torch.aminmax(self.logits.detach())
+            if low >= 0 and high <= 1:
+                raise ValueError(
+                    "BernoulliLogits: every one of the logits lies in [0, 1]: these look like "
+                    "probabilities (a decoder ending in a sigmoid). Pass the output before the "
+                    "sigmoid, or validate_args=False if these really are logits")
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.unit_interval, self._event_dims)
+
+    @property
+    def probs(self) -> Tensor:
+        return torch.sigmoid(self.logits)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.probs
+
+    @property
+    def mode(self) -> Tensor:
+        return (self.logits > 0).to(self.logits.dtype)
+
+    @property
+    def variance(self) -> Tensor:
+        p = self.probs
+        return p * (1 - p)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(BernoulliLogits, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.logits, new._event_dims = self.logits.expand(batch_shape + self.event_shape), self._event_dims
+        super(BernoulliLogits, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def sample(self, sample_shape=torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return torch.bernoulli(self.probs.expand(self._extended_shape(sample_shape)))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args and (not isinstance(value, Tensor) or value.numel()):  # torch's check fails on empty tensors
+            self._validate_sample(value)
+        value, (logits,) = _log_prob_args(value, [self.logits])
+        return ops.bernoulli_log_prob(value, logits, event_dims=self._event_dims)
+
+    def entropy(self) -> Tensor:
+        # H = softplus(l) - l * sigmoid(l) per variable, summed over the event
+        per_element = torch.nn.functional.softplus(self.logits) - self.logits * self.probs
+        return per_element.sum(tuple(range(-self._event_dims, 0))) if self._event_dims else per_element
+
+
+def _check_events(q: Distribution, p: Distribution) -> None:
+    if q.event_shape != p.event_shape:
+        raise ValueError(f"kl_divergence: q has event_shape {tuple(q.event_shape)} but p has "
+                         f"{tuple(p.event_shape)}; they must be equal")
+
+
+@register_kl(DiagonalNormal, StandardNormal)
+def _kl_diagonal_standard(q: DiagonalNormal, p: StandardNormal) -> Tensor:
+    """The fused KL(q || N(0, I)), one value per batch element of q and p broadcast together."""
+    _check_events(q, p)
+    kl = ops.gaussian_kl(*q._flat_event())
+    return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))
+
+
+@register_kl(DiagonalNormal, DiagonalNormal)
+def _kl_diagonal_diagonal(q: DiagonalNormal, p: DiagonalNormal) -> Tensor:
+    """KL between two diagonal normals in plain PyTorch:
+    1/2 sum(logvar_p - logvar_q + exp(logvar_q - logvar_p) + (loc_q - loc_p)^2 exp(-logvar_p) - 1)."""
+    _check_events(q, p)
+    per_element = 0.5 * (p.logvar - q.logvar + torch.exp(q.logvar - p.logvar)
+                         + (q.loc - p.loc).square() * torch.exp(-p.logvar) - 1)
+    dims = len(q.event_shape)
+    return per_element.sum(tuple(range(-dims, 0))) if dims else per_element

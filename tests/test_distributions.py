@@ -1,0 +1,233 @@
+"""aevb_fast.distributions against torch.distributions in float64: values, gradients, shapes,
+broadcasting, expand, validate_args, and the KL registry."""
+
+import math
+
+import pytest
+import torch
+import torch.distributions as D
+
+from aevb_fast.distributions import BernoulliLogits, DiagonalNormal, StandardNormal
+
+F64 = torch.float64
+
+
+def leaves(*shapes, seed=0, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+
+
+def torch_normal(loc, logvar, event_dims=1):
+    return D.Independent(D.Normal(loc, torch.exp(0.5 * logvar)), event_dims)
+
+
+def assert_same_values_and_grads(ours, theirs, inputs):
+    torch.testing.assert_close(ours, theirs)
+    weight = torch.randn(ours.shape, dtype=ours.dtype)
+    got = torch.autograd.grad((ours * weight).sum(), inputs, allow_unused=True)
+    want = torch.autograd.grad((theirs * weight).sum(), inputs, allow_unused=True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+# ---- DiagonalNormal -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value_shape", [(4, 3), (5, 4, 3), (2, 5, 4, 3), (3,), (2, 1, 3)],
+                         ids=["same", "samples", "two-sample-dims", "broadcast-row", "broadcast-batch"])
+def test_diagonal_normal_log_prob_matches_torch(value_shape):
+    loc, logvar = leaves((4, 3), (4, 3))
+    (value,) = leaves(value_shape, seed=1)
+    ours = DiagonalNormal(loc, logvar).log_prob(value)
+    theirs = torch_normal(loc, logvar).log_prob(value)
+    assert ours.shape == theirs.shape
+    assert_same_values_and_grads(ours, theirs, [loc, logvar, value])
+
+
+def test_diagonal_normal_of_images_is_a_gaussian_likelihood():
+    mean, logvar = leaves((2, 3, 4, 5), (2, 3, 4, 5))
+    (x,) = leaves((2, 3, 4, 5), seed=2)
+    q = DiagonalNormal(mean, logvar, event_dims=3)
+    assert q.batch_shape == (2,) and q.event_shape == (3, 4, 5)
+    assert_same_values_and_grads(q.log_prob(x), torch_normal(mean, logvar, 3).log_prob(x), [mean, logvar])
+    assert_same_values_and_grads(q.entropy(), torch_normal(mean, logvar, 3).entropy(), [logvar])
+
+
+def test_diagonal_normal_moments_entropy_and_shapes():
+    loc, logvar = leaves((6, 4), (6, 4))
+    q, t = DiagonalNormal(loc, logvar), torch_normal(loc, logvar)
+    assert (q.batch_shape, q.event_shape) == (t.batch_shape, t.event_shape) == ((6,), (4,))
+    for name in ("mean", "mode", "stddev", "variance"):
+        torch.testing.assert_close(getattr(q, name), getattr(t, name))
+    assert_same_values_and_grads(q.entropy(), t.entropy(), [logvar])
+    # loc and logvar broadcast against each other, as torch's parameters do
+    assert DiagonalNormal(loc, torch.zeros(4, dtype=F64)).batch_shape == (6,)
+
+
+def test_diagonal_normal_rsample_is_reparameterised_and_seeded():
+    loc, logvar = leaves((300, 8), (300, 8))
+    q = DiagonalNormal(loc, logvar)
+    torch.manual_seed(3)
+    z = q.rsample((5,))
+    torch.manual_seed(3)
+    assert torch.equal(z, q.rsample((5,)))
+    assert z.shape == (5, 300, 8) and q.rsample().shape == (300, 8) and q.rsample((2, 3)).shape == (2, 3, 300, 8)
+    assert q.rsample((0,)).shape == (0, 300, 8)
+    eps = (z - loc) / torch.exp(0.5 * logvar)
+    assert abs(eps.mean().item()) < 0.05 and abs(eps.std().item() - 1) < 0.05
+    grad_loc, grad_logvar = torch.autograd.grad(z.sum(), [loc, logvar])
+    torch.testing.assert_close(grad_loc, torch.full_like(loc, 5.0))
+    torch.testing.assert_close(grad_logvar, 0.5 * (z - loc).detach().sum(0))
+    assert not q.sample((2,)).requires_grad
+
+
+def test_diagonal_normal_expand_keeps_the_class_and_shares_memory():
+    loc, logvar = leaves((1, 3), (1, 3))
+    q = DiagonalNormal(loc, logvar, validate_args=True).expand((4, 1))
+    assert type(q) is DiagonalNormal and q.batch_shape == (4, 1) and q.event_shape == (3,)
+    assert q.loc.data_ptr() == loc.data_ptr() and q._validate_args
+    torch.testing.assert_close(q.log_prob(torch.zeros(4, 1, 3, dtype=F64)),
+                               torch_normal(loc, logvar).expand((4, 1)).log_prob(torch.zeros(4, 1, 3, dtype=F64)))
+
+
+def test_diagonal_normal_validate_args():
+    loc, logvar = torch.zeros(2, 3), torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="loc"):
+        DiagonalNormal(torch.full((2, 3), float("nan")), logvar, validate_args=True)
+    DiagonalNormal(torch.full((2, 3), float("nan")), logvar, validate_args=False)  # not checked
+    with pytest.raises(ValueError, match="event_dims"):
+        DiagonalNormal(loc, logvar, event_dims=3)
+    with pytest.raises(ValueError):
+        DiagonalNormal(loc, logvar, validate_args=True).log_prob(torch.zeros(2, 4))  # wrong event shape
+    with pytest.raises(TypeError, match="tensors"):
+        DiagonalNormal([0.0], logvar)
+
+
+def test_diagonal_normal_low_precision_gives_float32_log_prob():
+    loc, logvar, x = (t.detach().to(torch.bfloat16) for t in leaves((8, 16), (8, 16), (8, 16)))
+    ll = DiagonalNormal(loc, logvar).log_prob(x)
+    assert ll.dtype == torch.float32
+    want = torch_normal(loc.double(), logvar.double()).log_prob(x.double())
+    assert (ll.double() - want).abs().max() < 1e-3 * want.abs().max()
+
+
+def test_empty_batches():
+    loc, logvar = torch.zeros(0, 3, requires_grad=True), torch.zeros(0, 3)
+    q = DiagonalNormal(loc, logvar)
+    assert q.rsample((2,)).shape == (2, 0, 3) and q.log_prob(torch.zeros(0, 3)).shape == (0,)
+    assert D.kl_divergence(q, StandardNormal(3)).shape == (0,)
+    assert BernoulliLogits(torch.zeros(0, 5)).log_prob(torch.zeros(0, 5)).shape == (0,)
+
+
+# ---- StandardNormal -------------------------------------------------------------------------
+
+
+def test_standard_normal_matches_torch():
+    p = StandardNormal((4,), dtype=F64)
+    t = D.Independent(D.Normal(torch.zeros(4, dtype=F64), torch.ones(4, dtype=F64)), 1)
+    (z,) = leaves((5, 3, 4))
+    assert p.batch_shape == () and p.event_shape == (4,)
+    assert_same_values_and_grads(p.log_prob(z), t.log_prob(z), [z])
+    torch.testing.assert_close(p.entropy(), t.entropy())
+    assert p.rsample((2, 3)).shape == (2, 3, 4) and p.rsample().dtype == F64
+    assert StandardNormal(7).event_shape == (7,)
+    wide = p.expand((3,))
+    assert type(wide) is StandardNormal and wide.batch_shape == (3,) and wide.rsample((2,)).shape == (2, 3, 4)
+    assert wide.log_prob(torch.zeros(4, dtype=F64)).shape == (3,)
+    torch.testing.assert_close(wide.mean, torch.zeros(3, 4, dtype=F64))
+    with pytest.raises(TypeError, match="event_shape"):
+        StandardNormal("four")
+
+
+# ---- KL -------------------------------------------------------------------------------------
+
+
+def test_fused_kl_to_the_prior_matches_torch():
+    loc, logvar = leaves((6, 5), (6, 5))
+    ours = D.kl_divergence(DiagonalNormal(loc, logvar), StandardNormal((5,), dtype=F64))
+    theirs = D.kl_divergence(torch_normal(loc, logvar), torch_normal(torch.zeros(5, dtype=F64), torch.zeros(5, dtype=F64)))
+    assert ours.shape == (6,)
+    assert_same_values_and_grads(ours, theirs, [loc, logvar])
+    # a prior expanded by a plate broadcasts; mismatched events are refused
+    assert D.kl_divergence(DiagonalNormal(loc[0], logvar[0]), StandardNormal(5).expand((6,))).shape == (6,)
+    with pytest.raises(ValueError, match="event_shape"):
+        D.kl_divergence(DiagonalNormal(loc, logvar), StandardNormal(4))
+
+
+def test_kl_over_several_event_dims():
+    loc, logvar = leaves((2, 3, 4), (2, 3, 4))
+    ours = D.kl_divergence(DiagonalNormal(loc, logvar, event_dims=2), StandardNormal((3, 4), dtype=F64))
+    zeros = torch.zeros(3, 4, dtype=F64)
+    theirs = D.kl_divergence(torch_normal(loc, logvar, 2), torch_normal(zeros, zeros, 2))
+    assert_same_values_and_grads(ours, theirs, [loc, logvar])
+
+
+def test_kl_between_two_diagonal_normals_matches_torch():
+    loc_q, logvar_q, loc_p, logvar_p = leaves((4, 3), (4, 3), (4, 3), (3,))
+    ours = D.kl_divergence(DiagonalNormal(loc_q, logvar_q), DiagonalNormal(loc_p, logvar_p))
+    theirs = D.kl_divergence(torch_normal(loc_q, logvar_q), torch_normal(loc_p, logvar_p))
+    assert_same_values_and_grads(ours, theirs, [loc_q, logvar_q, loc_p, logvar_p])
+
+
+# ---- BernoulliLogits ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("logits_shape,x_shape", [((4, 20), (4, 20)), ((5, 4, 20), (4, 20)), ((4, 20), (5, 4, 20))],
+                         ids=["same", "samples-of-z", "samples-of-x"])
+def test_bernoulli_logits_matches_torch(logits_shape, x_shape):
+    (logits,) = leaves(logits_shape)
+    x = torch.randint(0, 2, x_shape, generator=torch.Generator().manual_seed(1)).to(F64)
+    ours = BernoulliLogits(logits).log_prob(x)
+    theirs = D.Independent(D.Bernoulli(logits=logits), 1).log_prob(x)
+    assert ours.shape == theirs.shape
+    assert_same_values_and_grads(ours, theirs, [logits])
+
+
+def test_bernoulli_logits_of_intensities_is_minus_the_cross_entropy():
+    (logits,) = leaves((4, 20))
+    x = torch.rand(4, 20, dtype=F64)
+    want = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    assert_same_values_and_grads(BernoulliLogits(logits).log_prob(x), want, [logits])
+
+
+def test_bernoulli_logits_moments_entropy_sample_expand():
+    (logits,) = leaves((3, 2, 5))
+    ours, theirs = BernoulliLogits(logits, event_dims=2), D.Independent(D.Bernoulli(logits=logits), 2)
+    assert (ours.batch_shape, ours.event_shape) == ((3,), (2, 5))
+    for name in ("mean", "mode", "variance"):
+        torch.testing.assert_close(getattr(ours, name), getattr(theirs, name))
+    torch.testing.assert_close(ours.probs, theirs.base_dist.probs)
+    assert_same_values_and_grads(ours.entropy(), theirs.entropy(), [logits])
+    sample = ours.sample((4,))
+    assert sample.shape == (4, 3, 2, 5) and set(sample.unique().tolist()) <= {0.0, 1.0}
+    assert ours.expand((2, 3)).batch_shape == (2, 3)
+
+
+def test_bernoulli_logits_refuses_probabilities_and_bad_data():
+    probs = torch.sigmoid(torch.randn(8, 784))
+    with pytest.raises(ValueError, match="look like probabilities"):
+        BernoulliLogits(probs)
+    BernoulliLogits(probs, validate_args=False)  # the user says these are logits
+    BernoulliLogits(probs[:2, :10])  # too few values to tell
+    with pytest.raises(ValueError):
+        BernoulliLogits(torch.randn(8, 784), validate_args=True).log_prob(torch.full((8, 784), 2.0))
+    with pytest.raises(ValueError, match="event_dims"):
+        BernoulliLogits(torch.randn(8, 784), event_dims=-1)
+
+
+def test_compiled_elbo_with_distributions_has_no_graph_break():
+    def loss(mu, logvar, logits_of, x):
+        q = DiagonalNormal(mu, logvar, validate_args=False)
+        z = q.rsample()
+        prior = StandardNormal(q.event_shape, validate_args=False)
+        ll = BernoulliLogits(logits_of(z), validate_args=False).log_prob(x)
+        return (D.kl_divergence(q, prior) - ll).mean()
+
+    mu, logvar = leaves((8, 4), (8, 4), dtype=torch.float32)
+    decoder = torch.nn.Linear(4, 20)
+    x = torch.rand(8, 20)
+    compiled = torch.compile(loss, fullgraph=True)
+    value = compiled(mu, logvar, decoder, x)
+    value.backward()
+    assert torch.isfinite(value) and mu.grad is not None and decoder.weight.grad is not None
+    assert math.isfinite(loss(mu, logvar, decoder, x).item())
