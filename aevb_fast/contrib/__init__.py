@@ -1,0 +1,1 @@
+"""Adapters to other libraries; each module is imported only when its library is installed."""
