@@ -18,8 +18,19 @@ except ImportError as error:  # pragma: no cover - exercised only on a broken in
     raise ImportError(
         "aevb_fast: the compiled extension aevb_fast._C is missing or failed to load "
         f"({error}). Build it against the installed torch with "
-        "`pip install --no-build-isolation -e .` from the project's root."
+        "`pip install --no-build-isolation -e .` from the project's root. A wheel works only "
+        "with the torch version it was built against."
     ) from error
+
+_BUILT_AGAINST = _C.build_info()["torch_built_against"]
+if _BUILT_AGAINST.split(".")[:2] != torch.__version__.split("+")[0].split(".")[:2]:
+    # torch's C++ ABI changes between minor versions: a mismatch crashes later, not here.
+    raise ImportError(
+        f"aevb_fast was built against torch {_BUILT_AGAINST} but torch {torch.__version__} is "
+        "installed. Rebuild it against this torch (`pip install --no-build-isolation -e .`, or "
+        "`pip wheel --no-build-isolation --no-deps .` for a wheel), or install torch "
+        f"{_BUILT_AGAINST}."
+    )
 
 __all__ = [
     "reparameterize",
