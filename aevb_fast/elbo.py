@@ -13,7 +13,9 @@ VAE whose encoder gave ``mu``, ``logvar`` for ``x``:
 
 The decoder runs once, on all ``L * B`` samples: it takes ``z`` of shape ``(L * B, J)`` and
 returns the logits (``likelihood="bernoulli"``) or a ``(mean, logvar)`` pair
-(``likelihood="gaussian"``) of shape ``(L * B, *x.shape[1:])``.
+(``likelihood="gaussian"``) of shape ``(L * B, *x.shape[1:])``. Logits come before any sigmoid:
+a decoder that ends in a sigmoid returns probabilities, and those taken as logits train the
+wrong objective without an error.
 """
 
 from __future__ import annotations

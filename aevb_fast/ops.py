@@ -159,6 +159,9 @@ class OperatorLibrary:
     def bernoulli_log_prob(self, x: Tensor, logits: Tensor, *, event_dims: int = 1) -> Tensor:
         """``sum(x * logits - softplus(logits))`` over the trailing ``event_dims`` dims.
 
+        ``logits`` are the decoder's output *before* any sigmoid. A sigmoid's output (the
+        probabilities a pytorch/examples-style decoder returns) passed here trains the wrong
+        objective without an error: keep the pre-sigmoid output.
         ``x`` may lack leading (sample) dims of ``logits``; it is broadcast without a copy.
         """
         return self._ops.bernoulli_log_prob(x, logits, event_dims)

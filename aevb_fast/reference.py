@@ -64,6 +64,8 @@ def sample_and_kl(
 
 
 def bernoulli_log_prob(x: Tensor, logits: Tensor, *, event_dims: int = 1) -> Tensor:
+    """log Bernoulli(x; sigmoid(logits)) summed over the trailing dims. ``logits`` come before any
+    sigmoid: probabilities passed here give a wrong objective with no error."""
     return _sum_last(x * logits - F.softplus(logits), event_dims)
 
 
