@@ -20,12 +20,16 @@ import argparse
 import sys
 import time
 
-import pyro
-import pyro.distributions as dist
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
-from pyro.optim import Adam
 from torch import nn
+
+try:
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+    from pyro.optim import Adam
+except ImportError:
+    sys.exit("pyro_vae: this example needs Pyro: pip install 'pyro-ppl>=1.9' (it keeps your torch)")
 
 from aevb_fast.contrib import pyro as fused
 
