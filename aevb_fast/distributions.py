@@ -206,8 +206,9 @@ class BernoulliLogits(Distribution):
     ``logits`` are the decoder's output *before* any sigmoid. A decoder that ends in a sigmoid
     (as the pytorch/examples VAE does) gives probabilities; passed as logits they train the
     wrong objective with no error. Keep the pre-sigmoid output: ``BernoulliLogits(decoder_logits)``,
-    and apply ``torch.sigmoid`` only to show images. With ``validate_args`` (torch's default),
-    logits that all lie in [0, 1] are refused as probably probabilities.
+    and apply ``torch.sigmoid`` only to show images. With ``validate_args`` (torch's default,
+    until the first ``torch.compile`` in the process turns the default off), logits that all lie
+    in [0, 1] are refused as probably probabilities.
 
     ``log_prob(x)`` runs the fused log-likelihood ``sum(x * logits - softplus(logits))``, with
     ``x`` broadcast over leading sample dims of ``logits`` without a copy. ``x`` may be binary or

@@ -204,11 +204,13 @@ def test_bernoulli_logits_moments_entropy_sample_expand():
 
 
 def test_bernoulli_logits_refuses_probabilities_and_bad_data():
+    # validate_args given: torch's default is True, but the first torch.compile in a process
+    # turns it off (torch._dynamo sets Distribution.set_default_validate_args(False)).
     probs = torch.sigmoid(torch.randn(8, 784))
     with pytest.raises(ValueError, match="look like probabilities"):
-        BernoulliLogits(probs)
+        BernoulliLogits(probs, validate_args=True)
     BernoulliLogits(probs, validate_args=False)  # the user says these are logits
-    BernoulliLogits(probs[:2, :10])  # too few values to tell
+    BernoulliLogits(probs[:2, :10], validate_args=True)  # too few values to tell
     with pytest.raises(ValueError):
         BernoulliLogits(torch.randn(8, 784), validate_args=True).log_prob(torch.full((8, 784), 2.0))
     with pytest.raises(ValueError, match="event_dims"):
