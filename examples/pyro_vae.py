@@ -93,9 +93,15 @@ def load_mnist(data_dir: str | None = None) -> torch.Tensor:
 
 
 def train(images: torch.Tensor, dists: str, elbo: str, steps: int, batch_size: int = 256,
-          seed: int = 0, lr: float = 1e-3, quiet: bool = True) -> dict:
+          seed: int = 0, lr: float = 1e-3, quiet: bool = True, validate: bool = False) -> dict:
     """Trains a fresh VAE for `steps` minibatches; returns the loss per step (-ELBO per data point)
-    and the samples/s of the steps after the first 10 (warm-up)."""
+    and the samples/s of the steps after the first 10 (warm-up). Pyro's checks of arguments and
+    samples are off unless `validate`, as in the tutorial."""
+    with pyro.validation_enabled(validate):
+        return _train(images, dists, elbo, steps, batch_size, seed, lr, quiet)
+
+
+def _train(images, dists, elbo, steps, batch_size, seed, lr, quiet) -> dict:
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     vae = VAE(dists)
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None, help="where mnist/train-images-idx3-ubyte is (default ../shared/data)")
     parser.add_argument("--compare", action="store_true", help="train all four (dists x ELBO) and print a table")
+    parser.add_argument("--validate", action="store_true", help="Pyro's argument and sample checks on (slower)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1:
         parser.error("--steps and --batch-size must be at least 1")
@@ -134,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = ([(d, e) for e in ELBOS for d in ("pyro", "aevb_fast")] if args.compare else [(args.dists, args.elbo)])
     print(f"{'dists':<10} {'ELBO':<10} {'loss (last 10% of steps)':>25} {'samples/s':>10}")
     for dists, elbo in runs:
-        result = train(images, dists, elbo, args.steps, args.batch_size, args.seed, quiet=args.compare)
+        result = train(images, dists, elbo, args.steps, args.batch_size, args.seed, quiet=args.compare,
+                       validate=args.validate)
         tail = result["losses"][-max(1, args.steps // 10):]
         print(f"{dists:<10} {elbo:<10} {sum(tail) / len(tail):>25.2f} {result['samples_per_s']:>10.0f}", flush=True)
     return 0
