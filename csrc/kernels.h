@@ -3,46 +3,55 @@
 // allocation) and a back end's kernels. Every tensor handed to a kernel is contiguous, on the
 // back end's device, already validated, and viewed as the flat shapes given below:
 //   R = rows (batch), J / E = elements reduced per row, L = samples, Rx = rows of x.
+//
+// Each kernel's signature is written once, in AEVB_KERNELS: the Kernels table's members, each
+// back end's declarations (AEVB_DECLARE_KERNELS) and each back end's table
+// (AEVB_KERNEL_TABLE) are all generated from it, so a new kernel is one entry here plus its
+// definitions in csrc/cpu and csrc/cuda.
 #include <ATen/core/Tensor.h>
 
 namespace aevb_fast {
 
+using KernelTensor = const at::Tensor&;
+
+// X(name, parameter list)
+#define AEVB_KERNELS(X)                                                                          \
+  /* mu, logvar: (R, J). eps: (L, R, J), or undefined to draw noise from seed (int64 [key,     \
+     offset]). Writes z: (L, R, J) (L may be 0) and, if defined, kl: (R) in the accumulation    \
+     dtype. */                                                                                   \
+  X(sample_forward, (KernelTensor mu, KernelTensor logvar, KernelTensor eps, KernelTensor seed,  \
+                     KernelTensor z, KernelTensor kl))                                           \
+  /* grad_z: (L, R, J); grad_kl: (R) or undefined. Writes grad_mu, grad_logvar: (R, J). */      \
+  X(sample_backward, (KernelTensor grad_z, KernelTensor grad_kl, KernelTensor mu,                \
+                      KernelTensor logvar, KernelTensor eps, KernelTensor seed,                  \
+                      KernelTensor grad_mu, KernelTensor grad_logvar))                           \
+  /* x: (Rx, E) with R % Rx == 0, row r of logits pairs with row r % Rx of x. out: (R). */      \
+  X(bernoulli_forward, (KernelTensor x, KernelTensor logits, KernelTensor out))                  \
+  /* grad: (R). Writes grad_logits: (R, E). */                                                   \
+  X(bernoulli_backward, (KernelTensor grad, KernelTensor x, KernelTensor logits,                 \
+                         KernelTensor grad_logits))                                              \
+  X(gaussian_forward, (KernelTensor x, KernelTensor mean, KernelTensor logvar, KernelTensor out)) \
+  X(gaussian_backward, (KernelTensor grad, KernelTensor x, KernelTensor mean, KernelTensor logvar, \
+                        KernelTensor grad_mean, KernelTensor grad_logvar))
+
+#define AEVB_KERNEL_MEMBER_(name, params) void(*name) params;
 struct Kernels {
-  // mu, logvar: (R, J). eps: (L, R, J), or undefined to draw noise from seed (int64 [key, offset]).
-  // Writes z: (L, R, J) (L may be 0) and, if defined, kl: (R) in the accumulation dtype.
-  void (*sample_forward)(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps,
-                         const at::Tensor& seed, const at::Tensor& z, const at::Tensor& kl);
-  // grad_z: (L, R, J); grad_kl: (R) or undefined. Writes grad_mu, grad_logvar: (R, J).
-  void (*sample_backward)(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-                          const at::Tensor& logvar, const at::Tensor& eps, const at::Tensor& seed,
-                          const at::Tensor& grad_mu, const at::Tensor& grad_logvar);
-  // x: (Rx, E) with R % Rx == 0, row r of logits pairs with row r % Rx of x. out: (R).
-  void (*bernoulli_forward)(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out);
-  // grad: (R). Writes grad_logits: (R, E).
-  void (*bernoulli_backward)(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
-                             const at::Tensor& grad_logits);
-  void (*gaussian_forward)(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
-                           const at::Tensor& out);
-  void (*gaussian_backward)(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
-                            const at::Tensor& logvar, const at::Tensor& grad_mean,
-                            const at::Tensor& grad_logvar);
+  AEVB_KERNELS(AEVB_KERNEL_MEMBER_)
 };
 
-// Declares a back end's kernel functions, with the signatures of the members above, in the
-// namespace where it is expanded (aevb_fast::<ISA>::cpu, aevb_fast::cuda).
-#define AEVB_DECLARE_KERNELS()                                                                   \
-  void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps,     \
-                      const at::Tensor& seed, const at::Tensor& z, const at::Tensor& kl);        \
-  void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu, \
-                       const at::Tensor& logvar, const at::Tensor& eps, const at::Tensor& seed,   \
-                       const at::Tensor& grad_mu, const at::Tensor& grad_logvar);                 \
-  void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out);  \
-  void bernoulli_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,  \
-                          const at::Tensor& grad_logits);                                         \
-  void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,    \
-                        const at::Tensor& out);                                                   \
-  void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,     \
-                         const at::Tensor& logvar, const at::Tensor& grad_mean,                   \
-                         const at::Tensor& grad_logvar);
+// Declares a back end's kernel functions in the namespace where it is expanded
+// (aevb_fast::<ISA>::cpu, aevb_fast::cuda).
+#define AEVB_KERNEL_DECLARATION_(name, params) void name params;
+#define AEVB_DECLARE_KERNELS() AEVB_KERNELS(AEVB_KERNEL_DECLARATION_)
+
+// A back end's table: every member set to the function of the same name in namespace `ns`.
+#define AEVB_KERNEL_ENTRY_(name, params) table.name = &AEVB_KERNEL_NAMESPACE_::name;
+#define AEVB_KERNEL_TABLE(ns)                     \
+  [] {                                            \
+    namespace AEVB_KERNEL_NAMESPACE_ = ns;        \
+    Kernels table{};                              \
+    AEVB_KERNELS(AEVB_KERNEL_ENTRY_)              \
+    return table;                                 \
+  }()
 
 }  // namespace aevb_fast

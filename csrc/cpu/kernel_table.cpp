@@ -7,9 +7,7 @@
 namespace aevb_fast {
 
 const Kernels& AEVB_CONCAT(cpu_kernels_, CPU_CAPABILITY)() {
-  static const Kernels table{&cpu::sample_forward,    &cpu::sample_backward,
-                             &cpu::bernoulli_forward, &cpu::bernoulli_backward,
-                             &cpu::gaussian_forward,  &cpu::gaussian_backward};
+  static const Kernels table = AEVB_KERNEL_TABLE(cpu);
   return table;
 }
 

@@ -9,9 +9,7 @@
 namespace aevb_fast {
 
 const Kernels& cuda_kernels() {
-  static const Kernels table{&cuda::sample_forward,    &cuda::sample_backward,
-                             &cuda::bernoulli_forward, &cuda::bernoulli_backward,
-                             &cuda::gaussian_forward,  &cuda::gaussian_backward};
+  static const Kernels table = AEVB_KERNEL_TABLE(cuda);
   return table;
 }
 
