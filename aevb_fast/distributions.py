@@ -41,11 +41,14 @@ def _sample_count(sample_shape) -> tuple[torch.Size, int]:
 
 
 def _log_prob_args(value: Tensor, params: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-    """(value, params) shaped for the fused log-likelihoods, which take ``x`` equal to the
-    trailing dims of the parameters: value as is when it lacks only leading dims of the
-    parameters (no copy), otherwise everything expanded to the broadcast shape."""
+    """(value, params) shaped and typed for the fused log-likelihoods, which take ``x`` equal to
+    the trailing dims of the parameters, in their dtype: value as is when it lacks only leading
+    dims of the parameters (no copy), otherwise everything expanded to the broadcast shape; a
+    value of another dtype promotes both, as torch's distributions do."""
+    dtype = torch.promote_types(value.dtype, params[0].dtype)
+    value, params = value.to(dtype), [p.to(dtype) for p in params]
     shape = torch.broadcast_shapes(value.shape, params[0].shape)
-    if tuple(params[0].shape) == tuple(shape):
+    if tuple(params[0].shape) == tuple(shape) and tuple(shape[len(shape) - value.dim():]) == tuple(value.shape):
         return value, params
     return value.expand(shape), [p.expand(shape) for p in params]
 
@@ -117,7 +120,8 @@ class DiagonalNormal(Distribution):
             self._validate_sample(value)
         # log N(value; loc, v) = log N(loc; value, v): when value has leading sample dims that loc
         # lacks, loc takes the operator's broadcast x slot and value the mean's, so loc is not copied.
-        if value.dim() > self.loc.dim() and tuple(value.shape[value.dim() - self.loc.dim():]) == tuple(self.loc.shape):
+        if (value.dim() > self.loc.dim() and value.dtype == self.loc.dtype
+                and tuple(value.shape[value.dim() - self.loc.dim():]) == tuple(self.loc.shape)):
             return ops.gaussian_log_prob(self.loc, value, self.logvar.expand(value.shape), event_dims=self._event_dims)
         value, (loc, logvar) = _log_prob_args(value, [self.loc, self.logvar])
         return ops.gaussian_log_prob(value, loc, logvar, event_dims=self._event_dims)

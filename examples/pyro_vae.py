@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"pyro_vae: {error}", file=sys.stderr)
         return 2
+    if args.batch_size > len(images):
+        parser.error(f"--batch-size {args.batch_size} is larger than the {len(images)} training images")
     runs = ([(d, e) for e in ELBOS for d in ("pyro", "aevb_fast")] if args.compare else [(args.dists, args.elbo)])
     print(f"{'dists':<10} {'ELBO':<10} {'loss (last 10% of steps)':>25} {'samples/s':>10}")
     for dists, elbo in runs:

@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.zero_grad()
             logits, mu, logvar = model(x, fused)
             loss = loss_function(logits, x, mu, logvar, fused)
-            loss.backward()
-            optimizer.step()
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss):  # before the step, so that the weights stay as they were
                 print(f"vae_main: the loss became {loss.item()} at epoch {epoch}, step {step}", file=sys.stderr)
                 return 1
+            loss.backward()
+            optimizer.step()
             total, seen = total + loss.item(), seen + len(x)
             if step % args.log_interval == 0:
                 print(f"Train Epoch: {epoch} [{seen}/{len(train)}]\tLoss: {loss.item() / len(x):.4f}")

@@ -33,8 +33,9 @@ def assert_same_values_and_grads(ours, theirs, inputs):
 # ---- DiagonalNormal -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value_shape", [(4, 3), (5, 4, 3), (2, 5, 4, 3), (3,), (2, 1, 3)],
-                         ids=["same", "samples", "two-sample-dims", "broadcast-row", "broadcast-batch"])
+@pytest.mark.parametrize("value_shape", [(4, 3), (5, 4, 3), (2, 5, 4, 3), (3,), (2, 1, 3), (1, 3), (1, 1, 3)],
+                         ids=["same", "samples", "two-sample-dims", "broadcast-row", "broadcast-batch",
+                              "one-point", "one-point-with-sample-dim"])
 def test_diagonal_normal_log_prob_matches_torch(value_shape):
     loc, logvar = leaves((4, 3), (4, 3))
     (value,) = leaves(value_shape, seed=1)
@@ -97,8 +98,8 @@ def test_diagonal_normal_validate_args():
     DiagonalNormal(torch.full((2, 3), float("nan")), logvar, validate_args=False)  # not checked
     with pytest.raises(ValueError, match="event_dims"):
         DiagonalNormal(loc, logvar, event_dims=3)
-    with pytest.raises(ValueError):
-        DiagonalNormal(loc, logvar, validate_args=True).log_prob(torch.zeros(2, 4))  # wrong event shape
+    with pytest.raises(ValueError, match="right-most size of value must match event_shape"):
+        DiagonalNormal(loc, logvar, validate_args=True).log_prob(torch.zeros(2, 4))  # torch's own check
     with pytest.raises(TypeError, match="tensors"):
         DiagonalNormal([0.0], logvar)
 
@@ -172,8 +173,9 @@ def test_kl_between_two_diagonal_normals_matches_torch():
 # ---- BernoulliLogits ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("logits_shape,x_shape", [((4, 20), (4, 20)), ((5, 4, 20), (4, 20)), ((4, 20), (5, 4, 20))],
-                         ids=["same", "samples-of-z", "samples-of-x"])
+@pytest.mark.parametrize("logits_shape,x_shape", [((4, 20), (4, 20)), ((5, 4, 20), (4, 20)), ((4, 20), (5, 4, 20)),
+                                                   ((4, 20), (1, 20)), ((5, 4, 20), (1, 1, 20))],
+                         ids=["same", "samples-of-z", "samples-of-x", "one-point", "one-point-samples"])
 def test_bernoulli_logits_matches_torch(logits_shape, x_shape):
     (logits,) = leaves(logits_shape)
     x = torch.randint(0, 2, x_shape, generator=torch.Generator().manual_seed(1)).to(F64)
@@ -233,3 +235,12 @@ def test_compiled_elbo_with_distributions_has_no_graph_break():
     value.backward()
     assert torch.isfinite(value) and mu.grad is not None and decoder.weight.grad is not None
     assert math.isfinite(loss(mu, logvar, decoder, x).item())
+
+
+def test_a_value_of_another_dtype_promotes_as_torch_does():
+    loc, logvar = (t.detach().float() for t in leaves((4, 3), (4, 3)))
+    value = torch.randn(4, 3, dtype=F64)
+    ours = DiagonalNormal(loc, logvar).log_prob(value)
+    assert ours.dtype == F64
+    torch.testing.assert_close(ours, torch_normal(loc.double(), logvar.double()).log_prob(value))
+    assert BernoulliLogits(torch.randn(2, 5)).log_prob(torch.ones(2, 5, dtype=F64)).dtype == F64
