@@ -10,13 +10,12 @@ import re
 import pytest
 import torch
 
-import aevb_fast as af
-
 from testing import (
     DTYPES,
     GPU_KERNELS,
     TOLERANCES,
     functions,
+    op_library,
     rand,
     randn,
     require_device,
@@ -140,11 +139,6 @@ def test_grid_stride_loops_take_several_passes(device):
         test_drawn_noise_is_the_cpus_bit_for_bit(device, torch.float32, (37, 784), 5, "packed")
 
 
-def op_library(device):
-    functions(device)  # the emulation's operators exist once its module is imported
-    return torch.ops.aevb_fast_emulated if device == "emulated_cuda" else torch.ops.aevb_fast
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", [(3, 1001), (64, 20), (1, 1), (37, 784), (2, 4097)], ids=str)
@@ -234,27 +228,6 @@ def test_extreme_values_as_on_the_cpu(device, case, dtype):
     for a, b in zip(ours, cpu, strict=True):
         assert torch.equal(torch.isfinite(a), torch.isfinite(b)) and torch.equal(a.isnan(), b.isnan())
         torch.testing.assert_close(a, b, equal_nan=True, **TOLERANCES[dtype])
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_opcheck(device, dtype):
-    library, where = op_library(device), tensor_device(device)
-    t = lambda *shape, seed=0: randn(*shape, seed=seed).to(dtype=dtype, device=where)  # noqa: E731
-    acc = af.ops.accumulate_dtype(dtype)
-    mu, logvar, eps, x = t(4, 9), t(4, 9, seed=1), t(2, 4, 9, seed=2), t(4, 9, seed=3).sigmoid()
-    seed = torch.tensor([123, 456], device=where)
-    grad_z, grad_kl, grad_rows = t(2, 4, 9, seed=4), t(4, seed=5).to(acc), t(2, 4, seed=6).to(acc)
-    cases = [
-        (library.reparameterize, (mu.clone().requires_grad_(), logvar, eps, None, 2)),
-        (library.sample_and_kl, (mu, logvar.clone().requires_grad_(), None, seed, 2)),
-        (library.sample_and_kl_backward, (grad_z, grad_kl, mu, logvar, None, seed)),
-        (library.gaussian_kl, (mu.clone().requires_grad_(), logvar)),
-        (library.bernoulli_log_prob, (x, t(2, 4, 9, seed=7).requires_grad_(), 1)),
-        (library.bernoulli_log_prob_backward, (grad_rows, x, t(2, 4, 9, seed=7), 1)),
-        (library.gaussian_log_prob, (x, t(2, 4, 9, seed=8).requires_grad_(), t(2, 4, 9, seed=9), 1)),
-    ]
-    for op, args in cases:
-        torch.library.opcheck(op.default, args)
 
 
 def test_run_to_run_identical(device):

@@ -1,25 +1,18 @@
-"""reparameterize and sample_and_kl: one kernel, so one test file drives both through the same
-cases (FUSED pairs each public function with its reference twin)."""
+"""reparameterize and sample_and_kl: one kernel, so both are driven through the same spec."""
 
 import pytest
 import torch
-from torch.distributions import Normal
+from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions.transforms import AffineTransform
 
 import aevb_fast as af
 from aevb_fast import reference
 
+from op_tester import OpTester
 from testing import (
-    DEVICES,
-    DTYPES,
     LATENT_SHAPES,
-    LOW_PRECISION,
-    assert_low_precision_ok,
-    assert_matches,
     non_contiguous,
     randn,
-    functions,
-    require_device,
-    tensor_device,
     run_with_grads,
     seeded,
 )
@@ -30,49 +23,78 @@ FUNCTIONS = {
 }
 
 
-def on_device(name, device):
-    """FUNCTIONS[name] with the fused function of ``device`` (aevb_fast's or its CUDA emulation's)."""
-    return getattr(functions(device), name), FUNCTIONS[name][1]
-
-
 def with_eps(fn, num_samples):
     return lambda mu, logvar, eps: fn(mu, logvar, eps=eps, num_samples=num_samples)
 
 
 def inputs(shape, num_samples=None, dtype=torch.float64, device="cpu"):
     eps_shape = shape if num_samples is None else (num_samples, *shape)
-    return (
+    return [
         randn(*shape, dtype=dtype, device=device, seed=0),
         randn(*shape, dtype=dtype, device=device, seed=1, scale=0.7),
         randn(*eps_shape, dtype=dtype, device=device, seed=2),
-    )
+    ]
 
 
-@pytest.mark.parametrize("name", FUNCTIONS)
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape", LATENT_SHAPES)
-@pytest.mark.parametrize("num_samples", [None, 1, 5])
-def test_matches_reference_float64(name, device, shape, num_samples):
-    require_device(device)
-    fused, ref = on_device(name, device)
-    assert_matches(
-        with_eps(fused, num_samples), with_eps(ref, num_samples),
-        inputs(shape, num_samples, device=tensor_device(device)), torch.float64,
-    )
+class SampleOpTester(OpTester):
+    """Given eps as the third input; num_samples=None when eps has mu's shape."""
+
+    cases = [(shape, samples) for shape in LATENT_SHAPES for samples in (None, 1, 5)]
+    empty_cases = [((0, 5), 2), ((5, 0), 2), ((0, 5), None)]
+    gradcheck_case = ((3, 5), 3)
+    dtype_case = ((100, 20), 2)
+
+    def make_inputs(self, case, dtype=torch.float64, device="cpu"):
+        return inputs(*case, dtype=dtype, device=device)
+
+    def call(self, f, mu, logvar, eps):
+        return getattr(f, self.op)(mu, logvar, eps=eps, num_samples=None if eps.dim() == mu.dim() else eps.shape[0])
+
+    def op_args(self, library, inputs):
+        mu, logvar, eps = inputs
+        seed = torch.tensor([123, 456], device=mu.device)
+        return [(mu.clone().requires_grad_(), logvar, eps, None, eps.shape[0]),
+                (mu, logvar.clone().requires_grad_(), None, seed, eps.shape[0])]
 
 
-@pytest.mark.parametrize("shape", LATENT_SHAPES)
-def test_matches_torch_distributions(shape):
-    # z is a draw of N(mu, sigma) made from eps: log q(z) = log N(eps; 0, 1) - log sigma.
-    mu, logvar, eps = inputs(shape, 3)
-    z, kl = af.sample_and_kl(mu, logvar, eps=eps, num_samples=3)
-    sigma = torch.exp(0.5 * logvar)
-    torch.testing.assert_close(
-        Normal(mu, sigma).log_prob(z), Normal(0.0, 1.0).log_prob(eps) - torch.log(sigma),
-        rtol=1e-10, atol=1e-10,
-    )
-    # The one-sample estimate log q(z) - log p(z) averages to the analytic KL.
-    torch.testing.assert_close(kl, reference.gaussian_kl(mu, logvar), rtol=1e-10, atol=1e-10)
+class TestReparameterize(SampleOpTester):
+    op = "reparameterize"
+    outputs = ("input",)
+
+    def distribution(self, mu, logvar, eps):
+        # Normal(mu, sigma).rsample() is this affine map of a standard normal draw.
+        return AffineTransform(mu, torch.exp(0.5 * logvar))(eps)
+
+    def backward_op_args(self, args, out_grads):
+        return (out_grads[0], *args[:4])
+
+    def bad_inputs(self):
+        mu = torch.zeros(3, 4)
+        return [
+            (lambda: af.reparameterize(mu, torch.zeros(3, 5)), "logvar has shape"),
+            (lambda: af.reparameterize(mu.long(), mu.long()), "mu must be a float"),
+            (lambda: af.sample_and_kl(mu, mu.double()), "logvar has dtype"),
+            (lambda: af.reparameterize(torch.zeros(()), torch.zeros(())), "at least one dimension"),
+            (lambda: af.reparameterize(mu, mu, eps=torch.zeros(3, 5)), "eps must have the shape of mu"),
+            (lambda: af.sample_and_kl(mu, mu, eps=torch.zeros(3, 4), num_samples=2), "eps must have shape"),
+            (lambda: af.reparameterize(mu, mu, eps=torch.zeros(3, 4).double()), "eps has dtype"),
+            (lambda: af.reparameterize(mu, mu, num_samples=0), "num_samples must be at least 1"),
+            (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, None, None, 1), "exactly one of eps"),
+            (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, None, torch.zeros(3).long(), 1), "seed must be"),
+        ]
+
+
+class TestSampleAndKL(SampleOpTester):
+    op = "sample_and_kl"
+    outputs = ("input", "reduced")
+
+    def distribution(self, mu, logvar, eps):
+        q = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+        p = Independent(Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1)
+        return TestReparameterize.distribution(self, mu, logvar, eps), kl_divergence(q, p)
+
+    def backward_op_args(self, args, out_grads):
+        return (*out_grads, *args[:4])
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
@@ -88,14 +110,6 @@ def test_kernel_noise_gradients_match_reference(name):
     _, ref_grads, _ = run_with_grads(with_eps(ref, 4), (mu, logvar, eps))
     for ours, theirs in zip(grads, ref_grads[:2]):
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
-
-
-@pytest.mark.parametrize("name", FUNCTIONS)
-@pytest.mark.parametrize("num_samples", [None, 3])
-def test_gradcheck_given_eps(name, num_samples):
-    fused, _ = FUNCTIONS[name]
-    args = tuple(t.requires_grad_() for t in inputs((3, 5), num_samples))
-    assert torch.autograd.gradcheck(with_eps(fused, num_samples), args)
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
@@ -117,66 +131,24 @@ def test_backward_does_not_store_noise():
     assert sum(saved) == 2 * mu.numel() + 2
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_opcheck(dtype):
-    ops = torch.ops.aevb_fast
-    mu, logvar, eps = inputs((4, 9), 2, dtype=dtype)
-    seed = torch.tensor([123, 456])
-    for op in (ops.reparameterize.default, ops.sample_and_kl.default):
-        torch.library.opcheck(op, (mu.clone().requires_grad_(), logvar, eps, None, 2))
-        torch.library.opcheck(op, (mu, logvar.clone().requires_grad_(), None, seed, 2))
-    grad_z = randn(2, 4, 9, dtype=dtype, seed=3)
-    grad_kl = randn(4, dtype=af.ops.accumulate_dtype(dtype), seed=4)
-    torch.library.opcheck(ops.reparameterize_backward.default, (grad_z, mu, logvar, eps, None))
-    torch.library.opcheck(ops.reparameterize_backward.default, (grad_z, mu, logvar, None, seed))
-    torch.library.opcheck(ops.sample_and_kl_backward.default, (grad_z, grad_kl, mu, logvar, None, seed))
-
-
-@pytest.mark.parametrize("name", FUNCTIONS)
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_dtypes(name, device, dtype):
-    require_device(device)
-    fused, ref = on_device(name, device)
-    where = tensor_device(device)
-    if dtype in LOW_PRECISION:
-        assert_low_precision_ok(with_eps(fused, 2), with_eps(ref, 2), inputs((100, 20), 2, device=where), dtype)
-    else:
-        assert_matches(with_eps(fused, 2), with_eps(ref, 2), inputs((100, 20), 2, dtype, where), dtype)
-    mu, logvar, _ = inputs((10, 20), dtype=dtype, device=where)
-    z = functions(device).reparameterize(mu, logvar, num_samples=2)
-    assert z.dtype == dtype and z.shape == (2, 10, 20) and torch.isfinite(z).all()
-    assert functions(device).sample_and_kl(mu, logvar)[1].dtype == af.ops.accumulate_dtype(dtype)
-
-
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_non_contiguous(name):
-    fused, ref = FUNCTIONS[name]
-    mu, logvar, eps = inputs((6, 33), 2)
-    args = (non_contiguous(mu), logvar.t().contiguous().t(), non_contiguous(eps))
-    assert_matches(with_eps(fused, 2), with_eps(ref, 2), args, torch.float64)
+def test_drawn_noise_ignores_layout():
     # In-kernel noise depends on the element index, not on the layout.
-    g = lambda: seeded(3)  # noqa: E731
+    mu, logvar, _ = inputs((6, 33))
     torch.testing.assert_close(
-        af.reparameterize(non_contiguous(mu), non_contiguous(logvar), generator=g()),
-        af.reparameterize(mu, logvar, generator=g()),
+        af.reparameterize(non_contiguous(mu), non_contiguous(logvar), generator=seeded(3)),
+        af.reparameterize(mu, logvar, generator=seeded(3)),
     )
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
 @pytest.mark.parametrize("shape", [(0, 5), (5, 0)])
-def test_empty(name, shape):
-    fused, ref = FUNCTIONS[name]
-    mu, logvar, eps = inputs(shape, 2)
-    out, ref_out = fused(mu, logvar, num_samples=2), ref(mu, logvar, eps=eps, num_samples=2)
-    out = out if isinstance(out, tuple) else (out,)
-    ref_out = ref_out if isinstance(ref_out, tuple) else (ref_out,)
-    for a, b in zip(out, ref_out):
-        assert a.shape == b.shape
-        torch.testing.assert_close(a, b)
+def test_empty_with_drawn_noise(name, shape):
+    fused, _ = FUNCTIONS[name]
+    mu, logvar, _ = inputs(shape)
     mu.requires_grad_()
-    z = fused(mu, logvar, num_samples=2)
-    (z[0] if isinstance(z, tuple) else z).sum().backward()
+    out = fused(mu, logvar, num_samples=2)
+    assert (out[0] if isinstance(out, tuple) else out).shape == (2, *shape)
+    (out[0] if isinstance(out, tuple) else out).sum().backward()
     assert mu.grad.shape == mu.shape
 
 
@@ -192,34 +164,6 @@ def test_extreme_values(dtype):
     huge = torch.tensor([[2000.0]], dtype=dtype)
     z = af.reparameterize(torch.zeros_like(huge), huge, eps=torch.ones_like(huge))
     assert torch.isinf(z).all()
-
-
-def test_bad_input():
-    mu = torch.zeros(3, 4)
-    cases = [
-        (lambda: af.reparameterize(mu, torch.zeros(3, 5)), "logvar has shape"),
-        (lambda: af.reparameterize(mu.long(), mu.long()), "mu must be a float"),
-        (lambda: af.sample_and_kl(mu, mu.double()), "logvar has dtype"),
-        (lambda: af.reparameterize(torch.zeros(()), torch.zeros(())), "at least one dimension"),
-        (lambda: af.reparameterize(mu, mu, eps=torch.zeros(3, 5)), "eps must have the shape of mu"),
-        (lambda: af.sample_and_kl(mu, mu, eps=torch.zeros(3, 4), num_samples=2), "eps must have shape"),
-        (lambda: af.reparameterize(mu, mu, eps=torch.zeros(3, 4).double()), "eps has dtype"),
-        (lambda: af.reparameterize(mu, mu, num_samples=0), "num_samples must be at least 1"),
-        (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, None, None, 1), "exactly one of eps"),
-        (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, None, torch.zeros(3).long(), 1), "seed must be"),
-    ]
-    for call, match in cases:
-        with pytest.raises(ValueError, match=match):
-            call()
-
-
-@pytest.mark.parametrize("other", ["meta", "cuda"])
-def test_mixed_devices(other):
-    # meta runs everywhere: it goes through the fake implementation's device check.
-    if other == "cuda":
-        require_device("cuda")
-    with pytest.raises(ValueError, match="on the same device"):
-        af.sample_and_kl(torch.zeros(3, 4), torch.zeros(3, 4, device=other))
 
 
 @pytest.mark.parametrize("use", ["z", "kl"])

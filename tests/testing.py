@@ -57,6 +57,12 @@ def functions(device: str):
     return af
 
 
+def op_library(device: str):
+    """torch.ops.aevb_fast, or the emulation's library of the same operators."""
+    functions(device)  # the emulation's operators exist once its module is imported
+    return torch.ops.aevb_fast_emulated if device == "emulated_cuda" else torch.ops.aevb_fast
+
+
 def tensor_device(device: str) -> str:
     """Where the tensors of ``device``'s cases live (the emulation runs on CPU tensors)."""
     return "cpu" if device == "emulated_cuda" else device

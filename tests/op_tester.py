@@ -1,0 +1,173 @@
+"""The tests every operator owes, written once (as torchvision's RoIOpTester): a test file
+subclasses OpTester, states the op's spec (its inputs, its call, its torch.distributions twin,
+its operator arguments, its bad inputs) and gets the common tests over devices and dtypes:
+float64 against the reference, torch.distributions, gradcheck, opcheck on every device the
+op has (CPU, the CUDA emulation, CUDA), every dtype, non-contiguous and empty inputs,
+torch.compile(fullgraph=True), bad inputs, mixed devices. Its special cases stay beside it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import aevb_fast as af
+from aevb_fast import reference
+
+from testing import (
+    DEVICES,
+    DTYPES,
+    LOW_PRECISION,
+    assert_low_precision_ok,
+    assert_matches,
+    functions,
+    non_contiguous,
+    op_library,
+    randn,
+    require_device,
+    run_with_grads,
+    tensor_device,
+)
+
+
+def as_list(out):
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+class OpTester:
+    """Base class of an operator's tests: set the spec below in a subclass named Test<Op>."""
+
+    op: str  # the forward operator; "<op>_backward" is its backward
+    cases: list  # case ids handed to make_inputs: (shape, num_samples)
+    empty_cases: list
+    gradcheck_case: tuple
+    dtype_case: tuple
+    # Per output: "reduced" (float32 for reduced-precision inputs, as the ops return) or "input".
+    outputs: tuple = ("reduced",)
+    dtypes: list = DTYPES
+
+    def make_inputs(self, case, dtype=torch.float64, device="cpu") -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def call(self, f, *inputs):
+        """The public function of module f (aevb_fast, its emulation, or reference) on inputs."""
+        raise NotImplementedError
+
+    def distribution(self, *inputs):
+        """The same value through torch.distributions."""
+        raise NotImplementedError
+
+    def op_args(self, library, inputs) -> list[tuple]:
+        """Argument tuples of the forward operator for opcheck, some tensors requiring grad."""
+        raise NotImplementedError
+
+    def backward_op_args(self, args, out_grads) -> tuple:
+        """The backward operator's arguments, from the forward's and its outputs' gradients."""
+        raise NotImplementedError
+
+    def bad_inputs(self) -> list:
+        """(call, message) pairs: each call must raise a ValueError matching message."""
+        return []
+
+    # ---- the common tests -------------------------------------------------------------------
+
+    def fused(self, device):
+        f = functions(device)
+        return lambda *t: self.call(f, *t)
+
+    def reference(self, *inputs):
+        return self.call(reference, *inputs)
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_matches_reference_float64(self, device):
+        require_device(device)
+        for case in self.cases:
+            inputs = self.make_inputs(case, device=tensor_device(device))
+            assert_matches(self.fused(device), self.reference, inputs, torch.float64)
+
+    def test_matches_torch_distributions(self):
+        for case in self.cases:
+            inputs = self.make_inputs(case)
+            for ours, theirs in zip(as_list(self.call(af, *inputs)), as_list(self.distribution(*inputs)), strict=True):
+                torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+
+    def test_gradcheck(self):
+        inputs = [t.requires_grad_() for t in self.make_inputs(self.gradcheck_case)]
+        assert torch.autograd.gradcheck(self.fused("cpu"), inputs)
+
+    @pytest.mark.parametrize("device", DEVICES)
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_opcheck(self, device, dtype):
+        require_device(device)
+        if dtype not in self.dtypes:
+            pytest.skip(f"{self.op} does not take {dtype}")
+        library = op_library(device)
+        inputs = self.make_inputs(self.gradcheck_case, dtype, tensor_device(device))
+        for args in self.op_args(library, inputs):
+            torch.library.opcheck(getattr(library, self.op).default, args)
+            args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+            outs = as_list(getattr(library, self.op)(*args))
+            grads = [randn(*o.shape, seed=5 + i).to(o) for i, o in enumerate(outs)]
+            backward = getattr(library, f"{self.op}_backward").default
+            torch.library.opcheck(backward, self.backward_op_args(args, grads))
+
+    @pytest.mark.parametrize("device", DEVICES)
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_dtypes(self, device, dtype):
+        require_device(device)
+        if dtype not in self.dtypes:
+            pytest.skip(f"{self.op} does not take {dtype}")
+        where = tensor_device(device)
+        inputs = self.make_inputs(self.dtype_case, dtype, where)
+        outs = as_list(self.fused(device)(*inputs))
+        for kind, out in zip(self.outputs, outs, strict=True):
+            assert out.dtype == (af.ops.accumulate_dtype(dtype) if kind == "reduced" else dtype)
+        if dtype in LOW_PRECISION:
+            assert_low_precision_ok(self.fused(device), self.reference, self.make_inputs(self.dtype_case, device=where), dtype)
+        else:
+            assert_matches(self.fused(device), self.reference, inputs, dtype)
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_non_contiguous(self, device):
+        require_device(device)
+        inputs = self.make_inputs(self.gradcheck_case, device=tensor_device(device))
+        for layout in (non_contiguous, lambda t: t.transpose(-1, -2).contiguous().transpose(-1, -2)):
+            strided = [layout(t) if t.dim() >= 2 else t for t in inputs]
+            assert any(not t.is_contiguous() for t in strided)
+            assert_matches(self.fused(device), self.reference, strided, torch.float64)
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_empty(self, device):
+        require_device(device)
+        for case in self.empty_cases:
+            inputs = self.make_inputs(case, device=tensor_device(device))
+            outs, grads, _ = run_with_grads(self.fused(device), inputs)
+            ref_outs, ref_grads, _ = run_with_grads(self.reference, inputs)
+            for a, b in zip(outs + grads, ref_outs + ref_grads, strict=True):
+                assert a.shape == b.shape, case
+                torch.testing.assert_close(a, b)
+
+    @pytest.mark.parametrize("device", ["cpu", "emulated_cuda"])
+    def test_compiled_matches_eager(self, device):
+        require_device(device)
+        inputs = self.make_inputs(self.gradcheck_case, torch.float32, tensor_device(device))
+        eager = self.fused(device)
+        compiled = torch.compile(lambda *t: eager(*t), fullgraph=True)
+        expected = run_with_grads(eager, inputs)
+        got = run_with_grads(compiled, inputs)
+        for a, b in zip(got[0] + got[1], expected[0] + expected[1], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+    def test_bad_input(self):
+        for call, match in self.bad_inputs():
+            with pytest.raises(ValueError, match=match):
+                call()
+
+    @pytest.mark.parametrize("other", ["meta", "cuda"])
+    def test_mixed_devices(self, other):
+        # meta runs everywhere: it goes through the fake implementation's device check.
+        if other == "cuda":
+            require_device("cuda")
+        inputs = [t.float() for t in self.make_inputs(self.gradcheck_case)]
+        inputs[1] = inputs[1].to(other)
+        with pytest.raises(ValueError, match="on the same device"):
+            self.call(af, *inputs)
