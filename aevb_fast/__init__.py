@@ -11,6 +11,8 @@ from .ops import (
     bernoulli_log_prob,
     gaussian_kl,
     gaussian_log_prob,
+    linear_bernoulli_log_prob,
+    linear_gaussian_log_prob,
     reparameterize,
     sample_and_kl,
 )
@@ -23,6 +25,8 @@ __all__ = [
     "sample_and_kl",
     "bernoulli_log_prob",
     "gaussian_log_prob",
+    "linear_bernoulli_log_prob",
+    "linear_gaussian_log_prob",
     "elbo",
     "ELBOLoss",
     "models",

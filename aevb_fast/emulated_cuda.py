@@ -44,6 +44,8 @@ gaussian_kl = _library.gaussian_kl
 sample_and_kl = _library.sample_and_kl
 bernoulli_log_prob = _library.bernoulli_log_prob
 gaussian_log_prob = _library.gaussian_log_prob
+linear_bernoulli_log_prob = _library.linear_bernoulli_log_prob
+linear_gaussian_log_prob = _library.linear_gaussian_log_prob
 
 
 @contextlib.contextmanager

@@ -38,16 +38,16 @@ __all__ = [
     "sample_and_kl",
     "bernoulli_log_prob",
     "gaussian_log_prob",
+    "linear_bernoulli_log_prob",
+    "linear_gaussian_log_prob",
 ]
 
-FORWARD_OPS = (
-    "reparameterize",
-    "gaussian_kl",
-    "sample_and_kl",
-    "bernoulli_log_prob",
-    "gaussian_log_prob",
+FORWARD_OPS = tuple(__all__)
+LINEAR_HEAD_OPS = ("linear_bernoulli_log_prob", "linear_gaussian_log_prob")
+BACKWARD_OPS = tuple(f"{name}_backward" for name in FORWARD_OPS) + tuple(
+    f"{name}_with_grads" for name in LINEAR_HEAD_OPS
 )
-BACKWARD_OPS = tuple(f"{name}_backward" for name in FORWARD_OPS)
+REDUCTIONS = ("none", "sum", "mean")
 
 
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -109,7 +109,7 @@ def _noise_arguments(mu: Tensor, eps: Tensor | None, num_samples: int | None):
 
 
 class OperatorLibrary:
-    """The five public functions over one library of compiled operators: ``torch.ops.aevb_fast``
+    """The public functions over one library of compiled operators: ``torch.ops.aevb_fast``
     (what ``aevb_fast`` exports), or ``torch.ops.aevb_fast_emulated``, the CUDA kernels run on
     CPU tensors by the development build (``aevb_fast.emulated_cuda``). Creating one registers
     the library's fake implementations (its autograd formulas are registered in C++)."""
@@ -171,6 +171,73 @@ class OperatorLibrary:
     ) -> Tensor:
         """log N(x; mean, diag(exp(logvar))) summed over the trailing ``event_dims`` dims."""
         return self._ops.gaussian_log_prob(x, mean, logvar, event_dims)
+
+    def linear_bernoulli_log_prob(
+        self,
+        x: Tensor,
+        h: Tensor,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        *,
+        reduction: str = "none",
+        chunk_size: int | None = None,
+    ) -> Tensor:
+        """``bernoulli_log_prob(x, h @ weight.T + bias)`` without the logits ever stored whole.
+
+        ``h`` is the decoder's last hidden layer, ``(..., H)``; ``weight`` is ``(D, H)`` and
+        ``bias`` ``(D,)``, as in ``nn.Linear(H, D)``; ``x`` is ``(..., D)``, broadcast over
+        leading (sample) dims of ``h`` as in ``bernoulli_log_prob``. Rows are processed
+        ``chunk_size`` at a time (default: about 2**20 logits per chunk on the CPU, 2**24 on a
+        GPU), so at most ``chunk_size x D`` logits exist at once. ``reduction``: ``"none"`` (one
+        value per row of ``h``, shape ``h.shape[:-1]``; the backward recomputes each chunk's
+        logits), ``"sum"`` or ``"mean"`` (a scalar; the gradients are computed in the forward pass
+        and the backward only scales them). Gradients flow to ``h``, ``weight`` and ``bias``;
+        none to ``x``.
+        """
+        _check_reduction("linear_bernoulli_log_prob", reduction)
+        chunk = _chunk_rows(x, h, weight, chunk_size)
+        return self._ops.linear_bernoulli_log_prob(x, h, weight, bias, reduction, chunk)
+
+    def linear_gaussian_log_prob(
+        self,
+        x: Tensor,
+        h: Tensor,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        *,
+        reduction: str = "none",
+        chunk_size: int | None = None,
+    ) -> Tensor:
+        """The paper's Gaussian decoder head fused with its likelihood: with
+        ``a, logvar = (h @ weight.T + bias).chunk(2, -1)``, ``gaussian_log_prob(x, sigmoid(a),
+        logvar)``, never storing ``a`` or ``logvar`` whole.
+
+        ``weight`` is ``(2 D, H)``: the mean's map stacked over the log-variance's, as the last
+        ``nn.Linear(H, 2 D)`` of ``aevb_fast.models.GaussianDecoder``; ``bias`` is ``(2 D,)``.
+        Shapes, ``reduction`` and ``chunk_size`` as in ``linear_bernoulli_log_prob``.
+        """
+        _check_reduction("linear_gaussian_log_prob", reduction)
+        chunk = _chunk_rows(x, h, weight, chunk_size)
+        return self._ops.linear_gaussian_log_prob(x, h, weight, bias, reduction, chunk)
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"aevb_fast.{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+# Elements of logits per chunk by default: a few MB on the CPU (cache-sized, and enough rows for
+# MKL's GEMM), more on a GPU, where a large product is what keeps it busy.
+DEFAULT_CHUNK_ELEMENTS = {"cpu": 2**20, "cuda": 2**24}
+
+
+def _chunk_rows(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"aevb_fast: chunk_size must be a positive int or None, got {chunk_size!r}")
+        return chunk_size
+    elements = DEFAULT_CHUNK_ELEMENTS.get(h.device.type, 2**20)
+    return max(1, elements // max(1, weight.shape[0] if weight.dim() == 2 else 1))
 
 
 # ---- fake implementations (shapes and dtypes only) -------------------------------------------
@@ -251,6 +318,22 @@ def _gaussian_log_prob_backward_fake(grad, x, mean, logvar, event_dims):
     return torch.empty_like(mean), torch.empty_like(mean)
 
 
+def _linear_head_fake(x, h, weight, bias, reduction, chunk_size):
+    _check_same_device(h=h, x=x, weight=weight, bias=bias)
+    dtype = accumulate_dtype(h.dtype)
+    return h.new_empty(h.shape[:-1] if reduction == "none" else (), dtype=dtype)
+
+
+def _linear_head_backward_fake(grad, x, h, weight, bias, chunk_size):
+    return torch.empty_like(h), torch.empty_like(weight), weight.new_empty(weight.shape[0])
+
+
+def _linear_head_with_grads_fake(x, h, weight, bias, reduction, chunk_size):
+    _check_same_device(h=h, x=x, weight=weight, bias=bias)
+    total = h.new_empty((), dtype=accumulate_dtype(h.dtype))
+    return total, torch.empty_like(h), torch.empty_like(weight), weight.new_empty(weight.shape[0])
+
+
 _FAKES = {
     "reparameterize": _reparameterize_fake,
     "reparameterize_backward": _reparameterize_backward_fake,
@@ -262,6 +345,9 @@ _FAKES = {
     "bernoulli_log_prob_backward": _bernoulli_log_prob_backward_fake,
     "gaussian_log_prob": _gaussian_log_prob_fake,
     "gaussian_log_prob_backward": _gaussian_log_prob_backward_fake,
+    **{name: _linear_head_fake for name in LINEAR_HEAD_OPS},
+    **{f"{name}_backward": _linear_head_backward_fake for name in LINEAR_HEAD_OPS},
+    **{f"{name}_with_grads": _linear_head_with_grads_fake for name in LINEAR_HEAD_OPS},
 }
 
 
@@ -278,3 +364,5 @@ gaussian_kl = _library.gaussian_kl
 sample_and_kl = _library.sample_and_kl
 bernoulli_log_prob = _library.bernoulli_log_prob
 gaussian_log_prob = _library.gaussian_log_prob
+linear_bernoulli_log_prob = _library.linear_bernoulli_log_prob
+linear_gaussian_log_prob = _library.linear_gaussian_log_prob

@@ -19,6 +19,8 @@ __all__ = [
     "sample_and_kl",
     "bernoulli_log_prob",
     "gaussian_log_prob",
+    "linear_bernoulli_log_prob",
+    "linear_gaussian_log_prob",
 ]
 
 
@@ -71,3 +73,27 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor, *, event_dims: int = 1) -> Ten
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int = 1) -> Tensor:
     return _sum_last(-0.5 * (math.log(2 * math.pi) + logvar + (x - mean).pow(2) * torch.exp(-logvar)), event_dims)
+
+
+def _reduce(rows: Tensor, reduction: str) -> Tensor:
+    if reduction == "sum":
+        return rows.sum()
+    if reduction == "mean":
+        return rows.mean()
+    if reduction != "none":
+        raise ValueError(f"reduction must be one of ('none', 'sum', 'mean'), got {reduction!r}")
+    return rows
+
+
+def linear_bernoulli_log_prob(x: Tensor, h: Tensor, weight: Tensor, bias: Tensor | None = None, *,
+                              reduction: str = "none", chunk_size: int | None = None) -> Tensor:
+    """An nn.Linear and the Bernoulli likelihood: the logits exist whole (chunk_size is ignored)."""
+    return _reduce(bernoulli_log_prob(x, F.linear(h, weight, bias)), reduction)
+
+
+def linear_gaussian_log_prob(x: Tensor, h: Tensor, weight: Tensor, bias: Tensor | None = None, *,
+                             reduction: str = "none", chunk_size: int | None = None) -> Tensor:
+    """The paper's Gaussian head: mean = sigmoid of the first half of the linear map's output,
+    log-variance the second half."""
+    mean_pre, logvar = F.linear(h, weight, bias).chunk(2, dim=-1)
+    return _reduce(gaussian_log_prob(x, torch.sigmoid(mean_pre), logvar), reduction)

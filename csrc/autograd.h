@@ -180,8 +180,91 @@ struct GaussianLogProb : torch::autograd::Function<GaussianLogProb<Library>> {
   }
 };
 
+// ---- the linear heads -------------------------------------------------------------------------
+// "none" keeps per-row outputs (the IWAE bound needs them) and recomputes each chunk's logits in
+// the backward; "sum" and "mean" compute the gradients in the forward's one pass over the chunks,
+// so the backward only scales them and no matrix product is done twice. No gradient for x.
+
+struct BernoulliHead {
+  static constexpr const char* name = "linear_bernoulli_log_prob";
+};
+struct GaussianHead {
+  static constexpr const char* name = "linear_gaussian_log_prob";
+};
+
+template <typename Library, typename Head>
+struct LinearHeadOps {
+  using Forward = Tensor(const Tensor&, const Tensor&, const Tensor&, const Optional&, c10::string_view, int64_t);
+  using Backward = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                                      const Optional&, int64_t);
+  using WithGrads = std::tuple<Tensor, Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                                               const Optional&, c10::string_view, int64_t);
+  static const LinearHeadOps& get() {
+    static const LinearHeadOps ops;
+    return ops;
+  }
+  c10::TypedOperatorHandle<Forward> forward = find_op<Library, Forward>(Head::name);
+  c10::TypedOperatorHandle<Backward> backward =
+      find_op<Library, Backward>((std::string(Head::name) + "_backward").c_str());
+  c10::TypedOperatorHandle<WithGrads> with_grads =
+      find_op<Library, WithGrads>((std::string(Head::name) + "_with_grads").c_str());
+};
+
+template <typename Library, typename Head>
+struct LinearHeadRows : torch::autograd::Function<LinearHeadRows<Library, Head>> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& h, const Tensor& weight,
+                        const Optional& bias, int64_t chunk_size) {
+    at::AutoDispatchBelowADInplaceOrView below;
+    ctx->save_for_backward({x, h, weight, bias.value_or(Tensor())});
+    ctx->saved_data["chunk_size"] = chunk_size;
+    return LinearHeadOps<Library, Head>::get().forward.call(x, h, weight, bias, "none", chunk_size);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Optional bias = saved_optional(saved[3]);
+    auto [grad_h, grad_weight, grad_bias] = LinearHeadOps<Library, Head>::get().backward.call(
+        grads[0], saved[0], saved[1], saved[2], bias, ctx->saved_data["chunk_size"].toInt());
+    return {Tensor(), grad_h, grad_weight, bias.has_value() ? grad_bias : Tensor(), Tensor()};
+  }
+};
+
+template <typename Library, typename Head>
+struct LinearHeadTotal : torch::autograd::Function<LinearHeadTotal<Library, Head>> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& h, const Tensor& weight,
+                        const Optional& bias, const std::string& reduction, int64_t chunk_size) {
+    at::AutoDispatchBelowADInplaceOrView below;
+    auto [total, grad_h, grad_weight, grad_bias] =
+        LinearHeadOps<Library, Head>::get().with_grads.call(x, h, weight, bias, reduction, chunk_size);
+    ctx->save_for_backward({grad_h, grad_weight, bias.has_value() ? grad_bias : Tensor()});
+    return total;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& g = grads[0];
+    return {Tensor(), saved[0] * g, saved[1] * g, saved[2].defined() ? saved[2] * g : Tensor(), Tensor(),
+            Tensor()};
+  }
+};
+
+template <typename Library, typename Head>
+void register_linear_head_autograd(torch::Library& m) {
+  m.impl(Head::name, [](const Tensor& x, const Tensor& h, const Tensor& weight, const Optional& bias,
+                        c10::string_view reduction, int64_t chunk_size) -> Tensor {
+    if (reduction == "none") return LinearHeadRows<Library, Head>::apply(x, h, weight, bias, chunk_size);
+    const bool needs_grad = at::GradMode::is_enabled() &&
+                            (h.requires_grad() || weight.requires_grad() || (bias && bias->requires_grad()));
+    if (needs_grad) {
+      return LinearHeadTotal<Library, Head>::apply(x, h, weight, bias, std::string(reduction), chunk_size);
+    }
+    at::AutoDispatchBelowADInplaceOrView below;
+    return LinearHeadOps<Library, Head>::get().forward.call(x, h, weight, bias, reduction, chunk_size);
+  });
+}
+
 template <typename Library>
 void register_autograd(torch::Library& m) {
+  register_linear_head_autograd<Library, BernoulliHead>(m);
+  register_linear_head_autograd<Library, GaussianHead>(m);
   m.impl("reparameterize", [](const Tensor& mu, const Tensor& logvar, const Optional& eps,
                               const Optional& seed, int64_t num_samples) {
     return Reparameterize<Library>::apply(mu, logvar, eps, seed, num_samples);

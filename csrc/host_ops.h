@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
 
 #include "kernels.h"
 
@@ -47,5 +48,19 @@ std::tuple<at::Tensor, at::Tensor> gaussian_log_prob_backward(const Kernels& k,
                                                               const at::Tensor& mean,
                                                               const at::Tensor& logvar,
                                                               int64_t event_dims);
+
+// The linear heads (csrc/linear_log_prob.cpp): log p(x | head(h @ weight.T + bias)) without the
+// logits ever stored whole.
+enum class LinearHead { kBernoulli, kSigmoidGaussian };
+
+at::Tensor linear_log_prob(const Kernels& k, LinearHead head, const at::Tensor& x, const at::Tensor& h,
+                           const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                           c10::string_view reduction, int64_t chunk_size);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_log_prob_backward(
+    const Kernels& k, LinearHead head, const at::Tensor& grad, const at::Tensor& x, const at::Tensor& h,
+    const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t chunk_size);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_log_prob_with_grads(
+    const Kernels& k, LinearHead head, const at::Tensor& x, const at::Tensor& h, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, c10::string_view reduction, int64_t chunk_size);
 
 }  // namespace aevb_fast

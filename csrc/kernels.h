@@ -32,7 +32,16 @@ using KernelTensor = const at::Tensor&;
                          KernelTensor grad_logits))                                              \
   X(gaussian_forward, (KernelTensor x, KernelTensor mean, KernelTensor logvar, KernelTensor out)) \
   X(gaussian_backward, (KernelTensor grad, KernelTensor x, KernelTensor mean, KernelTensor logvar, \
-                        KernelTensor grad_mean, KernelTensor grad_logvar))
+                        KernelTensor grad_mean, KernelTensor grad_logvar))                       \
+  /* The epilogues of the linear heads (csrc/linear_log_prob.cpp), on one chunk of rows. x:     \
+     (Rx, E) paired as above. Writes out: (R) always, and grad_logits: (R, E) when defined,     \
+     scaled by grad[r] when grad (R) is defined, else by 1. */                                  \
+  X(bernoulli_epilogue, (KernelTensor x, KernelTensor logits, KernelTensor grad, KernelTensor out, \
+                         KernelTensor grad_logits))                                              \
+  /* pre: (R, 2E), per row the mean's pre-activation a (mean = sigmoid(a)), then the            \
+     log-variance; grad_pre: (R, 2E) likewise. */                                                \
+  X(sigmoid_gaussian_epilogue, (KernelTensor x, KernelTensor pre, KernelTensor grad,             \
+                                KernelTensor out, KernelTensor grad_pre))
 
 #define AEVB_KERNEL_MEMBER_(name, params) void(*name) params;
 struct Kernels {

@@ -3,12 +3,31 @@
 // end's kernel table. A back end calls it from its TORCH_LIBRARY_IMPL block:
 //   TORCH_LIBRARY_IMPL(aevb_fast, CPU, m) { register_backend<cpu_kernels>(m); }
 #include <optional>
+#include <string>
 
 #include <torch/library.h>
 
 #include "host_ops.h"
 
 namespace aevb_fast {
+
+template <const Kernels& (*K)(), LinearHead kHead>
+void register_linear_head(torch::Library& m, const std::string& name) {
+  using Tensor = at::Tensor;
+  using Optional = std::optional<at::Tensor>;
+  m.impl(name.c_str(), [](const Tensor& x, const Tensor& h, const Tensor& weight, const Optional& bias,
+                  c10::string_view reduction, int64_t chunk_size) {
+    return linear_log_prob(K(), kHead, x, h, weight, bias, reduction, chunk_size);
+  });
+  m.impl((name + "_backward").c_str(), [](const Tensor& grad, const Tensor& x, const Tensor& h, const Tensor& weight,
+                                const Optional& bias, int64_t chunk_size) {
+    return linear_log_prob_backward(K(), kHead, grad, x, h, weight, bias, chunk_size);
+  });
+  m.impl((name + "_with_grads").c_str(), [](const Tensor& x, const Tensor& h, const Tensor& weight, const Optional& bias,
+                                  c10::string_view reduction, int64_t chunk_size) {
+    return linear_log_prob_with_grads(K(), kHead, x, h, weight, bias, reduction, chunk_size);
+  });
+}
 
 template <const Kernels& (*K)()>
 void register_backend(torch::Library& m) {
@@ -51,6 +70,8 @@ void register_backend(torch::Library& m) {
                                           const Tensor& logvar, int64_t event_dims) {
     return gaussian_log_prob_backward(K(), grad, x, mean, logvar, event_dims);
   });
+  register_linear_head<K, LinearHead::kBernoulli>(m, "linear_bernoulli_log_prob");
+  register_linear_head<K, LinearHead::kSigmoidGaussian>(m, "linear_gaussian_log_prob");
 }
 
 }  // namespace aevb_fast

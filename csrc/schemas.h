@@ -1,6 +1,8 @@
 #pragma once
 // Every operator's schema, written once: registered as torch.ops.aevb_fast by csrc/ops.cpp and,
 // in the development build of the CUDA emulation, as torch.ops.aevb_fast_emulated.
+#include <string>
+
 #include <torch/library.h>
 
 namespace aevb_fast {
@@ -28,6 +30,19 @@ inline void define_schemas(torch::Library& m) {
   m.def("gaussian_log_prob(Tensor x, Tensor mean, Tensor logvar, int event_dims) -> Tensor");
   m.def("gaussian_log_prob_backward(Tensor grad, Tensor x, Tensor mean, Tensor logvar, int event_dims) "
         "-> (Tensor grad_mean, Tensor grad_logvar)");
+  // The decoder's output layer and its likelihood (csrc/linear_log_prob.cpp): per row of h (or
+  // summed, or averaged) log p(x | h @ weight.T + bias), chunk_size rows of logits at a time. The
+  // Gaussian head's weight stacks the mean's map (through a sigmoid) over the log-variance's.
+  // *_with_grads computes a sum or mean and its gradients in one pass, for autograd.
+  for (const char* head : {"bernoulli", "gaussian"}) {
+    const std::string name = std::string("linear_") + head + "_log_prob";
+    const std::string inputs = "Tensor x, Tensor h, Tensor weight, Tensor? bias";
+    m.def((name + "(" + inputs + ", str reduction, int chunk_size) -> Tensor").c_str());
+    m.def((name + "_backward(Tensor grad, " + inputs + ", int chunk_size) "
+           "-> (Tensor grad_h, Tensor grad_weight, Tensor grad_bias)").c_str());
+    m.def((name + "_with_grads(" + inputs + ", str reduction, int chunk_size) "
+           "-> (Tensor total, Tensor grad_h, Tensor grad_weight, Tensor grad_bias)").c_str());
+  }
 }
 
 }  // namespace aevb_fast

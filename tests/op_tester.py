@@ -44,6 +44,8 @@ class OpTester:
     # Per output: "reduced" (float32 for reduced-precision inputs, as the ops return) or "input".
     outputs: tuple = ("reduced",)
     dtypes: list = DTYPES
+    # The first `constants` inputs get no gradient (x of the linear heads): bound, not differentiated.
+    constants: int = 0
 
     def make_inputs(self, case, dtype=torch.float64, device="cpu") -> list[torch.Tensor]:
         raise NotImplementedError
@@ -64,25 +66,28 @@ class OpTester:
         """The backward operator's arguments, from the forward's and its outputs' gradients."""
         raise NotImplementedError
 
+    def other_ops(self, library, inputs) -> list:
+        """(operator overload, args) pairs of the op's other operators, for opcheck."""
+        return []
+
     def bad_inputs(self) -> list:
         """(call, message) pairs: each call must raise a ValueError matching message."""
         return []
 
     # ---- the common tests -------------------------------------------------------------------
 
-    def fused(self, device):
+    def bound(self, device, inputs, dtype=None):
+        """(fused, reference, the inputs they differentiate): the constants bound (in dtype)."""
+        fixed = [t if dtype is None else t.to(dtype) for t in inputs[: self.constants]]
         f = functions(device)
-        return lambda *t: self.call(f, *t)
-
-    def reference(self, *inputs):
-        return self.call(reference, *inputs)
+        return ((lambda *t: self.call(f, *fixed, *t)), (lambda *t: self.call(reference, *fixed, *t)),
+                inputs[self.constants:])
 
     @pytest.mark.parametrize("device", DEVICES)
     def test_matches_reference_float64(self, device):
         require_device(device)
         for case in self.cases:
-            inputs = self.make_inputs(case, device=tensor_device(device))
-            assert_matches(self.fused(device), self.reference, inputs, torch.float64)
+            assert_matches(*self.bound(device, self.make_inputs(case, device=tensor_device(device))), torch.float64)
 
     def test_matches_torch_distributions(self):
         for case in self.cases:
@@ -91,8 +96,8 @@ class OpTester:
                 torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
 
     def test_gradcheck(self):
-        inputs = [t.requires_grad_() for t in self.make_inputs(self.gradcheck_case)]
-        assert torch.autograd.gradcheck(self.fused("cpu"), inputs)
+        fused, _, inputs = self.bound("cpu", self.make_inputs(self.gradcheck_case))
+        assert torch.autograd.gradcheck(fused, [t.requires_grad_() for t in inputs])
 
     @pytest.mark.parametrize("device", DEVICES)
     @pytest.mark.parametrize("dtype", DTYPES)
@@ -109,6 +114,8 @@ class OpTester:
             grads = [randn(*o.shape, seed=5 + i).to(o) for i, o in enumerate(outs)]
             backward = getattr(library, f"{self.op}_backward").default
             torch.library.opcheck(backward, self.backward_op_args(args, grads))
+        for op, args in self.other_ops(library, inputs):
+            torch.library.opcheck(op, args)
 
     @pytest.mark.parametrize("device", DEVICES)
     @pytest.mark.parametrize("dtype", DTYPES)
@@ -118,13 +125,14 @@ class OpTester:
             pytest.skip(f"{self.op} does not take {dtype}")
         where = tensor_device(device)
         inputs = self.make_inputs(self.dtype_case, dtype, where)
-        outs = as_list(self.fused(device)(*inputs))
+        outs = as_list(self.call(functions(device), *inputs))
         for kind, out in zip(self.outputs, outs, strict=True):
             assert out.dtype == (af.ops.accumulate_dtype(dtype) if kind == "reduced" else dtype)
         if dtype in LOW_PRECISION:
-            assert_low_precision_ok(self.fused(device), self.reference, self.make_inputs(self.dtype_case, device=where), dtype)
+            float64 = self.make_inputs(self.dtype_case, device=where)
+            assert_low_precision_ok(*self.bound(device, float64, dtype), dtype)
         else:
-            assert_matches(self.fused(device), self.reference, inputs, dtype)
+            assert_matches(*self.bound(device, inputs), dtype)
 
     @pytest.mark.parametrize("device", DEVICES)
     def test_non_contiguous(self, device):
@@ -133,24 +141,24 @@ class OpTester:
         for layout in (non_contiguous, lambda t: t.transpose(-1, -2).contiguous().transpose(-1, -2)):
             strided = [layout(t) if t.dim() >= 2 else t for t in inputs]
             assert any(not t.is_contiguous() for t in strided)
-            assert_matches(self.fused(device), self.reference, strided, torch.float64)
+            assert_matches(*self.bound(device, strided), torch.float64)
 
     @pytest.mark.parametrize("device", DEVICES)
     def test_empty(self, device):
         require_device(device)
         for case in self.empty_cases:
-            inputs = self.make_inputs(case, device=tensor_device(device))
-            outs, grads, _ = run_with_grads(self.fused(device), inputs)
-            ref_outs, ref_grads, _ = run_with_grads(self.reference, inputs)
+            fused, ref, inputs = self.bound(device, self.make_inputs(case, device=tensor_device(device)))
+            outs, grads, _ = run_with_grads(fused, inputs)
+            ref_outs, ref_grads, _ = run_with_grads(ref, inputs)
             for a, b in zip(outs + grads, ref_outs + ref_grads, strict=True):
                 assert a.shape == b.shape, case
-                torch.testing.assert_close(a, b)
+                torch.testing.assert_close(a, b, equal_nan=True)  # the mean of nothing is NaN
 
     @pytest.mark.parametrize("device", ["cpu", "emulated_cuda"])
     def test_compiled_matches_eager(self, device):
         require_device(device)
-        inputs = self.make_inputs(self.gradcheck_case, torch.float32, tensor_device(device))
-        eager = self.fused(device)
+        eager, _, inputs = self.bound(device, self.make_inputs(self.gradcheck_case, torch.float32, tensor_device(device)))
+        torch.compiler.reset()  # every op's test compiles the same lambda: no recompile limit
         compiled = torch.compile(lambda *t: eager(*t), fullgraph=True)
         expected = run_with_grads(eager, inputs)
         got = run_with_grads(compiled, inputs)

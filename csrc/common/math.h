@@ -163,10 +163,16 @@ AEVB_HOST_DEVICE T bernoulli_log_prob_term(T x, T logit) {
   return x * logit - softplus(logit);
 }
 
-// d/dl = x - sigmoid(l); exp(-l) overflowing to inf gives sigmoid 0, never NaN.
+// 1 / (1 + exp(-l)); exp(-l) overflowing to inf gives 0, never NaN.
+template <typename T>
+AEVB_HOST_DEVICE T sigmoid(T logit) {
+  return T(1) / (T(1) + exponential(-logit));
+}
+
+// d/dl = x - sigmoid(l)
 template <typename T>
 AEVB_HOST_DEVICE T bernoulli_grad_logit(T x, T logit) {
-  return x - T(1) / (T(1) + exponential(-logit));
+  return x - sigmoid(logit);
 }
 
 // ---- Gaussian likelihood with learned diagonal variance --------------------------------------
@@ -195,6 +201,12 @@ AEVB_HOST_DEVICE T gaussian_grad_mean(T w, T inv_std) {
 template <typename T>
 AEVB_HOST_DEVICE T gaussian_grad_logvar(T w) {
   return T(0.5) * (w * w - T(1));
+}
+
+// The paper's Gaussian decoder head, mean = sigmoid(a): d/da = d/dmean * mean * (1 - mean).
+template <typename T>
+AEVB_HOST_DEVICE T sigmoid_grad_from_output(T grad_mean, T mean) {
+  return grad_mean * mean * (T(1) - mean);
 }
 
 }  // namespace AEVB_ISA_NAMESPACE

@@ -1,0 +1,183 @@
+"""The linear heads: the decoder's output layer fused with its likelihood. The common tests run
+on each head with each reduction (OpTester); the special cases cover chunk sizes that do not
+divide the rows, samples broadcast over x, no bias, and that the logits are never stored whole."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributions import Bernoulli, Independent, Normal
+
+import aevb_fast as af
+from aevb_fast import reference
+
+from op_tester import OpTester
+from testing import DEVICES, assert_matches, functions, rand, randn, require_device, tensor_device
+
+HIDDEN = 7
+
+
+def inputs(case, dtype=torch.float64, device="cpu", parts=1):
+    """x (*batch, D), h (*samples, *batch, H), weight (parts * D, H), bias (parts * D)."""
+    batch, samples, cols = case
+    lead = batch if samples is None else (samples, *batch)
+    t = lambda *shape, seed, **kw: randn(*shape, dtype=dtype, device=device, seed=seed, **kw)  # noqa: E731
+    return [rand(*batch, cols, dtype=dtype, device=device, seed=0), t(*lead, HIDDEN, seed=1),
+            t(parts * cols, HIDDEN, seed=2, scale=0.5), t(parts * cols, seed=3, scale=0.5)]
+
+
+class LinearHeadTester(OpTester):
+    """x, h, weight, bias; x is bound (no gradient), chunks of 3 rows (dividing no case's rows)."""
+
+    constants = 1
+    chunk_size = 3
+    reduction = "none"
+    parts = 1
+    cases = [((10,), None, 13), ((10,), 3, 13), ((2, 5), 2, 1), ((1,), None, 33)]
+    empty_cases = [((0,), None, 5), ((4,), 0, 5), ((4,), None, 0)]
+    gradcheck_case = ((5,), 2, 4)
+    dtype_case = ((100,), 2, 40)
+
+    @property
+    def outputs(self):
+        return ("reduced",)
+
+    def make_inputs(self, case, dtype=torch.float64, device="cpu"):
+        return inputs(case, dtype, device, self.parts)
+
+    def call(self, f, x, h, weight, bias):
+        fn = getattr(f, self.op)
+        return fn(x, h, weight, bias, reduction=self.reduction, chunk_size=self.chunk_size)
+
+    def op_args(self, library, inputs):
+        x, h, weight, bias = inputs
+        return [(x, h.clone().requires_grad_(), weight.clone().requires_grad_(), bias, self.reduction, 2),
+                (x, h, weight, bias.clone().requires_grad_(), self.reduction, 100)]
+
+    def backward_op_args(self, args, out_grads):
+        x, h, weight, bias, _, chunk = args
+        grad = randn(*h.shape[:-1], seed=9).to(out_grads[0])
+        return (grad, x, h, weight, bias, chunk)
+
+    def other_ops(self, library, inputs):
+        x, h, weight, bias = inputs
+        with_grads = getattr(library, f"{self.op}_with_grads").default
+        return [(with_grads, (x, h, weight, None, "sum", 2)), (with_grads, (x, h, weight, bias, "mean", 3))]
+
+    def bad_inputs(self):
+        z, f = torch.zeros, getattr(af, self.op)
+        x, h, w, b = z(4, 5), z(4, 3), z(self.parts * 5, 3), z(self.parts * 5)
+        return [
+            (lambda: f(x, h, z(5, 4), b), "weight must have shape"),
+            (lambda: f(x, h, w, z(7)), "bias must have shape"),
+            (lambda: f(z(3, 5), h, w, b), "x has shape"),
+            (lambda: f(x, z(4, 4), w, b), "weight must have shape"),
+            (lambda: f(x.double(), h, w, b), "h has dtype"),
+            (lambda: f(x, h, w.double(), b), "weight has dtype"),
+            (lambda: f(x.long(), h.long(), w.long(), b.long()), "x must be a float"),
+            (lambda: f(x, h, w, b, reduction="avg"), "reduction must be one of"),
+            (lambda: f(x, h, w, b, chunk_size=0), "chunk_size must be a positive int"),
+            (lambda: torch.ops.aevb_fast.linear_bernoulli_log_prob(x, h, z(5, 3), None, "none", 0), "chunk_size must be at least 1"),
+        ]
+
+
+class TestLinearBernoulliLogProb(LinearHeadTester):
+    op = "linear_bernoulli_log_prob"
+
+    def distribution(self, x, h, weight, bias):
+        logits = F.linear(h, weight, bias)
+        return Independent(Bernoulli(logits=logits, validate_args=False), 1).log_prob(x.expand_as(logits))
+
+
+class TestLinearBernoulliLogProbSum(TestLinearBernoulliLogProb):
+    reduction = "sum"
+
+    def distribution(self, *inputs):
+        return super().distribution(*inputs).sum()
+
+
+class TestLinearGaussianLogProb(LinearHeadTester):
+    op = "linear_gaussian_log_prob"
+    parts = 2
+
+    def distribution(self, x, h, weight, bias):
+        mean_pre, logvar = F.linear(h, weight, bias).chunk(2, -1)
+        return Independent(Normal(torch.sigmoid(mean_pre), torch.exp(0.5 * logvar)), 1).log_prob(x)
+
+
+class TestLinearGaussianLogProbMean(TestLinearGaussianLogProb):
+    reduction = "mean"
+
+    def distribution(self, *inputs):
+        return super().distribution(*inputs).mean()
+
+
+HEADS = {"bernoulli": ("linear_bernoulli_log_prob", 1), "gaussian": ("linear_gaussian_log_prob", 2)}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 21, 22, None])
+def test_every_chunk_size_and_reduction(device, head, reduction, chunk_size):
+    # 3 samples x 7 rows: chunks inside a sample, of whole samples, a partial last chunk.
+    require_device(device)
+    name, parts = HEADS[head]
+    x, h, weight, bias = inputs(((7,), 3, 9), device=tensor_device(device), parts=parts)
+    fused = lambda h, w, b: getattr(functions(device), name)(x, h, w, b, reduction=reduction, chunk_size=chunk_size)  # noqa: E731
+    ref = lambda h, w, b: getattr(reference, name)(x, h, w, b, reduction=reduction)  # noqa: E731
+    assert_matches(fused, ref, (h, weight, bias), torch.float64)
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_without_bias(head, reduction):
+    name, parts = HEADS[head]
+    x, h, weight, _ = inputs(((6,), 2, 5), parts=parts)
+    fused = lambda h, w: getattr(af, name)(x, h, w, reduction=reduction, chunk_size=4)  # noqa: E731
+    ref = lambda h, w: getattr(reference, name)(x, h, w, reduction=reduction)  # noqa: E731
+    assert_matches(fused, ref, (h, weight), torch.float64)
+    assert torch.autograd.gradcheck(fused, [t.clone().requires_grad_() for t in (h, weight)])
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_logits_are_never_saved(head, reduction):
+    # Autograd keeps x, h, weight and bias ("none") or the gradients ("sum"/"mean"): nothing of
+    # the size of the logits (L x B x D).
+    name, parts = HEADS[head]
+    x, h, weight, bias = inputs(((64,), 4, 200), parts=parts)
+    h.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        getattr(af, name)(x, h, weight, bias, reduction=reduction, chunk_size=16)
+    assert max(saved) < 4 * 64 * 200
+    assert sum(saved) <= x.numel() + 2 * (h.numel() + weight.numel() + bias.numel())
+
+
+def test_without_grad_the_sum_is_computed_once():
+    x, h, weight, bias = inputs(((10,), 2, 6))
+    with torch.no_grad():
+        total = af.linear_bernoulli_log_prob(x, h, weight, bias, reduction="sum", chunk_size=3)
+    torch.testing.assert_close(total, reference.linear_bernoulli_log_prob(x, h, weight, bias).sum())
+    assert not total.requires_grad
+
+
+def test_x_gets_no_gradient_and_frozen_weights_are_honoured():
+    x, h, weight, bias = inputs(((5,), None, 4))
+    x.requires_grad_(), h.requires_grad_()
+    af.linear_bernoulli_log_prob(x, h, weight, bias).sum().backward()
+    assert x.grad is None and weight.grad is None and h.grad is not None
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_extreme_pre_activations(head):
+    name, parts = HEADS[head]
+    x = torch.tensor([[0.0, 1.0, 0.5]])
+    h = torch.tensor([[1.0]], requires_grad=True)
+    # Saturated sigmoids; for the Gaussian, log-variances of -80 (finite in float32) and 80.
+    weight = torch.tensor([[1e4], [-1e4], [80.0]] + [[-80.0], [-80.0], [80.0]] * (parts - 1), requires_grad=True)
+    out = getattr(af, name)(x, h, weight)
+    out.backward()
+    assert torch.isfinite(out).all() and torch.isfinite(h.grad).all() and torch.isfinite(weight.grad).all()
+    torch.testing.assert_close(out.double(), getattr(reference, name)(x.double(), h.double(), weight.double()),
+                               rtol=1e-5, atol=1e-3)
