@@ -14,6 +14,7 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
 
 namespace aevb_fast {
@@ -228,6 +229,10 @@ struct LinearHeadRows : torch::autograd::Function<LinearHeadRows<Library, Head>>
   }
 };
 
+// The gradients made in the forward are kept in saved_data rather than saved as variables, so
+// that a backward that frees the graph (the usual one) can take them out, scale them in place
+// and hand them on: autograd then accumulates them without a copy, and no second (R x H) tensor
+// ever exists. A backward that keeps the graph (retain_graph=True, gradcheck) scales copies.
 template <typename Library, typename Head>
 struct LinearHeadTotal : torch::autograd::Function<LinearHeadTotal<Library, Head>> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& h, const Tensor& weight,
@@ -235,14 +240,23 @@ struct LinearHeadTotal : torch::autograd::Function<LinearHeadTotal<Library, Head
     at::AutoDispatchBelowADInplaceOrView below;
     auto [total, grad_h, grad_weight, grad_bias] =
         LinearHeadOps<Library, Head>::get().with_grads.call(x, h, weight, bias, reduction, chunk_size);
-    ctx->save_for_backward({grad_h, grad_weight, bias.has_value() ? grad_bias : Tensor()});
+    ctx->saved_data["grad_h"] = grad_h;
+    ctx->saved_data["grad_weight"] = grad_weight;
+    ctx->saved_data["grad_bias"] = bias.has_value() ? grad_bias : Tensor();
     return total;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const Tensor& g = grads[0];
-    return {Tensor(), saved[0] * g, saved[1] * g, saved[2].defined() ? saved[2] * g : Tensor(), Tensor(),
-            Tensor()};
+    TORCH_CHECK(ctx->saved_data.count("grad_h") == 1, "aevb_fast.", Head::name, ": trying to backward through "
+                "the graph a second time; pass retain_graph=True to the first backward");
+    const bool keep = torch::autograd::get_current_graph_task_keep_graph();
+    const auto scaled = [&](const char* name) {
+      Tensor t = ctx->saved_data[name].toTensor();
+      if (!t.defined()) return t;
+      if (keep) return t * grads[0];
+      ctx->saved_data.erase(name);
+      return t.mul_(grads[0]);
+    };
+    return {Tensor(), scaled("grad_h"), scaled("grad_weight"), scaled("grad_bias"), Tensor(), Tensor()};
   }
 };
 
