@@ -48,8 +48,13 @@ def cmd_bench(args) -> int:
         if device.startswith("cuda") and not torch.cuda.is_available():
             print("aevb-fast bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
             return 2
+    if args.train and args.head:
+        print("aevb-fast bench: --train and --head are two suites; choose one", file=sys.stderr)
+        return 2
     if args.train:
         return _bench_train(args, devices)
+    if args.head:
+        return _bench_head(args, devices)
     # Freed memory is kept on the CPU unless --fresh-pages (see bench.keep_freed_memory).
     allocator = "glibc default"
     if "cpu" in devices and not args.fresh_pages and bench.keep_freed_memory():
@@ -81,6 +86,25 @@ def _bench_train(args, devices: list[str]) -> int:
         rows = bench_train.run(sizes, device, args.repeats, hidden=args.hidden, latent=args.train_latent)
         print(bench_train.format_table(rows))
         path = Path(args.out) if args.out else bench.results_path(device).with_name("train.jsonl")
+        if (args.save or args.out) and not _save_rows(rows, path):
+            return 2
+    return 0
+
+
+def _bench_head(args, devices: list[str]) -> int:
+    from .bench import head_suite
+    from .bench import op_suite as bench
+
+    for device in devices:
+        sizes = args.sizes or [65536]
+        print(f"aevb-fast bench --head: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
+              f"linear_bernoulli_log_prob, D={args.data}, H={args.hidden}, L={','.join(map(str, args.samples))}, "
+              f"float32, median of {args.repeats}; peak memory as aevb_fast/bench/memory.py says")
+        if device == "cpu" and not args.fresh_pages:
+            bench.keep_freed_memory()
+        rows = head_suite.run(sizes, args.samples, device, args.repeats, data=args.data, hidden=args.hidden)
+        print(head_suite.format_table(rows))
+        path = Path(args.out) if args.out else bench.results_path(device).with_name("head.jsonl")
         if (args.save or args.out) and not _save_rows(rows, path):
             return 2
     return 0
@@ -136,7 +160,7 @@ def _short_count(n: int) -> str:
 
 
 # Options that a resumed run may take although they differ from its checkpoint's.
-RESUME_MAY_CHANGE = ("samples", "device", "plots", "eval_every")
+RESUME_MAY_CHANGE = ("samples", "device", "plots", "eval_every", "fused_head")
 
 
 def _resume_config(args, given: dict):
@@ -277,13 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CPU: leave glibc's allocator as it is (every large output is fresh pages)")
     bench.add_argument("--train", action="store_true",
                        help="time whole training steps (fused vs plain PyTorch vs compiled) instead of ops")
-    bench.add_argument("--hidden", type=int, default=500, help="--train: hidden units")
+    bench.add_argument("--head", action="store_true",
+                       help="time and measure the peak memory of the decoder's output layer with its likelihood: "
+                            "eager vs compiled vs af.linear_bernoulli_log_prob (default B=65536, L=1,5)")
+    bench.add_argument("--hidden", type=int, default=500, help="--train, --head: hidden units")
     bench.add_argument("--train-latent", dest="train_latent", type=int, default=20, help="--train: latent size J")
     bench.add_argument("--repeats", type=int, default=11, help="timed rounds per provider")
     bench.add_argument("--min-time", type=float, default=0.02, help="seconds per timed round")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     bench.add_argument("--save", action="store_true",
-                       help="write the rows into benchmarks/results/<device>/ops.jsonl (train.jsonl with --train); "
+                       help="write the rows into benchmarks/results/<device>/ops.jsonl (train.jsonl with --train, "
+                            "head.jsonl with --head); "
                             "a row of the same case, device, threads and versions replaces the old one")
     bench.add_argument("--out", default="", help="write the rows into this JSON-lines file instead (same rule)")
     bench.set_defaults(func=cmd_bench)
@@ -360,12 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
            help="training points in the logged train bound")
     option("--backend", choices=["fused", "reference"], default=t.backend,
            help="reference: the same model with plain PyTorch ops")
+    option("--no-fused-head", dest="fused_head", action="store_false", default=False,
+           help="keep the decoder's output layer apart from the likelihood (the logits stored whole)")
     option("--compile", action="store_true", default=False, help="torch.compile the training objective")
     option("--bf16", action="store_true", default=False, help="bfloat16 autocast (GPU)")
     option("--no-plots", dest="plots", action="store_false", default=False, help="write no PNG pictures")
     option("--resume", action="store_true", default=False, help="continue the run in --out from its checkpoint")
     option("--overwrite", action="store_true", default=False, help="replace the run in --out")
-    train.set_defaults(func=cmd_train, compile=None, bf16=None, plots=None, resume=False, overwrite=False)
+    train.set_defaults(func=cmd_train, compile=None, bf16=None, plots=None, fused_head=None, resume=False,
+                       overwrite=False)
 
     evaluate = sub.add_parser("eval", help="test-set ELBO and importance-sampled log p(x) of a trained run")
     evaluate.add_argument("run", help="a run directory or its checkpoint.pt")

@@ -16,6 +16,13 @@ returns the logits (``likelihood="bernoulli"``) or a ``(mean, logvar)`` pair
 (``likelihood="gaussian"``) of shape ``(L * B, *x.shape[1:])``. Logits come before any sigmoid:
 a decoder that ends in a sigmoid returns probabilities, and those taken as logits train the
 wrong objective without an error.
+
+The fused head: a decoder with ``features(z)`` (its last hidden layer) and ``head`` (its final
+``nn.Linear``), as ``aevb_fast.models``' decoders have, runs its head inside
+``af.linear_bernoulli_log_prob`` / ``af.linear_gaussian_log_prob`` (the Gaussian head's mean
+through a sigmoid), so the logits are never stored whole; with the analytic estimator and a
+``"mean"`` or ``"sum"`` reduction its gradients are made in the forward pass. ``fused_head=False``
+(or the reference backend) calls ``decoder(z)`` instead.
 """
 
 from __future__ import annotations
@@ -60,8 +67,40 @@ def _check_options(likelihood, num_samples, estimator, beta, free_bits, reductio
         raise ValueError("elbo: free_bits needs the per-dimension KL of estimator='analytic'")
 
 
-def _log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, likelihood: str, ops=ops) -> Tensor:
+def fused_head_of(decoder: Decoder, backend: str = "fused", fused_head: bool = True) -> nn.Linear | None:
+    """The decoder's output layer when the likelihood can run fused with it (see the module's
+    docstring), else None."""
+    head = getattr(decoder, "head", None)
+    if fused_head and backend == "fused" and isinstance(head, nn.Linear) and callable(getattr(decoder, "features", None)):
+        return head
+    return None
+
+
+def _head_log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, head: nn.Linear, likelihood: str,
+                         reduction: str = "none") -> Tensor:
+    """log p(x | z_l) through the fused head: shape (L, B), or its sum or mean."""
+    samples, batch = z.shape[0], z.shape[1]
+    data = x[0].numel() if batch else x.reshape(batch, -1).shape[1]
+    parts = 1 if likelihood == "bernoulli" else 2
+    if head.out_features != parts * data:
+        kind = ("a Bernoulli decoder must return a tensor of logits" if parts == 1
+                else "a Gaussian decoder must return a (mean, logvar) pair")
+        raise ValueError(f"elbo: {kind}: its head has {head.out_features} outputs for data of {data} values, "
+                         f"not {parts * data}")
+    h = decoder.features(z.reshape(samples * batch, z.shape[-1]))
+    h = h.reshape(samples, batch, h.shape[-1])
+    weight, bias = head.weight, head.bias
+    if weight.dtype != h.dtype:  # autocast ran the hidden layers in a lower precision
+        weight, bias = weight.to(h.dtype), None if bias is None else bias.to(h.dtype)
+    fn = ops.linear_bernoulli_log_prob if likelihood == "bernoulli" else ops.linear_gaussian_log_prob
+    return fn(x.reshape(batch, -1).to(h.dtype), h, weight, bias, reduction=reduction)
+
+
+def _log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, likelihood: str, ops=ops,
+                    head: nn.Linear | None = None) -> Tensor:
     """log p(x | z_l) for z of shape (L, B, J): shape (L, B)."""
+    if head is not None:
+        return _head_log_likelihood(x, z, decoder, head, likelihood)
     samples, batch = z.shape[0], z.shape[1]
     out = decoder(z.reshape(samples * batch, z.shape[-1]))
     event_dims = x.dim() - 1
@@ -94,12 +133,15 @@ def _free_bits_kl(mu: Tensor, logvar: Tensor, free_bits: float, ops=ops) -> Tens
 
 def log_importance_weights(x: Tensor, mu: Tensor, logvar: Tensor, decoder: Decoder, *,
                            likelihood: str = "bernoulli", num_samples: int = 1,
-                           generator: torch.Generator | None = None, backend: str = "fused") -> Tensor:
+                           generator: torch.Generator | None = None, backend: str = "fused",
+                           fused_head: bool = True) -> Tensor:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K = num_samples draws: shape (K, B).
     Their logsumexp minus log K estimates log p(x) (see aevb_fast.evaluate)."""
     ops = BACKENDS[backend]
     z = ops.reparameterize(mu, logvar, num_samples=num_samples, generator=generator)
-    return _log_likelihood(x, z, decoder, likelihood, ops) + _log_prior_minus_posterior(z, mu, logvar, ops)
+    head = fused_head_of(decoder, backend, fused_head)
+    return (_log_likelihood(x, z, decoder, likelihood, ops, head)
+            + _log_prior_minus_posterior(z, mu, logvar, ops))
 
 
 def elbo(
@@ -117,6 +159,7 @@ def elbo(
     eps: Tensor | None = None,
     generator: torch.Generator | None = None,
     backend: str = "fused",
+    fused_head: bool = True,
 ) -> Tensor:
     """The evidence lower bound per data point (nats), reduced over the batch by ``reduction``.
 
@@ -124,6 +167,7 @@ def elbo(
     reproducibility); otherwise it is drawn in the kernel from torch's generator.
     ``beta`` weights the KL term (KL warm-up); ``free_bits`` is a training objective, not a bound.
     ``backend="reference"`` computes the same with plain PyTorch ops instead of the fused ones.
+    ``fused_head=False`` keeps the decoder's output layer apart from the likelihood.
     """
     _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction, backend)
     ops = BACKENDS[backend]
@@ -132,14 +176,19 @@ def elbo(
             f"elbo: expected mu and logvar of shape (B, J) and x of shape (B, ...), got "
             f"x {tuple(x.shape)}, mu {tuple(mu.shape)}, logvar {tuple(logvar.shape)}"
         )
+    head = fused_head_of(decoder, backend, fused_head)
     if estimator == "analytic":
         z, kl = ops.sample_and_kl(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
         if free_bits > 0:
             kl = _free_bits_kl(mu, logvar, free_bits, ops)
-        bound = _log_likelihood(x, z, decoder, likelihood, ops).mean(0) - beta * kl
+        if head is not None and reduction != "none":
+            # The likelihood summed in the head, whose gradients are then made in its forward pass.
+            total = _head_log_likelihood(x, z, decoder, head, likelihood, "sum") / num_samples - beta * kl.sum()
+            return total / x.shape[0] if reduction == "mean" else total
+        bound = _log_likelihood(x, z, decoder, likelihood, ops, head).mean(0) - beta * kl
     else:
         z = ops.reparameterize(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
-        log_px = _log_likelihood(x, z, decoder, likelihood, ops)
+        log_px = _log_likelihood(x, z, decoder, likelihood, ops, head)
         prior_term = _log_prior_minus_posterior(z, mu, logvar, ops)
         if estimator == "generic":
             bound = (log_px + beta * prior_term).mean(0)
@@ -161,16 +210,18 @@ class ELBOLoss(nn.Module):
 
     def __init__(self, *, likelihood: str = "bernoulli", num_samples: int = 1,
                  estimator: str = "analytic", beta: float = 1.0, free_bits: float = 0.0,
-                 reduction: str = "mean", backend: str = "fused"):
+                 reduction: str = "mean", backend: str = "fused", fused_head: bool = True):
         super().__init__()
         _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction, backend)
         self.likelihood, self.num_samples, self.estimator = likelihood, num_samples, estimator
         self.beta, self.free_bits, self.reduction, self.backend = beta, free_bits, reduction, backend
+        self.fused_head = fused_head
 
     def forward(self, x: Tensor, mu: Tensor, logvar: Tensor, decoder: Decoder) -> Tensor:
         return -elbo(x, mu, logvar, decoder, likelihood=self.likelihood,
                      num_samples=self.num_samples, estimator=self.estimator, beta=self.beta,
-                     free_bits=self.free_bits, reduction=self.reduction, backend=self.backend)
+                     free_bits=self.free_bits, reduction=self.reduction, backend=self.backend,
+                     fused_head=self.fused_head)
 
     def extra_repr(self) -> str:
         return (f"likelihood={self.likelihood!r}, num_samples={self.num_samples}, "

@@ -6,6 +6,10 @@
   real-valued data in [0, 1] (Frey Face).
 - ``VAE``: an encoder and a decoder with the ELBO of ``aevb_fast.elbo``.
 
+Each decoder splits into ``features(z)`` (the last hidden layer h) and ``head`` (its final
+``nn.Linear``), so that the fused ELBO can run the head together with the likelihood
+(``af.linear_bernoulli_log_prob`` / ``af.linear_gaussian_log_prob``) and never store the logits.
+
 Parameters start as samples of N(0, init_std^2), init_std = 0.01 by default (the paper samples
 its parameters from N(0, 0.01)).
 """
@@ -53,6 +57,14 @@ class BernoulliDecoder(nn.Module):
         self.net = _mlp([latent] + [hidden] * depth + [data_dim])
         _init_normal(self, init_std)
 
+    def features(self, z: Tensor) -> Tensor:
+        """The last hidden layer h: what ``head`` maps to the logits."""
+        return self.net[:-1](z)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.net[-1]
+
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
 
@@ -64,6 +76,15 @@ class GaussianDecoder(nn.Module):
         super().__init__()
         self.net = _mlp([latent] + [hidden] * depth + [2 * data_dim])
         _init_normal(self, init_std)
+
+    def features(self, z: Tensor) -> Tensor:
+        """The last hidden layer h: what ``head`` maps to the mean's pre-activation and logvar."""
+        return self.net[:-1](z)
+
+    @property
+    def head(self) -> nn.Linear:
+        """(2 D, H): the mean's map (through a sigmoid) stacked over the log-variance's."""
+        return self.net[-1]
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         mean, logvar = self.net(z).chunk(2, dim=-1)
@@ -87,6 +108,8 @@ class VAE(nn.Module):
                    decoder_type(latent, hidden, data_dim, depth, init_std))
 
     def forward(self, x: Tensor, **elbo_options) -> Tensor:
+        """The ELBO of x; elbo_options go to ``aevb_fast.elbo`` (e.g. ``fused_head=False`` keeps
+        the decoder's output layer apart from the likelihood)."""
         mu, logvar = self.encoder(x)
         return elbo(x.flatten(1), mu, logvar, self.decoder, likelihood=self.decoder.likelihood,
                     **elbo_options)

@@ -185,3 +185,36 @@ def test_log_importance_weights_give_the_iwae_bound():
     expected = af.elbo(x, mu, logvar, decoder, num_samples=7, estimator="iwae", reduction="none",
                        generator=seeded(3))
     torch.testing.assert_close(torch.logsumexp(log_w, 0) - math.log(7), expected)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("estimator, reduction", [("analytic", "mean"), ("analytic", "sum"), ("analytic", "none"),
+                                                  ("generic", "mean"), ("iwae", "none")])
+def test_fused_head_gives_the_same_bound_and_gradients(likelihood, estimator, reduction):
+    # The paper's model with its decoder's head fused into the likelihood, against the decoder
+    # called whole (fused_head=False), same noise, in float64.
+    torch.manual_seed(0)
+    model = VAE.paper(data_dim=D, hidden=H, latent=J, likelihood=likelihood, init_std=0.3).double()
+    x = torch.rand(B, D, dtype=torch.float64)
+    eps = torch.randn(3, B, J, dtype=torch.float64)
+    results = []
+    for fused_head in (True, False):
+        model.zero_grad()
+        value = model(x, num_samples=3, estimator=estimator, reduction=reduction, eps=eps, fused_head=fused_head)
+        value.sum().backward()
+        results.append([value.detach()] + [p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_fused_head_is_used_and_can_be_turned_off(monkeypatch):
+    calls = []
+    original = af.ops.linear_bernoulli_log_prob
+    monkeypatch.setattr(af.ops, "linear_bernoulli_log_prob", lambda *a, **k: calls.append(k["reduction"]) or original(*a, **k))
+    model = VAE.paper(data_dim=D, hidden=H, latent=J)
+    x = torch.rand(B, D).bernoulli()
+    model(x)
+    model(x, estimator="iwae", num_samples=2)
+    model(x, fused_head=False)
+    model(x, backend="reference")
+    assert calls == ["sum", "none"]

@@ -224,8 +224,11 @@ def test_large_batch_defaults_converge_where_the_old_ones_diverged(tmp_path):
     # old README's command had it) diverge; the large-batch recipe, with no option given, learns.
     base = dict(dataset="mnist", batch_size=4096, samples=120 * 4096, eval_every=60 * 4096, eval_points=2000,
                 plots=False)
+    # The path of an unstable recipe depends on rounding: the fused head (another summation order)
+    # spikes to a test bound of -1450 at step 60 and recovers by step 120; the old code path
+    # (the decoder's logits stored whole) is what the old defaults ran, and it diverges.
     with pytest.raises(TrainingDiverged, match="diverged at step"):
-        train(TrainConfig(**base, optimizer="adagrad", lr_scaling="sqrt", out=str(tmp_path / "old")))
+        train(TrainConfig(**base, optimizer="adagrad", lr_scaling="sqrt", fused_head=False, out=str(tmp_path / "old")))
     summary = train(TrainConfig(**base, out=str(tmp_path / "new")))
     assert summary["test_elbo"] > -200, summary
 

@@ -77,6 +77,7 @@ class TrainConfig:
     eval_points: int = 10_000  # training points in the train bound
     eval_batch: int = 2000
     backend: str = "fused"  # or "reference": the same loop in plain PyTorch
+    fused_head: bool = True  # the decoder's output layer inside the likelihood op (fused backend)
     compile: bool = False
     bf16: bool = False  # autocast to bfloat16 (GPU only)
     plots: bool = True

@@ -51,9 +51,9 @@ class ELBOObjective(nn.Module):
         return elbo(x, mu, logvar, self.model.decoder, likelihood=self.likelihood, **elbo_options)
 
     def forward(self, x: Tensor, *, num_samples: int = 1, estimator: str = "analytic", beta: float = 1.0,
-                free_bits: float = 0.0, backend: str = "fused") -> tuple[Tensor, Tensor]:
+                free_bits: float = 0.0, backend: str = "fused", fused_head: bool = True) -> tuple[Tensor, Tensor]:
         if self.wake_sleep is not None:
             return self.wake_sleep(x, backend=backend)
         bound = self.bound(x, num_samples=num_samples, estimator=estimator, beta=beta,
-                           free_bits=free_bits, backend=backend)
+                           free_bits=free_bits, backend=backend, fused_head=fused_head)
         return -bound, bound

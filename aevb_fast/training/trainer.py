@@ -187,7 +187,7 @@ class Trainer:
         for start in range(0, len(shard), self.config.eval_batch):
             chunk = shard[start:start + self.config.eval_batch]
             total += self.objective.bound(chunk, reduction="sum", generator=generator,
-                                          backend=self.config.backend).item()
+                                          backend=self.config.backend, fused_head=self.config.fused_head).item()
             count += len(chunk)
         self.model.train()
         total, count = self.dist.sum([total, count])
@@ -252,7 +252,8 @@ class Trainer:
         x = self.data.batch(self._next_indices(), self.binarize_rng)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16):
             loss, bound = self.step_fn(x, num_samples=config.num_samples, estimator=config.estimator,
-                                       beta=self._beta(), free_bits=config.free_bits, backend=config.backend)
+                                       beta=self._beta(), free_bits=config.free_bits, backend=config.backend,
+                                       fused_head=config.fused_head)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.dist.average_gradients(list(self.model.parameters()))

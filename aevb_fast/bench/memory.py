@@ -1,0 +1,85 @@
+"""Peak memory of one call, measured the same way for every provider.
+
+- CUDA: the caching allocator's own peak (``torch.cuda.max_memory_allocated``) above what was
+  allocated before the call.
+- CPU: torch has no allocator statistics there, so the call runs in a fresh Python process
+  whose glibc hands every allocation of 64 KiB or more straight to ``mmap`` (and back to the
+  system when freed: ``mallopt(M_MMAP_THRESHOLD)``, which also stops glibc raising that
+  threshold), and a thread samples the process's resident memory (``/proc/self/statm``) while
+  the call runs. The peak is the highest sample minus the resident memory just before the call,
+  after a warm-up call (compilation, first-touch of library buffers). Tensors below 64 KiB and
+  peaks shorter than a sampling interval (~0.1 ms) can be missed; the tensors that matter here
+  are tens of MB and live for milliseconds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import subprocess
+import sys
+import threading
+from typing import Callable
+
+import torch
+
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 64 * 1024
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def map_large_allocations() -> bool:
+    """Every allocation of 64 KiB or more its own mmap, returned to the system when freed."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
+def sampled_peak_bytes(call: Callable[[], None]) -> int:
+    """The resident memory that call adds at its peak, sampled by a thread (CPU)."""
+    gc.collect()
+    base = _resident_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _resident_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        call()
+    finally:
+        done.set()
+        sampler.join()
+    peak[0] = max(peak[0], _resident_bytes())
+    return peak[0] - base
+
+
+def cuda_peak_bytes(call: Callable[[], None]) -> int:
+    torch.cuda.synchronize()
+    gc.collect()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def peak_bytes_in_fresh_process(module: str, spec: dict) -> int:
+    """Runs ``python -m module --measure-memory JSON`` (the module's own entry point builds the
+    call from spec, warms it up and prints its peak bytes) and returns what it printed."""
+    env = dict(os.environ)
+    result = subprocess.run([sys.executable, "-m", module, "--measure-memory", json.dumps(spec)],
+                            capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"memory measurement of {spec} failed:\n{result.stderr[-2000:]}")
+    return int(result.stdout.strip().splitlines()[-1])
