@@ -83,7 +83,8 @@ def _bench_train(args, devices: list[str]) -> int:
         sizes = args.sizes or ([100, 4096, 65536] if device.startswith("cuda") else [100, 4096, 16384])
         print(f"aevb-fast bench --train: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
               f"MNIST model D=784, H={args.hidden}, J={args.train_latent}, median of {args.repeats}")
-        rows = bench_train.run(sizes, device, args.repeats, hidden=args.hidden, latent=args.train_latent)
+        rows = bench_train.run(sizes, device, args.repeats, hidden=args.hidden, latent=args.train_latent,
+                               memory=not args.no_memory)
         print(bench_train.format_table(rows))
         path = Path(args.out) if args.out else bench.results_path(device).with_name("train.jsonl")
         if (args.save or args.out) and not _save_rows(rows, path):
@@ -305,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="time and measure the peak memory of the decoder's output layer with its likelihood: "
                             "eager vs compiled vs af.linear_bernoulli_log_prob (default B=65536, L=1,5)")
     bench.add_argument("--hidden", type=int, default=500, help="--train, --head: hidden units")
+    bench.add_argument("--no-memory", dest="no_memory", action="store_true",
+                       help="--train: skip the peak memory of each step (one fresh process per provider and size)")
     bench.add_argument("--train-latent", dest="train_latent", type=int, default=20, help="--train: latent size J")
     bench.add_argument("--repeats", type=int, default=11, help="timed rounds per provider")
     bench.add_argument("--min-time", type=float, default=0.02, help="seconds per timed round")

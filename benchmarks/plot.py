@@ -115,8 +115,9 @@ def plot_train(path: Path) -> Path | None:
     last = max(r["date"] for r in rows)
     batches = [r["batch"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for provider in rows[0]["timing"]:
-        left.plot(batches, [r["timing"][provider]["samples_per_s"] for r in rows], "o-", label=provider)
+    for provider in _providers(rows):
+        points = [(r["batch"], r["timing"][provider]["samples_per_s"]) for r in rows if provider in r["timing"]]
+        left.plot(*zip(*points), "o-", label=provider)
     left.set(xscale="log", xlabel="batch size", ylabel="training samples / s", title="one AEVB step (MNIST model)")
     left.legend(fontsize=7)
     for provider, style in (("fused", "o-"), ("reference", "s--")):
@@ -129,12 +130,39 @@ def plot_train(path: Path) -> Path | None:
     return _save(fig, path.parent / "train_step.png")
 
 
-def _newest_train_rows(path: Path) -> list[dict]:
-    newest: dict[int, dict] = {}
+def _providers(rows: list[dict]) -> list[str]:
+    """Every provider of the rows, in the order they first appear (older runs had fewer)."""
+    return list(dict.fromkeys(p for r in rows for p in r["timing"]))
+
+
+def plot_head(path: Path) -> Path | None:
+    """head.png: time and peak memory of the output layer + likelihood, per provider and case."""
+    rows = _newest_train_rows(path, key=lambda r: (r["batch"], r["samples"]))
+    if not rows:
+        return None
+    providers = _providers(rows)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    width = 0.8 / len(providers)
+    for i, provider in enumerate(providers):
+        xs = [k + i * width for k in range(len(rows))]
+        left.bar(xs, [1e3 * r["timing"][provider]["median_s"] for r in rows], width, label=provider)
+        right.bar(xs, [r["peak_bytes"][provider] / 1e6 for r in rows], width, label=provider)
+    labels = [f"B={r['batch']}\nL={r['samples']}" for r in rows]
+    for ax, title in ((left, "forward+backward, ms"), (right, "peak memory, MB")):
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(rows))], labels)
+        ax.set_title(title, fontsize=9)
+    left.legend(fontsize=7)
+    fig.suptitle(f"decoder output layer + Bernoulli likelihood (D={rows[0]['data']}, H={rows[0]['hidden']}), "
+                 f"{rows[0]['device']}, {rows[0]['threads']} threads, {max(r['date'] for r in rows)[:10]}", fontsize=9)
+    return _save(fig, path.parent / "head.png")
+
+
+def _newest_train_rows(path: Path, key=lambda r: r["batch"]) -> list[dict]:
+    newest: dict = {}
     for r in read_rows(path):
-        if r["batch"] not in newest or r["date"] >= newest[r["batch"]]["date"]:
-            newest[r["batch"]] = r
-    return [newest[b] for b in sorted(newest)]
+        if key(r) not in newest or r["date"] >= newest[key(r)]["date"]:
+            newest[key(r)] = r
+    return [newest[k] for k in sorted(newest)]
 
 
 def markdown_tables(root: Path) -> str:
@@ -152,13 +180,29 @@ def markdown_tables(root: Path) -> str:
         out.append(f"\ncopy bandwidth {rows[0]['copy_gbps']:.1f} GB/s, {rows[0]['threads']} threads\n" if rows else "")
     for path in sorted(root.glob("*/train.jsonl")):
         rows = _newest_train_rows(path)
-        out += [f"{path}:", "", "| batch | fused | reference | compiled | fused+compiled | fused vs reference | ELBO share, fused / reference |",
-                "|---:|---:|---:|---:|---:|---:|---:|"]
+        providers = _providers(rows)
+        out += [f"{path} (training samples/s; peak MB where measured):", "",
+                "| batch | " + " | ".join(providers) + " | fused vs reference | ELBO share, fused / reference |",
+                "|---:|" + "---:|" * (len(providers) + 2)]
         for r in rows:
-            t, shares = r["timing"], r["profile_shares"]
-            out.append(f"| {r['batch']} | " + " | ".join(f"{t[p]['samples_per_s']:,.0f}" for p in t)
+            t, shares, peak = r["timing"], r["profile_shares"], r.get("peak_bytes", {})
+            cells = [(f"{t[p]['samples_per_s']:,.0f}" if p in t else "-")
+                     + (f" ({peak[p] / 1e6:,.0f} MB)" if p in peak else "") for p in providers]
+            out.append(f"| {r['batch']} | " + " | ".join(cells)
                        + f" | {r['fused_vs_reference']:.2f}x | {100 * shares['fused']['elbo']:.1f}% / "
                        f"{100 * shares['reference']['elbo']:.1f}% |")
+        out.append("")
+    for path in sorted(root.glob("*/head.jsonl")):
+        rows = _newest_train_rows(path, key=lambda r: (r["batch"], r["samples"]))
+        providers = _providers(rows)
+        out += [f"{path} (decoder output layer + Bernoulli likelihood, forward+backward):", "",
+                "| B | L | " + " | ".join(f"{p} ms" for p in providers) + " | "
+                + " | ".join(f"{p} MB" for p in providers) + " |", "|---:|---:|" + "---:|" * (2 * len(providers))]
+        for r in rows:
+            out.append(f"| {r['batch']} | {r['samples']} | "
+                       + " | ".join(f"{1e3 * r['timing'][p]['median_s']:.1f} ({r['time_vs_eager'][p]:.2f}x)" for p in providers)
+                       + " | " + " | ".join(f"{r['peak_bytes'][p] / 1e6:,.0f} ({r['memory_vs_eager'][p]:.2f}x)" for p in providers)
+                       + " |")
         out.append("")
     return "\n".join(out)
 
@@ -178,6 +222,10 @@ def main(argv: list[str]) -> int:
             written.append(plot_bandwidth(rows, path.parent / f"bandwidth_{dtype}.png"))
     for path in sorted(root.glob("*/train.jsonl")):
         out = plot_train(path)
+        if out:
+            written.append(out)
+    for path in sorted(root.glob("*/head.jsonl")):
+        out = plot_head(path)
         if out:
             written.append(out)
     if not written:

@@ -17,7 +17,7 @@ def test_step_loss_is_the_trainers_negative_elbo():
     model = _model()
     x = torch.rand(16, bench_train.DATA).bernoulli()
     eps = torch.randn(16, 4)
-    for provider, backend in (("fused", "fused"), ("reference", "reference")):
+    for provider, backend in (("fused", "fused"), ("fused-head", "fused"), ("reference", "reference")):
         step = bench_train.Step(provider, model)
         expected = -step.model(x, eps=eps.unsqueeze(0), backend=backend)
         torch.testing.assert_close(step.loss(x, eps), expected)
@@ -43,3 +43,14 @@ def test_profile_shares_cover_the_step():
     assert all(v >= 0 for v in shares.values())
     assert 0.97 < sum(shares.values()) < 1.3  # regions can overlap the profiler's own overhead a little
     assert shares["elbo"] > 0 and shares["encoder"] > 0 and shares["decoder"] > 0
+
+
+def test_peak_memory_of_a_step_and_the_largest_batch_that_fits():
+    # The fused step at M = 8192 holds the decoder's logits and their gradient (2 x 25.7 MB); the
+    # fused head holds two chunks of them (2 x 4.2 MB) instead.
+    logits = 8192 * bench_train.DATA * 4
+    fused = bench_train.peak_bytes("fused", 8192, 64, 4, "cpu")
+    head = bench_train.peak_bytes("fused-head", 8192, 64, 4, "cpu")
+    assert fused > 2 * logits and fused - head > logits, (fused, head)
+    rows = [{"batch": 1000, "peak_bytes": {"a": 3e9}}, {"batch": 2000, "peak_bytes": {"a": 5e9}}]
+    assert bench_train.largest_batch(rows, "a", 11e9) == 5000

@@ -92,7 +92,7 @@ def test_benchmark_plot(tmp_path):
     assert cli.main(["bench", "--ops", "gaussian_kl", "--sizes", "16,32", "--latent", "4", "--device", "cpu",
                      "--dtype", "float32", "--fresh-pages", "--repeats", "2", "--min-time", "0.001",
                      "--out", str(out)]) == 0
-    assert cli.main(["bench", "--train", "--sizes", "8,16", "--hidden", "16", "--train-latent", "2",
+    assert cli.main(["bench", "--train", "--no-memory", "--sizes", "8,16", "--hidden", "16", "--train-latent", "2",
                      "--device", "cpu", "--repeats", "2", "--out", str(out.with_name("train.jsonl"))]) == 0
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "plot.py"
     spec = importlib.util.spec_from_file_location("bench_plot", script)
@@ -102,7 +102,7 @@ def test_benchmark_plot(tmp_path):
     for name in ("speedup_float32.png", "bandwidth_float32.png", "train_step.png"):
         assert (tmp_path / "somecpu" / name).stat().st_size > 1000
     tables = plot.markdown_tables(tmp_path)
-    assert "| batch | fused | reference |" in tables and "\n| 8 | " in tables and "\n| 16 | " in tables
+    assert "| batch | fused | fused-head | reference |" in tables and "\n| 8 | " in tables and "\n| 16 | " in tables
 
 
 def test_pytest_benchmark_suite_runs():
@@ -126,3 +126,16 @@ def test_a_wrong_sample_gets_no_time():
         lambda mu, logvar: af.reparameterize(mu, 2 * logvar.abs() + 1, num_samples=1))
     with pytest.raises(RuntimeError, match="wrong results"):
         bench.bench_case(case, steps, repeats=2, min_time=0.001)
+
+
+def test_bench_head(tmp_path, capsys):
+    out = tmp_path / "head.jsonl"
+    assert cli.main(["bench", "--head", "--sizes", "2048", "-L", "2", "--hidden", "32", "--repeats", "2",
+                     "--device", "cpu", "--out", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert set(row["timing"]) == set(row["peak_bytes"]) == {"eager", "compiled", "fused-none", "fused-sum"}
+    # eager holds the logits and their gradient (2 x 2 x 2048 x 784 x 4 bytes); the fused head
+    # holds h's gradient and two chunks.
+    assert row["peak_bytes"]["eager"] > 2 * 2 * 2048 * 784 * 4 > 2 * row["peak_bytes"]["fused-sum"]
+    assert "fused-sum" in capsys.readouterr().out
+    assert cli.main(["bench", "--head", "--train"]) == 2

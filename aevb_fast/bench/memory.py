@@ -5,11 +5,12 @@
 - CPU: torch has no allocator statistics there, so the call runs in a fresh Python process
   whose glibc hands every allocation of 64 KiB or more straight to ``mmap`` (and back to the
   system when freed: ``mallopt(M_MMAP_THRESHOLD)``, which also stops glibc raising that
-  threshold), and a thread samples the process's resident memory (``/proc/self/statm``) while
+  threshold), and a thread samples the process's resident anonymous memory (``/proc/self/statm``) while
   the call runs. The peak is the highest sample minus the resident memory just before the call,
-  after a warm-up call (compilation, first-touch of library buffers). Tensors below 64 KiB and
-  peaks shorter than a sampling interval (~0.1 ms) can be missed; the tensors that matter here
-  are tens of MB and live for milliseconds.
+  after a warm-up call (compilation, first-touch of library buffers), highest of three calls (the
+  sampler shares the cores with the call and can be descheduled through a short peak). Tensors
+  below 64 KiB can be missed; the tensors that matter here are tens of MB and live for
+  milliseconds.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ MMAP_THRESHOLD = 64 * 1024
 
 
 def _resident_bytes() -> int:
+    """Resident anonymous memory: resident minus shared (the pages of files, such as the code of
+    libraries first run during the call, which are not allocations)."""
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        fields = f.read().split()
+    return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
 
 
 def map_large_allocations() -> bool:
@@ -42,8 +46,13 @@ def map_large_allocations() -> bool:
         return False
 
 
-def sampled_peak_bytes(call: Callable[[], None]) -> int:
-    """The resident memory that call adds at its peak, sampled by a thread (CPU)."""
+def sampled_peak_bytes(call: Callable[[], None], repeats: int = 3) -> int:
+    """The resident memory that call adds at its peak, sampled by a thread (CPU): the highest
+    of `repeats` calls."""
+    return max(_sampled_peak_once(call) for _ in range(repeats))
+
+
+def _sampled_peak_once(call: Callable[[], None]) -> int:
     gc.collect()
     base = _resident_bytes()
     peak = [base]
@@ -77,7 +86,9 @@ def cuda_peak_bytes(call: Callable[[], None]) -> int:
 def peak_bytes_in_fresh_process(module: str, spec: dict) -> int:
     """Runs ``python -m module --measure-memory JSON`` (the module's own entry point builds the
     call from spec, warms it up and prints its peak bytes) and returns what it printed."""
-    env = dict(os.environ)
+    # glibc's allocator, as mallopt assumes: no preloaded one (the test suite preloads
+    # AddressSanitizer, whose quarantine keeps freed memory resident).
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
     result = subprocess.run([sys.executable, "-m", module, "--measure-memory", json.dumps(spec)],
                             capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:

@@ -3,6 +3,9 @@ MNIST model (encoder, sample, decoder, ELBO, backward, Adagrad step), the same s
 timed side by side and interleaved:
 
 - ``fused``: the ELBO pieces are aevb_fast's operators;
+- ``fused-head``: the same, and the decoder's output layer runs inside
+  ``af.linear_bernoulli_log_prob(reduction="sum")`` (the logits never stored whole; its matrix
+  products are charged to the ELBO region);
 - ``reference``: the same model with ``reference.py`` (plain PyTorch);
 - ``compiled``: the reference step's forward and backward under ``torch.compile``;
 - ``fused+compiled``: the fused step under ``torch.compile``.
@@ -18,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
+import sys
 import time
 from typing import Callable
 
@@ -27,10 +32,11 @@ from tqdm import tqdm
 
 from .. import ops, reference
 from .harness import interleaved, spread
+from .memory import cuda_peak_bytes, map_large_allocations, peak_bytes_in_fresh_process, sampled_peak_bytes
 from .op_suite import device_name
 from ..models import VAE
 
-PROVIDERS = ("fused", "reference", "compiled", "fused+compiled")
+PROVIDERS = ("fused", "fused-head", "reference", "compiled", "fused+compiled")
 REGIONS = ("encoder", "elbo", "decoder", "optimizer")
 DATA, TRAIN_POINTS = 784, 60_000  # MNIST: the pixels, and the training set size (weight decay 1/N)
 
@@ -54,6 +60,24 @@ def make_loss(model: VAE, backend, regions: bool = True) -> Callable:
     return loss
 
 
+def make_head_loss(model: VAE) -> Callable:
+    """The fused loss with the decoder's output layer inside the likelihood."""
+    head = model.decoder.head
+
+    def loss(x: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        with record_function("encoder"):
+            mu, logvar = model.encoder(x)
+        with record_function("elbo"):
+            z, kl = ops.sample_and_kl(mu, logvar, eps=eps)
+        with record_function("decoder"):
+            h = model.decoder.features(z)
+        with record_function("elbo"):
+            log_px = ops.linear_bernoulli_log_prob(x, h, head.weight, head.bias, reduction="sum")
+            return -(log_px - kl.sum()) / x.shape[0]
+
+    return loss
+
+
 class Step:
     """One provider: its own copy of the model and optimizer, and a loss function."""
 
@@ -61,7 +85,8 @@ class Step:
         self.provider, self.model = provider, copy.deepcopy(model)
         backend = reference if provider in ("reference", "compiled") else ops
         compiled = provider.endswith("compiled")
-        self.loss = make_loss(self.model, backend, regions=not compiled)
+        self.loss = (make_head_loss(self.model) if provider == "fused-head"
+                     else make_loss(self.model, backend, regions=not compiled))
         if compiled:
             self.loss = torch.compile(self.loss, dynamic=False)
         self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=0.02, weight_decay=1 / TRAIN_POINTS)
@@ -142,8 +167,43 @@ def profile_shares(step: Step, x: torch.Tensor, iterations: int = 3) -> dict[str
     return shares
 
 
+def _setup(provider: str, batch: int, hidden: int, latent: int, device: str) -> tuple[Step, torch.Tensor]:
+    torch.manual_seed(0)
+    model = VAE.paper(DATA, hidden, latent).to(device)
+    return Step(provider, model), torch.rand(batch, DATA, device=device).bernoulli()
+
+
+def peak_bytes(provider: str, batch: int, hidden: int, latent: int, device: str) -> int:
+    """Peak memory of one training step after a warm-up step (bench.memory says how)."""
+    if device.startswith("cuda"):
+        step, x = _setup(provider, batch, hidden, latent, device)
+        step(x)
+        return cuda_peak_bytes(lambda: step(x))
+    spec = dict(provider=provider, batch=batch, hidden=hidden, latent=latent, threads=torch.get_num_threads())
+    return peak_bytes_in_fresh_process("aevb_fast.bench.train_step", spec)
+
+
+def _measure_memory_here(spec: dict) -> int:
+    map_large_allocations()
+    torch.set_num_threads(spec["threads"])
+    step, x = _setup(spec["provider"], spec["batch"], spec["hidden"], spec["latent"], "cpu")
+    step(x)  # warm-up: compilation, optimizer state, library buffers
+    return sampled_peak_bytes(lambda: step(x))
+
+
+def largest_batch(rows: list[dict], provider: str, budget: float) -> int | None:
+    """The largest minibatch whose step fits in `budget` bytes, from the peak memory's straight
+    line through the two largest measured batches (memory grows linearly with M)."""
+    measured = sorted((r["batch"], r["peak_bytes"][provider]) for r in rows if "peak_bytes" in r)
+    if len(measured) < 2:
+        return None
+    (m1, p1), (m2, p2) = measured[-2:]
+    per_sample = (p2 - p1) / (m2 - m1)
+    return int((budget - (p2 - per_sample * m2)) / per_sample) if per_sample > 0 else None
+
+
 def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent: int = 20,
-        min_time: float = 0.2) -> list[dict]:
+        min_time: float = 0.2, memory: bool = True) -> list[dict]:
     rows = []
     for batch in tqdm(batches, desc="bench --train", unit="batch size"):
         torch._dynamo.reset()  # fresh compilations for each batch size (see bench.run)
@@ -157,12 +217,16 @@ def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent
         for summary in timing.values():
             summary["samples_per_s"] = batch / summary["median_s"]
         shares = {name: profile_shares(steps[name], x) for name in ("fused", "reference")}
+        del steps
+        peaks = {name: peak_bytes(name, batch, hidden, latent, device) for name in PROVIDERS} if memory else None
         rows.append({
             "suite": "train_step", "batch": batch, "hidden": hidden, "latent": latent, "data": DATA,
             "device": device_name(device), "threads": torch.get_num_threads(), "dtype": "float32",
             "timing": timing, "profile_shares": shares,
             "fused_vs_reference": timing["reference"]["median_s"] / timing["fused"]["median_s"],
             "fused_vs_compiled": timing["compiled"]["median_s"] / timing["fused"]["median_s"],
+            "fused_head_vs_fused": timing["fused"]["median_s"] / timing["fused-head"]["median_s"],
+            **({"peak_bytes": peaks} if peaks else {}),
         })
     return rows
 
@@ -179,9 +243,27 @@ def format_table(rows: list[dict]) -> str:
     lines.append("samples/s from the median step time; step time median +- half its p20-p80 range: "
                  + "; ".join(f"batch {r['batch']}: " + ", ".join(f"{p} {spread(r['timing'][p])}" for p in PROVIDERS)
                              for r in rows))
+    lines.append("fused-head vs fused (time, higher is better): " + ", ".join(
+        f"batch {r['batch']}: {r['fused_head_vs_fused']:.2f}x" for r in rows))
+    if all("peak_bytes" in r for r in rows):
+        lines.append("peak memory of a step (MB): " + "; ".join(
+            f"batch {r['batch']}: " + ", ".join(f"{p} {r['peak_bytes'][p] / 1e6:.0f}" for p in PROVIDERS) for r in rows))
+        for budget in (16e9, 80e9):
+            fits = {p: largest_batch(rows, p, budget) for p in PROVIDERS}
+            if all(v is not None for v in fits.values()):
+                lines.append(f"largest minibatch in {budget / 1e9:.0f} GB (straight line through the two largest "
+                             "batches' peaks): " + ", ".join(f"{p} {v:,}" for p, v in fits.items()))
     lines.append("shares of the step's wall time from the profiler:")
     for r in rows:
         for name, shares in r["profile_shares"].items():
             parts = ", ".join(f"{k} {100 * v:.1f}%" for k, v in shares.items())
             lines.append(f"  batch {r['batch']:>6} {name:<9}: {parts}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--measure-memory":
+        print(_measure_memory_here(json.loads(sys.argv[2])))
+    else:
+        sys.exit("usage: python -m aevb_fast.bench.train_step --measure-memory JSON (internal; "
+                 "run the benchmark with `aevb-fast bench --train`)")
