@@ -15,8 +15,6 @@ Time: medians of interleaved rounds (``harness.interleaved``). Peak memory: ``be
 from __future__ import annotations
 
 import functools
-import json
-import sys
 import time
 from typing import Callable
 
@@ -26,7 +24,8 @@ from tqdm import tqdm
 
 from .. import ops
 from .harness import interleaved, spread
-from .memory import cuda_peak_bytes, map_large_allocations, peak_bytes_in_fresh_process, sampled_peak_bytes
+from .memory import (cuda_peak_bytes, map_large_allocations, measure_memory_main, peak_bytes_in_fresh_process,
+                     sampled_peak_bytes)
 from .op_suite import device_name
 
 PROVIDERS = ("eager", "compiled", "fused-none", "fused-sum")
@@ -160,8 +159,4 @@ def format_table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--measure-memory":
-        print(_measure_memory_here(json.loads(sys.argv[2])))
-    else:
-        sys.exit("usage: python -m aevb_fast.bench.head_suite --measure-memory JSON (internal; "
-                 "run the benchmark with `aevb-fast bench --head`)")
+    measure_memory_main(_measure_memory_here, "aevb-fast bench --head")

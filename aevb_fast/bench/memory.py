@@ -94,3 +94,11 @@ def peak_bytes_in_fresh_process(module: str, spec: dict) -> int:
     if result.returncode != 0:
         raise RuntimeError(f"memory measurement of {spec} failed:\n{result.stderr[-2000:]}")
     return int(result.stdout.strip().splitlines()[-1])
+
+
+def measure_memory_main(measure: Callable[[dict], int], command: str) -> None:
+    """The entry point of a suite's module run by peak_bytes_in_fresh_process."""
+    if len(sys.argv) == 3 and sys.argv[1] == "--measure-memory":
+        print(measure(json.loads(sys.argv[2])))
+    else:
+        sys.exit(f"usage: python -m <suite module> --measure-memory JSON (internal; run `{command}`)")

@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import json
-import sys
 import time
 from typing import Callable
 
@@ -32,7 +30,8 @@ from tqdm import tqdm
 
 from .. import ops, reference
 from .harness import interleaved, spread
-from .memory import cuda_peak_bytes, map_large_allocations, peak_bytes_in_fresh_process, sampled_peak_bytes
+from .memory import (cuda_peak_bytes, map_large_allocations, measure_memory_main, peak_bytes_in_fresh_process,
+                     sampled_peak_bytes)
 from .op_suite import device_name
 from ..models import VAE
 
@@ -41,11 +40,13 @@ REGIONS = ("encoder", "elbo", "decoder", "optimizer")
 DATA, TRAIN_POINTS = 784, 60_000  # MNIST: the pixels, and the training set size (weight decay 1/N)
 
 
-def make_loss(model: VAE, backend, regions: bool = True) -> Callable:
+def make_loss(model: VAE, backend, regions: bool = True, fused_head: bool = False) -> Callable:
     """The negative ELBO of a minibatch (the analytic-KL estimator with L = 1, as the trainer's
     default), with a profiler region around each piece unless ``regions`` is False (a compiled
-    graph ignores them). ``eps`` fixes the noise (for checks)."""
+    graph ignores them). ``fused_head``: the decoder's output layer inside the likelihood
+    (``af.linear_bernoulli_log_prob``). ``eps`` fixes the noise (for checks)."""
     record_function = torch.profiler.record_function if regions else (lambda name: contextlib.nullcontext())
+    head = model.decoder.head
 
     def loss(x: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
         with record_function("encoder"):
@@ -53,27 +54,12 @@ def make_loss(model: VAE, backend, regions: bool = True) -> Callable:
         with record_function("elbo"):
             z, kl = backend.sample_and_kl(mu, logvar, eps=eps)
         with record_function("decoder"):
-            logits = model.decoder(z)
+            out = model.decoder.features(z) if fused_head else model.decoder(z)
         with record_function("elbo"):
-            return -(backend.bernoulli_log_prob(x, logits) - kl).mean()
-
-    return loss
-
-
-def make_head_loss(model: VAE) -> Callable:
-    """The fused loss with the decoder's output layer inside the likelihood."""
-    head = model.decoder.head
-
-    def loss(x: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
-        with record_function("encoder"):
-            mu, logvar = model.encoder(x)
-        with record_function("elbo"):
-            z, kl = ops.sample_and_kl(mu, logvar, eps=eps)
-        with record_function("decoder"):
-            h = model.decoder.features(z)
-        with record_function("elbo"):
-            log_px = ops.linear_bernoulli_log_prob(x, h, head.weight, head.bias, reduction="sum")
-            return -(log_px - kl.sum()) / x.shape[0]
+            if fused_head:
+                log_px = backend.linear_bernoulli_log_prob(x, out, head.weight, head.bias, reduction="sum")
+                return -(log_px - kl.sum()) / x.shape[0]
+            return -(backend.bernoulli_log_prob(x, out) - kl).mean()
 
     return loss
 
@@ -85,8 +71,7 @@ class Step:
         self.provider, self.model = provider, copy.deepcopy(model)
         backend = reference if provider in ("reference", "compiled") else ops
         compiled = provider.endswith("compiled")
-        self.loss = (make_head_loss(self.model) if provider == "fused-head"
-                     else make_loss(self.model, backend, regions=not compiled))
+        self.loss = make_loss(self.model, backend, regions=not compiled, fused_head=provider == "fused-head")
         if compiled:
             self.loss = torch.compile(self.loss, dynamic=False)
         self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=0.02, weight_decay=1 / TRAIN_POINTS)
@@ -262,8 +247,4 @@ def format_table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--measure-memory":
-        print(_measure_memory_here(json.loads(sys.argv[2])))
-    else:
-        sys.exit("usage: python -m aevb_fast.bench.train_step --measure-memory JSON (internal; "
-                 "run the benchmark with `aevb-fast bench --train`)")
+    measure_memory_main(_measure_memory_here, "aevb-fast bench --train")
