@@ -17,8 +17,10 @@ returns the logits (``likelihood="bernoulli"``) or a ``(mean, logvar)`` pair
 a decoder that ends in a sigmoid returns probabilities, and those taken as logits train the
 wrong objective without an error.
 
-The fused head: a decoder with ``features(z)`` (its last hidden layer) and ``head`` (its final
-``nn.Linear``), as ``aevb_fast.models``' decoders have, runs its head inside
+The fused head: a decoder that declares ``fusable_head = likelihood`` and has ``features(z)``
+(its last hidden layer) and ``head`` (its final ``nn.Linear``), so that ``decoder(z)`` is
+``head(features(z))`` read as logits, or for ``"gaussian"`` chunked into a mean pre-activation
+(through a sigmoid) and a log-variance, as ``aevb_fast.models``' decoders do, runs its head inside
 ``af.linear_bernoulli_log_prob`` / ``af.linear_gaussian_log_prob`` (the Gaussian head's mean
 through a sigmoid), so the logits are never stored whole; with the analytic estimator and a
 ``"mean"`` or ``"sum"`` reduction its gradients are made in the forward pass. ``fused_head=False``
@@ -67,11 +69,14 @@ def _check_options(likelihood, num_samples, estimator, beta, free_bits, reductio
         raise ValueError("elbo: free_bits needs the per-dimension KL of estimator='analytic'")
 
 
-def fused_head_of(decoder: Decoder, backend: str = "fused", fused_head: bool = True) -> nn.Linear | None:
+def fused_head_of(decoder: Decoder, likelihood: str, backend: str = "fused",
+                  fused_head: bool = True) -> nn.Linear | None:
     """The decoder's output layer when the likelihood can run fused with it (see the module's
-    docstring), else None."""
+    docstring), else None. A decoder opts in with ``fusable_head``: having a head is not
+    enough, since its forward may read the head's output otherwise."""
     head = getattr(decoder, "head", None)
-    if fused_head and backend == "fused" and isinstance(head, nn.Linear) and callable(getattr(decoder, "features", None)):
+    if (fused_head and backend == "fused" and getattr(decoder, "fusable_head", None) == likelihood
+            and isinstance(head, nn.Linear) and callable(getattr(decoder, "features", None))):
         return head
     return None
 
@@ -80,7 +85,7 @@ def _head_log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, head: nn.Linear
                          reduction: str = "none") -> Tensor:
     """log p(x | z_l) through the fused head: shape (L, B), or its sum or mean."""
     samples, batch = z.shape[0], z.shape[1]
-    data = x[0].numel() if batch else x.reshape(batch, -1).shape[1]
+    data = math.prod(x.shape[1:])
     parts = 1 if likelihood == "bernoulli" else 2
     if head.out_features != parts * data:
         kind = ("a Bernoulli decoder must return a tensor of logits" if parts == 1
@@ -93,7 +98,8 @@ def _head_log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, head: nn.Linear
     if weight.dtype != h.dtype:  # autocast ran the hidden layers in a lower precision
         weight, bias = weight.to(h.dtype), None if bias is None else bias.to(h.dtype)
     fn = ops.linear_bernoulli_log_prob if likelihood == "bernoulli" else ops.linear_gaussian_log_prob
-    return fn(x.reshape(batch, -1).to(h.dtype), h, weight, bias, reduction=reduction)
+    # Under autocast x takes h's dtype too (the op wants one dtype), as the logits would have.
+    return fn(x.reshape(batch, data).to(h.dtype), h, weight, bias, reduction=reduction)
 
 
 def _log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, likelihood: str, ops=ops,
@@ -139,7 +145,7 @@ def log_importance_weights(x: Tensor, mu: Tensor, logvar: Tensor, decoder: Decod
     Their logsumexp minus log K estimates log p(x) (see aevb_fast.evaluate)."""
     ops = BACKENDS[backend]
     z = ops.reparameterize(mu, logvar, num_samples=num_samples, generator=generator)
-    head = fused_head_of(decoder, backend, fused_head)
+    head = fused_head_of(decoder, likelihood, backend, fused_head)
     return (_log_likelihood(x, z, decoder, likelihood, ops, head)
             + _log_prior_minus_posterior(z, mu, logvar, ops))
 
@@ -176,7 +182,7 @@ def elbo(
             f"elbo: expected mu and logvar of shape (B, J) and x of shape (B, ...), got "
             f"x {tuple(x.shape)}, mu {tuple(mu.shape)}, logvar {tuple(logvar.shape)}"
         )
-    head = fused_head_of(decoder, backend, fused_head)
+    head = fused_head_of(decoder, likelihood, backend, fused_head)
     if estimator == "analytic":
         z, kl = ops.sample_and_kl(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
         if free_bits > 0:

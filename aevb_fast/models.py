@@ -51,6 +51,8 @@ class Encoder(nn.Module):
 
 class BernoulliDecoder(nn.Module):
     likelihood = "bernoulli"
+    # forward(z) is head(features(z)), read as logits: af.elbo may fuse head and likelihood.
+    fusable_head = "bernoulli"
 
     def __init__(self, latent: int, hidden: int, data_dim: int, depth: int = 1, init_std: float = 0.01):
         super().__init__()
@@ -71,6 +73,8 @@ class BernoulliDecoder(nn.Module):
 
 class GaussianDecoder(nn.Module):
     likelihood = "gaussian"
+    # forward(z) is head(features(z)) chunked into (sigmoid(mean pre-activation), logvar).
+    fusable_head = "gaussian"
 
     def __init__(self, latent: int, hidden: int, data_dim: int, depth: int = 1, init_std: float = 0.01):
         super().__init__()

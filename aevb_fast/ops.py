@@ -325,13 +325,14 @@ def _linear_head_fake(x, h, weight, bias, reduction, chunk_size):
 
 
 def _linear_head_backward_fake(grad, x, h, weight, bias, chunk_size):
-    return torch.empty_like(h), torch.empty_like(weight), weight.new_empty(weight.shape[0])
+    # Contiguous, as the kernels return them (empty_like would keep a transposed weight's strides).
+    return h.new_empty(h.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[0])
 
 
 def _linear_head_with_grads_fake(x, h, weight, bias, reduction, chunk_size):
     _check_same_device(h=h, x=x, weight=weight, bias=bias)
     total = h.new_empty((), dtype=accumulate_dtype(h.dtype))
-    return total, torch.empty_like(h), torch.empty_like(weight), weight.new_empty(weight.shape[0])
+    return total, h.new_empty(h.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[0])
 
 
 _FAKES = {

@@ -193,6 +193,13 @@ struct GaussianHead {
   static constexpr const char* name = "linear_gaussian_log_prob";
 };
 
+// The heads' gradients come from operators with no derivative of their own (and, for sum/mean,
+// from the forward pass): a graph of them (create_graph=True) would be silently wrong.
+inline void check_no_double_backward(const char* name) {
+  TORCH_CHECK(!at::GradMode::is_enabled(), "aevb_fast.", name, ": double backward (create_graph=True) is not "
+              "supported; use aevb_fast.reference.", name, " for higher-order gradients");
+}
+
 template <typename Library, typename Head>
 struct LinearHeadOps {
   using Forward = Tensor(const Tensor&, const Tensor&, const Tensor&, const Optional&, c10::string_view, int64_t);
@@ -221,6 +228,7 @@ struct LinearHeadRows : torch::autograd::Function<LinearHeadRows<Library, Head>>
     return LinearHeadOps<Library, Head>::get().forward.call(x, h, weight, bias, "none", chunk_size);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_no_double_backward(Head::name);
     const auto saved = ctx->get_saved_variables();
     const Optional bias = saved_optional(saved[3]);
     auto [grad_h, grad_weight, grad_bias] = LinearHeadOps<Library, Head>::get().backward.call(
@@ -246,6 +254,7 @@ struct LinearHeadTotal : torch::autograd::Function<LinearHeadTotal<Library, Head
     return total;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_no_double_backward(Head::name);
     TORCH_CHECK(ctx->saved_data.count("grad_h") == 1, "aevb_fast.", Head::name, ": trying to backward through "
                 "the graph a second time; pass retain_graph=True to the first backward");
     const bool keep = torch::autograd::get_current_graph_task_keep_graph();

@@ -111,8 +111,8 @@ struct HeadPass {
       at::mm_out(grad_h_chunk, grad_chunk, weight);
       if (accumulate_in_place) {
         grad_weight_acc.addmm_(grad_chunk.t(), h_chunk);
-      } else {  // reduced precision: each chunk's product accumulated in float32
-        grad_weight_acc.add_(at::mm(grad_chunk.t(), h_chunk));
+      } else {  // reduced precision: each chunk's product made and accumulated in float32
+        grad_weight_acc.addmm_(grad_chunk.t().to(at::kFloat), h_chunk.to(at::kFloat));
       }
       grad_bias_acc.add_(at::sum(grad_chunk, {0}, /*keepdim=*/false, grad_bias_acc.scalar_type()));
     });

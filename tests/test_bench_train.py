@@ -52,5 +52,6 @@ def test_peak_memory_of_a_step_and_the_largest_batch_that_fits():
     fused = bench_train.peak_bytes("fused", 8192, 64, 4, "cpu")
     head = bench_train.peak_bytes("fused-head", 8192, 64, 4, "cpu")
     assert fused > 2 * logits and fused - head > logits, (fused, head)
-    rows = [{"batch": 1000, "peak_bytes": {"a": 3e9}}, {"batch": 2000, "peak_bytes": {"a": 5e9}}]
+    rows = [{"batch": m, "hidden": 64, "latent": 4, "peak_bytes": {"a": p - bench_train.resident_before_step(m, 64, 4)}}
+            for m, p in ((1000, 3e9), (2000, 5e9))]
     assert bench_train.largest_batch(rows, "a", 11e9) == 5000

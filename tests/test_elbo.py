@@ -218,3 +218,22 @@ def test_fused_head_is_used_and_can_be_turned_off(monkeypatch):
     model(x, fused_head=False)
     model(x, backend="reference")
     assert calls == ["sum", "none"]
+
+
+def test_a_decoder_with_a_head_is_fused_only_if_it_says_so():
+    # A decoder whose forward reads its head's output another way (here: no sigmoid on the
+    # mean) must be called whole; only fusable_head opts in.
+    class Unsquashed(GaussianDecoder):
+        fusable_head = None
+
+        def forward(self, z):
+            mean, logvar = self.net(z).chunk(2, dim=-1)
+            return mean, logvar
+
+    decoder = Unsquashed(J, H, D)
+    f32 = dict(dtype=torch.float32)
+    x, mu, logvar, eps = rand(B, D, **f32), randn(B, J, **f32), randn(B, J, **f32, seed=1), randn(1, B, J, **f32, seed=2)
+    expected = af.elbo(x, mu, logvar, decoder, likelihood="gaussian", eps=eps, backend="reference")
+    torch.testing.assert_close(af.elbo(x, mu, logvar, decoder, likelihood="gaussian", eps=eps), expected)
+    empty = af.elbo(x[:0], mu[:0], logvar[:0], VAE.paper(D, H, J).decoder, reduction="none")
+    assert empty.shape == (0,)

@@ -194,3 +194,25 @@ def test_extreme_pre_activations(head):
     assert torch.isfinite(out).all() and torch.isfinite(h.grad).all() and torch.isfinite(weight.grad).all()
     torch.testing.assert_close(out.double(), getattr(reference, name)(x.double(), h.double(), weight.double()),
                                rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_double_backward_is_refused(reduction):
+    x, h, weight, bias = inputs(((4,), None, 3))
+    h.requires_grad_()
+    out = af.linear_bernoulli_log_prob(x, h, weight, bias, reduction=reduction).sum()
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(out, h, create_graph=True)
+
+
+def test_compiled_with_a_transposed_weight():
+    # A tied or transposed weight: the gradients the kernels return are contiguous, as the fake
+    # implementation says.
+    x, h, weight, bias = inputs(((6,), 2, 5))
+    weight = weight.t().contiguous().t()
+    fn = lambda h, w, b: af.linear_bernoulli_log_prob(x, h, w, b, reduction="sum", chunk_size=4)  # noqa: E731
+    torch.compiler.reset()
+    eager = torch.autograd.grad(fn(h.requires_grad_(), weight.requires_grad_(), bias), (h, weight))
+    compiled = torch.autograd.grad(torch.compile(fn, fullgraph=True)(h, weight, bias), (h, weight))
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b)

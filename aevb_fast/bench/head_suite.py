@@ -57,9 +57,13 @@ def make_inputs(batch: int, samples: int, data: int, hidden: int, device: str) -
     return [x.to(device)] + [t.to(device).requires_grad_() for t in (h, weight, bias)]
 
 
-def step(loss: Callable, inputs: list[torch.Tensor]) -> torch.Tensor:
+def clear_grads(inputs: list[torch.Tensor]) -> None:
     for t in inputs[1:]:
         t.grad = None
+
+
+def step(loss: Callable, inputs: list[torch.Tensor]) -> torch.Tensor:
+    clear_grads(inputs)
     value = loss(*inputs)
     value.backward()
     return value
@@ -95,8 +99,7 @@ def peak_bytes(provider: str, batch: int, samples: int, data: int, hidden: int, 
         inputs = make_inputs(batch, samples, data, hidden, device)
         loss = make_loss(provider)
         step(loss, inputs)  # warm-up (compilation)
-        for t in inputs[1:]:
-            t.grad = None
+        clear_grads(inputs)
         return cuda_peak_bytes(lambda: step(loss, inputs))
     spec = dict(provider=provider, batch=batch, samples=samples, data=data, hidden=hidden,
                 threads=torch.get_num_threads())
@@ -109,9 +112,7 @@ def _measure_memory_here(spec: dict) -> int:
     inputs = make_inputs(spec["batch"], spec["samples"], spec["data"], spec["hidden"], "cpu")
     loss = make_loss(spec["provider"])
     step(loss, inputs)  # warm-up: compilation, library buffers
-    for t in inputs[1:]:
-        t.grad = None
-    return sampled_peak_bytes(lambda: step(loss, inputs))
+    return sampled_peak_bytes(lambda: step(loss, inputs), reset=lambda: clear_grads(inputs))
 
 
 def run(batches: list[int], samples: list[int], device: str, repeats: int, data: int = 784,

@@ -46,10 +46,16 @@ def map_large_allocations() -> bool:
         return False
 
 
-def sampled_peak_bytes(call: Callable[[], None], repeats: int = 3) -> int:
+def sampled_peak_bytes(call: Callable[[], None], reset: Callable[[], None] = lambda: None,
+                       repeats: int = 3) -> int:
     """The resident memory that call adds at its peak, sampled by a thread (CPU): the highest
-    of `repeats` calls."""
-    return max(_sampled_peak_once(call) for _ in range(repeats))
+    of `repeats` calls, each after `reset` (which frees what the previous call left, such as
+    gradients, so that every call starts from the same level)."""
+    peaks = []
+    for _ in range(repeats):
+        reset()
+        peaks.append(_sampled_peak_once(call))
+    return max(peaks)
 
 
 def _sampled_peak_once(call: Callable[[], None]) -> int:
