@@ -167,7 +167,7 @@ def test_gradients_made_in_the_forward_are_handed_on_without_a_copy(reduction):
         total.backward()
 
 
-def test_without_grad_the_sum_is_computed_once():
+def test_without_grad_the_sum_takes_the_forward_only_path():
     x, h, weight, bias = inputs(((10,), 2, 6))
     with torch.no_grad():
         total = af.linear_bernoulli_log_prob(x, h, weight, bias, reduction="sum", chunk_size=3)
