@@ -5,12 +5,13 @@
 #   - by default, cuobjdump lists machine code for sm_80 and sm_90 and PTX for compute_90;
 #   - TORCH_CUDA_ARCH_LIST=9.0 gives sm_90 machine code only;
 #   - `import aevb_fast` works there and the CPU op tests pass (the CUDA cases skip: no GPU).
-# TORCH_VERSION=2.15.0 checks another torch. The registry's torch wheels are CUDA builds (about
-# 530 MB, plus about 3 GB of CUDA runtime packages); downloads are kept in
+# By default torch 2.11.0, the lent GPU machine's (CI's CPU run covers 2.13.0); TORCH_VERSION=2.15.0
+# checks another torch. The registry's torch wheels are CUDA builds (about 530 MB, plus about 3 GB
+# of CUDA runtime packages); downloads are kept in
 # ${AEVB_FAST_WHEEL_CACHE:-~/.cache/aevb_fast/wheels}, so a second run downloads nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+TORCH_VERSION=${TORCH_VERSION:-2.11.0}
 cache=${AEVB_FAST_WHEEL_CACHE:-$HOME/.cache/aevb_fast/wheels}
 say() { echo "check_cuda_build: $*"; }
 fail() { echo "check_cuda_build: FAILED: $*" >&2; exit 1; }

@@ -66,12 +66,15 @@ def cmd_bench(args) -> int:
               f"{','.join(str(d).removeprefix('torch.') for d in dtypes)}, D={args.data}, J={args.latent}, "
               f"L={','.join(map(str, args.samples))}, {','.join(args.modes)}, median of {args.repeats}"
               + ("" if device.startswith("cuda") else f", CPU allocator: {allocator}"))
+        saver = _RowSaver.for_args(args, bench.results_path(device))
+        if saver and not saver.check():
+            return 2
         rows = bench.run(args.ops, sizes, args.data, args.latent, dtypes, device, args.repeats, args.min_time,
-                         tuple(args.modes), tuple(args.samples), allocator)
+                         tuple(args.modes), tuple(args.samples), allocator, on_row=saver)
         print(bench.format_table(rows))
         print("speed-ups are ratios of medians measured side by side in this run (higher is better)")
-        if (args.save or args.out) and not _save_rows(rows, Path(args.out) if args.out else bench.results_path(device)):
-            return 2
+        if saver:
+            saver.report()
     return 0
 
 
@@ -83,12 +86,14 @@ def _bench_train(args, devices: list[str]) -> int:
         sizes = args.sizes or ([100, 4096, 65536] if device.startswith("cuda") else [100, 4096, 16384])
         print(f"aevb-fast bench --train: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
               f"MNIST model D=784, H={args.hidden}, J={args.train_latent}, median of {args.repeats}")
-        rows = bench_train.run(sizes, device, args.repeats, hidden=args.hidden, latent=args.train_latent,
-                               memory=not args.no_memory)
-        print(bench_train.format_table(rows))
-        path = Path(args.out) if args.out else bench.results_path(device).with_name("train.jsonl")
-        if (args.save or args.out) and not _save_rows(rows, path):
+        saver = _RowSaver.for_args(args, bench.results_path(device).with_name("train.jsonl"))
+        if saver and not saver.check():
             return 2
+        rows = bench_train.run(sizes, device, args.repeats, hidden=args.hidden, latent=args.train_latent,
+                               memory=not args.no_memory, on_row=saver)
+        print(bench_train.format_table(rows))
+        if saver:
+            saver.report()
     return 0
 
 
@@ -103,26 +108,49 @@ def _bench_head(args, devices: list[str]) -> int:
               f"float32, median of {args.repeats}; peak memory as aevb_fast/bench/memory.py says")
         if device == "cpu" and not args.fresh_pages:
             bench.keep_freed_memory()
-        rows = head_suite.run(sizes, args.samples, device, args.repeats, data=args.data, hidden=args.hidden)
-        print(head_suite.format_table(rows))
-        path = Path(args.out) if args.out else bench.results_path(device).with_name("head.jsonl")
-        if (args.save or args.out) and not _save_rows(rows, path):
+        saver = _RowSaver.for_args(args, bench.results_path(device).with_name("head.jsonl"))
+        if saver and not saver.check():
             return 2
+        rows = head_suite.run(sizes, args.samples, device, args.repeats, data=args.data, hidden=args.hidden,
+                              on_row=saver)
+        print(head_suite.format_table(rows))
+        if saver:
+            saver.report()
     return 0
 
 
-def _save_rows(rows: list[dict], path: Path) -> bool:
-    """Upserts the rows into a results file and says how many were added; a corrupt file is a
-    one-line error (and is left as it was). Returns whether they were saved."""
-    from .bench.harness import upsert
+class _RowSaver:
+    """Upserts each measured row into a results file as soon as it exists, so that a run cut
+    short (a timeout, Ctrl-C) keeps what it measured."""
 
-    try:
-        replaced, added = upsert(rows, path)
-    except ValueError as error:
-        print(f"aevb-fast bench: {error}", file=sys.stderr)
-        return False
-    print(f"{path}: {added} rows added, {replaced} replaced (same case, device, threads and versions)")
-    return True
+    def __init__(self, path: Path):
+        self.path, self.added, self.replaced = path, 0, 0
+
+    @classmethod
+    def for_args(cls, args, default: Path) -> "_RowSaver | None":
+        return cls(Path(args.out) if args.out else default) if args.save or args.out else None
+
+    def check(self) -> bool:
+        """Whether the file can take rows: a corrupt one is a one-line error before any timing
+        (and is left as it was)."""
+        from .bench.harness import read_rows
+
+        try:
+            read_rows(self.path)
+        except ValueError as error:
+            print(f"aevb-fast bench: {error}", file=sys.stderr)
+            return False
+        return True
+
+    def __call__(self, row: dict) -> None:
+        from .bench.harness import upsert
+
+        replaced, added = upsert([row], self.path)
+        self.replaced += replaced
+        self.added += added
+
+    def report(self) -> None:
+        print(f"{self.path}: {self.added} rows added, {self.replaced} replaced (same case, device, threads and versions)")
 
 
 def _count(text: str) -> int:

@@ -1,40 +1,177 @@
 #!/usr/bin/env bash
-# The GPU check in one command, for a lent GPU machine (planned to fit in 25 minutes):
-#   build with the GPU visible; the full test suite; compute-sanitizer memcheck on the CUDA
-#   kernel tests; the op, training-step and linear-head benchmarks on CUDA, saved under
-#   benchmarks/results/.
-# Everything worth keeping goes to $OUT (default ./gpu_check_out) as at most 8 files: the logs,
-# and the results folder as one tar file (commit its contents under benchmarks/results/<gpu>/).
-# Written before any GPU was lent to the project: not yet run on one.
+# The GPU check in one command, for a lent GPU machine (one H200: 16 cores, torch 2.11.0+cu130 on
+# Python 3.12, nvcc 13.0, no network):
+#     bash benchmarks/gpu_check.sh              # the device tool's run, timeout_s=600
+#     bash benchmarks/gpu_check.sh --dry-run    # the same steps on this CPU, as CI runs them
+# It ends within GPU_CHECK_BUDGET_S seconds (default 540, inside one device call's 10 minutes; 900
+# for the dry run, whose limits are 3 times the GPU's):
+# each step runs under its own limit, cut to what is left of the budget, and a step with no time
+# left is skipped and said to be. Most valuable first:
+#
+#   step          limit  expected on the H200 (from the sizes)        dry run here (2 cores, measured)
+#   build          180   ~100: sm_90 only, jobs = cores; build_info()    3 (pip --dry-run of the same install)
+#   tests          150    ~90: pytest -n <cores>, every CUDA case       28 (the emulated empty-input cases)
+#                         (544 tests; the two 2^31-element cases
+#                         move ~30 GB each, ~20 s)
+#   memcheck_probe  45    ~15: is compute-sanitizer allowed here?        skipped
+#   memcheck       100    ~60: 12 tests, one per kernel path, under     17 (the same tests, emulated: ASan
+#                         compute-sanitizer memcheck                       stands in for memcheck)
+#   bench_ops      150   ~120: copy bandwidth, then 5 ops x L=1,5 x     14-51 (B = 64, float32, CPU;
+#                         f32/bf16 x B=65536,1048576: 28 cases, each        Inductor's cache warm or cold)
+#                         ~1 s timed + ~3 s of Inductor compilation
+#   bench_head      60    ~40: the fused head, B = 65536, 262144, L=1   37 (B = 64, CPU)
+#   bench_train    120    ~90: training steps at M = 4096, 65536, with  66 (M = 64, CPU)
+#                         each step's peak memory (compiled providers
+#                         compile twice: timing and memory)
+#   total          ~515 expected, 540 budget                          ~170-210, 900 budget
+#
+# Written to $OUT (default ./gpu_check_out), refreshed as each step ends (at most 8 files come back
+# from a device call):
+#   summary.txt                          one line per step: name, exit code, seconds, limit, note
+#   logs.tar                             every step's log so far, nvidia-smi's and build_info()'s
+#   ops.jsonl, head.jsonl, train.jsonl   benchmark rows, each saved as soon as its case is measured;
+#                                        commit them under benchmarks/results/<gpu>/ (summary.txt
+#                                        names the folder)
+# The exit code is 0 when every step that ran passed (a refused compute-sanitizer is a note, not a
+# failure), 1 otherwise.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+DRY_RUN=${GPU_CHECK_DRY_RUN:-0}
+for arg in "$@"; do
+  case $arg in
+    --dry-run) DRY_RUN=1 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu_check: unknown argument '$arg' (use --dry-run or --help)" >&2; exit 2 ;;
+  esac
+done
+
 OUT=${OUT:-$PWD/gpu_check_out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
+BUDGET=${GPU_CHECK_BUDGET_S:-540}
 PY=${PYTHON:-python3}
-status=0
-step() {  # step NAME COMMAND...: runs, logs to $OUT/NAME.log, remembers a failure, goes on
-  local name=$1; shift
-  echo "gpu_check: $name: $*"
-  local start=$SECONDS
-  "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  echo "gpu_check: $name: exit $rc after $((SECONDS - start)) s"
-  [ $rc -eq 0 ] || { status=1; tail -n 30 "$OUT/$name.log"; }
+JOBS=$(nproc)
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+LOGS=$(mktemp -d)/logs
+mkdir -p "$LOGS"
+trap 'rm -rf "$(dirname "$LOGS")"' EXIT
+: > "$OUT/summary.txt"
+rm -f "$OUT"/{ops,head,train}.jsonl "$OUT/logs.tar"
+
+# What changes between the GPU and the dry run: the device, the sizes, the test selection. The
+# commands and their flags below are the same for both.
+if [ "$DRY_RUN" = 1 ]; then
+  TEST_DEVICE=emulated_cuda  # the CUDA kernels' code run on CPU tensors, under ASan and UBSan
+  TEST_SELECTION="emulated_cuda and test_empty"
+  BENCH_DEVICE=cpu OP_SIZES=64 OP_DTYPES=float32 HEAD_SIZES=64 TRAIN_SIZES=64 REPEATS=1
+  PIP_DRY_RUN=--dry-run
+  LIMIT_SCALE=3  # the limits are the GPU's; 2 CPU cores compile and measure memory more slowly
+  BUDGET=${GPU_CHECK_BUDGET_S:-900}
+else
+  TEST_DEVICE=cuda
+  TEST_SELECTION="cuda and not emulated"
+  BENCH_DEVICE=cuda OP_SIZES=65536,1048576 OP_DTYPES=float32,bfloat16 HEAD_SIZES=65536,262144
+  TRAIN_SIZES=4096,65536 REPEATS=5 PIP_DRY_RUN= LIMIT_SCALE=1
+fi
+# One test per CUDA kernel path for memcheck (float32): each op on warp rows with 128-bit packs and
+# on block rows one element at a time, drawn noise with 5 samples, the linear heads' epilogues.
+d=$TEST_DEVICE
+MEMCHECK_TESTS=(
+  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-reparameterize-5-(37, 784)-packed-dtype0]"
+  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-sample_and_kl-5-(37, 784)-packed-dtype0]"
+  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_kl-1-(37, 784)-packed-dtype0]"
+  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-bernoulli_log_prob-5-(37, 784)-packed-dtype0]"
+  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_log_prob-1-(37, 784)-packed-dtype0]"
+  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-sample_and_kl-1-(2, 4097)-one-element-dtype0]"
+  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_kl-1-(2, 4097)-one-element-dtype0]"
+  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-bernoulli_log_prob-1-(2, 4097)-one-element-dtype0]"
+  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_log_prob-5-(2, 4097)-one-element-dtype0]"
+  "tests/test_gpu_kernels.py::test_drawn_noise_gradients_match_the_cpu[$d-5-(37, 784)-packed-dtype0]"
+  "tests/test_linear_log_prob.py::TestLinearBernoulliLogProbSum::test_matches_reference_float64[$d]"
+  "tests/test_linear_log_prob.py::TestLinearGaussianLogProb::test_matches_reference_float64[$d]"
+)
+
+deadline=$((SECONDS + BUDGET))
+failed=0
+save() {  # the logs so far into $OUT (the results rows are written there directly)
+  tar -cf "$OUT/logs.tar.tmp" -C "$(dirname "$LOGS")" logs && mv "$OUT/logs.tar.tmp" "$OUT/logs.tar"
+}
+record() {  # record NAME CODE SECONDS LIMIT NOTE: one line of summary.txt, echoed
+  local line
+  line=$(printf '%-15s exit %-4s %4s s  (limit %3s s)  %s' "$1" "$2" "$3" "$4" "$5")
+  echo "$line" >> "$OUT/summary.txt"
+  echo "gpu_check: $line"
+}
+step() {  # step NAME LIMIT COMMAND...: runs under min(LIMIT, what is left), logs to NAME.log
+  local name=$1 limit=$(($2 * LIMIT_SCALE)); shift 2
+  local left=$((deadline - SECONDS - 5))
+  if [ "$left" -lt 15 ]; then
+    record "$name" - 0 "$limit" "skipped: ${BUDGET} s budget spent"; failed=1; return 1
+  fi
+  [ "$limit" -le "$left" ] || limit=$left
+  echo "gpu_check: $name: $*" | tee "$LOGS/$name.log"
+  local start=$SECONDS rc note
+  timeout --kill-after=10 "$limit" "$@" >> "$LOGS/$name.log" 2>&1
+  rc=$?
+  note=$(grep -a -E "[0-9]+ (passed|failed)|rows added|Successfully installed|Would install|Error|error:" "$LOGS/$name.log" | tail -n 1 | cut -c1-160)
+  case $rc in
+    0) ;;
+    124|137) note="timed out at the step's limit; ${note}"; failed=1 ;;
+    *) failed=1; tail -n 25 "$LOGS/$name.log" ;;
+  esac
+  record "$name" "$rc" $((SECONDS - start)) "$limit" "$note"
+  save
   return $rc
 }
 
-nvidia-smi > "$OUT/nvidia-smi.log" 2>&1 || true
-# The machine's torch and packages are used as they are (nothing can be fetched there).
-step build env AEVB_FAST_CUDA=1 "$PY" -m pip install --no-build-isolation --no-deps -v -e . || exit 1
-"$PY" -c "import aevb_fast as af; print(af.build_info())" | tee -a "$OUT/build.log"
-step tests "$PY" -m pytest -q -p no:cacheprovider tests/
-step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 \
-  "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_kernels.py tests/test_cuda.py -k "cuda and not emulated_cuda and not past_2_31"
-step bench_ops aevb-fast bench --device cuda --save
-step bench_train aevb-fast bench --train --device cuda --save
-step bench_head aevb-fast bench --head --device cuda --sizes 65536,262144 --save
-tar -cf "$OUT/results.tar" benchmarks/results
-echo "gpu_check: done, status $status; logs and results.tar in $OUT"
-grep -h -E "passed|failed|error" "$OUT/tests.log" "$OUT/memcheck.log" | tail -n 4
-exit $status
+echo "gpu_check: $([ "$DRY_RUN" = 1 ] && echo "dry run on this CPU" || echo "on the GPU"), budget ${BUDGET} s, $JOBS jobs, out $OUT"
+{ nvidia-smi || echo "no nvidia-smi"; } > "$LOGS/nvidia-smi.log" 2>&1
+
+# 1. Build for this GPU only (sm_90 on an H200), as many compile jobs as cores; with the machine's
+#    torch and packages as they are (nothing can be fetched there).
+if ! step build 180 env AEVB_FAST_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" \
+    "$PY" -m pip install --no-build-isolation --no-deps $PIP_DRY_RUN -v -e .; then
+  echo "gpu_check: the build failed; nothing else can run"; exit 1
+fi
+"$PY" -c "import aevb_fast as af; print(af.build_info())" > "$LOGS/build_info.log" 2>&1
+cat "$LOGS/build_info.log"
+save
+
+# 2. Every CUDA test case, in parallel (the 2^31-element ones included).
+step tests 150 "$PY" -m pytest -n "$JOBS" -q -p no:cacheprovider -k "$TEST_SELECTION" tests/
+
+# 3. compute-sanitizer memcheck, one test per kernel path, without PyTorch's caching allocator (so
+#    that an access past a tensor's end leaves its allocation). Some machines refuse the tool (gVisor:
+#    "Device not supported"): a probe says so in one line instead of a failed step.
+if [ "$DRY_RUN" = 1 ]; then
+  record memcheck_probe - 0 0 "dry run: the emulation's ASan stands in for compute-sanitizer"
+  step memcheck 100 "$PY" -m pytest -q -p no:cacheprovider "${MEMCHECK_TESTS[@]}"
+else
+  SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  failed_before=$failed
+  if step memcheck_probe 45 "$SANITIZER" --tool memcheck --error-exitcode 1 \
+      "$PY" -c "import torch; assert torch.ones(8, device='cuda').sum().item() == 8"; then
+    step memcheck 100 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SANITIZER" --tool memcheck --error-exitcode 1 \
+      "$PY" -m pytest -q -p no:cacheprovider "${MEMCHECK_TESTS[@]}"
+  else
+    failed=$failed_before  # a refused tool is a note, not a failure of the code
+    record memcheck - 0 0 "skipped: compute-sanitizer refused this machine ($(grep -a -m1 -i -E "error|not supported" "$LOGS/memcheck_probe.log" | cut -c1-100))"
+  fi
+fi
+
+# 4. The benchmarks: the op suite measures the copy bandwidth first, in the same run.
+step bench_ops 150 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --sizes "$OP_SIZES" \
+  --dtype "$OP_DTYPES" --repeats "$REPEATS" --out "$OUT/ops.jsonl"
+step bench_head 60 "$PY" -m aevb_fast.cli bench --head --device "$BENCH_DEVICE" --sizes "$HEAD_SIZES" -L 1 \
+  --repeats "$REPEATS" --out "$OUT/head.jsonl"
+step bench_train 120 "$PY" -m aevb_fast.cli bench --train --device "$BENCH_DEVICE" --sizes "$TRAIN_SIZES" \
+  --repeats "$REPEATS" --out "$OUT/train.jsonl"
+
+folder=$("$PY" -c "from aevb_fast.bench.op_suite import results_path; print(results_path('$BENCH_DEVICE').parent)" 2>/dev/null)
+grep -a -h "copy bandwidth measured" "$LOGS/bench_ops.log" >> "$OUT/summary.txt" 2>/dev/null
+echo "results: commit $OUT/{ops,head,train}.jsonl under ${folder:-benchmarks/results/<gpu>}/" >> "$OUT/summary.txt"
+save
+echo "gpu_check: done in $SECONDS s, $([ $failed = 0 ] && echo "every step passed" || echo "FAILED (see summary.txt)")"
+cat "$OUT/summary.txt"
+exit $failed

@@ -139,3 +139,31 @@ def test_bench_head(tmp_path, capsys):
     assert row["peak_bytes"]["eager"] > 2 * 2 * 2048 * 784 * 4 > 2 * row["peak_bytes"]["fused-sum"]
     assert "fused-sum" in capsys.readouterr().out
     assert cli.main(["bench", "--head", "--train"]) == 2
+
+
+def test_bench_saves_each_row_as_it_is_measured(tmp_path, monkeypatch):
+    """A run cut short (a timeout on a lent GPU, Ctrl-C) keeps the rows measured before it."""
+    out = tmp_path / "rows.jsonl"
+    real, calls = bench.bench_case, []
+
+    def second_case_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "bench_case", second_case_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["bench", "--ops", "gaussian_kl", "--sizes", "32,64", "--latent", "8", "--device", "cpu",
+                  "--dtype", "float32", "--fresh-pages", "--repeats", "1", "--min-time", "0.001", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["op"], r["batch"]) for r in rows] == [("gaussian_kl", 32)]
+
+
+def test_bench_refuses_a_corrupt_results_file_before_timing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "rows.jsonl"
+    out.write_text("not json\n")
+    monkeypatch.setattr(bench, "bench_case", lambda *a, **k: pytest.fail("timed before checking the file"))
+    assert cli.main(["bench", "--ops", "gaussian_kl", "--sizes", "32", "--device", "cpu", "--out", str(out)]) == 2
+    assert "rows.jsonl:1: not a results row" in capsys.readouterr().err
+    assert out.read_text() == "not json\n"

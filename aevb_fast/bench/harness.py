@@ -84,6 +84,22 @@ def row_key(row: dict) -> str:
     return json.dumps([row.get(field) for field in KEY_FIELDS])
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a results file ([] when it does not exist); ValueError naming the line when it
+    holds a line that is not a row."""
+    rows = []
+    if path.exists():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}:{number}: not a results row (JSON lines expected); "
+                                 "move the file away or pass --out") from None
+    return rows
+
+
 def upsert(rows: list[dict], path: Path) -> tuple[int, int]:
     """Writes the rows, stamped with versions and date, into a JSON-lines file: a row with the
     key of an existing one replaces it, others are added. The file is replaced atomically, and
@@ -98,24 +114,12 @@ def upsert(rows: list[dict], path: Path) -> tuple[int, int]:
     for r in rows:
         stamped = {**r, **stamp}
         new[row_key(stamped)] = stamped
-    kept, replaced = [], 0
-    if path.exists():
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                old = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(f"{path}:{number}: not a results row (JSON lines expected); "
-                                 "move the file away or pass --out") from None
-            if row_key(old) in new:
-                replaced += 1
-            else:
-                kept.append(old)
+    old = read_rows(path)
+    kept = [r for r in old if row_key(r) not in new]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w") as f:
         for r in kept + list(new.values()):
             f.write(json.dumps(r) + "\n")
     os.replace(tmp, path)
-    return replaced, len(new) - replaced
+    return len(old) - len(kept), len(new) - (len(old) - len(kept))

@@ -116,7 +116,8 @@ def _measure_memory_here(spec: dict) -> int:
 
 
 def run(batches: list[int], samples: list[int], device: str, repeats: int, data: int = 784,
-        hidden: int = 500, min_time: float = 0.2) -> list[dict]:
+        hidden: int = 500, min_time: float = 0.2, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """One row per (batch, L), each handed to `on_row` as soon as it is measured."""
     rows = []
     cases = [(b, l) for b in batches for l in samples]
     for batch, samples_ in tqdm(cases, desc="bench --head", unit="case"):
@@ -137,6 +138,8 @@ def run(batches: list[int], samples: list[int], device: str, repeats: int, data:
             "memory_vs_eager": {p: peaks[p] / eager_m for p in PROVIDERS},
             "memory_vs_compiled": {p: peaks[p] / peaks["compiled"] for p in PROVIDERS},
         })
+        if on_row:
+            on_row(rows[-1])
     return rows
 
 

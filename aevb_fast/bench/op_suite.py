@@ -299,9 +299,11 @@ def default_dtypes(device: str) -> list[torch.dtype]:
 
 def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: list[torch.dtype],
         device: str, repeats: int, min_time: float, modes: tuple[str, ...] = ("forward+backward",),
-        samples: tuple[int, ...] = (1,), allocator: str = "glibc default") -> list[dict]:
+        samples: tuple[int, ...] = (1,), allocator: str = "glibc default",
+        on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Every (op, L, dtype, batch, mode) case, providers interleaved within each case. `samples`
-    applies to the ops that draw z; the others run once with L = 1."""
+    applies to the ops that draw z; the others run once with L = 1. `on_row` gets each row as
+    soon as it is measured (so a run cut short keeps what it measured)."""
     rows = []
     bandwidth = copy_bandwidth(device, megabytes=256)
     cases = [(op, L, dtype, b, m) for op in ops_ for L in (samples if op in SAMPLING_OPS else (1,))
@@ -333,6 +335,8 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: lis
         # Streaming time: the op's bytes at the copy bandwidth; the op's time as a multiple of it.
         rows[-1]["times_streaming"] = timing["aevb_fast"]["median_s"] / (mode_bytes(case, mode) / (bandwidth * 1e9))
         del case
+        if on_row:
+            on_row(rows[-1])
     return rows
 
 

@@ -197,7 +197,8 @@ def largest_batch(rows: list[dict], provider: str, budget: float) -> int | None:
 
 
 def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent: int = 20,
-        min_time: float = 0.2, memory: bool = True) -> list[dict]:
+        min_time: float = 0.2, memory: bool = True, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """One row per batch size, each handed to `on_row` as soon as it is measured."""
     rows = []
     for batch in tqdm(batches, desc="bench --train", unit="batch size"):
         torch._dynamo.reset()  # fresh compilations for each batch size (see bench.run)
@@ -222,6 +223,8 @@ def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent
             "fused_head_vs_fused": timing["fused"]["median_s"] / timing["fused-head"]["median_s"],
             **({"peak_bytes": peaks} if peaks else {}),
         })
+        if on_row:
+            on_row(rows[-1])
     return rows
 
 
