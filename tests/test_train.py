@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from aevb_fast import cli
-from aevb_fast.training import (TrainConfig, Trainer, TrainingDiverged, TrainingStopped, data, load_checkpoint,
-                                read_metrics, train)
+from aevb_fast.training import (TrainConfig, Trainer, TrainingDidNotLearn, TrainingDiverged, TrainingStopped, data,
+                                load_checkpoint, read_metrics, train)
 from aevb_fast.training.evaluate import log_marginal_likelihood
 
 SHARED = data.PROJECT_ROOT.parent / "shared" / "data"
@@ -133,6 +133,45 @@ def test_a_short_dip_below_the_threshold_is_not_divergence(tmp_path):
     assert trainer._check_bound(-40.0, "") is True and trainer.guard.low_checks == 0
     with pytest.raises(TrainingDiverged, match="not finite"):
         trainer._check_bound(float("nan"), "")
+
+
+def test_a_catastrophic_bound_is_divergence_at_once(tmp_path):
+    # Far below the start (a minibatch at -1e15 while the run later recovers): whether the run is
+    # called diverged must not hang on the seed, so one such check stops it.
+    trainer = Trainer(small(tmp_path, samples=2000))
+    trainer.guard.start = -50.0
+    with pytest.raises(TrainingDiverged, match="below -10050.0 .100 times further below the starting bound"):
+        trainer._check_bound(-1.2e15, "of the last 20 steps")
+    assert trainer.guard.low_checks == 1
+
+
+def test_the_progress_figure_is_the_median_and_divergence_sees_the_mean(tmp_path):
+    trainer = Trainer(small(tmp_path, samples=2000))
+    trainer.guard.start = -50.0
+    bounds = [torch.tensor(-40.0), torch.tensor(-42.0), torch.tensor(-1000.0)]
+    assert trainer._global_bound(bounds) == -42.0  # one wild step does not move the bar's figure
+    assert trainer.guard.low_checks == 1  # but its mean (-360.7) is below the threshold (-150)
+
+
+def test_a_run_that_ends_below_its_start_did_not_learn(tmp_path):
+    # Trained on all-zero images and tested on all-one images: the better it fits the training
+    # data, the worse the test bound. An error, with the run kept for inspection.
+    config = small(tmp_path, samples=3000, eval_every=1000, eval_points=200)
+    with pytest.raises(TrainingDidNotLearn, match=r"did not learn: the final test bound -\d+.\d+ .at 3000 samples. "
+                                                  r"is below the untrained model's -\d+.\d+; the run is kept in"):
+        train(config, train_data=torch.zeros(500, 16), test_data=torch.ones(100, 16))
+    records = read(config.out)
+    assert records[-1]["test_elbo"] < records[0]["test_elbo"] and records[-1]["healthy"]
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_binary_data_refuses_a_gaussian_likelihood(tmp_path):
+    with pytest.raises(ValueError, match="synthetic is binary .every value 0 or 1.*use --likelihood bernoulli"):
+        Trainer(small(tmp_path, likelihood="gaussian"))
+    with pytest.raises(ValueError, match="data is binary .every value 0 or 1., and a Gaussian with a learned variance"):
+        train(small(tmp_path, likelihood="gaussian"), train_data=torch.rand(100, 16).round())
+    grey = torch.rand(100, 16)  # grey levels take a Gaussian
+    train(small(tmp_path, likelihood="gaussian", samples=100, eval_every=100), train_data=grey, overwrite=True)
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")

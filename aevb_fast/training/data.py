@@ -219,7 +219,15 @@ class Data:
 
     def check_range(self, likelihood: str, paper_model: bool) -> None:
         """Values a model can fit, else a one-line user error: Bernoulli targets lie in [0, 1], and
-        so must Gaussian data for the paper's decoder, whose mean is a sigmoid."""
+        so must Gaussian data for the paper's decoder, whose mean is a sigmoid; binary data takes
+        no Gaussian likelihood (see ``is_binary``)."""
+        if likelihood == "gaussian" and self.is_binary():
+            drawn = ", drawn afresh for every minibatch" if self.binarize == "dynamic" else ""
+            raise ValueError(
+                f"data: {self.name} is binary (every value 0 or 1{drawn}), and a Gaussian with a "
+                "learned variance has no maximum there: its variance shrinks towards zero around each "
+                "0 and 1 and the bound runs off to +-inf instead of learning; use --likelihood "
+                "bernoulli for binary data")
         if likelihood != "bernoulli" and not paper_model:
             return
         for split, x in (("training", self.train), ("test", self.test)):
@@ -230,6 +238,12 @@ class Data:
                     f"data: the {split} data of {self.name} has values in [{x.min().item():g}, "
                     f"{x.max().item():g}], but {needs}: scale the data (e.g. divide 8-bit pixels by 255)"
                     + (" or use --likelihood gaussian" if likelihood == "bernoulli" and not paper_model else ""))
+
+
+    def is_binary(self) -> bool:
+        """Whether the model sees only 0s and 1s: binarized for every minibatch, or so stored."""
+        return self.binarize == "dynamic" or all(
+            bool(((x == 0) | (x == 1)).all()) for x in (self.train, self.test) if x.numel())
 
 
 def _binarize_fixed(x: Tensor, how: str, seed: int) -> Tensor:

@@ -1,5 +1,6 @@
-"""The divergence rule: a run whose bound is not finite, or stays far below where it started,
-has diverged, and is stopped rather than reported."""
+"""The divergence rules: a run whose bound is not finite, falls catastrophically, or stays far
+below where it started, has diverged and is stopped; a run that ends below its starting bound
+did not learn. Neither is ever reported as a result."""
 
 from __future__ import annotations
 
@@ -9,17 +10,34 @@ import math
 # that make a divergence: the first Adagrad steps of a freshly initialised network can dip far
 # below the start for a few steps and recover.
 DIVERGENCE_PATIENCE = 5
+# A bound this many times further below the start than the divergence threshold is a divergence
+# at once, whatever follows: a run that recovers from it is luck of the seed, not a recipe.
+CATASTROPHE_FACTOR = 100.0
 
 
 class TrainingDiverged(RuntimeError):
     pass
 
 
+class TrainingDidNotLearn(TrainingDiverged):
+    """The run ended with a test bound below the untrained model's."""
+
+
+def _margin(start: float) -> float:
+    return max(abs(start), 100.0)
+
+
 def divergence_threshold(start: float) -> float:
     """The bound below which a run counts as diverging: as far again below its starting bound as
     the starting bound is from zero (at least 100 nats). For MNIST's untrained model (-543) that
     is -1086; a healthy run rises from its start."""
-    return start - max(abs(start), 100.0)
+    return start - _margin(start)
+
+
+def catastrophe_threshold(start: float) -> float:
+    """The bound below which a run has diverged at once: CATASTROPHE_FACTOR margins below the
+    start (-54,843 for MNIST's untrained model; a convolutional VAE's first steps dip to -10^4)."""
+    return start - CATASTROPHE_FACTOR * _margin(start)
 
 
 class DivergenceGuard:
@@ -38,6 +56,9 @@ class DivergenceGuard:
         self.low_checks += 1
         if not math.isfinite(value):
             return False, "not finite"
+        if value < catastrophe_threshold(self.start):
+            return False, (f"below {catastrophe_threshold(self.start):.1f} ({CATASTROPHE_FACTOR:g} times further "
+                           f"below the starting bound {self.start:.1f} than the divergence threshold)")
         if self.low_checks < DIVERGENCE_PATIENCE:
             return False, None
         return False, (f"below {threshold:.1f}, the divergence threshold (the starting bound {self.start:.1f} "

@@ -11,9 +11,11 @@ evaluation record; it writes into the run directory ``config.out``:
   it is saved); ``resume=True`` continues from it bit for bit;
 - PNG pictures at the end (``plots``).
 
-A run diverges when its bound turns non-finite, or stays far below its starting bound for 100
-steps (``divergence.py``): ``TrainingDiverged`` is raised, and no checkpoint is written while the
-bound is below the threshold, so the last good one is left as it was.
+A run diverges when its bound turns non-finite, falls catastrophically, or stays far below its
+starting bound for 100 steps (``divergence.py``): ``TrainingDiverged`` is raised, and no checkpoint
+is written while the bound is below the threshold, so the last good one is left as it was. A run
+that ends with a test bound below the untrained model's did not learn: ``TrainingDidNotLearn``
+is raised after its checkpoint and pictures are written, for inspection.
 Under ``torchrun`` every rank takes a shard of every minibatch, the gradients are averaged by
 one all-reduce per step, the logged bound is the global one, and only rank 0 writes files.
 """
@@ -34,7 +36,7 @@ from . import data as datasets
 from .checkpoint import RunDirectory, paper_model_spec, read_metrics
 from .config import TrainConfig
 from .distributed import DistributedContext
-from .divergence import DivergenceGuard, TrainingDiverged
+from .divergence import DivergenceGuard, TrainingDidNotLearn, TrainingDiverged
 from .objective import ELBOObjective, check_model, decoder_likelihood
 
 # Steps between host synchronisations: the bound of each step stays on the device until then
@@ -93,6 +95,7 @@ class Trainer:
         self.order = torch.randperm(len(self.data.train), generator=self.shuffle)
         self.train_wall = 0.0
         self.guard = DivergenceGuard()  # its start: the untrained model's bound, at the first evaluation
+        self.start_test: float | None = None  # the untrained model's test bound: did the run learn?
         self.saved_at: int | None = None  # samples_seen of the last checkpoint written
         self.stop_signal: int | None = None
         self.eval_train = self._fixed_eval_set()
@@ -136,7 +139,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "step": self.step,
             "samples_seen": self.samples_seen, "cursor": self.cursor, "order": self.order,
             "shuffle": self.shuffle.get_state(), "rng": per_rank, "world": self.dist.world,
-            "train_wall": self.train_wall, "start_bound": self.guard.start,
+            "train_wall": self.train_wall, "start_bound": self.guard.start, "start_test_bound": self.start_test,
             "model_spec": self.model_spec, "data_spec": self.data_spec,
         })
 
@@ -146,6 +149,10 @@ class Trainer:
         self.step, self.samples_seen, self.cursor = state["step"], state["samples_seen"], state["cursor"]
         self.order, self.train_wall = state["order"], state["train_wall"]
         self.guard.start, self.saved_at = state.get("start_bound"), self.samples_seen
+        self.start_test = state.get("start_test_bound")
+        if self.start_test is None:  # a checkpoint from before it was stored: the run's first record
+            first = read_metrics(self.run_dir.path)[:1]
+            self.start_test = first[0]["test_elbo"] if first and first[0]["samples_seen"] == 0 else None
         self.shuffle.set_state(state["shuffle"])
         if self.dist.is_main:
             self.run_dir.drop_metrics_after(self.samples_seen)
@@ -202,7 +209,7 @@ class Trainer:
             "world": self.dist.world,
         }
         if self.guard.start is None:
-            self.guard.start = record["train_elbo"]
+            self.guard.start, self.start_test = record["train_elbo"], record["test_elbo"]
         record["healthy"] = self._check_bound(record["train_elbo"], "of the evaluation")
         if self.dist.is_main:
             self.run_dir.append_metrics(record)
@@ -226,12 +233,14 @@ class Trainer:
             f"{kept}. Try a lower --lr.")
 
     def _global_bound(self, bounds: list[torch.Tensor]) -> float:
-        """The mean bound of the steps since the last call, over all ranks (one host sync),
-        checked for divergence."""
-        local = torch.stack(bounds).float().mean().item()
-        value = self.dist.sum([local])[0] / self.dist.world
+        """The median of this rank's minibatch bounds since the last call (for the progress bar:
+        one wild step does not move it), after checking their mean over all ranks for divergence
+        (one host sync): a spike still counts there."""
+        stacked = torch.stack(bounds).float()
+        local_mean, local_median = torch.stack([stacked.mean(), stacked.median()]).tolist()
+        value = self.dist.sum([local_mean])[0] / self.dist.world
         self._check_bound(value, f"of the last {len(bounds)} steps")
-        return value
+        return local_median
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -284,7 +293,8 @@ class Trainer:
             if self.samples_seen == 0:
                 records.append(self.evaluate(0.0))
             next_eval = (self.samples_seen // config.eval_every + 1) * config.eval_every
-            window_start, window_samples, running, pending = time.perf_counter(), 0, None, []
+            window_start, window_samples, pending = time.perf_counter(), 0, []
+            last_test = records[-1]["test_elbo"] if records else None  # a resumed run: none yet
             while self.samples_seen < config.samples:
                 if self._stop_requested():
                     self.stop_signal = self.stop_signal or signal.SIGTERM
@@ -294,15 +304,18 @@ class Trainer:
                 bar.update(config.batch_size)
                 evaluate_now = self.samples_seen >= next_eval or self.samples_seen >= config.samples
                 if self.step % SYNC_EVERY == 0 or evaluate_now:
-                    recent = self._global_bound(pending)
+                    batch_median = self._global_bound(pending)
                     pending = []
-                    running = recent if running is None else 0.7 * running + 0.3 * recent
                     rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
-                    bar.set_postfix(bound=f"{running:.2f}", samples_s=f"{rate:.0f}", refresh=False)
+                    # The last evaluated test bound, and the median minibatch bound of the last
+                    # SYNC_EVERY steps (a mean would show one wild step's -1e15 for the run).
+                    bar.set_postfix(test=f"{last_test:.2f}" if last_test is not None else "-",
+                                    minibatch_median=f"{batch_median:.2f}", samples_s=f"{rate:.0f}", refresh=False)
                 if evaluate_now:
                     elapsed = time.perf_counter() - window_start
                     self.train_wall += elapsed
                     records.append(self.evaluate(window_samples / max(elapsed, 1e-9)))
+                    last_test = records[-1]["test_elbo"]
                     if records[-1]["healthy"]:  # never checkpoint a model below the threshold
                         self.save_checkpoint()
                     next_eval += config.eval_every
@@ -322,7 +335,20 @@ class Trainer:
             from . import plots
 
             plots.plot_run(self.run_dir.path, model=self.model, data=self.data)
+        self._check_learned(records)
         return records
+
+    def _check_learned(self, records: list[dict]) -> None:
+        """A finished run whose final test bound is below the untrained model's is an error, not a
+        result; its checkpoint and pictures stay for inspection."""
+        if not records or self.start_test is None or records[-1]["test_elbo"] >= self.start_test:
+            return
+        final = records[-1]
+        raise TrainingDidNotLearn(
+            f"train: did not learn: the final test bound {final['test_elbo']:.2f} (at {final['samples_seen']} "
+            f"samples) is below the untrained model's {self.start_test:.2f}; the run is kept in "
+            f"{self.run_dir.path} for inspection. Try a lower --lr, or look at the learning curve "
+            f"(aevb-fast plot {self.run_dir.path})")
 
 
 def train(config: TrainConfig, model: nn.Module | None = None, train_data=None, test_data=None, *,
