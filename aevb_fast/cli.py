@@ -199,7 +199,10 @@ def _resume_config(args, given: dict):
 
     state = RunDirectory(args.out).load()
     config = config_from_state(state)
-    conflicts = [f"--{k.replace('_', '-')} {v} (the run has {getattr(config, k)})" for k, v in given.items()
+    def had(key):
+        return f"the run has {getattr(config, key)}" if getattr(config, key) is not None else "the run was started without it"
+
+    conflicts = [f"--{k.replace('_', '-')} {v} ({had(k)})" for k, v in given.items()
                  if k not in RESUME_MAY_CHANGE and k != "out" and v != getattr(config, k)]
     if conflicts:
         raise ValueError(f"--resume: {', '.join(conflicts)}: a resumed run keeps its options; only "
@@ -247,7 +250,8 @@ def cmd_train(args) -> int:
         return _fail("train", error, 3)
     except TrainingStopped as stop:
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"aevb-fast train: {stop}; resume with: aevb-fast train --resume --out {stop.out}",
+            print(f"aevb-fast train: {str(stop).removeprefix('train: ')}; resume with: "
+                  f"aevb-fast train --resume --out {stop.out}",
                   file=sys.stderr)
         return 128 + stop.signum
     except (FileNotFoundError, ValueError, TypeError, RunError) as error:
@@ -398,10 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
            help="scale lr by M / 100 (linear) or its square root")
     option("--warmup", type=int, default=f"0, or {recipe.LARGE_BATCH_WARMUP} for the large-batch recipe",
            help="steps of linear learning-rate warm-up")
-    option("--lr-decay", dest="lr_decay", choices=["none", "cosine"],
-           default="none, or cosine for the large-batch recipe", help="learning-rate decay over --samples")
-    option("--final-lr", dest="final_lr", type=float, default=f"{recipe.LARGE_BATCH_FINAL_LR:g} of the peak with cosine",
-           help="where the cosine decay ends, as a fraction of the peak lr")
+    option("--lr-decay", dest="lr_decay", choices=["none", "cosine", "wsd"],
+           default="none, or cosine for the large-batch recipe",
+           help="learning-rate decay over --samples: cosine from the warm-up on, or wsd (warm-up, stable, "
+                "then a linear decay over the last --decay-fraction of the steps)")
+    option("--final-lr", dest="final_lr", type=float, default=f"{recipe.LARGE_BATCH_FINAL_LR:g} of the peak with a decay",
+           help="where the decay ends, as a fraction of the peak lr")
+    option("--decay-fraction", dest="decay_fraction", type=float, default=f"{recipe.WSD_DECAY_FRACTION:g}",
+           help="wsd: the share of the steps, at the end of --samples, over which the rate decays")
     option("--clip-grad-norm", dest="clip_grad_norm", type=float,
            default=f"0 (off), or {recipe.LARGE_BATCH_CLIP:g} for the large-batch recipe", help="clip the gradient norm")
     option("--weight-decay", dest="weight_decay", type=float, default="1 / N_train",
@@ -507,8 +515,16 @@ TRAIN_EXTRA = ("tqdm", "matplotlib", "scipy")
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    device = getattr(args, "device", None)
+    if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
+        return _fail(args.command, f"--device {device}, but torch {torch.__version__} sees no CUDA device; "
+                                   "use --device cpu")
     try:
         return args.func(args)  # the layers are imported here, as each command needs them
+    except KeyboardInterrupt:  # train saves and says how to resume itself; the others just stop
+        saved = "; the rows measured so far are saved" if getattr(args, "save", False) or getattr(args, "out", "") else ""
+        print(f"\naevb-fast {args.command}: interrupted (Ctrl-C){saved}", file=sys.stderr)
+        return 130
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] not in TRAIN_EXTRA:
             raise

@@ -167,3 +167,17 @@ def test_bench_refuses_a_corrupt_results_file_before_timing(tmp_path, capsys, mo
     assert cli.main(["bench", "--ops", "gaussian_kl", "--sizes", "32", "--device", "cpu", "--out", str(out)]) == 2
     assert "rows.jsonl:1: not a results row" in capsys.readouterr().err
     assert out.read_text() == "not json\n"
+
+
+@pytest.mark.parametrize("argv", [["bench", "--ops", "gaussian_kl", "--sizes", "32", "--device", "cpu"],
+                                  ["bench", "--train", "--sizes", "32", "--device", "cpu"]])
+def test_ctrl_c_in_bench_is_one_line_and_exit_130(argv, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run", interrupted)
+    from aevb_fast.bench import train_step
+    monkeypatch.setattr(train_step, "run", interrupted)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "aevb-fast bench: interrupted (Ctrl-C)"

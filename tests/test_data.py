@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from aevb_fast.training import data
-
-SHARED = data.PROJECT_ROOT.parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")
+from testing import needs_data
 
 
-@needs_shared
+
+@needs_data("mnist")
 def test_mnist_dynamic_and_threshold():
     d = data.load("mnist", download=False)
     assert d.train.shape == (60000, 784) and d.test.shape == (10000, 784)
@@ -27,7 +26,7 @@ def test_mnist_dynamic_and_threshold():
     torch.testing.assert_close(t.train[:5], (d.train[:5] > 0.5).float())
 
 
-@needs_shared
+@needs_data("binarized_mnist", "frey")
 def test_binarized_mnist_and_frey():
     b = data.load("binarized_mnist", download=False)
     assert b.train.shape == (60000, 784) and b.test.shape == (10000, 784)
@@ -37,10 +36,10 @@ def test_binarized_mnist_and_frey():
     assert 0 < f.train.min() and f.train.max() < 1
 
 
-@needs_shared
+@needs_data("mnist")
 def test_gzipped_idx_is_read_and_leaves_nothing_behind(tmp_path, monkeypatch):
     (tmp_path / "mnist").mkdir()
-    with open(SHARED / "mnist" / "t10k-images-idx3-ubyte", "rb") as src, \
+    with data._open(data.find_file("mnist_test_images", download=False)) as src, \
             gzip.open(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz", "wb") as dst:
         shutil.copyfileobj(src, dst)
     private_tmp = tmp_path / "tmp"
@@ -67,10 +66,12 @@ def test_a_failed_download_leaves_nothing_behind(tmp_path, monkeypatch, failure)
     assert not (tmp_path / "data").exists()  # no 0-byte file, no partial file, no empty folder
 
 
-@needs_shared
+@needs_data("frey")
 def test_the_file_used_is_said_once_even_past_an_empty_data_dir(tmp_path, monkeypatch, capsys):
+    frey = data.find_file("frey", download=False)  # $AEVB_FAST_DATA or ../shared/data
+    monkeypatch.setenv("AEVB_FAST_DATA", str(frey.parents[1]))
     monkeypatch.setattr(data, "_announced", set())
-    monkeypatch.delenv("AEVB_FAST_DATA", raising=False)
+    capsys.readouterr()
     monkeypatch.delenv("RANK", raising=False)
     data.find_file("frey", tmp_path, download=False)
     data.find_file("frey", tmp_path, download=False)

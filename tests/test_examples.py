@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from testing import needs_data
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -20,13 +22,11 @@ def average_loss(out: str) -> float:
     return float(re.search(r"Average loss: ([0-9.]+)", out).group(1))
 
 
+@needs_data("mnist")
 def test_vae_main_fused_and_reference_train_alike(tmp_path, capsys):
     vae_main = load("vae_main")
     common = ["--epochs", "1", "--max-steps", "40", "--log-interval", "20"]
-    try:
-        assert vae_main.main(common + ["--out", str(tmp_path / "fused")]) == 0
-    except FileNotFoundError:
-        pytest.skip("MNIST is not in ../shared/data")
+    assert vae_main.main(common + ["--out", str(tmp_path / "fused")]) == 0
     fused = capsys.readouterr().out
     assert vae_main.main(common + ["--reference", "--out", str(tmp_path / "reference")]) == 0
     reference = capsys.readouterr().out

@@ -12,6 +12,7 @@ pyro = pytest.importorskip("pyro")
 
 from aevb_fast import ops  # noqa: E402
 from aevb_fast.contrib.pyro import BernoulliLogits, DiagonalNormal, StandardNormal  # noqa: E402
+from testing import data_present  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pyro_vae.py"
 
@@ -30,10 +31,9 @@ def example():
 
 @pytest.fixture(scope="module")
 def images(example):
-    try:
-        return example.load_mnist()[:20000]
-    except FileNotFoundError:
-        pytest.skip("MNIST is not in ../shared/data")
+    if not data_present("mnist"):
+        pytest.skip("mnist not in $AEVB_FAST_DATA or ../shared/data (see ../shared/data/MANIFEST.txt)")
+    return example.load_mnist()[:20000]
 
 
 @pytest.mark.parametrize("elbo", ["trace", "meanfield"])

@@ -7,7 +7,9 @@ from pathlib import Path
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_readme_example_runs():
+def test_readme_example_runs(tmp_path, monkeypatch):
+    # In a fresh folder: the examples write run directories (runs/...) where they are run.
+    monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
     for code in blocks:

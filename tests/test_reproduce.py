@@ -11,10 +11,9 @@ from aevb_fast.training import data
 from aevb_fast.models import VAE
 from aevb_fast.training import TrainConfig, read_metrics, train
 from aevb_fast.training.wake_sleep import WakeSleep
+from testing import needs_data
 
 
-SHARED = data.PROJECT_ROOT.parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")
 
 
 def _grads(module):
@@ -62,7 +61,7 @@ def test_wake_sleep_rejects_aevb_options():
         TrainConfig(algorithm="mcem").validate()
 
 
-@needs_shared
+@needs_data("frey")
 def test_figure2_runs_the_grid_once_and_reports(tmp_path):
     root = tmp_path / "runs"
     args = ["reproduce", "figure2", "--dataset", "frey", "--latents", "2", "--samples", "2000",
@@ -87,7 +86,7 @@ def test_figure2_runs_the_grid_once_and_reports(tmp_path):
     assert (md.parent / "figure2-frey.png").is_file()
 
 
-@needs_shared
+@needs_data("mnist")
 def test_figure3_estimates_and_settle_check(tmp_path):
     root = tmp_path / "runs"
     png = reproduce.figure3(2000, root, importance_samples=20, points=30, settle_ks=(1, 10, 50))

@@ -16,8 +16,8 @@ from aevb_fast import cli
 from aevb_fast.training import (TrainConfig, Trainer, TrainingDidNotLearn, TrainingDiverged, TrainingStopped, data,
                                 load_checkpoint, read_metrics, train)
 from aevb_fast.training.evaluate import log_marginal_likelihood
+from testing import needs_data
 
-SHARED = data.PROJECT_ROOT.parent / "shared" / "data"
 
 
 def small(tmp_path, **overrides) -> TrainConfig:
@@ -174,7 +174,6 @@ def test_binary_data_refuses_a_gaussian_likelihood(tmp_path):
     train(small(tmp_path, likelihood="gaussian", samples=100, eval_every=100), train_data=grey, overwrite=True)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")
 def test_bad_data_file_is_a_clear_error_and_loses_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     train(small(tmp_path, samples=1000))
@@ -257,7 +256,7 @@ def test_two_process_data_parallel(tmp_path):
     assert abs(one[-1]["test_elbo"] - logged[-1]["test_elbo"]) < 1.0, (one[-1], logged[-1])
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")
+@needs_data("mnist")
 def test_large_batch_defaults_converge_where_the_old_ones_diverged(tmp_path):
     # MNIST at M = 4096 for 120 steps. The old defaults (Adagrad, lr 0.02 x sqrt(M / 100) as the
     # old README's command had it) diverge; the large-batch recipe, with no option given, learns.
@@ -272,7 +271,7 @@ def test_large_batch_defaults_converge_where_the_old_ones_diverged(tmp_path):
     assert summary["test_elbo"] > -200, summary
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the project")
+@needs_data("mnist")
 def test_end_to_end_mnist(tmp_path):
     # 3000 steps of the paper's model at M = 100: a broken gradient stays near the initial
     # -543 nats; working AEVB passes -160 well before.

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from aevb_fast import cli
 from aevb_fast.training import TrainConfig, read_metrics
@@ -65,7 +66,14 @@ def test_user_errors_are_one_line(tmp_path, capsys):
         (["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--samples", "1e3", "--test-fraction", "2",
           "--out", missing], "test_fraction must be between 0 and 1"),
         (["train", *SMALL, "--resume", "--overwrite", "--out", missing], "give one of them"),
-    ]:
+        (["train", "--dataset", str(tmp_path), "--out", missing], "is a directory; give the .npy/.npz/.pt file inside it"),
+        (["train", *SMALL, "--lr", "inf", "--out", missing], "--lr must be a number > 0, got inf"),
+        (["train", *SMALL, "--samples", "0", "--out", missing], "--samples .training examples to process. must be >= 1, got 0"),
+        (["train", *SMALL, "--batch-size", "0", "--out", missing], "--batch-size must be >= 1, got 0"),
+    ] + ([] if torch.cuda.is_available() else [
+        (["train", *SMALL, "--device", "cuda", "--out", missing], "--device cuda, but torch .* sees no CUDA device; use --device cpu"),
+        (["eval", missing, "--device", "cuda"], "--device cuda, but torch .* sees no CUDA device"),
+    ]):
         code, err = run_cli(capsys, *argv)
         assert code == 2, argv
         one_line_error(err, pattern)

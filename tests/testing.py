@@ -145,3 +145,22 @@ def non_contiguous(t: torch.Tensor) -> torch.Tensor:
     view = wide[..., ::2]
     assert not view.is_contiguous() or t.shape[-1] <= 1
     return view
+
+
+def data_present(dataset: str) -> bool:
+    """Whether a built-in dataset's files are where the CLI looks for them ($AEVB_FAST_DATA, then
+    ../shared/data), without downloading or verifying anything."""
+    from aevb_fast.training import data
+
+    keys = [k for k in data.FILES if k == dataset or k.startswith(dataset + "_")]
+    assert keys, f"no built-in dataset {dataset!r}"
+    dirs = data.data_dirs()
+    return all(any((d / data.FILES[k].path).is_file() or (d / (data.FILES[k].path + ".gz")).is_file() for d in dirs)
+               for k in keys)
+
+
+def needs_data(*datasets: str):
+    """Skips a test, with the reason, unless the built-in datasets' files are on this machine."""
+    missing = [d for d in datasets if not data_present(d)]
+    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not in $AEVB_FAST_DATA or ../shared/data "
+                                                    "(see ../shared/data/MANIFEST.txt)")

@@ -19,12 +19,14 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import torch
+
 from ..elbo import BACKENDS, ESTIMATORS, LIKELIHOODS
 
 OPTIMIZERS = ("adagrad", "adam")
 ALGORITHMS = ("aevb", "wake-sleep")
 LR_SCALINGS = ("none", "linear", "sqrt")
-LR_DECAYS = ("none", "cosine")
+LR_DECAYS = ("none", "cosine", "wsd")
 BINARIZATIONS = ("dynamic", "threshold")
 
 LARGE_BATCH = 256  # batch sizes above this train with the large-batch recipe
@@ -32,7 +34,8 @@ PAPER_LR = 0.02  # Adagrad
 LARGE_BATCH_LR = 1e-2  # Adam's peak from M = LARGE_BATCH_LR_AT on
 LARGE_BATCH_LR_AT = 4096  # below it the peak scales by sqrt(M / 4096)
 LARGE_BATCH_WARMUP = 20  # steps
-LARGE_BATCH_FINAL_LR = 0.02  # fraction of the peak reached at the end of the cosine
+LARGE_BATCH_FINAL_LR = 0.02  # fraction of the peak reached at the end of the decay
+WSD_DECAY_FRACTION = 0.2  # wsd: the last fifth of the steps decays the rate linearly
 LARGE_BATCH_CLIP = 100.0  # gradient norm (of the mean negative ELBO per data point)
 
 
@@ -64,8 +67,9 @@ class TrainConfig:
     lr: float | None = None  # None: the recipe's peak learning rate (0.02, or large_batch_lr(M))
     lr_scaling: str | None = None  # "none", "linear" or "sqrt": lr * (M / 100) or its square root
     warmup: int | None = None  # steps of linear learning-rate warm-up
-    lr_decay: str | None = None  # "none" or "cosine" (to final_lr x the peak at `samples`)
+    lr_decay: str | None = None  # "none", "cosine" or "wsd" (to final_lr x the peak at `samples`)
     final_lr: float | None = None
+    decay_fraction: float = WSD_DECAY_FRACTION  # wsd: the share of the steps, at the end, that decays
     clip_grad_norm: float | None = None  # 0: no clipping
     weight_decay: float | None = None  # None: 1 / N_train, the prior N(0, I) on the parameters
     kl_warmup: int = 0  # samples over which beta rises linearly from 0 to 1
@@ -112,11 +116,15 @@ class TrainConfig:
             (self.binarize in BINARIZATIONS, f"binarize must be one of {BINARIZATIONS}"),
             (self.lr_scaling in (None, *LR_SCALINGS), f"lr_scaling must be one of {LR_SCALINGS}"),
             (self.lr_decay in (None, *LR_DECAYS), f"lr_decay must be one of {LR_DECAYS}"),
-            (self.lr is None or self.lr > 0, "lr must be > 0"),
+            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"--lr must be a number > 0, got {self.lr}"),
             (self.warmup is None or self.warmup >= 0, "warmup must be >= 0"),
             (self.final_lr is None or 0 <= self.final_lr <= 1, "final_lr must be in [0, 1]"),
+            (0 < self.decay_fraction <= 1, "decay_fraction must be in (0, 1]"),
             (self.clip_grad_norm is None or self.clip_grad_norm >= 0, "clip_grad_norm must be >= 0"),
-            (self.batch_size >= 1 and self.samples >= 0, "batch_size must be >= 1 and samples >= 0"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.samples >= 1, f"--samples (training examples to process) must be >= 1, got {self.samples}"),
+            (not self.device.startswith("cuda") or torch.cuda.is_available(),
+             f"--device {self.device}, but torch {torch.__version__} sees no CUDA device; use --device cpu"),
             (self.num_samples >= 1, "num_samples (L) must be >= 1"),
             (self.latent >= 1 and self.hidden >= 1 and self.depth >= 1, "latent, hidden and depth must be >= 1"),
             (0 < self.test_fraction < 1, "test_fraction must be between 0 and 1"),
@@ -141,5 +149,9 @@ class TrainConfig:
         if self.lr_decay == "none":
             return peak
         total = max(1, math.ceil(self.samples / self.batch_size) - self.warmup)
+        if self.lr_decay == "wsd":  # warm-up, stable at the peak, a linear decay over the last steps
+            decay = max(1, round(self.decay_fraction * total))
+            progress = min(1.0, max(0, step - self.warmup - (total - decay) + 1) / decay)
+            return peak * (1 - (1 - self.final_lr) * progress)
         progress = min(1.0, (step - self.warmup) / total)
         return peak * (self.final_lr + (1 - self.final_lr) * 0.5 * (1 + math.cos(math.pi * progress)))

@@ -369,6 +369,9 @@ def read_data_file(path: str | os.PathLike, what: str = "data file") -> tuple[ob
     """(train, test or None) from a .npy (one array), .npz (arrays ``train`` and optionally
     ``test``) or .pt file (a tensor, or a dict with ``train`` and optionally ``test``)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"data: {what} {path} is a directory; give the .npy/.npz/.pt file inside it "
+                         f"(or --data-dir for the folder of the built-in datasets {', '.join(DATASETS)})")
     if not path.is_file():
         hint = "" if path.suffix in DATA_FILE_SUFFIXES else (
             f"; --dataset takes a file path or one of {', '.join(DATASETS)}")
