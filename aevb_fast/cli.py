@@ -170,16 +170,33 @@ def _fail(command: str, message: str, code: int = 2) -> int:
     return code
 
 
+# Options that change what is trained, named in the default run directory when given (with the
+# prefix shown), so that a second experiment never collides with the first.
+NAMED_OPTIONS = {
+    "likelihood": "", "algorithm": "", "estimator": "", "num_samples": "L", "optimizer": "", "lr": "lr",
+    "lr_scaling": "scale-", "warmup": "warmup", "lr_decay": "", "final_lr": "final", "decay_fraction": "decay",
+    "clip_grad_norm": "clip", "weight_decay": "wd", "kl_warmup": "klwarmup", "free_bits": "freebits",
+    "depth": "depth", "init_std": "init", "binarize": "", "backend": "", "test_fraction": "test",
+}
+
+
 def _default_out(args) -> str:
-    """runs/<dataset>-j<J>-h<H>-b<M>-n<samples>-s<seed>: runs of different lengths never collide."""
+    """runs/<dataset>-j<J>-h<H>-b<M>-n<samples>-s<seed>, then each option of NAMED_OPTIONS that was
+    given (e.g. -gaussian-adagrad-lr0.128): runs of different settings never collide."""
     from .training import TrainConfig
 
     t = TrainConfig
     value = {k: getattr(args, k) if getattr(args, k) is not None else getattr(t, k)
              for k in ("dataset", "latent", "hidden", "batch_size", "samples", "seed")}
     dataset = Path(value["dataset"]).stem if Path(value["dataset"]).suffix else value["dataset"]
-    return (f"runs/{dataset}-j{value['latent']}-h{value['hidden']}-b{value['batch_size']}"
+    name = (f"runs/{dataset}-j{value['latent']}-h{value['hidden']}-b{value['batch_size']}"
             f"-n{_short_count(value['samples'])}-s{value['seed']}")
+    for key, prefix in NAMED_OPTIONS.items():
+        given = getattr(args, key, None)
+        if given is not None:
+            shown = _short_count(given) if isinstance(given, int) else f"{given:g}" if isinstance(given, float) else given
+            name += f"-{prefix}{shown}"
+    return name
 
 
 def _short_count(n: int) -> str:
@@ -189,7 +206,7 @@ def _short_count(n: int) -> str:
 
 
 # Options that a resumed run may take although they differ from its checkpoint's.
-RESUME_MAY_CHANGE = ("samples", "device", "plots", "eval_every", "fused_head")
+RESUME_MAY_CHANGE = ("samples", "device", "plots", "eval_every", "fused_head", "data_dir")
 
 
 def _resume_config(args, given: dict):
@@ -245,6 +262,11 @@ def cmd_train(args) -> int:
                 return 0
         else:
             config = TrainConfig(**fields)
+        config.validate()
+        if config.samples % config.batch_size:
+            steps = -(-config.samples // config.batch_size)
+            _note(f"--samples {config.samples} is {steps} minibatches of {config.batch_size}: "
+                  f"{steps * config.batch_size} samples will be processed")
         summary = train(config, resume=args.resume, overwrite=args.overwrite)
     except TrainingDiverged as error:
         return _fail("train", error, 3)
@@ -421,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     option("--device", default=t.device, help="cpu or cuda")
     option("--out", default="runs/<dataset>-j<latent>-h<hidden>-b<batch>-n<samples>-s<seed>",
            help="run directory")
-    option("--eval-every", dest="eval_every", type=_count, default=f"{t.eval_every:g}",
+    option("--eval-every", dest="eval_every", type=_count,
+           default=f"{recipe.EVAL_EVERY:g}, or --samples / 10 for shorter runs (at least one minibatch)",
            help="training examples between evaluations and checkpoints")
     option("--eval-points", dest="eval_points", type=_count, default=t.eval_points,
            help="training points in the logged train bound")

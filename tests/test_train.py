@@ -91,6 +91,7 @@ def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, signum):
     assert stopped.value.signum == signum and stopped.value.samples_seen == 38 * 50
     state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 38 and trainer.stop_signal == signum
+    assert state["train_wall"] > 0  # the 38 steps since the start (no evaluation since) are counted
     resumed = Trainer(small(tmp_path, out=str(tmp_path / "stopped")), resume=True)
     resumed.run()
     straight = Trainer(small(tmp_path, out=str(tmp_path / "straight")))
@@ -151,6 +152,13 @@ def test_the_progress_figure_is_the_median_and_divergence_sees_the_mean(tmp_path
     bounds = [torch.tensor(-40.0), torch.tensor(-42.0), torch.tensor(-1000.0)]
     assert trainer._global_bound(bounds) == -42.0  # one wild step does not move the bar's figure
     assert trainer.guard.low_checks == 1  # but its mean (-360.7) is below the threshold (-150)
+
+
+def test_short_runs_evaluate_often_enough_for_a_curve(tmp_path):
+    config = small(tmp_path, samples=2000, eval_every=None)
+    assert config.resolved().eval_every == 200 and TrainConfig(samples=10**7).resolved().eval_every == 100_000
+    train(config)
+    assert [r["samples_seen"] for r in read(config.out)] == list(range(0, 2001, 200))
 
 
 def test_a_run_that_ends_below_its_start_did_not_learn(tmp_path):

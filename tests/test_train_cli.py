@@ -46,12 +46,17 @@ def test_a_finished_run_is_not_overwritten(tmp_path, capsys):
     assert [r["samples_seen"] for r in read_metrics(out)] == [0, 500]
 
 
-def test_default_run_names_differ_by_length(tmp_path, monkeypatch):
+def test_default_run_names_differ_by_length_and_options(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["train", *SMALL, "--samples", "500", "--eval-every", "500"]) == 0
     assert cli.main(["train", *SMALL, "--samples", "1e3", "--eval-every", "500"]) == 0
+    assert cli.main(["train", *SMALL, "--samples", "500", "--eval-every", "500", "--optimizer", "adam",
+                     "--lr", "0.001", "--lr-decay", "wsd"]) == 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-        "synthetic-j4-h32-b50-n1e3-s0", "synthetic-j4-h32-b50-n500-s0"]
+        "synthetic-j4-h32-b50-n1e3-s0", "synthetic-j4-h32-b50-n500-s0", "synthetic-j4-h32-b50-n500-s0-adam-lr0.001-wsd"]
+    # --samples is processed in whole minibatches, and says so when it rounds up.
+    code, err = run_cli(capsys, "train", *SMALL, "--samples", "520", "--eval-every", "500")
+    assert code == 0 and "--samples 520 is 11 minibatches of 50: 550 samples will be processed" in err
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):
@@ -87,9 +92,13 @@ def test_resume_refuses_conflicting_options_and_says_what_changes(tmp_path, caps
     one_line_error(err, "--latent 5 .the run has 4., --lr 0.5 .the run has 0.02.: a resumed run keeps its options")
     code, err = run_cli(capsys, "train", "--resume", "--out", out)
     assert code == 0 and "is finished (500 of 500 samples)" in err
-    code, err = run_cli(capsys, "train", "--resume", "--out", out, "--samples", "1000")
+    code, err = run_cli(capsys, "train", "--resume", "--out", out, "--samples", "1000", "--data-dir", str(tmp_path))
     assert code == 0 and "samples changed from 500 to 1000" in err
+    assert f"data_dir changed from None to {tmp_path}" in err  # the files moved: allowed, and said
     assert [r["samples_seen"] for r in read_metrics(out)] == [0, 500, 1000]
+    code, err = run_cli(capsys, "train", "--resume", "--out", out, "--test-data", str(tmp_path / "t.npy"))
+    assert code == 2
+    one_line_error(err, "--test-data .*t.npy .the run was started without it.")
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -145,3 +154,9 @@ def test_divergence_exits_non_zero(tmp_path, capsys):
                         "--eval-every", "1e4", "--out", str(tmp_path / "run"))
     assert code == 3
     one_line_error(err, "diverged at step .*no checkpoint was written yet. Try a lower --lr")
+    # A run that never wrote a checkpoint is not one to protect: the rerun the message suggests
+    # runs in the same directory without --overwrite.
+    code, err = run_cli(capsys, "train", *SMALL, "--optimizer", "adagrad", "--lr", "0.02", "--samples", "1000",
+                        "--eval-every", "500", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert [r["samples_seen"] for r in read_metrics(str(tmp_path / "run"))] == [0, 500, 1000]

@@ -42,7 +42,10 @@ class RunDirectory:
         self.metrics = self.path / METRICS
 
     def holds_run(self) -> bool:
-        return self.checkpoint.is_file() or self.metrics.is_file()
+        """Whether a run worth keeping is here: one with a checkpoint. A run that stopped before
+        its first checkpoint (a divergence in its first evaluations) can be neither resumed nor
+        evaluated, so a new run replaces its metrics without --overwrite."""
+        return self.checkpoint.is_file()
 
     def refuse_existing(self, overwrite: bool) -> None:
         """A new run may not replace a run already here, unless ``overwrite``."""

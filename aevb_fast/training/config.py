@@ -35,6 +35,7 @@ LARGE_BATCH_LR = 1e-2  # Adam's peak from M = LARGE_BATCH_LR_AT on
 LARGE_BATCH_LR_AT = 4096  # below it the peak scales by sqrt(M / 4096)
 LARGE_BATCH_WARMUP = 20  # steps
 LARGE_BATCH_FINAL_LR = 0.02  # fraction of the peak reached at the end of the decay
+EVAL_EVERY = 100_000  # samples between evaluations of a run of 10^6 samples or more
 WSD_DECAY_FRACTION = 0.2  # wsd: the last fifth of the steps decays the rate linearly
 LARGE_BATCH_CLIP = 100.0  # gradient norm (of the mean negative ELBO per data point)
 
@@ -77,7 +78,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     out: str = "runs/default"
-    eval_every: int = 100_000  # samples between evaluations (and checkpoints)
+    eval_every: int | None = None  # samples between evaluations (and checkpoints): EVAL_EVERY, or
+    # samples / 10 for shorter runs, so that every learning curve has at least 10 points
     eval_points: int = 10_000  # training points in the train bound
     eval_batch: int = 2000
     backend: str = "fused"  # or "reference": the same loop in plain PyTorch
@@ -100,6 +102,7 @@ class TrainConfig:
             final_lr=1.0 if paper else LARGE_BATCH_FINAL_LR,
             clip_grad_norm=0.0 if paper else LARGE_BATCH_CLIP,
         )
+        recipe["eval_every"] = min(EVAL_EVERY, max(self.batch_size, self.samples // 10))
         given = {k: getattr(self, k) for k in recipe if getattr(self, k) is not None}
         return dataclasses.replace(self, **{**recipe, **given})
 
@@ -128,7 +131,7 @@ class TrainConfig:
             (self.num_samples >= 1, "num_samples (L) must be >= 1"),
             (self.latent >= 1 and self.hidden >= 1 and self.depth >= 1, "latent, hidden and depth must be >= 1"),
             (0 < self.test_fraction < 1, "test_fraction must be between 0 and 1"),
-            (self.eval_every >= 1 and self.eval_points >= 1 and self.eval_batch >= 1,
+            ((self.eval_every is None or self.eval_every >= 1) and self.eval_points >= 1 and self.eval_batch >= 1,
              "eval_every, eval_points and eval_batch must be >= 1"),
             (not self.bf16 or self.device.startswith("cuda"), "bf16 autocast is for CUDA devices"),
         ]

@@ -20,7 +20,14 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingDidNotLearn(TrainingDiverged):
-    """The run ended with a test bound below the untrained model's."""
+    """The run ended with a test bound below the untrained model's (see ``did_not_learn``)."""
+
+
+def did_not_learn(start: float, final: float) -> bool:
+    """Whether a final bound is below the starting one by more than the noise of the one-sample
+    estimate (0.1% of |start|, at least 0.1 nats): a run of a few steps that moved nothing is
+    not called worse for a difference in the last digits."""
+    return final < start - max(0.1, 1e-3 * abs(start))
 
 
 def _margin(start: float) -> float:

@@ -36,7 +36,7 @@ from . import data as datasets
 from .checkpoint import RunDirectory, paper_model_spec, read_metrics
 from .config import TrainConfig
 from .distributed import DistributedContext
-from .divergence import DivergenceGuard, TrainingDidNotLearn, TrainingDiverged
+from .divergence import DivergenceGuard, TrainingDidNotLearn, TrainingDiverged, did_not_learn
 from .objective import ELBOObjective, check_model, decoder_likelihood
 
 # Steps between host synchronisations: the bound of each step stays on the device until then
@@ -323,6 +323,7 @@ class Trainer:
             if self.stop_signal is not None:
                 if pending:
                     self._global_bound(pending)
+                self.train_wall += time.perf_counter() - window_start  # the steps since the last evaluation
                 if self.guard.low_checks == 0:  # never save parameters below the threshold
                     self.save_checkpoint()
         finally:
@@ -341,7 +342,7 @@ class Trainer:
     def _check_learned(self, records: list[dict]) -> None:
         """A finished run whose final test bound is below the untrained model's is an error, not a
         result; its checkpoint and pictures stay for inspection."""
-        if not records or self.start_test is None or records[-1]["test_elbo"] >= self.start_test:
+        if not records or self.start_test is None or not did_not_learn(self.start_test, records[-1]["test_elbo"]):
             return
         final = records[-1]
         raise TrainingDidNotLearn(
