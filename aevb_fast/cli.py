@@ -327,17 +327,24 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .training import config as recipe
-    from .training.config import LARGE_BATCH, TrainConfig
-
     parser = argparse.ArgumentParser(
         prog="aevb-fast",
         description="Fused operators for the VAE objective (AEVB): benchmark them, train, evaluate and plot "
                     "VAEs, reproduce the paper. Also runs as: python -m aevb_fast.cli")
     parser.add_argument("--version", action="version", version=f"aevb-fast {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_info_parser, _add_bench_parser, _add_train_parser, _add_eval_parser, _add_plot_parser,
+                _add_reproduce_parser):
+        add(sub)
+    return parser
+
+
+def _add_info_parser(sub) -> None:
     info = sub.add_parser("info", help="print build_info(): version, torch, CUDA, CPU instruction set")
     info.set_defaults(func=cmd_info)
+
+
+def _add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="time each op forward+backward against eager and compiled PyTorch")
     bench.add_argument("--ops", type=lambda s: s.split(","), default=list(
         ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")))
@@ -373,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="", help="write the rows into this JSON-lines file instead (same rule)")
     bench.set_defaults(func=cmd_bench)
 
+
+def _add_train_parser(sub) -> None:
+    from .training import config as recipe
+    from .training.config import LARGE_BATCH
+
     train = sub.add_parser(
         "train", help="train a VAE with AEVB (the paper's setting by default)",
         description=f"Train a VAE with AEVB. Batch sizes up to {LARGE_BATCH} use the paper's recipe (Adagrad, "
@@ -381,13 +393,27 @@ def build_parser() -> argparse.ArgumentParser:
                     f"{recipe.LARGE_BATCH_WARMUP} warm-up steps, cosine decay to {recipe.LARGE_BATCH_FINAL_LR:g} of "
                     f"the peak, gradient norm clipped at {recipe.LARGE_BATCH_CLIP:g}). --samples counts training "
                     "examples processed; -L counts draws of z per example.")
-    t = TrainConfig
+    option = _option_adder(train)
+    _add_train_data_options(option)
+    _add_train_recipe_options(option)
+    _add_train_run_options(option)
+    train.set_defaults(func=cmd_train, compile=None, bf16=None, plots=None, fused_head=None, resume=False,
+                       overwrite=False)
 
+
+def _option_adder(parser: argparse.ArgumentParser):
     def option(*flags, help, default=None, **kwargs):
         """Every option defaults to None (so a resumed run can tell what was given) and shows the
         default that applies."""
         shown = f" (default: {default})" if default is not None else ""
-        train.add_argument(*flags, help=help + shown, **kwargs)
+        parser.add_argument(*flags, help=help + shown, **kwargs)
+
+    return option
+
+
+def _add_train_data_options(option) -> None:
+    """What is trained on, and the model."""
+    from .training.config import LARGE_BATCH, TrainConfig as t
 
     option("--dataset", default=t.dataset, metavar="NAME_OR_FILE",
            help="mnist, binarized_mnist, frey, synthetic, or a .npy/.npz/.pt file of shape (N, ...)")
@@ -412,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
            help="training examples to process in all, e.g. 1e7 (the paper's x-axis; not -L)")
     option("-L", "--z-samples", "--elbo-samples", dest="num_samples", type=int, default=t.num_samples,
            help="draws of z per training example in the ELBO estimate (not --samples)")
+
+
+def _add_train_recipe_options(option) -> None:
+    """How it is optimised."""
+    from .training import config as recipe
+    from .training.config import LARGE_BATCH, TrainConfig as t
+
     option("--algorithm", choices=["aevb", "wake-sleep"], default=t.algorithm,
            help="wake-sleep: the paper's baseline")
     option("--estimator", choices=["analytic", "generic", "iwae"], default=t.estimator, help="the ELBO estimator")
@@ -439,6 +472,13 @@ def build_parser() -> argparse.ArgumentParser:
     option("--kl-warmup", dest="kl_warmup", type=_count, default=t.kl_warmup,
            help="training examples over which the KL weight rises from 0 to 1")
     option("--free-bits", dest="free_bits", type=float, default=t.free_bits, help="free bits per latent (nats)")
+
+
+def _add_train_run_options(option) -> None:
+    """Where the run lives, how it is evaluated and run."""
+    from .training import config as recipe
+    from .training.config import TrainConfig as t
+
     option("--seed", type=int, default=t.seed, help="random seed")
     option("--device", default=t.device, help="cpu or cuda")
     option("--out", default="runs/<dataset>-j<latent>-h<hidden>-b<batch>-n<samples>-s<seed>",
@@ -457,9 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     option("--no-plots", dest="plots", action="store_false", default=False, help="write no PNG pictures")
     option("--resume", action="store_true", default=False, help="continue the run in --out from its checkpoint")
     option("--overwrite", action="store_true", default=False, help="replace the run in --out")
-    train.set_defaults(func=cmd_train, compile=None, bf16=None, plots=None, fused_head=None, resume=False,
-                       overwrite=False)
 
+
+def _add_eval_parser(sub) -> None:
     evaluate = sub.add_parser("eval", help="test-set ELBO and importance-sampled log p(x) of a trained run")
     evaluate.add_argument("run", help="a run directory or its checkpoint.pt")
     evaluate.add_argument("--importance-samples", type=_count, default=1000, help="K (default: 1000)")
@@ -471,9 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="(default: 0)")
     evaluate.set_defaults(func=cmd_eval)
 
+
+def _add_plot_parser(sub) -> None:
     plot = sub.add_parser("plot", help="PNG pictures of a run: learning curve, reconstructions, samples")
     plot.add_argument("run", help="a run directory")
     plot.set_defaults(func=cmd_plot)
+
+
+def _add_reproduce_parser(sub) -> None:
     rep = sub.add_parser("reproduce", help="the paper's Figures 2 and 3: AEVB against wake-sleep (resumable)")
     rep.add_argument("what", choices=["figure2", "figure3", "report"])
     rep.add_argument("--dataset", choices=["mnist", "frey"], default="mnist", help="figure2")
@@ -491,7 +536,6 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="docs/reproduction.md", help="report: the Markdown file")
     rep.add_argument("--notes", default="docs/reproduction_notes.md", help="report: discussion appended")
     rep.set_defaults(func=cmd_reproduce)
-    return parser
 
 
 def cmd_reproduce(args) -> int:
