@@ -49,3 +49,18 @@ def test_upsert_refuses_a_corrupt_file_without_touching_it(tmp_path):
     with pytest.raises(ValueError, match="ops.jsonl:1: not a results row"):
         harness.upsert([{"op": "x"}], path)
     assert path.read_text() == "not json\n"
+
+
+def test_a_wide_spread_marks_a_row_noisy():
+    from aevb_fast.bench import op_suite
+
+    quiet = {"median_s": 1.0, "p20_s": 0.95, "p80_s": 1.05}
+    wide = {"median_s": 1.0, "p20_s": 0.6, "p80_s": 1.2}  # p80/p20 = 2
+    assert not harness.noisy({"a": quiet, "b": quiet}) and harness.noisy({"a": quiet, "b": wide})
+    row = {"op": "gaussian_kl", "samples": 1, "dtype": "float32", "mode": "forward", "batch": 100,
+           "timing": {p: quiet for p in op_suite.PROVIDERS}, "speedup_vs_eager": 1.0, "speedup_vs_compiled": 1.0,
+           "gbps": 1.0, "bandwidth_share": 0.5, "copy_gbps": 2.0,
+           "memory": {p: {"saved_bytes": 0} for p in op_suite.PROVIDERS}}
+    assert "noisy" not in op_suite.format_table([row])
+    table = op_suite.format_table([row, {**row, "timing": {**row["timing"], "eager": wide}}])
+    assert table.splitlines()[3].endswith("  noisy") and "rerun on a quiet machine" in table

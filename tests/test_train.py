@@ -81,7 +81,7 @@ def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, signum):
     original = trainer._train_step
 
     def step_then_signal():
-        if trainer.step == 37:
+        if trainer.state.step == 37:
             os.kill(os.getpid(), signum)  # arrives mid-step, acted on before the next one
         return original()
 
@@ -118,40 +118,40 @@ def test_a_bound_far_below_the_start_is_divergence(tmp_path):
     trainer = Trainer(small(tmp_path, samples=8000, eval_every=2000))
     with torch.no_grad():
         trainer.model.decoder.net[-1].bias.fill_(-200.0)  # every pixel's logit far below 0
-    trainer.guard.start = -50.0
+    trainer.monitor.guard.start = -50.0
     with pytest.raises(TrainingDiverged, match="below -150.0.*for 5 checks in a row; no checkpoint was written yet"):
         trainer.run()
-    assert not (tmp_path / "run" / "checkpoint.pt").exists() and trainer.step <= 100
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and trainer.state.step <= 100
 
 
 def test_a_short_dip_below_the_threshold_is_not_divergence(tmp_path):
     # The first Adagrad steps of a freshly initialised network can dip far below the start and
     # recover (a convolutional VAE does): four low checks, then healthy again.
     trainer = Trainer(small(tmp_path, samples=2000))
-    trainer.guard.start = -50.0
+    trainer.monitor.guard.start = -50.0
     for value in (-1e4, -1e4, -1e4, -1e4):
-        assert trainer._check_bound(value, "") is False
-    assert trainer._check_bound(-40.0, "") is True and trainer.guard.low_checks == 0
+        assert trainer.monitor.check_bound(value, "") is False
+    assert trainer.monitor.check_bound(-40.0, "") is True and trainer.monitor.guard.low_checks == 0
     with pytest.raises(TrainingDiverged, match="not finite"):
-        trainer._check_bound(float("nan"), "")
+        trainer.monitor.check_bound(float("nan"), "")
 
 
 def test_a_catastrophic_bound_is_divergence_at_once(tmp_path):
     # Far below the start (a minibatch at -1e15 while the run later recovers): whether the run is
     # called diverged must not hang on the seed, so one such check stops it.
     trainer = Trainer(small(tmp_path, samples=2000))
-    trainer.guard.start = -50.0
+    trainer.monitor.guard.start = -50.0
     with pytest.raises(TrainingDiverged, match="below -10050.0 .100 times further below the starting bound"):
-        trainer._check_bound(-1.2e15, "of the last 20 steps")
-    assert trainer.guard.low_checks == 1
+        trainer.monitor.check_bound(-1.2e15, "of the last 20 steps")
+    assert trainer.monitor.guard.low_checks == 1
 
 
 def test_the_progress_figure_is_the_median_and_divergence_sees_the_mean(tmp_path):
     trainer = Trainer(small(tmp_path, samples=2000))
-    trainer.guard.start = -50.0
+    trainer.monitor.guard.start = -50.0
     bounds = [torch.tensor(-40.0), torch.tensor(-42.0), torch.tensor(-1000.0)]
-    assert trainer._global_bound(bounds) == -42.0  # one wild step does not move the bar's figure
-    assert trainer.guard.low_checks == 1  # but its mean (-360.7) is below the threshold (-150)
+    assert trainer.monitor.minibatch_bound(bounds) == -42.0  # one wild step does not move the bar's figure
+    assert trainer.monitor.guard.low_checks == 1  # but its mean (-360.7) is below the threshold (-150)
 
 
 def test_short_runs_evaluate_often_enough_for_a_curve(tmp_path):

@@ -75,6 +75,21 @@ def spread(summary: dict[str, float]) -> str:
     return f"{summary['median_s'] * 1e3:.3f}ms +-{100 * half:.0f}%"
 
 
+# A timing whose 80th percentile is this many times its 20th is too noisy to quote.
+NOISY_SPREAD = 1.5
+NOISY_NOTE = f"noisy: p80/p20 > {NOISY_SPREAD:g} for some provider; rerun on a quiet machine"
+
+
+def noisy(timing: dict[str, dict[str, float]]) -> bool:
+    """Whether any provider's timing of one case spreads too widely to trust its ratios."""
+    return any(t["p80_s"] > NOISY_SPREAD * t["p20_s"] for t in timing.values())
+
+
+def noisy_mark(rows: list[dict]) -> list[str]:
+    """The table's footnote when some rows are marked ``noisy``."""
+    return [f"rows marked 'noisy': {NOISY_NOTE}"] if any(noisy(r["timing"]) for r in rows) else []
+
+
 # The fields that identify a result: a row saved again with the same values replaces the old one.
 KEY_FIELDS = ("suite", "op", "mode", "batch", "samples", "shape", "dtype", "hidden", "latent",
               "device", "threads", "torch", "aevb_fast", "cpu_isa", "cpu_allocator")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import ops
-from .harness import interleaved, spread
+from .harness import interleaved, noisy, noisy_mark, spread
 from .memory import (cuda_peak_bytes, map_large_allocations, measure_memory_main, peak_bytes_in_fresh_process,
                      sampled_peak_bytes)
 from .op_suite import device_name
@@ -150,7 +150,7 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         t, m = r["timing"], r["peak_bytes"]
         lines.append(f"{r['batch']:>7} {r['samples']:>2} " + " ".join(f"{t[p]['median_s'] * 1e3:>14.1f}" for p in PROVIDERS)
-                     + " " + " ".join(f"{m[p] / 1e6:>14.1f}" for p in PROVIDERS))
+                     + " " + " ".join(f"{m[p] / 1e6:>14.1f}" for p in PROVIDERS) + ("  noisy" if noisy(t) else ""))
     lines.append("time and peak memory relative to eager (lower is better):")
     for r in rows:
         lines.append(f"  batch {r['batch']} L={r['samples']}: " + ", ".join(
@@ -159,7 +159,7 @@ def format_table(rows: list[dict]) -> str:
     lines.append("time: median step +- half its p20-p80 range: " + "; ".join(
         f"batch {r['batch']} L={r['samples']}: " + ", ".join(f"{p} {spread(r['timing'][p])}" for p in PROVIDERS)
         for r in rows))
-    return "\n".join(lines)
+    return "\n".join(lines + noisy_mark(rows))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .. import ops, reference
-from .harness import Clock, interleaved, spread
+from .harness import Clock, interleaved, noisy, noisy_mark, spread
 
 PROVIDERS = ("aevb_fast", "eager", "compiled")
 MODES = ("forward", "backward", "forward+backward")
@@ -371,9 +371,10 @@ def format_table(rows: list[dict]) -> str:
             f"{r['speedup_vs_eager']:>8.2f}x {r['speedup_vs_compiled']:>11.2f}x "
             f"{r['gbps']:>7.1f} {100 * r['bandwidth_share']:>7.0f}% "
             f"{m['aevb_fast']['saved_bytes'] / 2**20:>9.2f} {m['eager']['saved_bytes'] / 2**20:>9.2f}"
+            + ("  noisy" if noisy(t) else "")
         )
     if rows:
         lines.append("times: median +- half the p20-p80 range, relative to the median")
         lines.append(f"copy bandwidth measured in this run: {rows[0]['copy_gbps']:.1f} GB/s")
-    return "\n".join(lines)
+    return "\n".join(lines + noisy_mark(rows))
 

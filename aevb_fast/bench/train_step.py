@@ -29,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from tqdm import tqdm
 
 from .. import ops, reference
-from .harness import interleaved, spread
+from .harness import interleaved, noisy, noisy_mark, spread
 from .memory import (cuda_peak_bytes, map_large_allocations, measure_memory_main, peak_bytes_in_fresh_process,
                      sampled_peak_bytes)
 from .op_suite import device_name
@@ -236,7 +236,7 @@ def format_table(rows: list[dict]) -> str:
         t, s = r["timing"], r["profile_shares"]
         lines.append(f"{r['batch']:>7} " + " ".join(f"{t[p]['samples_per_s']:>18,.0f}" for p in PROVIDERS)
                      + f" {r['fused_vs_reference']:>12.2f}x {100 * s['fused']['elbo']:>16.1f}% "
-                     f"{100 * s['reference']['elbo']:>14.1f}%")
+                     f"{100 * s['reference']['elbo']:>14.1f}%" + ("  noisy" if noisy(t) else ""))
     lines.append("samples/s from the median step time; step time median +- half its p20-p80 range: "
                  + "; ".join(f"batch {r['batch']}: " + ", ".join(f"{p} {spread(r['timing'][p])}" for p in PROVIDERS)
                              for r in rows))
@@ -256,7 +256,7 @@ def format_table(rows: list[dict]) -> str:
         for name, shares in r["profile_shares"].items():
             parts = ", ".join(f"{k} {100 * v:.1f}%" for k, v in shares.items())
             lines.append(f"  batch {r['batch']:>6} {name:<9}: {parts}")
-    return "\n".join(lines)
+    return "\n".join(lines + noisy_mark(rows))
 
 
 if __name__ == "__main__":

@@ -139,6 +139,10 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"train: {message}")
 
+    def kl_weight(self, samples_seen: int) -> float:
+        """beta: rises linearly from 0 to 1 over the first kl_warmup samples."""
+        return 1.0 if self.kl_warmup <= 0 else min(1.0, samples_seen / self.kl_warmup)
+
     def peak_learning_rate(self) -> float:
         """The (resolved) learning rate after warm-up, scaled for the batch size by lr_scaling."""
         scale = self.batch_size / 100

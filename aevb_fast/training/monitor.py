@@ -1,0 +1,114 @@
+"""How a training run is watched: the bound on fixed training points and on the test set at every
+evaluation, the minibatch bounds in between, and the verdicts that stop a run instead of
+reporting it (divergence.py): diverged (not finite, catastrophic, or far below the start for too
+long) and did not learn (a final test bound below the untrained model's)."""
+
+from __future__ import annotations
+
+import torch
+
+from .checkpoint import RunDirectory, read_metrics
+from .config import TrainConfig
+from .data import Data
+from .distributed import DistributedContext
+from .divergence import DivergenceGuard, TrainingDidNotLearn, TrainingDiverged, did_not_learn
+from .objective import ELBOObjective
+from .state import TrainState
+
+
+class RunMonitor:
+    """Evaluates a run and judges it. ``start`` and ``start_test`` are the untrained model's train
+    and test bounds (set at the first evaluation, or restored from the checkpoint); ``saved_at``
+    is the samples_seen of the last checkpoint written, named when the run diverges."""
+
+    def __init__(self, objective: ELBOObjective, config: TrainConfig, state: TrainState,
+                 dist: DistributedContext, run_dir: RunDirectory, data: Data):
+        self.objective, self.config, self.state, self.dist, self.run_dir = objective, config, state, dist, run_dir
+        self.test = data.test
+        self.eval_train = data.train[: config.eval_points]  # the train bound's points, fixed for the run
+        if data.binarize == "dynamic":  # binarized once, the same at every evaluation
+            generator = torch.Generator(device=dist.device).manual_seed(12345)
+            self.eval_train = torch.bernoulli(self.eval_train, generator=generator)
+        self.guard = DivergenceGuard()
+        self.start_test: float | None = None
+        self.saved_at: int | None = None
+
+    def state_dict(self) -> dict:
+        return {"start_bound": self.guard.start, "start_test_bound": self.start_test}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.guard.start, self.start_test = state.get("start_bound"), state.get("start_test_bound")
+        self.saved_at = state["samples_seen"]
+        if self.start_test is None:  # a checkpoint from before it was stored: the run's first record
+            first = read_metrics(self.run_dir.path)[:1]
+            self.start_test = first[0]["test_elbo"] if first and first[0]["samples_seen"] == 0 else None
+
+    @torch.no_grad()
+    def bound(self, x: torch.Tensor) -> float:
+        """The ELBO (analytic, L = 1) per data point of x, over all ranks' shards of it."""
+        model = self.objective.model
+        model.eval()
+        generator = torch.Generator(device=self.dist.device).manual_seed(777 + self.dist.rank)
+        total, count = 0.0, 0
+        shard = self.dist.shard(x)
+        for start in range(0, len(shard), self.config.eval_batch):
+            chunk = shard[start:start + self.config.eval_batch]
+            total += self.objective.bound(chunk, reduction="sum", generator=generator,
+                                          backend=self.config.backend, fused_head=self.config.fused_head).item()
+            count += len(chunk)
+        model.train()
+        total, count = self.dist.sum([total, count])
+        return total / count
+
+    def evaluate(self, samples_per_s: float) -> dict:
+        """One evaluation record, written to metrics.jsonl (rank 0), its train bound checked."""
+        state = self.state
+        record = {
+            "step": state.step, "samples_seen": state.samples_seen,
+            "train_elbo": self.bound(self.eval_train), "test_elbo": self.bound(self.test),
+            "samples_per_s": samples_per_s, "train_wall_s": state.train_wall,
+            "beta": self.config.kl_weight(state.samples_seen), "lr": self.config.learning_rate(max(0, state.step - 1)), "world": self.dist.world,
+        }
+        if self.guard.start is None:
+            self.guard.start, self.start_test = record["train_elbo"], record["test_elbo"]
+        record["healthy"] = self.check_bound(record["train_elbo"], "of the evaluation")
+        if self.dist.is_main:
+            self.run_dir.append_metrics(record)
+        return record
+
+    def check_bound(self, value: float, when: str) -> bool:
+        """Whether the bound is healthy; raises TrainingDiverged, saving nothing, when the run
+        diverged (see divergence.py): the last good checkpoint stays as it was."""
+        healthy, why = self.guard.check(value)
+        if why is None:
+            return healthy
+        if self.saved_at is not None:
+            kept = f"the last good checkpoint ({self.saved_at} samples) is {self.run_dir.checkpoint}"
+        else:
+            kept = "no checkpoint was written yet"
+        state = self.state
+        raise TrainingDiverged(
+            f"train: diverged at step {state.step} ({state.samples_seen} samples seen, lr "
+            f"{self.config.learning_rate(max(0, state.step - 1)):.3g}): the bound {when} is {value:.4g}, {why}; "
+            f"{kept}. Try a lower --lr.")
+
+    def minibatch_bound(self, bounds: list[torch.Tensor]) -> float:
+        """The median of this rank's minibatch bounds since the last call (for the progress bar:
+        one wild step does not move it), after checking their mean over all ranks for divergence
+        (one host sync): a spike still counts there."""
+        stacked = torch.stack(bounds).float()
+        local_mean, local_median = torch.stack([stacked.mean(), stacked.median()]).tolist()
+        value = self.dist.sum([local_mean])[0] / self.dist.world
+        self.check_bound(value, f"of the last {len(bounds)} steps")
+        return local_median
+
+    def check_learned(self, final: dict) -> None:
+        """A finished run whose final test bound is below the untrained model's is an error, not a
+        result; its checkpoint and pictures stay for inspection."""
+        if self.start_test is None or not did_not_learn(self.start_test, final["test_elbo"]):
+            return
+        raise TrainingDidNotLearn(
+            f"train: did not learn: the final test bound {final['test_elbo']:.2f} (at {final['samples_seen']} "
+            f"samples) is below the untrained model's {self.start_test:.2f}; the run is kept in "
+            f"{self.run_dir.path} for inspection. Try a lower --lr, or look at the learning curve "
+            f"(aevb-fast plot {self.run_dir.path})")

@@ -1,0 +1,59 @@
+"""Where a training run is: its counters, the order of its minibatches and its random streams.
+With the model and the optimizer, this is what a checkpoint holds, so that a resumed run goes on
+bit for bit as if it had never stopped."""
+
+from __future__ import annotations
+
+import torch
+
+from .distributed import DistributedContext
+
+
+class TrainState:
+    """Counters (optimizer steps, samples seen, training wall time), the epoch's permutation of
+    the training points and the cursor into it, and the random streams: the minibatch order is
+    shared by all ranks; the binarization and the kernel noise (torch's default generator) differ
+    per rank. Made after the model, whose initial parameters come from torch.manual_seed(seed)."""
+
+    def __init__(self, seed: int, train_points: int, dist: DistributedContext):
+        self.dist = dist
+        self.step, self.samples_seen, self.cursor, self.train_wall = 0, 0, 0, 0.0
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.binarize_rng = torch.Generator(device=dist.device).manual_seed(seed * 1009 + 1 + dist.rank)
+        torch.manual_seed(seed * 1009 + 2 + dist.rank)
+        self.order = torch.randperm(train_points, generator=self.shuffle)
+
+    def next_indices(self, batch_size: int) -> torch.Tensor:
+        """This rank's shard of the next global minibatch (epochs of a random permutation)."""
+        n, batch = len(self.order), min(batch_size, len(self.order))
+        if self.cursor + batch > n:
+            self.order = torch.randperm(n, generator=self.shuffle)
+            self.cursor = 0
+        indices = self.order[self.cursor:self.cursor + batch]
+        self.cursor += batch
+        return self.dist.shard(indices).to(self.dist.device)
+
+    def advance(self, batch_size: int) -> None:
+        self.step += 1
+        self.samples_seen += batch_size
+
+    def _rng_state(self) -> dict:
+        device = self.dist.device
+        return {"binarize": self.binarize_rng.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+    def state_dict(self) -> dict:
+        """The checkpoint's share of the state; every rank's random streams (a collective call)."""
+        return {"step": self.step, "samples_seen": self.samples_seen, "cursor": self.cursor, "order": self.order,
+                "shuffle": self.shuffle.get_state(), "rng": self.dist.gather(self._rng_state()),
+                "world": self.dist.world, "train_wall": self.train_wall}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.samples_seen, self.cursor = state["step"], state["samples_seen"], state["cursor"]
+        self.order, self.train_wall = state["order"], state["train_wall"]
+        self.shuffle.set_state(state["shuffle"])
+        rng = state["rng"][self.dist.rank]
+        self.binarize_rng.set_state(rng["binarize"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None:
+            torch.cuda.set_rng_state(rng["cuda"], self.dist.device)
