@@ -390,8 +390,9 @@ def _add_train_parser(sub) -> None:
         description=f"Train a VAE with AEVB. Batch sizes up to {LARGE_BATCH} use the paper's recipe (Adagrad, "
                     f"lr {recipe.PAPER_LR:g}); larger ones the large-batch recipe (Adam at a peak lr of "
                     f"{recipe.LARGE_BATCH_LR:g} x min(1, sqrt(M/{recipe.LARGE_BATCH_LR_AT})), "
-                    f"{recipe.LARGE_BATCH_WARMUP} warm-up steps, cosine decay to {recipe.LARGE_BATCH_FINAL_LR:g} of "
-                    f"the peak, gradient norm clipped at {recipe.LARGE_BATCH_CLIP:g}). --samples counts training "
+                    f"{recipe.LARGE_BATCH_WARMUP} warm-up steps, the peak held, then a linear decay over the last "
+                    f"{recipe.WSD_DECAY_FRACTION:g} of the steps to {recipe.LARGE_BATCH_FINAL_LR:g} of the peak, "
+                    f"gradient norm clipped at {recipe.LARGE_BATCH_CLIP:g}). --samples counts training "
                     "examples processed; -L counts draws of z per example.")
     option = _option_adder(train)
     _add_train_data_options(option)
@@ -458,7 +459,7 @@ def _add_train_recipe_options(option) -> None:
     option("--warmup", type=int, default=f"0, or {recipe.LARGE_BATCH_WARMUP} for the large-batch recipe",
            help="steps of linear learning-rate warm-up")
     option("--lr-decay", dest="lr_decay", choices=["none", "cosine", "wsd"],
-           default="none, or cosine for the large-batch recipe",
+           default="none, or wsd for the large-batch recipe",
            help="learning-rate decay over --samples: cosine from the warm-up on, or wsd (warm-up, stable, "
                 "then a linear decay over the last --decay-fraction of the steps)")
     option("--final-lr", dest="final_lr", type=float, default=f"{recipe.LARGE_BATCH_FINAL_LR:g} of the peak with a decay",

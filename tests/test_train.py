@@ -305,9 +305,13 @@ def test_the_recipe_follows_the_batch_size():
     assert paper.learning_rate(0) == paper.learning_rate(10**6) == 0.02
     for batch, peak in [(1024, 5e-3), (4096, 1e-2), (16384, 1e-2)]:
         large = TrainConfig(batch_size=batch, samples=100 * batch).resolved()
-        assert (large.optimizer, large.lr_decay, large.clip_grad_norm) == ("adam", "cosine", 100.0)
+        assert (large.optimizer, large.lr_decay, large.clip_grad_norm) == ("adam", "wsd", 100.0)
         assert large.peak_learning_rate() == pytest.approx(peak)
         assert large.learning_rate(0) == pytest.approx(peak / 20) and large.learning_rate(19) == pytest.approx(peak)
-        assert large.learning_rate(99) == pytest.approx(peak * 0.02, rel=0.05)  # the cosine's end
+        # Held at the peak until the last fifth of the 80 steps after the warm-up, then a straight
+        # line down to 2% of it at the last step.
+        assert large.learning_rate(83) == pytest.approx(peak) and large.learning_rate(84) < peak
+        assert large.learning_rate(91) == pytest.approx(peak * (1 - 0.98 * 8 / 16))
+        assert large.learning_rate(99) == pytest.approx(peak * 0.02)
     given = TrainConfig(batch_size=4096, lr=3e-3, warmup=0, lr_decay="none").resolved()
     assert given.learning_rate(0) == given.learning_rate(500) == 3e-3  # what the user gives wins

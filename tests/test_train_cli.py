@@ -143,7 +143,7 @@ def test_help_shows_the_recipe_that_runs(capsys):
     paper, large = TrainConfig(batch_size=100).resolved(), TrainConfig(batch_size=4096).resolved()
     for shown in (f"(default: {paper.lr:g} (Adagrad); Adam: {large.lr:g} x", f"{large.warmup} warm-up steps",
                   f"(default: 0, or {large.warmup} for the large-batch recipe)",
-                  f"(default: {large.final_lr:g} of the peak with cosine)",
+                  f"(default: {large.final_lr:g} of the peak with a decay)",
                   f"(default: 0 (off), or {large.clip_grad_norm:g} for the large-batch recipe)"):
         assert shown in text, shown
 

@@ -6,8 +6,10 @@ Options left at ``None`` are filled by ``TrainConfig.resolved()`` from the batch
 - M > ``LARGE_BATCH``: the large-batch recipe (found by measurement on MNIST, see the README):
   Adam at a peak lr of ``LARGE_BATCH_LR * min(1, sqrt(M / LARGE_BATCH_LR_AT))`` (1e-2 from
   M = 4096 on, 5e-3 at M = 1024), a linear warm-up over the first ``LARGE_BATCH_WARMUP`` steps,
-  a cosine decay to ``LARGE_BATCH_FINAL_LR`` of the peak at ``samples``, and the gradient norm
-  clipped at ``LARGE_BATCH_CLIP``. The clipping is what lets Adam run at 1e-2 from the first
+  the peak held until the last ``WSD_DECAY_FRACTION`` of the steps, a linear decay over those to
+  ``LARGE_BATCH_FINAL_LR`` of the peak at ``samples`` (warmup-stable-decay: the result at any
+  budget is as good as a longer run's at the same point, where a cosine over the whole budget
+  spends a short run at low rates), and the gradient norm clipped at ``LARGE_BATCH_CLIP``. The clipping is what lets Adam run at 1e-2 from the first
   steps: the gradient norm of the untrained model spikes into the thousands.
 
 The resolved config is what a checkpoint stores, so a resumed run keeps its recipe.
@@ -98,7 +100,7 @@ class TrainConfig:
             lr=PAPER_LR if optimizer == "adagrad" else large_batch_lr(self.batch_size),
             lr_scaling="none",
             warmup=0 if paper else LARGE_BATCH_WARMUP,
-            lr_decay="none" if paper else "cosine",
+            lr_decay="none" if paper else "wsd",
             final_lr=1.0 if paper else LARGE_BATCH_FINAL_LR,
             clip_grad_norm=0.0 if paper else LARGE_BATCH_CLIP,
         )

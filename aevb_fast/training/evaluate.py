@@ -23,7 +23,9 @@ def log_marginal_likelihood(model, x: torch.Tensor, importance_samples: int, *, 
     likelihood = likelihood or model.decoder.likelihood
     model.eval()
     results = []
-    for start in tqdm(range(0, len(x), batch_size), disable=not progress, desc="log p(x)", unit="batch"):
+    # In data points, so that the bar's rate and ETA read as the whole job's.
+    bar = tqdm(total=len(x), disable=not progress, desc=f"log p(x), K={importance_samples}", unit="point")
+    for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
         mu, logvar = model.encoder(chunk)
         # logsumexp over all K samples, accumulated chunk by chunk to bound memory.
@@ -34,6 +36,8 @@ def log_marginal_likelihood(model, x: torch.Tensor, importance_samples: int, *, 
                                            num_samples=k, generator=generator)
             running = torch.logaddexp(running, torch.logsumexp(log_w.double(), 0))
         results.append(running - math.log(importance_samples))
+        bar.update(len(chunk))
+    bar.close()
     model.train()
     return torch.cat(results)
 
