@@ -5,6 +5,7 @@ and block rows, given and drawn noise with L = 1 and 5, x broadcast over samples
 grid-stride loops of several passes; the kernels that ran are checked by name, and the noise
 is the CPU's bit for bit."""
 
+import os
 import re
 
 import pytest
@@ -78,7 +79,12 @@ def run(device, op, tensors, layout):
 
 
 def launched_kernels(device, fn):
-    """The names (with template arguments) of the aevb_fast kernels that fn launches."""
+    """The names (with template arguments) of the aevb_fast kernels that fn launches; None under
+    compute-sanitizer, which holds the profiling interface the profiler needs (the paths are checked
+    in the plain run; the sanitizer's run is for the memory accesses)."""
+    if device == "cuda" and os.environ.get("AEVB_FAST_UNDER_SANITIZER") == "1":
+        fn()
+        return None
     if device == "emulated_cuda":
         with functions(device).record_launches() as names:
             fn()
@@ -114,7 +120,8 @@ def test_matches_the_cpu_kernels_on_every_path(device, op, samples, shape, layou
     cpu = run("cpu", op, tensors, layout)
     for a, b in zip(ours, cpu, strict=True):
         torch.testing.assert_close(a, b, **TOLERANCES[dtype])
-    assert_paths(names, dtype, shape[-1], layout)
+    if names is not None:
+        assert_paths(names, dtype, shape[-1], layout)
 
 
 @pytest.mark.parametrize("shape", [(0, 5), (5, 0)], ids=str)
@@ -164,6 +171,8 @@ def test_drawn_noise_is_the_cpus_bit_for_bit(device, dtype, shape, num_samples, 
     z_cpu, grad_cpu = draw("cpu", torch.ops.aevb_fast, False)
     assert torch.equal(ours[0], z_cpu), "the forward's noise differs from the CPU's"
     assert torch.equal(ours[1], grad_cpu), "the backward's regenerated noise differs from the CPU's"
+    if names is None:
+        return
     packed = layout == "packed" and shape[-1] % 4 == 0
     for kernel in ("sample_drawn_kernel", "sample_backward_drawn_kernel"):
         variant = f"{kernel}<{'float' if dtype == torch.float32 else 'double'}, {str(packed).lower()}>"
