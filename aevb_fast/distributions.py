@@ -40,19 +40,6 @@ def _sample_count(sample_shape) -> tuple[torch.Size, int]:
     return sample_shape, sample_shape.numel()
 
 
-def _log_prob_args(value: Tensor, params: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-    """(value, params) shaped and typed for the fused log-likelihoods, which take ``x`` equal to
-    the trailing dims of the parameters, in their dtype: value as is when it lacks only leading
-    dims of the parameters (no copy), otherwise everything expanded to the broadcast shape; a
-    value of another dtype promotes both, as torch's distributions do."""
-    dtype = torch.promote_types(value.dtype, params[0].dtype)
-    value, params = value.to(dtype), [p.to(dtype) for p in params]
-    shape = torch.broadcast_shapes(value.shape, params[0].shape)
-    if tuple(params[0].shape) == tuple(shape) and tuple(shape[len(shape) - value.dim():]) == tuple(value.shape):
-        return value, params
-    return value.expand(shape), [p.expand(shape) for p in params]
-
-
 class DiagonalNormal(Distribution):
     """N(loc, diag(exp(logvar))): the encoder's q(z | x) of a VAE, over the last ``event_dims``
     dims of ``loc`` (default 1: a vector of J latents).
@@ -120,11 +107,11 @@ class DiagonalNormal(Distribution):
             self._validate_sample(value)
         # log N(value; loc, v) = log N(loc; value, v): when value has leading sample dims that loc
         # lacks, loc takes the operator's broadcast x slot and value the mean's, so loc is not copied.
-        if (value.dim() > self.loc.dim() and value.dtype == self.loc.dtype
-                and tuple(value.shape[value.dim() - self.loc.dim():]) == tuple(self.loc.shape)):
-            return ops.gaussian_log_prob(self.loc, value, self.logvar.expand(value.shape), event_dims=self._event_dims)
-        value, (loc, logvar) = _log_prob_args(value, [self.loc, self.logvar])
-        return ops.gaussian_log_prob(value, loc, logvar, event_dims=self._event_dims)
+        # (Not while a JIT traces: comparing shapes there warns, and the operator broadcasts anyway.)
+        if (not torch.jit.is_tracing() and isinstance(value, Tensor) and value.dim() > self.loc.dim()
+                and value.dtype == self.loc.dtype and value.shape[value.dim() - self.loc.dim():] == self.loc.shape):
+            return ops.gaussian_log_prob(self.loc, value, self.logvar, event_dims=self._event_dims)
+        return ops.gaussian_log_prob(value, self.loc, self.logvar, event_dims=self._event_dims)
 
     def entropy(self) -> Tensor:
         per_element = 0.5 + _HALF_LOG_2PI + 0.5 * self.logvar
@@ -280,8 +267,7 @@ class BernoulliLogits(Distribution):
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args and (not isinstance(value, Tensor) or value.numel()):  # torch's check fails on empty tensors
             self._validate_sample(value)
-        value, (logits,) = _log_prob_args(value, [self.logits])
-        return ops.bernoulli_log_prob(value, logits, event_dims=self._event_dims)
+        return ops.bernoulli_log_prob(value, self.logits, event_dims=self._event_dims)
 
     def entropy(self) -> Tensor:
         # H = softplus(l) - l * sigmoid(l) per variable, summed over the event
@@ -290,7 +276,8 @@ class BernoulliLogits(Distribution):
 
 
 def _check_events(q: Distribution, p: Distribution) -> None:
-    if q.event_shape != p.event_shape:
+    # Skipped while a JIT traces: its shapes are tensors there, and comparing them warns.
+    if not torch.jit.is_tracing() and q.event_shape != p.event_shape:
         raise ValueError(f"kl_divergence: q has event_shape {tuple(q.event_shape)} but p has "
                          f"{tuple(p.event_shape)}; they must be equal")
 

@@ -124,8 +124,8 @@ def _log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, likelihood: str, ops
 def _log_prior_minus_posterior(z: Tensor, mu: Tensor, logvar: Tensor, ops=ops) -> Tensor:
     """log p(z) - log q(z | x) for z of shape (L, B, J): shape (L, B)."""
     zeros = torch.zeros((), dtype=z.dtype, device=z.device).expand_as(z)
-    log_prior = ops.gaussian_log_prob(z, zeros, zeros)
-    log_posterior = ops.gaussian_log_prob(z, mu.expand_as(z), logvar.expand_as(z))
+    log_prior = ops.gaussian_log_prob(z, zeros, zeros, event_dims=1)
+    log_posterior = ops.gaussian_log_prob(z, mu.expand_as(z), logvar.expand_as(z), event_dims=1)
     return log_prior - log_posterior
 
 

@@ -95,6 +95,8 @@ def draw_seed(device: torch.device, generator: torch.Generator | None = None) ->
 def _noise_arguments(mu: Tensor, eps: Tensor | None, num_samples: int | None):
     """(samples, eps with a leading sample dim or None) for the operators' schema."""
     samples = 1 if num_samples is None else num_samples
+    if isinstance(eps, Tensor) and isinstance(mu, Tensor) and eps.dtype != mu.dtype and mu.dtype.is_floating_point:
+        eps = eps.to(torch.promote_types(mu.dtype, eps.dtype))
     if eps is not None and num_samples is None:
         if eps.shape != mu.shape:
             raise ValueError(
@@ -105,6 +107,84 @@ def _noise_arguments(mu: Tensor, eps: Tensor | None, num_samples: int | None):
     return samples, eps
 
 
+# ---- broadcasting and type promotion, as torch's binary ops do them ----------------------------
+
+
+def _promoted(op: str, names: tuple[str, ...], values: tuple) -> tuple:
+    """The values in one dtype and one shape: torch's type promotion over the tensors (a Python
+    number is converted to their dtype, as torch's wrapped numbers are) and torch's broadcasting,
+    by ``expand`` (no copy here; the kernels read a broadcast input whole, so the operators copy
+    one whose shape differs from the others'). None passes through, for the operators' checks to
+    name it. The common case, one dtype and one shape already, returns at once."""
+    first = values[0]
+    if not torch.jit.is_tracing() and all(
+        isinstance(v, Tensor) and v.dtype == first.dtype and v.shape == first.shape for v in values
+    ):
+        return values
+    if any(v is None for v in values):
+        return values
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    if not tensors:
+        raise TypeError(f"aevb_fast.{op}: {names[0]} must be a tensor, got {type(first).__name__}")
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    values = tuple(v.to(dtype) if isinstance(v, Tensor) else torch.as_tensor(v, dtype=dtype, device=tensors[0].device)
+                   for v in values)
+    try:
+        shape = torch.broadcast_shapes(*(v.shape for v in values))
+    except RuntimeError:
+        shapes = ", ".join(f"{n} {tuple(v.shape)}" for n, v in zip(names, values))
+        raise ValueError(f"aevb_fast.{op}: the shapes do not broadcast together: {shapes}") from None
+    return tuple(v.expand(shape) for v in values)
+
+
+def _promoted_dtype(*values):
+    """The tensors among values in their promoted dtype (torch's rules), the others as they are."""
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    if not tensors or all(t.dtype == tensors[0].dtype for t in tensors[1:]):
+        return values
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return tuple(v.to(dtype) if isinstance(v, Tensor) else v for v in values)
+
+
+def _log_prob_event_dims(op: str, x: Tensor, event_dims: int | None) -> int:
+    """event_dims, required when x has more than two dims: summing only the last dim of an image
+    batch (B, C, H, W) returns (B, C, H), a silently wrong shape for a likelihood."""
+    if event_dims is not None:
+        return event_dims
+    if isinstance(x, Tensor) and x.dim() > 2:
+        raise ValueError(
+            f"aevb_fast.{op}: x has {x.dim()} dims {tuple(x.shape)}; pass event_dims, the number of "
+            f"trailing dims that make one observation (event_dims={x.dim() - 1} sums all but the "
+            "first; event_dims=1, the default for x of at most 2 dims, sums only the last)"
+        )
+    return 1
+
+
+def _log_prob_arguments(op: str, x, params: tuple, names: tuple[str, ...], event_dims: int) -> tuple:
+    """(x, *params) promoted to one dtype and broadcast together. x keeps its own shape when it
+    equals the trailing dims of the parameters' (a leading sample dim of the parameters is
+    broadcast over x by the kernels, without a copy); otherwise it is expanded too, to at least
+    the event's dims."""
+    if not torch.jit.is_tracing() and isinstance(x, Tensor) and all(
+        isinstance(p, Tensor) and p.dtype == x.dtype and p.shape == params[0].shape for p in params
+    ) and params[0].dim() >= x.dim() >= max(event_dims, 1) and params[0].shape[params[0].dim() - x.dim():] == x.shape:
+        return (x, *params)
+    if x is None or any(p is None for p in params):
+        return (x, *params)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"aevb_fast.{op}: x must be a tensor, got {type(x).__name__}")
+    promoted = _promoted(op, ("x", *names), (x, *params))
+    x_rank = max(x.dim(), event_dims, 1) if isinstance(event_dims, int) else x.dim()
+    x, params = promoted[0], promoted[1:]
+    # x back to its own rank: its broadcast over the parameters' leading dims costs no copy.
+    x = x[(0,) * (x.dim() - x_rank)] if x.dim() > x_rank else x
+    return (x, *params)
+
+
 # ---- public functions ------------------------------------------------------------------------
 
 
@@ -112,11 +192,13 @@ class OperatorLibrary:
     """The public functions over one library of compiled operators: ``torch.ops.aevb_fast``
     (what ``aevb_fast`` exports), or ``torch.ops.aevb_fast_emulated``, the CUDA kernels run on
     CPU tensors by the development build (``aevb_fast.emulated_cuda``). Creating one registers
-    the library's fake implementations (its autograd formulas are registered in C++)."""
+    the library's fake implementations and autocast rules (its autograd formulas are registered
+    in C++)."""
 
     def __init__(self, namespace: str):
         self._ops = getattr(torch.ops, namespace)
         _register_fakes(namespace)
+        _register_autocast(namespace)
 
     def reparameterize(
         self,
@@ -130,15 +212,22 @@ class OperatorLibrary:
         """``z = mu + exp(logvar / 2) * eps``, with ``eps ~ N(0, I)`` drawn in the kernel unless given.
 
         ``num_samples=L`` returns ``z`` of shape ``(L, *mu.shape)``; ``None`` returns ``mu.shape``.
-        The backward pass regenerates the noise from the seed instead of storing it.
+        The backward pass regenerates the noise from the seed instead of storing it. ``mu`` and
+        ``logvar`` broadcast and promote as in ``mu + logvar``; the gradient of a broadcast one is
+        summed back to its shape.
         """
+        mu, logvar = _promoted("reparameterize", ("mu", "logvar"), (mu, logvar))
         samples, eps = _noise_arguments(mu, eps, num_samples)
+        if eps is not None and isinstance(mu, Tensor) and eps.dtype != mu.dtype:
+            mu, logvar = mu.to(eps.dtype), logvar.to(eps.dtype)
         seed = None if eps is not None else draw_seed(mu.device, generator)
         z = self._ops.reparameterize(mu, logvar, eps, seed, samples)
         return z if num_samples is not None else z.squeeze(0)
 
     def gaussian_kl(self, mu: Tensor, logvar: Tensor) -> Tensor:
-        """KL(N(mu, exp(logvar)) || N(0, I)) summed over the last dim: shape ``mu.shape[:-1]``."""
+        """KL(N(mu, exp(logvar)) || N(0, I)) summed over the last dim: shape ``mu.shape[:-1]``
+        (of the broadcast shape of ``mu`` and ``logvar``)."""
+        mu, logvar = _promoted("gaussian_kl", ("mu", "logvar"), (mu, logvar))
         return self._ops.gaussian_kl(mu, logvar)
 
     def sample_and_kl(
@@ -151,25 +240,39 @@ class OperatorLibrary:
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``reparameterize`` and ``gaussian_kl`` fused in one pass over ``mu`` and ``logvar``."""
+        mu, logvar = _promoted("sample_and_kl", ("mu", "logvar"), (mu, logvar))
         samples, eps = _noise_arguments(mu, eps, num_samples)
+        if eps is not None and isinstance(mu, Tensor) and eps.dtype != mu.dtype:
+            mu, logvar = mu.to(eps.dtype), logvar.to(eps.dtype)
         seed = None if eps is not None else draw_seed(mu.device, generator)
         z, kl = self._ops.sample_and_kl(mu, logvar, eps, seed, samples)
         return (z if num_samples is not None else z.squeeze(0)), kl
 
-    def bernoulli_log_prob(self, x: Tensor, logits: Tensor, *, event_dims: int = 1) -> Tensor:
-        """``sum(x * logits - softplus(logits))`` over the trailing ``event_dims`` dims.
+    def bernoulli_log_prob(self, x: Tensor, logits: Tensor, *, event_dims: int | None = None) -> Tensor:
+        """``sum(x * logits - softplus(logits))`` over the trailing ``event_dims`` dims (required
+        when ``x`` has more than 2 dims; else 1).
 
         ``logits`` are the decoder's output *before* any sigmoid. A sigmoid's output (the
         probabilities a pytorch/examples-style decoder returns) passed here trains the wrong
         objective without an error: keep the pre-sigmoid output.
-        ``x`` may lack leading (sample) dims of ``logits``; it is broadcast without a copy.
+        ``x`` may lack leading (sample) dims of ``logits``; it is broadcast without a copy. Other
+        shapes broadcast and dtypes promote as in ``x * logits`` (binary ``x`` may be bool or
+        uint8); the result is float32 for 16-bit inputs.
         """
+        event_dims = _log_prob_event_dims("bernoulli_log_prob", x, event_dims)
+        x, logits = _log_prob_arguments("bernoulli_log_prob", x, (logits,), ("logits",), event_dims)
         return self._ops.bernoulli_log_prob(x, logits, event_dims)
 
     def gaussian_log_prob(
-        self, x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int = 1
+        self, x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int | None = None
     ) -> Tensor:
-        """log N(x; mean, diag(exp(logvar))) summed over the trailing ``event_dims`` dims."""
+        """log N(x; mean, diag(exp(logvar))) summed over the trailing ``event_dims`` dims
+        (required when ``x`` has more than 2 dims; else 1). ``x``, ``mean`` and ``logvar``
+        broadcast and promote together (a fixed variance may be a scalar ``logvar``, a Python
+        number or a tensor of shape ``(1, 1, 1, 1)``); gradients are summed back to each input's
+        shape."""
+        event_dims = _log_prob_event_dims("gaussian_log_prob", x, event_dims)
+        x, mean, logvar = _log_prob_arguments("gaussian_log_prob", x, (mean, logvar), ("mean", "logvar"), event_dims)
         return self._ops.gaussian_log_prob(x, mean, logvar, event_dims)
 
     def linear_bernoulli_log_prob(
@@ -195,6 +298,7 @@ class OperatorLibrary:
         none to ``x``.
         """
         _check_reduction("linear_bernoulli_log_prob", reduction)
+        x, h, weight, bias = _promoted_dtype(x, h, weight, bias)
         chunk = _chunk_rows(x, h, weight, chunk_size)
         return self._ops.linear_bernoulli_log_prob(x, h, weight, bias, reduction, chunk)
 
@@ -217,6 +321,7 @@ class OperatorLibrary:
         Shapes, ``reduction`` and ``chunk_size`` as in ``linear_bernoulli_log_prob``.
         """
         _check_reduction("linear_gaussian_log_prob", reduction)
+        x, h, weight, bias = _promoted_dtype(x, h, weight, bias)
         chunk = _chunk_rows(x, h, weight, chunk_size)
         return self._ops.linear_gaussian_log_prob(x, h, weight, bias, reduction, chunk)
 
@@ -355,6 +460,20 @@ _FAKES = {
 def _register_fakes(namespace: str) -> None:
     for name, fake in _FAKES.items():
         torch.library.register_fake(f"{namespace}::{name}", fake)
+
+
+# Under torch.autocast the losses run in float32, as torch runs its own (binary_cross_entropy_with_
+# logits, mse_loss, ...): their 16-bit inputs are cast up, and the gradients flow back in 16 bits.
+# The sampling ops are left alone (z keeps the dtype of mu and logvar, promoted); the linear heads
+# promote h, weight and x to one dtype as they are given.
+AUTOCAST_FLOAT32_OPS = ("gaussian_kl", "bernoulli_log_prob", "gaussian_log_prob")
+
+
+def _register_autocast(namespace: str) -> None:
+    for device_type in ("cpu", "cuda"):
+        if torch.amp.is_autocast_available(device_type):
+            for name in AUTOCAST_FLOAT32_OPS:
+                torch.library.register_autocast(f"{namespace}::{name}", device_type, torch.float32)
 
 
 # ---- the library that aevb_fast exports --------------------------------------------------------

@@ -3,6 +3,7 @@ subclasses OpTester, states the op's spec (its inputs, its call, its torch.distr
 its operator arguments, its bad inputs) and gets the common tests over devices and dtypes:
 float64 against the reference, torch.distributions, gradcheck, opcheck on every device the
 op has (CPU, the CUDA emulation, CUDA), every dtype, non-contiguous and empty inputs,
+broadcasting, type promotion and autocast as torch's ops do them,
 torch.compile(fullgraph=True), bad inputs, mixed devices. Its special cases stay beside it."""
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class OpTester:
     outputs: tuple = ("reduced",)
     # The first `constants` inputs get no gradient (x of the linear heads): bound, not differentiated.
     constants: int = 0
+    # Inputs (by position) that may come in any shape that broadcasts against the others'.
+    broadcastable: tuple = ()
 
     def make_inputs(self, case, dtype=torch.float64, device="cpu") -> list[torch.Tensor]:
         raise NotImplementedError
@@ -159,6 +162,57 @@ class OpTester:
         got = run_with_grads(compiled, inputs)
         for a, b in zip(got[0] + got[1], expected[0] + expected[1], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_broadcasts_like_torch(self, device):
+        """An input given as its last dim alone, as ones, or as a 0-dim tensor gives what the
+        reference gives with torch's broadcasting, and its gradient comes back in its own shape."""
+        require_device(device)
+        inputs = self.make_inputs(self.gradcheck_case, device=tensor_device(device))
+        for i in self.broadcastable:
+            t = inputs[i]
+            for small in (t[(0,) * (t.dim() - 1)], t.flatten()[:1].reshape([1] * t.dim()), t.flatten()[0]):
+                args = [*inputs[:i], small.clone(), *inputs[i + 1:]]
+                assert_matches(*self.bound(device, args), torch.float64)
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_promotes_dtypes_like_torch(self, device):
+        """float32 with bfloat16 computes in float32, as torch's binary ops do; each gradient comes
+        back in its input's dtype."""
+        require_device(device)
+        inputs = self.make_inputs(self.gradcheck_case, torch.float32, tensor_device(device))
+        mixed = [t if k == 0 else t.to(torch.bfloat16) for k, t in enumerate(inputs)]
+        fused, _, leaves = self.bound(device, mixed)
+        outs, grads, _ = run_with_grads(fused, leaves)
+        promoted, _, promoted_leaves = self.bound(device, [t.float() for t in mixed])
+        expected_outs, expected_grads, _ = run_with_grads(promoted, promoted_leaves)
+        for a, b in zip(outs, expected_outs, strict=True):
+            assert a.dtype == b.dtype
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        for grad, leaf, expected in zip(grads, leaves, expected_grads, strict=True):
+            assert grad.dtype == leaf.dtype
+            torch.testing.assert_close(grad, expected.to(leaf.dtype), rtol=0, atol=0)
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_autocast(self, device):
+        """Under torch.autocast (bfloat16) the losses run in float32, as torch's own losses do, and
+        mixed inputs work; the other ops run in their inputs' promoted dtype."""
+        require_device(device)
+        amp = "cuda" if device == "cuda" else "cpu"
+        inputs = self.make_inputs(self.gradcheck_case, torch.float32, tensor_device(device))
+        for mixed in (True, False):
+            low = [t if mixed and k == 0 else t.to(torch.bfloat16) for k, t in enumerate(inputs)]
+            fused, _, leaves = self.bound(device, low)
+            with torch.autocast(amp, dtype=torch.bfloat16):
+                outs, grads, _ = run_with_grads(fused, leaves)
+            in_float32 = mixed or self.op in af.ops.AUTOCAST_FLOAT32_OPS
+            expected_fn, _, expected_leaves = self.bound(device, [t.float() if in_float32 else t for t in low])
+            expected_outs, expected_grads, _ = run_with_grads(expected_fn, expected_leaves)
+            for a, b in zip(outs, expected_outs, strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+            for grad, leaf, expected in zip(grads, leaves, expected_grads, strict=True):
+                assert grad.dtype == leaf.dtype
+                torch.testing.assert_close(grad, expected.to(leaf.dtype), rtol=0, atol=0)
 
     def test_bad_input(self):
         for call, match in self.bad_inputs():

@@ -17,6 +17,7 @@ def inputs(shape, num_samples=None, dtype=torch.float64, device="cpu"):
 
 class TestBernoulliLogProb(OpTester):
     op = "bernoulli_log_prob"
+    broadcastable = (0, 1)
     cases = [(shape, samples) for shape in DATA_SHAPES for samples in (None, 3)]
     empty_cases = [((0, 5), None), ((5, 0), 2), ((0,), None)]
     gradcheck_case = ((3, 7), 2)
@@ -26,7 +27,7 @@ class TestBernoulliLogProb(OpTester):
         return inputs(*case, dtype=dtype, device=device)
 
     def call(self, f, x, logits):
-        return f.bernoulli_log_prob(x, logits)
+        return f.bernoulli_log_prob(x, logits, event_dims=1)
 
     def distribution(self, x, logits):
         # Bernoulli's formula holds for x in [0, 1]; its validation accepts only {0, 1}.
@@ -43,12 +44,13 @@ class TestBernoulliLogProb(OpTester):
         x, logits, z = torch.zeros(3, 4), torch.zeros(2, 3, 4), torch.zeros
         f = af.bernoulli_log_prob
         return [
-            (lambda: f(z(3, 5), logits), "x has shape"),
-            (lambda: f(z(2, 2, 3, 4), logits), "x has shape"),
+            (lambda: f(z(3, 5), logits), r"do not broadcast together: x \(3, 5\), logits \(2, 3, 4\)"),
+            (lambda: f(z(2, 2, 3, 4), logits), "x has 4 dims .*; pass event_dims"),
             (lambda: f(x.long(), logits.long()), "x must be a float"),
-            (lambda: f(x.double(), logits), "x has dtype"),
+            (lambda: torch.ops.aevb_fast.bernoulli_log_prob(x.double(), logits, 1), "x has dtype"),
+            (lambda: torch.ops.aevb_fast.bernoulli_log_prob(z(3, 5), logits, 1), "x has shape"),
             (lambda: f(z(()), z(())), "at least one dimension"),
-            (lambda: f(x, logits, event_dims=3), "event_dims must be between"),
+            (lambda: f(x, logits, event_dims=4), "event_dims must be between"),
             (lambda: f(x, logits, event_dims=-1), "event_dims must be between"),
         ]
 
@@ -83,3 +85,20 @@ def test_extreme_logits(dtype):
     torch.testing.assert_close(ll.double(), truth, rtol=1e-6, atol=1e-6)
     ll.sum().backward()
     torch.testing.assert_close(logits.grad.double(), torch.tensor([[-1.0, 0.0, 0.0, 1.0, -0.5]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.float32])
+def test_binary_x_of_any_dtype_under_autocast(dtype):
+    """The README's migration under torch.autocast: float32 (or bool, uint8) pixels with bfloat16
+    logits from an autocast decoder give the float32 log-likelihood, and the logits' gradient."""
+    x = torch.rand(8, 784, generator=torch.Generator().manual_seed(0)) > 0.5
+    decoder = torch.nn.Linear(20, 784)
+    z = torch.randn(8, 20, generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = decoder(z)
+        assert logits.dtype == torch.bfloat16
+        ll = af.bernoulli_log_prob(x.to(dtype), logits)
+    assert ll.dtype == torch.float32
+    torch.testing.assert_close(ll, reference.bernoulli_log_prob(x.float(), logits.float()))
+    ll.sum().backward()
+    assert decoder.weight.grad is not None and torch.isfinite(decoder.weight.grad).all()

@@ -22,6 +22,7 @@ def inputs(shape, num_samples=None, dtype=torch.float64, device="cpu"):
 
 class TestGaussianLogProb(OpTester):
     op = "gaussian_log_prob"
+    broadcastable = (0, 1, 2)
     cases = [(shape, samples) for shape in DATA_SHAPES for samples in (None, 3)]
     empty_cases = [((0, 5), None), ((5, 0), 2), ((0,), None)]
     gradcheck_case = ((3, 7), 2)
@@ -31,7 +32,7 @@ class TestGaussianLogProb(OpTester):
         return inputs(*case, dtype=dtype, device=device)
 
     def call(self, f, x, mean, logvar):
-        return f.gaussian_log_prob(x, mean, logvar)
+        return f.gaussian_log_prob(x, mean, logvar, event_dims=1)
 
     def distribution(self, x, mean, logvar):
         return Independent(Normal(mean, torch.exp(0.5 * logvar)), 1).log_prob(x)
@@ -46,12 +47,14 @@ class TestGaussianLogProb(OpTester):
     def bad_inputs(self):
         x, mean, z, f = torch.zeros(3, 4), torch.zeros(2, 3, 4), torch.zeros, af.gaussian_log_prob
         return [
-            (lambda: f(z(3, 5), mean, mean), "x has shape"),
-            (lambda: f(x, mean, z(2, 3, 5)), "logvar has shape"),
+            (lambda: f(z(3, 5), mean, mean), "do not broadcast together: x"),
+            (lambda: f(x, mean, z(2, 3, 5)), r"do not broadcast together: .*logvar \(2, 3, 5\)"),
+            (lambda: f(z(2, 3, 4, 5), z(2, 3, 4, 5), 0.0), "x has 4 dims .*; pass event_dims"),
             (lambda: f(x.long(), mean.long(), mean.long()), "x must be a float"),
-            (lambda: f(x, mean, mean.double()), "logvar has dtype"),
+            (lambda: torch.ops.aevb_fast.gaussian_log_prob(x, mean, mean.double(), 1), "logvar has dtype"),
+            (lambda: torch.ops.aevb_fast.gaussian_log_prob(x, mean, z(2, 3, 5), 1), "logvar has shape"),
             (lambda: f(z(()), z(()), z(())), "at least one dimension"),
-            (lambda: f(x, mean, mean, event_dims=3), "event_dims must be between"),
+            (lambda: f(x, mean, mean, event_dims=4), "event_dims must be between"),
         ]
 
 
@@ -78,3 +81,32 @@ def test_extreme_logvar(dtype):
     # A residual whose square overflows the accumulation dtype gives -inf, not NaN.
     far = af.gaussian_log_prob(torch.tensor([1e30]), torch.tensor([-1e30]), torch.tensor([-80.0]))
     assert far.item() == -math.inf
+
+
+def test_event_dims_is_required_for_images():
+    """Summing only the last dim of (B, C, H, W) would return (B, C, H): refused, with the fix."""
+    x = torch.rand(2, 3, 4, 5)
+    with pytest.raises(ValueError, match=r"x has 4 dims \(2, 3, 4, 5\); pass event_dims.*event_dims=3"):
+        af.gaussian_log_prob(x, x, x)
+    with pytest.raises(ValueError, match="pass event_dims"):
+        af.bernoulli_log_prob(x, x)
+    assert af.gaussian_log_prob(x, x, x, event_dims=3).shape == (2,)
+    assert af.gaussian_log_prob(x[0, 0], x[0, 0], x[0, 0]).shape == (4,)  # 2 dims: the last, as before
+
+
+@pytest.mark.parametrize("logvar", [0.5, torch.tensor(0.5), torch.full((1, 1, 1, 1), 0.5), torch.full((3, 1, 1), 0.5)],
+                         ids=["float", "0-dim", "(1,1,1,1)", "(C,1,1)"])
+def test_fixed_variance_image_likelihood(logvar):
+    """A fixed-variance image likelihood: the log-variance broadcasts, as in torch; its gradient
+    comes back in its own shape."""
+    x, mean = torch.rand(2, 3, 4, 5, dtype=torch.float64), randn(2, 3, 4, 5, seed=3).requires_grad_()
+    lv = logvar.double().requires_grad_() if isinstance(logvar, torch.Tensor) else logvar
+    ours = af.gaussian_log_prob(x, mean, lv, event_dims=3)
+    theirs = Independent(Normal(mean, math.exp(0.25) * torch.ones(())), 3).log_prob(x)
+    torch.testing.assert_close(ours, theirs)
+    if isinstance(lv, torch.Tensor):
+        ours.sum().backward()
+        ref_lv = lv.detach().clone().requires_grad_()
+        reference.gaussian_log_prob(x, mean.detach(), ref_lv, event_dims=3).sum().backward()
+        assert lv.grad.shape == lv.shape
+        torch.testing.assert_close(lv.grad, ref_lv.grad)

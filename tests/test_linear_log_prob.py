@@ -64,15 +64,15 @@ class LinearHeadTester(OpTester):
         return [(with_grads, (x, h, weight, None, "sum", 2)), (with_grads, (x, h, weight, bias, "mean", 3))]
 
     def bad_inputs(self):
-        z, f = torch.zeros, getattr(af, self.op)
+        z, f, op = torch.zeros, getattr(af, self.op), getattr(torch.ops.aevb_fast, self.op)
         x, h, w, b = z(4, 5), z(4, 3), z(self.parts * 5, 3), z(self.parts * 5)
         return [
             (lambda: f(x, h, z(5, 4), b), "weight must have shape"),
             (lambda: f(x, h, w, z(7)), "bias must have shape"),
             (lambda: f(z(3, 5), h, w, b), "x has shape"),
             (lambda: f(x, z(4, 4), w, b), "weight must have shape"),
-            (lambda: f(x.double(), h, w, b), "h has dtype"),
-            (lambda: f(x, h, w.double(), b), "weight has dtype"),
+            (lambda: op(x.double(), h, w, b, "none", 2), "h has dtype"),
+            (lambda: op(x, h, w.double(), b, "none", 2), "weight has dtype"),
             (lambda: f(x.long(), h.long(), w.long(), b.long()), "x must be a float"),
             (lambda: f(x, h, w, b, reduction="avg"), "reduction must be one of"),
             (lambda: f(x, h, w, b, chunk_size=0), "chunk_size must be a positive int"),

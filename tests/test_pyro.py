@@ -96,3 +96,25 @@ def test_example_command_line(example, images, capsys):
     assert "aevb_fast  meanfield" in out
     with pytest.raises(SystemExit):
         example.main(["--steps", "0"])
+
+
+@pytest.mark.parametrize("elbo", ["JitTrace_ELBO", "JitTraceMeanField_ELBO"])
+def test_jit_elbos_trace_without_warnings(example, elbo):
+    """Pyro's JIT ELBOs trace the model and guide: no TracerWarning from aevb_fast (comparing shapes
+    while tracing converts tensors to Python booleans), and the traced loss falls."""
+    import warnings
+
+    from pyro.infer import SVI
+    from pyro.optim import Adam
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    vae = example.VAE("aevb_fast")
+    svi = SVI(vae.model, vae.guide, Adam({"lr": 1e-3}), loss=getattr(pyro.infer, elbo)())
+    x = torch.rand(16, 784, generator=torch.Generator().manual_seed(0)).round()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        losses = [svi.step(x) for _ in range(4)]
+    ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "aevb_fast" in w.filename]
+    assert not ours, ours
+    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]

@@ -43,12 +43,14 @@ class SampleOpTester(OpTester):
     empty_cases = [((0, 5), 2), ((5, 0), 2), ((0, 5), None)]
     gradcheck_case = ((3, 5), 3)
     dtype_case = ((100, 20), 2)
+    broadcastable = (0, 1)
 
     def make_inputs(self, case, dtype=torch.float64, device="cpu"):
         return inputs(*case, dtype=dtype, device=device)
 
     def call(self, f, mu, logvar, eps):
-        return getattr(f, self.op)(mu, logvar, eps=eps, num_samples=None if eps.dim() == mu.dim() else eps.shape[0])
+        rank = len(torch.broadcast_shapes(mu.shape, logvar.shape))
+        return getattr(f, self.op)(mu, logvar, eps=eps, num_samples=None if eps.dim() == rank else eps.shape[0])
 
     def op_args(self, library, inputs):
         mu, logvar, eps = inputs
@@ -71,13 +73,14 @@ class TestReparameterize(SampleOpTester):
     def bad_inputs(self):
         mu = torch.zeros(3, 4)
         return [
-            (lambda: af.reparameterize(mu, torch.zeros(3, 5)), "logvar has shape"),
+            (lambda: af.reparameterize(mu, torch.zeros(3, 5)), "do not broadcast together: mu"),
             (lambda: af.reparameterize(mu.long(), mu.long()), "mu must be a float"),
-            (lambda: af.sample_and_kl(mu, mu.double()), "logvar has dtype"),
+            (lambda: torch.ops.aevb_fast.sample_and_kl(mu, mu.double(), mu[None], None, 1), "logvar has dtype"),
+            (lambda: torch.ops.aevb_fast.reparameterize(mu, torch.zeros(3, 5), mu[None], None, 1), "logvar has shape"),
             (lambda: af.reparameterize(torch.zeros(()), torch.zeros(())), "at least one dimension"),
             (lambda: af.reparameterize(mu, mu, eps=torch.zeros(3, 5)), "eps must have the shape of mu"),
             (lambda: af.sample_and_kl(mu, mu, eps=torch.zeros(3, 4), num_samples=2), "eps must have shape"),
-            (lambda: af.reparameterize(mu, mu, eps=torch.zeros(3, 4).double()), "eps has dtype"),
+            (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, mu[None].double(), None, 1), "eps has dtype"),
             (lambda: af.reparameterize(mu, mu, num_samples=0), "num_samples must be at least 1"),
             (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, None, None, 1), "exactly one of eps"),
             (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, None, torch.zeros(3).long(), 1), "seed must be"),
@@ -174,3 +177,13 @@ def test_backward_with_one_output_unused(use):
     (z.sum() if use == "z" else kl.sum()).backward()
     expected_mu = torch.full_like(mu, 3.0) if use == "z" else mu.detach()
     torch.testing.assert_close(mu.grad, expected_mu)
+
+
+def test_a_per_latent_logvar_broadcasts_over_the_batch():
+    """reparameterize(mu (B, J), logvar (J,)), as a learned per-latent variance gives it."""
+    mu, logvar, eps = randn(4, 3, seed=0).requires_grad_(), randn(3, seed=1).requires_grad_(), randn(4, 3, seed=2)
+    z = af.reparameterize(mu, logvar, eps=eps)
+    torch.testing.assert_close(z, mu + torch.exp(0.5 * logvar) * eps)
+    z.sum().backward()
+    assert logvar.grad.shape == (3,)
+    torch.testing.assert_close(logvar.grad, (0.5 * torch.exp(0.5 * logvar) * eps).sum(0).detach())
