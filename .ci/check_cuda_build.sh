@@ -3,7 +3,7 @@
 # throwaway virtual environment (never the project's), and checks what the build made:
 #   - the configuration message and build_info() report the CUDA architectures;
 #   - by default, cuobjdump lists machine code for sm_80 and sm_90 and PTX for compute_90;
-#   - TORCH_CUDA_ARCH_LIST=9.0 gives sm_90 machine code only;
+#   - with CHECK_SM90_ONLY=1, TORCH_CUDA_ARCH_LIST=9.0 gives sm_90 machine code only;
 #   - `import aevb_fast` works there and the CPU op tests pass (the CUDA cases skip: no GPU).
 # By default torch 2.11.0, the lent GPU machine's (CI's CPU run covers 2.13.0); TORCH_VERSION=2.15.0
 # checks another torch. The registry's torch wheels are CUDA builds (about 530 MB, plus about 3 GB
@@ -91,6 +91,10 @@ say "CPU op tests against this build (CUDA cases skip without a GPU)"
   src/tests/test_gaussian_log_prob.py src/tests/test_gaussian_kl.py src/tests/test_sample_and_kl.py \
   src/tests/test_compile.py > "$work/tests.log" 2>&1) || { tail -n 60 "$work/tests.log" >&2; fail "CPU tests"; }
 tail -n 1 "$work/tests.log"
-build sm90-only TORCH_CUDA_ARCH_LIST=9.0
-check sm90-only sm_90 none
+# The sm_90-only build (what benchmarks/gpu_check.sh builds on an H200) is a second full CUDA build,
+# about 5 minutes here: by hand only (CHECK_SM90_ONLY=1), so that CI stays under 30 minutes.
+if [ "${CHECK_SM90_ONLY:-0}" = 1 ]; then
+  build sm90-only TORCH_CUDA_ARCH_LIST=9.0
+  check sm90-only sm_90 none
+fi
 say "torch $TORCH_VERSION: all checks passed"
