@@ -54,13 +54,22 @@ files=("$stand_in/common_on_device.cu")
 shopt -s nullglob
 files+=(csrc/cuda/*.cu)
 echo "check_cuda_compile: $("$NVCC" --version | tail -n 1)"
-for f in "${files[@]}"; do
+# check FILE: compiles one file; non-zero if it fails or a kernel has a stack frame. The files are
+# independent, so they compile as many at a time as there are cores.
+check() {
+  local f=$1 report
   echo "check_cuda_compile: nvcc -c $f"
-  report=$("$NVCC" "${flags[@]}" "$f" 2>&1) || { echo "$report" >&2; exit 1; }
+  report=$("$NVCC" "${flags[@]}" "$f" 2>&1) || { echo "$report" >&2; echo "check_cuda_compile: $f does not compile" >&2; return 1; }
   if echo "$report" | grep -Eq '[1-9][0-9]* bytes stack frame|[1-9][0-9]* bytes spill'; then
     echo "$report" | grep -E -B3 '[1-9][0-9]* bytes (stack frame|spill)' >&2
     echo "check_cuda_compile: $f: a kernel uses a local-memory stack frame (see above)" >&2
-    exit 1
+    return 1
   fi
-done
+}
+export -f check
+export NVCC
+export FLAGS_FILE="$stand_in/flags"
+printf '%s\0' "${flags[@]}" > "$FLAGS_FILE"
+printf '%s\0' "${files[@]}" |
+  xargs -0 -n 1 -P "$(nproc)" bash -c 'mapfile -d "" -t flags < "$FLAGS_FILE"; check "$0"'
 echo "check_cuda_compile: ${#files[@]} file(s) compiled"
