@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from . import models, reference
+from . import models, ops, reference
 from .elbo import ELBOLoss, elbo
-from .ops import (
-    _C,
-    bernoulli_log_prob,
-    gaussian_kl,
-    gaussian_log_prob,
-    linear_bernoulli_log_prob,
-    linear_gaussian_log_prob,
-    reparameterize,
-    sample_and_kl,
-)
+from .ops import *  # noqa: F403  every operator: ops.__all__
+from .ops import _C
 
 __version__ = _C.build_info()["version"]
 
 __all__ = [
-    "reparameterize",
-    "gaussian_kl",
-    "sample_and_kl",
-    "bernoulli_log_prob",
-    "gaussian_log_prob",
-    "linear_bernoulli_log_prob",
-    "linear_gaussian_log_prob",
+    *ops.__all__,
     "elbo",
     "ELBOLoss",
     "models",

@@ -1,4 +1,4 @@
-"""Development only: ``aevb_fast``'s five operators running the CUDA kernels' code
+"""Development only: ``aevb_fast``'s operators running the CUDA kernels' code
 (``csrc/cuda/*.cu``) on CPU tensors, under an emulation of the CUDA execution model
 (``csrc/emulation/``: grids, blocks, warps, ``__syncthreads``, warp shuffles, shared memory),
 compiled with AddressSanitizer and UBSan.
@@ -39,13 +39,7 @@ from . import _emulated_cuda  # noqa: E402  registers torch.ops.aevb_fast_emulat
 __all__ = [*ops.__all__, "max_grid_blocks", "record_launches"]
 
 _library = OperatorLibrary("aevb_fast_emulated")
-reparameterize = _library.reparameterize
-gaussian_kl = _library.gaussian_kl
-sample_and_kl = _library.sample_and_kl
-bernoulli_log_prob = _library.bernoulli_log_prob
-gaussian_log_prob = _library.gaussian_log_prob
-linear_bernoulli_log_prob = _library.linear_bernoulli_log_prob
-linear_gaussian_log_prob = _library.linear_gaussian_log_prob
+globals().update({name: getattr(_library, name) for name in ops.__all__})  # the same functions as aevb_fast's
 
 
 @contextlib.contextmanager

@@ -3,8 +3,12 @@ implementations for ``torch.compile`` and ``torch.export`` (the autograd formula
 
 The forward and backward math runs in the compiled kernels (``csrc/``); the backward of each
 forward op is an operator too, so compiled graphs and AOTAutograd see both. The autograd
-formulas are registered in C++ (``csrc/autograd.h``): a Python ``register_autograd`` layer
-cost more than the kernels at the paper's minibatch.
+formulas are registered in C++, beside each op's schema (``csrc/ops/<op>.cpp``): a Python
+``register_autograd`` layer cost more than the kernels at the paper's minibatch.
+
+A new operator here: its wrapper (a method of ``OperatorLibrary``, exported below and named in
+``__all__``, which ``aevb_fast`` and ``aevb_fast.emulated_cuda`` export as they are), its fakes in
+``_FAKES`` and, if it reduces, its name in ``AUTOCAST_FLOAT32_OPS``.
 """
 
 from __future__ import annotations

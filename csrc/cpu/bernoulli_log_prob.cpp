@@ -1,7 +1,6 @@
 // bernoulli_log_prob on the CPU.
 // Forward:  out[r] = sum_e x[r % Rx, e] * l[r, e] - softplus(l[r, e])
 // Backward: grad_logits[r, e] = grad[r] * (x[r % Rx, e] - sigmoid(l[r, e]))
-#include "cpu/kernel_table.h"
 #include "cpu/loops.h"
 
 namespace aevb_fast {

@@ -1,7 +1,6 @@
 // gaussian_log_prob on the CPU, with w = (x - mean) * exp(-logvar / 2):
 // Forward:  out[r] = -E log(2 pi) / 2 - sum_e (logvar + w^2) / 2
 // Backward: grad_mean = grad[r] * w * exp(-logvar / 2);  grad_logvar = grad[r] * (w^2 - 1) / 2
-#include "cpu/kernel_table.h"
 #include "cpu/loops.h"
 
 namespace aevb_fast {

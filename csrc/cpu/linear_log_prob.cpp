@@ -4,7 +4,6 @@
 //   Bernoulli:  out[r] = sum_e x * l - softplus(l);  grad_l = g[r] * (x - sigmoid(l))
 //   Gaussian:   m = sigmoid(a), w = (x - m) exp(-lv / 2);  out[r] = -E log(2 pi) / 2 - sum_e (lv + w^2) / 2
 //               grad_a = g[r] * w exp(-lv / 2) m (1 - m);  grad_lv = g[r] * (w^2 - 1) / 2
-#include "cpu/kernel_table.h"
 #include "cpu/loops.h"
 
 namespace aevb_fast {

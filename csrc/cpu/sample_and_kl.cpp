@@ -10,7 +10,6 @@
 // elements) with one noise stream per sample, so that each sample's noise is drawn in order.
 #include <vector>
 
-#include "cpu/kernel_table.h"
 #include "cpu/loops.h"
 
 namespace aevb_fast {

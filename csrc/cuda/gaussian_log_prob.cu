@@ -3,7 +3,6 @@
 #include <ATen/Dispatch.h>
 
 #include "common/math.h"
-#include "cuda/cuda_kernels.h"
 #include "cuda/utils.cuh"
 
 namespace aevb_fast::cuda {

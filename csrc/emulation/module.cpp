@@ -1,25 +1,14 @@
 // aevb_fast._emulated_cuda (development only): the operators' library torch.ops.aevb_fast_emulated,
-// whose CPU kernels are csrc/cuda/*.cu run under the CUDA emulation (the kernels are registered
-// in csrc/cuda/register_cuda.cu), and the emulation's grid limit.
+// whose CPU kernels are csrc/cuda/*.cu run under the CUDA emulation (csrc/ops/<op>.cpp, built
+// with AEVB_EMULATED_CUDA, register each op there), and the emulation's grid limit.
 #include <torch/extension.h>
 #include <torch/library.h>
 
 #include <pybind11/stl.h>
 
-#include "autograd.h"
 #include "emulation/cuda_emulation.h"
-#include "schemas.h"
 
-namespace {
-struct EmulatedLibrary {
-  static constexpr const char* name = "aevb_fast_emulated";
-};
-}  // namespace
-
-TORCH_LIBRARY(aevb_fast_emulated, m) { aevb_fast::define_schemas(m); }
-TORCH_LIBRARY_IMPL(aevb_fast_emulated, Autograd, m) {
-  aevb_fast::autograd::register_autograd<EmulatedLibrary>(m);
-}
+TORCH_LIBRARY(aevb_fast_emulated, m) {}
 
 // Small kernels that check the emulation itself (tests/test_emulation.py): one that must work,
 // and the mistakes it must report instead of running on.

@@ -1,21 +1,13 @@
-// The operators' library, torch.ops.aevb_fast (schemas in schemas.h; the back ends in csrc/cpu and
-// csrc/cuda implement them).
-// Also the pybind11 module aevb_fast._C, which reports how this library was built.
+// The module aevb_fast._C: loading it registers the operators, torch.ops.aevb_fast (each op's
+// schema, host code and autograd in csrc/ops/<op>.cpp; its kernels in csrc/cpu and csrc/cuda),
+// and build_info reports how it was built.
 #include <torch/extension.h>
 #include <torch/library.h>
 
-#include "autograd.h"
-#include "cpu/kernel_table.h"
-#include "schemas.h"
+#include "kernel.h"
 
-namespace {
-struct MainLibrary {
-  static constexpr const char* name = "aevb_fast";
-};
-}  // namespace
-
-TORCH_LIBRARY(aevb_fast, m) { aevb_fast::define_schemas(m); }
-TORCH_LIBRARY_IMPL(aevb_fast, Autograd, m) { aevb_fast::autograd::register_autograd<MainLibrary>(m); }
+// The namespace is ours; the ops are added by the TORCH_LIBRARY_FRAGMENTs of csrc/ops/.
+TORCH_LIBRARY(aevb_fast, m) {}
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "aevb_fast's compiled operators (registered under torch.ops.aevb_fast)";

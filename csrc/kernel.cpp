@@ -1,13 +1,9 @@
-// The CPU back end: picks the kernel table of the best instruction set this CPU runs, and
-// registers every operator for the CPU with it.
+// Which CPU instruction set's kernels this process runs (csrc/kernel.h).
+#include "kernel.h"
+
 #include <cstdlib>
-#include <string>
 
 #include <ATen/Version.h>
-#include <torch/library.h>
-
-#include "cpu/kernel_table.h"
-#include "register_backend.h"
 
 namespace aevb_fast {
 namespace {
@@ -34,8 +30,10 @@ std::string choose_isa() {
              : wanted.find("AVX2") != std::string::npos ? "AVX2"
                                                         : "DEFAULT";
   }
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(AEVB_CPU_AVX512)
   if (wanted == "AVX512" && cpu_runs("AVX512")) return "AVX512";
+#endif
+#if defined(AEVB_CPU_AVX2)
   if (wanted != "DEFAULT" && cpu_runs("AVX2")) return "AVX2";
 #endif
   return "DEFAULT";
@@ -48,17 +46,9 @@ const std::string& selected_cpu_isa() {
   return isa;
 }
 
-const Kernels& cpu_kernels() {
-  static const Kernels* table = [] {
-#if defined(__x86_64__) || defined(_M_X64)
-    if (selected_cpu_isa() == "AVX512") return &cpu_kernels_AVX512();
-    if (selected_cpu_isa() == "AVX2") return &cpu_kernels_AVX2();
-#endif
-    return &cpu_kernels_DEFAULT();
-  }();
-  return *table;
+int selected_cpu_isa_index() {
+  static const int index = selected_cpu_isa() == "AVX512" ? 2 : selected_cpu_isa() == "AVX2" ? 1 : 0;
+  return index;
 }
-
-TORCH_LIBRARY_IMPL(aevb_fast, CPU, m) { register_backend<cpu_kernels>(m); }
 
 }  // namespace aevb_fast

@@ -1,0 +1,143 @@
+#pragma once
+// What an operator's host file (csrc/ops/<op>.cpp) needs to register itself: its schema, its
+// host function for every back end, and its autograd formula, in one block:
+//
+//   AEVB_OPS(m) {
+//     m.def("gaussian_kl(Tensor mu, Tensor logvar) -> Tensor");
+//     impl_backends(m, "gaussian_kl", TORCH_FN(gaussian_kl));
+//     impl_autograd(m, "gaussian_kl", TORCH_FN(gaussian_kl_autograd));
+//   }
+//
+// The same files build two libraries: torch.ops.aevb_fast (module _C: the CPU kernels, and the
+// CUDA kernels when built with CUDA) and, in the development build of the CUDA emulation,
+// torch.ops.aevb_fast_emulated (module _emulated_cuda: the CUDA kernels on CPU tensors).
+//
+// The autograd formulas are registered here in C++ (as torchvision registers its ops) rather
+// than with Python's torch.library.register_autograd: at the paper's minibatch the Python layer
+// cost ~4 us per call without grad and ~60 us per forward+backward, more than the kernels
+// (benchmarks/call_overhead.py). A forward op's backward is the library's own *_backward
+// operator, called through the dispatcher, so that compiled graphs, FakeTensor and torch.export
+// see both.
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "common/checks.h"
+#include "kernel.h"
+
+#if defined(AEVB_EMULATED_CUDA)
+#define AEVB_LIBRARY aevb_fast_emulated
+#else
+#define AEVB_LIBRARY aevb_fast
+#endif
+#define AEVB_OPS(m) TORCH_LIBRARY_FRAGMENT(AEVB_LIBRARY, m)
+
+namespace aevb_fast::ops {
+
+using at::Tensor;
+using Optional = std::optional<at::Tensor>;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// "aevb_fast" or "aevb_fast_emulated": the library these files are built into.
+inline const char* library_name() { return C10_STRINGIZE(AEVB_LIBRARY); }
+
+// Registers an op's host function (checks, shapes, kernels) for every device this library runs.
+template <typename Fn>
+void impl_backends(torch::Library& m, const char* name, Fn fn) {
+  m.impl(name, torch::dispatch(c10::DispatchKey::CPU, fn));
+#if defined(AEVB_WITH_CUDA) && !defined(AEVB_EMULATED_CUDA)
+  m.impl(name, torch::dispatch(c10::DispatchKey::CUDA, fn));
+#endif
+}
+
+// Registers an op's autograd function (see above).
+template <typename Fn>
+void impl_autograd(torch::Library& m, const char* name, Fn fn) {
+  m.impl(name, torch::dispatch(c10::DispatchKey::Autograd, fn));
+}
+
+// The typed handle of operator `name` of this library, found once per call site:
+//   static const auto backward = find_op<Pair(const Tensor&, ...)>("gaussian_kl_backward");
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton()
+      .findSchemaOrThrow((std::string(library_name()) + "::" + name).c_str(), "")
+      .template typed<Signature>();
+}
+
+inline Optional saved_optional(const Tensor& t) { return t.defined() ? Optional(t) : std::nullopt; }
+
+// ---- shapes shared by the ops -----------------------------------------------------------------
+
+inline int64_t product(at::IntArrayRef sizes) {
+  int64_t n = 1;
+  for (int64_t s : sizes) n *= s;
+  return n;
+}
+
+// (..., J) -> (R, J), contiguous.
+inline Tensor as_rows(const Tensor& t) {
+  const int64_t cols = t.size(-1);
+  return t.contiguous().view({product(t.sizes().slice(0, t.dim() - 1)), cols});
+}
+
+// A log-likelihood's shapes: `target` (logits, mean) is (*sample, *batch, *event) and x is
+// (*batch, *event), a trailing part of it. The kernels see target as (rows, event) and x as
+// (x_rows, event); row r of target pairs with row r % x_rows of x.
+struct LogProbShape {
+  int64_t rows, x_rows, event;
+};
+
+inline LogProbShape check_log_prob_inputs(const char* op, const Tensor& x, const char* target_name,
+                                          const Tensor& target, int64_t event_dims) {
+  check_float_tensor(op, "x", x);
+  check_float_tensor(op, target_name, target);
+  check_same_dtype_device(op, "x", x, target_name, target);
+  TORCH_CHECK_VALUE(event_dims >= 0 && event_dims <= x.dim(), op, ": event_dims must be between 0 ",
+                    "and x.dim() = ", x.dim(), ", got ", event_dims);
+  const int64_t lead = target.dim() - x.dim();
+  TORCH_CHECK_VALUE(lead >= 0 && target.sizes().slice(lead) == x.sizes(), op, ": x has shape ",
+                    x.sizes(), " but ", target_name, " has shape ", target.sizes(), "; x must equal ",
+                    "the trailing dimensions of ", target_name,
+                    " (a leading sample dimension of ", target_name, " is broadcast over x)");
+  const int64_t batch_dims = target.dim() - event_dims;
+  return {product(target.sizes().slice(0, batch_dims)), product(x.sizes().slice(0, x.dim() - event_dims)),
+          product(target.sizes().slice(batch_dims))};
+}
+
+// The incoming gradient of a log-likelihood, one per output row, in the accumulation dtype.
+inline Tensor check_log_prob_grad(const char* op, const Tensor& grad, const Tensor& target, int64_t event_dims,
+                                  int64_t rows) {
+  TORCH_CHECK_VALUE(grad.defined() && grad.sizes() == target.sizes().slice(0, target.dim() - event_dims), op,
+                    ": grad must have the shape of the forward output ",
+                    target.sizes().slice(0, target.dim() - event_dims));
+  TORCH_CHECK_VALUE(grad.device() == target.device(), op, ": grad is on ", grad.device(),
+                    " but the inputs are on ", target.device());
+  return grad.to(accumulate_dtype(target.scalar_type())).contiguous().view({rows});
+}
+
+// Sums a gradient of the broadcast x (shape of logits/mean) over its extra leading dims.
+inline Tensor sum_to_x(Tensor grad, const Tensor& x) {
+  const int64_t lead = grad.dim() - x.dim();
+  if (lead > 0) {
+    std::vector<int64_t> dims(lead);
+    for (int64_t d = 0; d < lead; ++d) dims[d] = d;
+    grad = grad.sum(dims);
+  }
+  return grad.to(x.scalar_type());
+}
+
+// grad (shape of the output rows) with event_dims trailing ones, to broadcast over the event.
+inline Tensor expand_row_grad(const Tensor& grad, int64_t event_dims) {
+  std::vector<int64_t> shape(grad.sizes().begin(), grad.sizes().end());
+  shape.insert(shape.end(), event_dims, 1);
+  return grad.reshape(shape);
+}
+
+}  // namespace aevb_fast::ops

@@ -1,0 +1,70 @@
+// bernoulli_log_prob: sum over the trailing event_dims of x * logits - softplus(logits), x
+// broadcast over the leading (sample) dims of logits. Schema, checks, shapes and autograd; the
+// kernels are csrc/cpu/ and csrc/cuda/bernoulli_log_prob.
+#include <ATen/ATen.h>
+
+#include "op_library.h"
+
+// x: (Rx, E), logits: (R, E) with R % Rx == 0 (row r pairs with row r % Rx of x). Writes out: (R).
+AEVB_KERNEL(bernoulli_forward, (const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out))
+// grad: (R). Writes grad_logits: (R, E).
+AEVB_KERNEL(bernoulli_backward, (const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
+                                 const at::Tensor& grad_logits))
+
+namespace aevb_fast::ops {
+namespace {
+
+Tensor bernoulli_log_prob(const Tensor& x, const Tensor& logits, int64_t event_dims) {
+  const auto s = check_log_prob_inputs("aevb_fast.bernoulli_log_prob", x, "logits", logits, event_dims);
+  Tensor out = at::empty(logits.sizes().slice(0, logits.dim() - event_dims),
+                         logits.options().dtype(accumulate_dtype(logits.scalar_type())));
+  bernoulli_forward(logits.device())(x.contiguous().view({s.x_rows, s.event}),
+                                     logits.contiguous().view({s.rows, s.event}), out.view({s.rows}));
+  return out;
+}
+
+Tensor bernoulli_log_prob_backward(const Tensor& grad, const Tensor& x, const Tensor& logits, int64_t event_dims) {
+  const char* op = "aevb_fast.bernoulli_log_prob_backward";
+  const auto s = check_log_prob_inputs(op, x, "logits", logits, event_dims);
+  const Tensor grad_rows = check_log_prob_grad(op, grad, logits, event_dims, s.rows);
+  Tensor grad_logits = at::empty(logits.sizes(), logits.options());
+  bernoulli_backward(logits.device())(grad_rows, x.contiguous().view({s.x_rows, s.event}),
+                                      logits.contiguous().view({s.rows, s.event}),
+                                      grad_logits.view({s.rows, s.event}));
+  return grad_logits;
+}
+
+}  // namespace
+
+struct BernoulliLogProb : torch::autograd::Function<BernoulliLogProb> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& logits, int64_t event_dims) {
+    static const auto op = find_op<Tensor(const Tensor&, const Tensor&, int64_t)>("bernoulli_log_prob");
+    at::AutoDispatchBelowADInplaceOrView below;
+    ctx->save_for_backward({x, logits});
+    ctx->saved_data["event_dims"] = event_dims;
+    return op.call(x, logits, event_dims);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op =
+        find_op<Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t)>("bernoulli_log_prob_backward");
+    const auto saved = ctx->get_saved_variables();
+    const int64_t event_dims = ctx->saved_data["event_dims"].toInt();
+    Tensor grad_logits = op.call(grads[0], saved[0], saved[1], event_dims);
+    Tensor grad_x;
+    if (ctx->needs_input_grad(0)) grad_x = sum_to_x(expand_row_grad(grads[0], event_dims) * saved[1], saved[0]);
+    return {grad_x, grad_logits, Tensor()};
+  }
+};
+
+}  // namespace aevb_fast::ops
+
+AEVB_OPS(m) {
+  using namespace aevb_fast::ops;
+  m.def("bernoulli_log_prob(Tensor x, Tensor logits, int event_dims) -> Tensor");
+  m.def("bernoulli_log_prob_backward(Tensor grad, Tensor x, Tensor logits, int event_dims) -> Tensor");
+  impl_backends(m, "bernoulli_log_prob", TORCH_FN(bernoulli_log_prob));
+  impl_backends(m, "bernoulli_log_prob_backward", TORCH_FN(bernoulli_log_prob_backward));
+  impl_autograd(m, "bernoulli_log_prob", [](const Tensor& x, const Tensor& logits, int64_t event_dims) {
+    return BernoulliLogProb::apply(x, logits, event_dims);
+  });
+}

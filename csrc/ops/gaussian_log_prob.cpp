@@ -1,0 +1,86 @@
+// gaussian_log_prob: the log-density of x under N(mean, exp(logvar)), summed over the trailing
+// event_dims, x broadcast over the leading (sample) dims of mean. Schema, checks, shapes and
+// autograd; the kernels are csrc/cpu/ and csrc/cuda/gaussian_log_prob.
+#include <ATen/ATen.h>
+
+#include "op_library.h"
+
+// x: (Rx, E); mean, logvar: (R, E), row r paired with row r % Rx of x. Writes out: (R).
+AEVB_KERNEL(gaussian_forward,
+            (const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar, const at::Tensor& out))
+// grad: (R). Writes grad_mean, grad_logvar: (R, E).
+AEVB_KERNEL(gaussian_backward, (const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
+                                const at::Tensor& logvar, const at::Tensor& grad_mean, const at::Tensor& grad_logvar))
+
+namespace aevb_fast::ops {
+namespace {
+
+LogProbShape check_inputs(const char* op, const Tensor& x, const Tensor& mean, const Tensor& logvar,
+                          int64_t event_dims) {
+  const auto s = check_log_prob_inputs(op, x, "mean", mean, event_dims);
+  check_float_tensor(op, "logvar", logvar);
+  check_same_dtype_device(op, "logvar", logvar, "mean", mean);
+  check_same_shape(op, "logvar", logvar, "mean", mean);
+  return s;
+}
+
+Tensor gaussian_log_prob(const Tensor& x, const Tensor& mean, const Tensor& logvar, int64_t event_dims) {
+  const auto s = check_inputs("aevb_fast.gaussian_log_prob", x, mean, logvar, event_dims);
+  Tensor out = at::empty(mean.sizes().slice(0, mean.dim() - event_dims),
+                         mean.options().dtype(accumulate_dtype(mean.scalar_type())));
+  gaussian_forward(mean.device())(x.contiguous().view({s.x_rows, s.event}), mean.contiguous().view({s.rows, s.event}),
+                                  logvar.contiguous().view({s.rows, s.event}), out.view({s.rows}));
+  return out;
+}
+
+std::tuple<Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad, const Tensor& x, const Tensor& mean,
+                                                      const Tensor& logvar, int64_t event_dims) {
+  const char* op = "aevb_fast.gaussian_log_prob_backward";
+  const auto s = check_inputs(op, x, mean, logvar, event_dims);
+  const Tensor grad_rows = check_log_prob_grad(op, grad, mean, event_dims, s.rows);
+  Tensor grad_mean = at::empty(mean.sizes(), mean.options());
+  Tensor grad_logvar = at::empty(mean.sizes(), mean.options());
+  gaussian_backward(mean.device())(grad_rows, x.contiguous().view({s.x_rows, s.event}),
+                                   mean.contiguous().view({s.rows, s.event}),
+                                   logvar.contiguous().view({s.rows, s.event}), grad_mean.view({s.rows, s.event}),
+                                   grad_logvar.view({s.rows, s.event}));
+  return {grad_mean, grad_logvar};
+}
+
+}  // namespace
+
+struct GaussianLogProb : torch::autograd::Function<GaussianLogProb> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& mean, const Tensor& logvar,
+                        int64_t event_dims) {
+    static const auto op =
+        find_op<Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t)>("gaussian_log_prob");
+    at::AutoDispatchBelowADInplaceOrView below;
+    ctx->save_for_backward({x, mean, logvar});
+    ctx->saved_data["event_dims"] = event_dims;
+    return op.call(x, mean, logvar, event_dims);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = find_op<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                                              const Tensor&, int64_t)>("gaussian_log_prob_backward");
+    const auto saved = ctx->get_saved_variables();
+    auto [grad_mean, grad_logvar] =
+        op.call(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["event_dims"].toInt());
+    Tensor grad_x = ctx->needs_input_grad(0) ? sum_to_x(-grad_mean, saved[0]) : Tensor();
+    return {grad_x, grad_mean, grad_logvar, Tensor()};
+  }
+};
+
+}  // namespace aevb_fast::ops
+
+AEVB_OPS(m) {
+  using namespace aevb_fast::ops;
+  m.def("gaussian_log_prob(Tensor x, Tensor mean, Tensor logvar, int event_dims) -> Tensor");
+  m.def("gaussian_log_prob_backward(Tensor grad, Tensor x, Tensor mean, Tensor logvar, int event_dims) "
+        "-> (Tensor grad_mean, Tensor grad_logvar)");
+  impl_backends(m, "gaussian_log_prob", TORCH_FN(gaussian_log_prob));
+  impl_backends(m, "gaussian_log_prob_backward", TORCH_FN(gaussian_log_prob_backward));
+  impl_autograd(m, "gaussian_log_prob",
+                [](const Tensor& x, const Tensor& mean, const Tensor& logvar, int64_t event_dims) {
+                  return GaussianLogProb::apply(x, mean, logvar, event_dims);
+                });
+}
