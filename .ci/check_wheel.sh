@@ -11,10 +11,11 @@ cd "$(dirname "$0")/.."
 torch_version=$(python -c "import torch; print(torch.__version__.split('+')[0])")
 mkdir -p dist
 rm -f dist/aevb_fast-*.whl
-# A CPU wheel in a build directory of its own: the developer build next to it has the CUDA
-# emulation (with sanitizers) in it, which a wheel must not carry.
-AEVB_FAST_EMULATED_CUDA=0 AEVB_FAST_CUDA=0 pip wheel --no-build-isolation --no-deps \
-  -C build-dir=build/wheel -w dist . 2>&1 | tail -n 3
+# A CPU wheel, built in the developer build's directory (pyproject.toml's build/{wheel_tag}) so
+# that its compiled objects are reused: a fresh build costs about 3 minutes on 2 cores. Configured
+# without the CUDA emulation, the build installs no emulation module (it has sanitizers in it),
+# which a wheel must not carry: checked below.
+AEVB_FAST_EMULATED_CUDA=0 AEVB_FAST_CUDA=0 pip wheel --no-build-isolation --no-deps -w dist . 2>&1 | tail -n 3
 wheel=$(ls dist/aevb_fast-*.whl)
 echo "built $wheel"
 if unzip -l "$wheel" | grep -q "_emulated"; then
