@@ -117,9 +117,11 @@ def _noise_arguments(mu: Tensor, eps: Tensor | None, num_samples: int | None):
 def _promoted(op: str, names: tuple[str, ...], values: tuple) -> tuple:
     """The values in one dtype and one shape: torch's type promotion over the tensors (a Python
     number is converted to their dtype, as torch's wrapped numbers are) and torch's broadcasting,
-    by ``expand`` (no copy here; the kernels read a broadcast input whole, so the operators copy
-    one whose shape differs from the others'). None passes through, for the operators' checks to
-    name it. The common case, one dtype and one shape already, returns at once."""
+    by ``expand`` (no copy here). The log-likelihood kernels read a broadcast input as it is when
+    it repeats whole rows or one value per row (``csrc/op_library.h``: ``broadcast_rows``); the
+    sampling and KL operators, and any other layout, copy it to the full shape. None passes
+    through, for the operators' checks to name it. The common case, one dtype and one shape
+    already, returns at once."""
     first = values[0]
     if not torch.jit.is_tracing() and all(
         isinstance(v, Tensor) and v.dtype == first.dtype and v.shape == first.shape for v in values
@@ -274,7 +276,8 @@ class OperatorLibrary:
         (required when ``x`` has more than 2 dims; else 1). ``x``, ``mean`` and ``logvar``
         broadcast and promote together (a fixed variance may be a scalar ``logvar``, a Python
         number or a tensor of shape ``(1, 1, 1, 1)``); gradients are summed back to each input's
-        shape."""
+        shape. A scalar, per-example ``(B, 1, 1, 1)`` or batch-shared ``(C, H, W)`` input is read
+        without a copy of the full shape; other broadcasts (``(C, 1, 1)``) are copied."""
         event_dims = _log_prob_event_dims("gaussian_log_prob", x, event_dims)
         x, mean, logvar = _log_prob_arguments("gaussian_log_prob", x, (mean, logvar), ("mean", "logvar"), event_dims)
         return self._ops.gaussian_log_prob(x, mean, logvar, event_dims)

@@ -88,8 +88,8 @@ inline Tensor as_rows(const Tensor& t) {
 }
 
 // A log-likelihood's shapes: `target` (logits, mean) is (*sample, *batch, *event) and x is
-// (*batch, *event), a trailing part of it. The kernels see target as (rows, event) and x as
-// (x_rows, event); row r of target pairs with row r % x_rows of x.
+// (*batch, *event), a trailing part of it: the kernels' output has `rows` rows of `event`
+// elements, x (x_rows, event) before any broadcast.
 struct LogProbShape {
   int64_t rows, x_rows, event;
 };
@@ -109,6 +109,45 @@ inline LogProbShape check_log_prob_inputs(const char* op, const Tensor& x, const
   const int64_t batch_dims = target.dim() - event_dims;
   return {product(target.sizes().slice(0, batch_dims)), product(x.sizes().slice(0, x.dim() - event_dims)),
           product(target.sizes().slice(batch_dims))};
+}
+
+// An input of a row kernel, without a copy when its layout allows one: viewed as a contiguous
+// (rows, cols) block, cols being the event's size E or 1 (one value for a whole row), and row r of
+// the kernel's (R, E) reading row r % rows (R % rows == 0). That covers an input with fewer leading
+// dims (x under a sample dim), a broadcast over leading dims (expand of a (J,) or (C, H, W) tensor)
+// and over the event (a scalar, (1, 1, 1, 1) or per-row (B, 1) log-variance). Any other layout is
+// copied to (R', E), R' the product of its own leading dims.
+inline Tensor broadcast_rows(const Tensor& t, int64_t event_dims) {
+  const int64_t dims = t.dim(), first_event = dims - event_dims;
+  const auto sizes = t.sizes();
+  const auto strides = t.strides();
+  const int64_t event = product(sizes.slice(first_event));
+  const auto copied = [&] { return t.contiguous().view({product(sizes.slice(0, first_event)), event}); };
+  if (t.numel() == 0) return copied();
+  bool per_row = true;  // every event dim broadcast
+  for (int64_t d = first_event; d < dims; ++d) per_row = per_row && (sizes[d] == 1 || strides[d] == 0);
+  int64_t expected = 1;  // the stride the next dim to the left needs to continue the block
+  if (!per_row) {
+    for (int64_t d = dims - 1; d >= first_event; --d) {
+      if (sizes[d] != 1 && strides[d] != expected) return copied();
+      expected *= sizes[d];
+    }
+  }
+  // The leading dims: contiguous ones to the right, then only broadcast ones.
+  int64_t rows = 1;
+  bool broadcast_seen = false;
+  for (int64_t d = first_event - 1; d >= 0; --d) {
+    if (sizes[d] == 1) continue;
+    if (strides[d] == 0) {
+      broadcast_seen = true;
+      continue;
+    }
+    if (broadcast_seen || strides[d] != expected) return copied();
+    expected *= sizes[d];
+    rows *= sizes[d];
+  }
+  const int64_t cols = per_row ? 1 : event;
+  return t.as_strided({rows, cols}, {cols, 1});
 }
 
 // The incoming gradient of a log-likelihood, one per output row, in the accumulation dtype.

@@ -165,13 +165,17 @@ class OpTester:
 
     @pytest.mark.parametrize("device", DEVICES)
     def test_broadcasts_like_torch(self, device):
-        """An input given as its last dim alone, as ones, or as a 0-dim tensor gives what the
-        reference gives with torch's broadcasting, and its gradient comes back in its own shape."""
+        """An input given as its last dim alone, as ones, as a 0-dim tensor, as one value per row
+        (..., 1), or with a middle dim of 1 gives what the reference gives with torch's
+        broadcasting, and its gradient comes back in its own shape."""
         require_device(device)
         inputs = self.make_inputs(self.gradcheck_case, device=tensor_device(device))
         for i in self.broadcastable:
             t = inputs[i]
-            for small in (t[(0,) * (t.dim() - 1)], t.flatten()[:1].reshape([1] * t.dim()), t.flatten()[0]):
+            smaller = [t[(0,) * (t.dim() - 1)], t.flatten()[:1].reshape([1] * t.dim()), t.flatten()[0], t[..., :1]]
+            if t.dim() >= 3:
+                smaller.append(t[:, :1])
+            for small in smaller:
                 args = [*inputs[:i], small.clone(), *inputs[i + 1:]]
                 assert_matches(*self.bound(device, args), torch.float64)
 

@@ -8,7 +8,7 @@ import aevb_fast as af
 from aevb_fast import reference
 
 from op_tester import OpTester
-from testing import DATA_SHAPES, assert_matches, rand, randn
+from testing import DATA_SHAPES, assert_matches, functions, rand, randn, require_device
 
 
 def inputs(shape, num_samples=None, dtype=torch.float64, device="cpu"):
@@ -110,3 +110,36 @@ def test_fixed_variance_image_likelihood(logvar):
         reference.gaussian_log_prob(x, mean.detach(), ref_lv, event_dims=3).sum().backward()
         assert lv.grad.shape == lv.shape
         torch.testing.assert_close(lv.grad, ref_lv.grad)
+
+
+def _copies(fn) -> int:
+    """How many aten::copy_ calls fn makes (on any device), as the profiler sees them."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name == "aten::copy_")
+
+
+@pytest.mark.parametrize("device", ["cpu", "emulated_cuda"])
+def test_a_broadcast_input_is_read_without_a_copy(device):
+    """A scalar, (1, 1, 1, 1), per-example (B, 1, 1, 1) or per-pixel (C, H, W) log-variance, and a
+    mean shared by the batch, reach the kernels as they are: no copy of the full shape is made.
+    A broadcast that is none of these ((C, 1, 1) for a (C, H, W) event) is copied, and still right."""
+    require_device(device)
+    f = functions(device)
+    x = rand(4, 3, 5, 6, dtype=torch.float32, seed=0)
+    mean = rand(4, 3, 5, 6, dtype=torch.float32, seed=1)
+    for logvar in (torch.tensor(-1.0), torch.full((1, 1, 1, 1), -1.0), randn(4, 1, 1, 1, dtype=torch.float32),
+                   randn(3, 5, 6, dtype=torch.float32)):
+        assert _copies(lambda: f.gaussian_log_prob(x, mean, logvar, event_dims=3)) == 0, tuple(logvar.shape)
+        assert_close_to_reference(f, x, mean, logvar)
+    shared_mean = mean[0]
+    assert _copies(lambda: f.gaussian_log_prob(x, shared_mean, mean, event_dims=3)) == 0
+    assert_close_to_reference(f, x, shared_mean, mean)
+    per_channel = randn(3, 1, 1, dtype=torch.float32)
+    assert _copies(lambda: f.gaussian_log_prob(x, mean, per_channel, event_dims=3)) > 0
+    assert_close_to_reference(f, x, mean, per_channel)
+
+
+def assert_close_to_reference(f, x, mean, logvar):
+    ours = f.gaussian_log_prob(x, mean, logvar, event_dims=3)
+    torch.testing.assert_close(ours, reference.gaussian_log_prob(x, mean, logvar, event_dims=3))

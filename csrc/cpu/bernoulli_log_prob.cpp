@@ -1,6 +1,7 @@
 // bernoulli_log_prob on the CPU.
 // Forward:  out[r] = sum_e x[r % Rx, e] * l[r, e] - softplus(l[r, e])
 // Backward: grad_logits[r, e] = grad[r] * (x[r % Rx, e] - sigmoid(l[r, e]))
+// x and logits may be broadcast without a copy (RowInput, cpu/loops.h).
 #include "cpu/loops.h"
 
 namespace aevb_fast {
@@ -9,12 +10,11 @@ namespace cpu {
 namespace {
 
 template <typename scalar_t>
-void bernoulli_forward_typed(const at::Tensor& x_t, const at::Tensor& logits_t,
-                             const at::Tensor& out_t) {
+void bernoulli_forward_typed(const at::Tensor& x_t, const at::Tensor& logits_t, const at::Tensor& out_t,
+                             int64_t cols) {
   using acc = acc_t<scalar_t>;
-  const int64_t rows = logits_t.size(0), cols = logits_t.size(1), x_rows = x_t.size(0);
-  const scalar_t* x_p = x_t.const_data_ptr<scalar_t>();
-  const scalar_t* logits_p = logits_t.const_data_ptr<scalar_t>();
+  const int64_t rows = out_t.size(0);
+  const RowInput<scalar_t> x_in(x_t), logits_in(logits_t);
   acc* out_p = out_t.data_ptr<acc>();
   at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     InputTile<scalar_t> x_tile, logits_tile;
@@ -22,8 +22,8 @@ void bernoulli_forward_typed(const at::Tensor& x_t, const at::Tensor& logits_t,
       RowSum<acc> sum;
       for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
         const int64_t n = std::min(kTile, cols - j0);
-        const acc* x = x_tile.load(x_p + (r % x_rows) * cols + j0, n);
-        const acc* logits = logits_tile.load(logits_p + r * cols + j0, n);
+        const acc* x = x_in.load(x_tile, r, j0, n);
+        const acc* logits = logits_in.load(logits_tile, r, j0, n);
         vectorized_loop<acc>(n, [&](auto t, int64_t i) {
           using T = decltype(t);
           sum.add(bernoulli_log_prob_term(load<T>(x + i), load<T>(logits + i)));
@@ -38,10 +38,9 @@ template <typename scalar_t>
 void bernoulli_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t,
                               const at::Tensor& logits_t, const at::Tensor& grad_logits_t) {
   using acc = acc_t<scalar_t>;
-  const int64_t rows = logits_t.size(0), cols = logits_t.size(1), x_rows = x_t.size(0);
+  const int64_t rows = grad_logits_t.size(0), cols = grad_logits_t.size(1);
   const acc* grad_p = grad_t.const_data_ptr<acc>();
-  const scalar_t* x_p = x_t.const_data_ptr<scalar_t>();
-  const scalar_t* logits_p = logits_t.const_data_ptr<scalar_t>();
+  const RowInput<scalar_t> x_in(x_t), logits_in(logits_t);
   scalar_t* grad_logits_p = grad_logits_t.data_ptr<scalar_t>();
   at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     InputTile<scalar_t> x_tile, logits_tile;
@@ -50,8 +49,8 @@ void bernoulli_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t,
       const acc g = grad_p[r];
       for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
         const int64_t n = std::min(kTile, cols - j0);
-        const acc* x = x_tile.load(x_p + (r % x_rows) * cols + j0, n);
-        const acc* logits = logits_tile.load(logits_p + r * cols + j0, n);
+        const acc* x = x_in.load(x_tile, r, j0, n);
+        const acc* logits = logits_in.load(logits_tile, r, j0, n);
         acc* grad_logits = grad_tile.begin(grad_logits_p + r * cols + j0, n);
         vectorized_loop<acc>(n, [&](auto t, int64_t i) {
           using T = decltype(t);
@@ -65,9 +64,9 @@ void bernoulli_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t,
 
 }  // namespace
 
-void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out) {
+void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out, int64_t event) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_forward",
-                                  [&] { bernoulli_forward_typed<scalar_t>(x, logits, out); });
+                                  [&] { bernoulli_forward_typed<scalar_t>(x, logits, out, event); });
 }
 
 void bernoulli_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,

@@ -9,13 +9,11 @@ namespace cpu {
 namespace {
 
 template <typename scalar_t>
-void gaussian_forward_typed(const at::Tensor& x_t, const at::Tensor& mean_t,
-                            const at::Tensor& logvar_t, const at::Tensor& out_t) {
+void gaussian_forward_typed(const at::Tensor& x_t, const at::Tensor& mean_t, const at::Tensor& logvar_t,
+                            const at::Tensor& out_t, int64_t cols) {
   using acc = acc_t<scalar_t>;
-  const int64_t rows = mean_t.size(0), cols = mean_t.size(1), x_rows = x_t.size(0);
-  const scalar_t* x_p = x_t.const_data_ptr<scalar_t>();
-  const scalar_t* mean_p = mean_t.const_data_ptr<scalar_t>();
-  const scalar_t* logvar_p = logvar_t.const_data_ptr<scalar_t>();
+  const int64_t rows = out_t.size(0);
+  const RowInput<scalar_t> x_in(x_t), mean_in(mean_t), logvar_in(logvar_t);
   acc* out_p = out_t.data_ptr<acc>();
   const acc constant = acc(-0.5 * kLog2Pi) * acc(cols);
   at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
@@ -24,9 +22,9 @@ void gaussian_forward_typed(const at::Tensor& x_t, const at::Tensor& mean_t,
       RowSum<acc> sum;
       for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
         const int64_t n = std::min(kTile, cols - j0);
-        const acc* x = x_tile.load(x_p + (r % x_rows) * cols + j0, n);
-        const acc* mean = mean_tile.load(mean_p + r * cols + j0, n);
-        const acc* logvar = logvar_tile.load(logvar_p + r * cols + j0, n);
+        const acc* x = x_in.load(x_tile, r, j0, n);
+        const acc* mean = mean_in.load(mean_tile, r, j0, n);
+        const acc* logvar = logvar_in.load(logvar_tile, r, j0, n);
         vectorized_loop<acc>(n, [&](auto t, int64_t i) {
           using T = decltype(t);
           const T lv = load<T>(logvar + i);
@@ -44,11 +42,9 @@ void gaussian_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t,
                              const at::Tensor& mean_t, const at::Tensor& logvar_t,
                              const at::Tensor& grad_mean_t, const at::Tensor& grad_logvar_t) {
   using acc = acc_t<scalar_t>;
-  const int64_t rows = mean_t.size(0), cols = mean_t.size(1), x_rows = x_t.size(0);
+  const int64_t rows = grad_mean_t.size(0), cols = grad_mean_t.size(1);
   const acc* grad_p = grad_t.const_data_ptr<acc>();
-  const scalar_t* x_p = x_t.const_data_ptr<scalar_t>();
-  const scalar_t* mean_p = mean_t.const_data_ptr<scalar_t>();
-  const scalar_t* logvar_p = logvar_t.const_data_ptr<scalar_t>();
+  const RowInput<scalar_t> x_in(x_t), mean_in(mean_t), logvar_in(logvar_t);
   scalar_t* grad_mean_p = grad_mean_t.data_ptr<scalar_t>();
   scalar_t* grad_logvar_p = grad_logvar_t.data_ptr<scalar_t>();
   at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
@@ -58,9 +54,9 @@ void gaussian_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t,
       const acc g = grad_p[r];
       for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
         const int64_t n = std::min(kTile, cols - j0);
-        const acc* x = x_tile.load(x_p + (r % x_rows) * cols + j0, n);
-        const acc* mean = mean_tile.load(mean_p + r * cols + j0, n);
-        const acc* logvar = logvar_tile.load(logvar_p + r * cols + j0, n);
+        const acc* x = x_in.load(x_tile, r, j0, n);
+        const acc* mean = mean_in.load(mean_tile, r, j0, n);
+        const acc* logvar = logvar_in.load(logvar_tile, r, j0, n);
         acc* grad_mean = grad_mean_tile.begin(grad_mean_p + r * cols + j0, n);
         acc* grad_logvar = grad_logvar_tile.begin(grad_logvar_p + r * cols + j0, n);
         vectorized_loop<acc>(n, [&](auto t, int64_t i) {
@@ -80,9 +76,9 @@ void gaussian_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t,
 }  // namespace
 
 void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
-                      const at::Tensor& out) {
+                      const at::Tensor& out, int64_t event) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_forward",
-                                  [&] { gaussian_forward_typed<scalar_t>(x, mean, logvar, out); });
+                                  [&] { gaussian_forward_typed<scalar_t>(x, mean, logvar, out, event); });
 }
 
 void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,

@@ -74,6 +74,26 @@ struct InputTile {
   }
 };
 
+// An input as csrc/op_library.h's broadcast_rows makes it: `rows` rows of `cols` elements, cols
+// being the event's size or 1 (one value for a whole row); row r of the output reads row r % rows.
+template <typename scalar_t>
+struct RowInput {
+  using acc = acc_t<scalar_t>;
+  const scalar_t* data;
+  int64_t rows, cols;
+  explicit RowInput(const at::Tensor& t)
+      : data(t.const_data_ptr<scalar_t>()), rows(std::max<int64_t>(t.size(0), 1)), cols(t.size(1)) {}
+  // Elements [j0, j0 + n) of output row r, as acc_t (in `tile`'s buffer when converted or filled).
+  const acc* load(InputTile<scalar_t>& tile, int64_t r, int64_t j0, int64_t n) const {
+    const scalar_t* row = data + (r < rows ? r : r % rows) * cols;
+    if (cols == 1) {
+      std::fill_n(tile.buffer, n, acc(row[0]));
+      return tile.buffer;
+    }
+    return tile.load(row + j0, n);
+  }
+};
+
 // A write-only tile: begin() gives where to write acc_t values, finish() converts them out.
 template <typename scalar_t>
 struct OutputTile {

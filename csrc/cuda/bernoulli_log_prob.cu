@@ -1,6 +1,6 @@
 // bernoulli_log_prob on CUDA: the forward is a row sum (a warp per row, a block per long row;
-// deterministic), the backward an elementwise map; both take 128-bit packs when aligned. Row r of
-// logits pairs with row r % Rx of x (x broadcast over the leading sample dims without a copy).
+// deterministic), the backward an elementwise map; both take 128-bit packs when aligned. Inputs
+// may be broadcast without a copy (RowInput in utils.cuh): x over the leading sample dims, say.
 #include <ATen/Dispatch.h>
 
 #include "common/math.h"
@@ -12,15 +12,13 @@ namespace {
 template <typename scalar_t>
 struct BernoulliTerm {
   using acc = acc_t<scalar_t>;
-  const scalar_t* x;
-  const scalar_t* logits;
-  int64_t cols, x_rows;
+  RowInput<scalar_t> x, logits;
 
   template <int N>
   __device__ acc sum(int64_t r, int64_t j) const {
     acc xs[N], ls[N];
-    load_pack<N>(x, (r % x_rows) * cols + j, xs);
-    load_pack<N>(logits, r * cols + j, ls);
+    x.template load<N>(r, j, xs);
+    logits.template load<N>(r, j, ls);
     acc s = 0;
 #pragma unroll
     for (int k = 0; k < N; ++k) s += bernoulli_log_prob_term(xs[k], ls[k]);
@@ -32,18 +30,17 @@ template <typename scalar_t>
 struct BernoulliGrad {
   using acc = acc_t<scalar_t>;
   const acc* grad;
-  const scalar_t* x;
-  const scalar_t* logits;
+  RowInput<scalar_t> x, logits;
   scalar_t* grad_logits;
-  int64_t cols, x_rows;
+  int64_t cols;
 
   template <int N>
   __device__ void apply(int64_t i) const {
     const int64_t r = i / cols, j = i - r * cols;
     const acc g = grad[r];
     acc xs[N], ls[N], out[N];
-    load_pack<N>(x, (r % x_rows) * cols + j, xs);
-    load_pack<N>(logits, i, ls);
+    x.template load<N>(r, j, xs);
+    logits.template load<N>(r, j, ls);
 #pragma unroll
     for (int k = 0; k < N; ++k) out[k] = g * bernoulli_grad_logit(xs[k], ls[k]);
     store_pack<N>(grad_logits, i, out);
@@ -52,26 +49,27 @@ struct BernoulliGrad {
 
 }  // namespace
 
-void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out) {
+void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out, int64_t cols) {
   const DeviceGuard guard(logits.device());
-  const int64_t rows = logits.size(0), cols = logits.size(1), x_rows = std::max<int64_t>(x.size(0), 1);
+  const int64_t rows = out.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_forward_cuda", [&] {
     using acc = acc_t<scalar_t>;
-    const BernoulliTerm<scalar_t> term{x.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(), cols, x_rows};
+    const BernoulliTerm<scalar_t> term{RowInput<scalar_t>(x), RowInput<scalar_t>(logits)};
     launch_row_sum<scalar_t>(term, out.data_ptr<acc>(), rows, cols, acc(1), acc(0),
-                             can_pack<scalar_t>(cols, {term.x, term.logits}));
+                             can_pack<scalar_t>(cols, {term.x.pack_pointer(), term.logits.pack_pointer()}));
   });
 }
 
 void bernoulli_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
                         const at::Tensor& grad_logits) {
   const DeviceGuard guard(logits.device());
-  const int64_t cols = logits.size(1), x_rows = std::max<int64_t>(x.size(0), 1);
+  const int64_t cols = grad_logits.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_backward_cuda", [&] {
-    const BernoulliGrad<scalar_t> op{grad.const_data_ptr<acc_t<scalar_t>>(), x.const_data_ptr<scalar_t>(),
-                                     logits.const_data_ptr<scalar_t>(), grad_logits.data_ptr<scalar_t>(), cols,
-                                     x_rows};
-    launch_elementwise<scalar_t>(op, logits.numel(), can_pack<scalar_t>(cols, {op.x, op.logits, op.grad_logits}));
+    const BernoulliGrad<scalar_t> op{grad.const_data_ptr<acc_t<scalar_t>>(), RowInput<scalar_t>(x),
+                                     RowInput<scalar_t>(logits), grad_logits.data_ptr<scalar_t>(), cols};
+    launch_elementwise<scalar_t>(op, grad_logits.numel(),
+                                 can_pack<scalar_t>(cols, {op.x.pack_pointer(), op.logits.pack_pointer(),
+                                                           op.grad_logits}));
   });
 }
 

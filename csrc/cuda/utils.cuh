@@ -68,6 +68,32 @@ __device__ __forceinline__ void store_pack(scalar_t* p, int64_t i, const acc_t<s
   *reinterpret_cast<Pack<scalar_t, N>*>(p + i) = pack;
 }
 
+// An input as csrc/op_library.h's broadcast_rows makes it: `rows` rows of `cols` elements, cols
+// being the event's size or 1 (one value for a whole row); row r of the output reads row r % rows.
+template <typename scalar_t>
+struct RowInput {
+  const scalar_t* data;
+  int64_t rows, cols;
+
+  explicit RowInput(const at::Tensor& t)
+      : data(t.const_data_ptr<scalar_t>()), rows(std::max<int64_t>(t.size(0), 1)), cols(t.size(1)) {}
+  // What can_pack must check: a per-row value is read alone, whatever its alignment.
+  const void* pack_pointer() const { return cols == 1 ? nullptr : data; }
+
+  // Elements j .. j + N - 1 of output row r. A full input (rows == R) needs no division.
+  template <int N>
+  __device__ __forceinline__ void load(int64_t r, int64_t j, acc_t<scalar_t> (&out)[N]) const {
+    const int64_t row = r < rows ? r : r % rows;
+    if (cols == 1) {
+      const acc_t<scalar_t> v = static_cast<acc_t<scalar_t>>(data[row]);
+#pragma unroll
+      for (int k = 0; k < N; ++k) out[k] = v;
+    } else {
+      load_pack<N>(data, row * cols + j, out);
+    }
+  }
+};
+
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
   for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);

@@ -5,8 +5,10 @@
 
 #include "op_library.h"
 
-// x: (Rx, E), logits: (R, E) with R % Rx == 0 (row r pairs with row r % Rx of x). Writes out: (R).
-AEVB_KERNEL(bernoulli_forward, (const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out))
+// x, logits: (rows, cols) inputs as broadcast_rows makes them (cols is E or 1; row r of the output
+// reads row r % rows of each). Writes out: (R).
+AEVB_KERNEL(bernoulli_forward,
+            (const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out, int64_t event))
 // grad: (R). Writes grad_logits: (R, E).
 AEVB_KERNEL(bernoulli_backward, (const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
                                  const at::Tensor& grad_logits))
@@ -18,8 +20,8 @@ Tensor bernoulli_log_prob(const Tensor& x, const Tensor& logits, int64_t event_d
   const auto s = check_log_prob_inputs("aevb_fast.bernoulli_log_prob", x, "logits", logits, event_dims);
   Tensor out = at::empty(logits.sizes().slice(0, logits.dim() - event_dims),
                          logits.options().dtype(accumulate_dtype(logits.scalar_type())));
-  bernoulli_forward(logits.device())(x.contiguous().view({s.x_rows, s.event}),
-                                     logits.contiguous().view({s.rows, s.event}), out.view({s.rows}));
+  bernoulli_forward(logits.device())(broadcast_rows(x, event_dims), broadcast_rows(logits, event_dims),
+                                     out.view({s.rows}), s.event);
   return out;
 }
 
@@ -28,8 +30,7 @@ Tensor bernoulli_log_prob_backward(const Tensor& grad, const Tensor& x, const Te
   const auto s = check_log_prob_inputs(op, x, "logits", logits, event_dims);
   const Tensor grad_rows = check_log_prob_grad(op, grad, logits, event_dims, s.rows);
   Tensor grad_logits = at::empty(logits.sizes(), logits.options());
-  bernoulli_backward(logits.device())(grad_rows, x.contiguous().view({s.x_rows, s.event}),
-                                      logits.contiguous().view({s.rows, s.event}),
+  bernoulli_backward(logits.device())(grad_rows, broadcast_rows(x, event_dims), broadcast_rows(logits, event_dims),
                                       grad_logits.view({s.rows, s.event}));
   return grad_logits;
 }

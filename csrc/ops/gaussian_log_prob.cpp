@@ -5,9 +5,10 @@
 
 #include "op_library.h"
 
-// x: (Rx, E); mean, logvar: (R, E), row r paired with row r % Rx of x. Writes out: (R).
-AEVB_KERNEL(gaussian_forward,
-            (const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar, const at::Tensor& out))
+// x, mean, logvar: (rows, cols) inputs as broadcast_rows makes them (cols is E or 1; row r of the
+// output reads row r % rows of each). Writes out: (R).
+AEVB_KERNEL(gaussian_forward, (const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
+                               const at::Tensor& out, int64_t event))
 // grad: (R). Writes grad_mean, grad_logvar: (R, E).
 AEVB_KERNEL(gaussian_backward, (const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
                                 const at::Tensor& logvar, const at::Tensor& grad_mean, const at::Tensor& grad_logvar))
@@ -28,8 +29,8 @@ Tensor gaussian_log_prob(const Tensor& x, const Tensor& mean, const Tensor& logv
   const auto s = check_inputs("aevb_fast.gaussian_log_prob", x, mean, logvar, event_dims);
   Tensor out = at::empty(mean.sizes().slice(0, mean.dim() - event_dims),
                          mean.options().dtype(accumulate_dtype(mean.scalar_type())));
-  gaussian_forward(mean.device())(x.contiguous().view({s.x_rows, s.event}), mean.contiguous().view({s.rows, s.event}),
-                                  logvar.contiguous().view({s.rows, s.event}), out.view({s.rows}));
+  gaussian_forward(mean.device())(broadcast_rows(x, event_dims), broadcast_rows(mean, event_dims),
+                                  broadcast_rows(logvar, event_dims), out.view({s.rows}), s.event);
   return out;
 }
 
@@ -40,9 +41,8 @@ std::tuple<Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad, const 
   const Tensor grad_rows = check_log_prob_grad(op, grad, mean, event_dims, s.rows);
   Tensor grad_mean = at::empty(mean.sizes(), mean.options());
   Tensor grad_logvar = at::empty(mean.sizes(), mean.options());
-  gaussian_backward(mean.device())(grad_rows, x.contiguous().view({s.x_rows, s.event}),
-                                   mean.contiguous().view({s.rows, s.event}),
-                                   logvar.contiguous().view({s.rows, s.event}), grad_mean.view({s.rows, s.event}),
+  gaussian_backward(mean.device())(grad_rows, broadcast_rows(x, event_dims), broadcast_rows(mean, event_dims),
+                                   broadcast_rows(logvar, event_dims), grad_mean.view({s.rows, s.event}),
                                    grad_logvar.view({s.rows, s.event}));
   return {grad_mean, grad_logvar};
 }
