@@ -1,7 +1,7 @@
 // The module aevb_fast._C: loading it registers the operators, torch.ops.aevb_fast (each op's
 // schema, host code and autograd in csrc/ops/<op>.cpp; its kernels in csrc/cpu and csrc/cuda),
 // and build_info reports how it was built.
-#include <torch/extension.h>
+#include <pybind11/pybind11.h>
 #include <torch/library.h>
 
 #include "kernel.h"

@@ -1,10 +1,9 @@
 // aevb_fast._emulated_cuda (development only): the operators' library torch.ops.aevb_fast_emulated,
 // whose CPU kernels are csrc/cuda/*.cu run under the CUDA emulation (csrc/ops/<op>.cpp, built
 // with AEVB_EMULATED_CUDA, register each op there), and the emulation's grid limit.
-#include <torch/extension.h>
-#include <torch/library.h>
-
+#include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <torch/library.h>
 
 #include "emulation/cuda_emulation.h"
 
