@@ -292,10 +292,7 @@ def _kl_diagonal_standard(q: DiagonalNormal, p: StandardNormal) -> Tensor:
 
 @register_kl(DiagonalNormal, DiagonalNormal)
 def _kl_diagonal_diagonal(q: DiagonalNormal, p: DiagonalNormal) -> Tensor:
-    """KL between two diagonal normals in plain PyTorch:
-    1/2 sum(logvar_p - logvar_q + exp(logvar_q - logvar_p) + (loc_q - loc_p)^2 exp(-logvar_p) - 1)."""
+    """The fused KL(q || p) to a learned diagonal prior (a hierarchical VAE's layer), one value per
+    batch element of q and p broadcast together."""
     _check_events(q, p)
-    per_element = 0.5 * (p.logvar - q.logvar + torch.exp(q.logvar - p.logvar)
-                         + (q.loc - p.loc).square() * torch.exp(-p.logvar) - 1)
-    dims = len(q.event_shape)
-    return per_element.sum(tuple(range(-dims, 0))) if dims else per_element
+    return ops.gaussian_kl(q.loc, q.logvar, p.loc, p.logvar, event_dims=len(q.event_shape))

@@ -117,9 +117,9 @@ def _noise_arguments(mu: Tensor, eps: Tensor | None, num_samples: int | None):
 def _promoted(op: str, names: tuple[str, ...], values: tuple) -> tuple:
     """The values in one dtype and one shape: torch's type promotion over the tensors (a Python
     number is converted to their dtype, as torch's wrapped numbers are) and torch's broadcasting,
-    by ``expand`` (no copy here). The log-likelihood kernels read a broadcast input as it is when
-    it repeats whole rows or one value per row (``csrc/op_library.h``: ``broadcast_rows``); the
-    sampling and KL operators, and any other layout, copy it to the full shape. None passes
+    by ``expand`` (no copy here). The kernels read a broadcast input as it is when it repeats
+    whole rows or one value per row (``csrc/op_library.h``: ``broadcast_rows``); any other layout
+    is copied to the full shape. None passes
     through, for the operators' checks to name it. The common case, one dtype and one shape
     already, returns at once."""
     first = values[0]
@@ -154,6 +154,15 @@ def _promoted_dtype(*values):
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     return tuple(v.to(dtype) if isinstance(v, Tensor) else v for v in values)
+
+
+def _latent_arguments(op: str, mu, logvar, prior_mu, prior_logvar) -> tuple:
+    """mu, logvar and the prior promoted and broadcast together (no prior: None, None). One of the
+    prior's two given alone means the other is 0, as N(prior_mu, 1) or N(0, exp(prior_logvar))."""
+    if prior_mu is None and prior_logvar is None:
+        return (*_promoted(op, ("mu", "logvar"), (mu, logvar)), None, None)
+    values = (mu, logvar, 0.0 if prior_mu is None else prior_mu, 0.0 if prior_logvar is None else prior_logvar)
+    return _promoted(op, ("mu", "logvar", "prior_mu", "prior_logvar"), values)
 
 
 def _log_prob_event_dims(op: str, x: Tensor, event_dims: int | None) -> int:
@@ -230,28 +239,47 @@ class OperatorLibrary:
         z = self._ops.reparameterize(mu, logvar, eps, seed, samples)
         return z if num_samples is not None else z.squeeze(0)
 
-    def gaussian_kl(self, mu: Tensor, logvar: Tensor) -> Tensor:
-        """KL(N(mu, exp(logvar)) || N(0, I)) summed over the last dim: shape ``mu.shape[:-1]``
-        (of the broadcast shape of ``mu`` and ``logvar``)."""
-        mu, logvar = _promoted("gaussian_kl", ("mu", "logvar"), (mu, logvar))
-        return self._ops.gaussian_kl(mu, logvar)
+    def gaussian_kl(
+        self,
+        mu: Tensor,
+        logvar: Tensor,
+        prior_mu: Tensor | None = None,
+        prior_logvar: Tensor | None = None,
+        *,
+        event_dims: int = 1,
+    ) -> Tensor:
+        """KL(N(mu, exp(logvar)) || p) summed over the trailing ``event_dims`` dims (``0``: one
+        value per element; ``3`` for ``(B, C, H, W)`` latents), p being N(0, I) or, given
+        ``prior_mu`` and ``prior_logvar``, the learned prior N(prior_mu, exp(prior_logvar)) of a
+        hierarchical VAE (a missing one of the two is 0). The shape is that of all four broadcast
+        together, less its last ``event_dims`` dims; float32 for 16-bit inputs. Gradients flow to
+        all four; a prior shared by the batch ``(C, H, W)``, per example ``(B, 1, 1, 1)`` or a
+        scalar is read without a copy of the full shape."""
+        mu, logvar, prior_mu, prior_logvar = _latent_arguments("gaussian_kl", mu, logvar, prior_mu, prior_logvar)
+        return self._ops.gaussian_kl(mu, logvar, prior_mu, prior_logvar, event_dims)
 
     def sample_and_kl(
         self,
         mu: Tensor,
         logvar: Tensor,
+        prior_mu: Tensor | None = None,
+        prior_logvar: Tensor | None = None,
         *,
         eps: Tensor | None = None,
         num_samples: int | None = None,
         generator: torch.Generator | None = None,
+        event_dims: int = 1,
     ) -> tuple[Tensor, Tensor]:
-        """``reparameterize`` and ``gaussian_kl`` fused in one pass over ``mu`` and ``logvar``."""
-        mu, logvar = _promoted("sample_and_kl", ("mu", "logvar"), (mu, logvar))
+        """``reparameterize`` and ``gaussian_kl`` (to N(0, I) or to the given prior, over
+        ``event_dims``) fused in one pass over the parameters: ``(z, kl)``."""
+        mu, logvar, prior_mu, prior_logvar = _latent_arguments("sample_and_kl", mu, logvar, prior_mu, prior_logvar)
         samples, eps = _noise_arguments(mu, eps, num_samples)
         if eps is not None and isinstance(mu, Tensor) and eps.dtype != mu.dtype:
             mu, logvar = mu.to(eps.dtype), logvar.to(eps.dtype)
+            if prior_mu is not None:
+                prior_mu, prior_logvar = prior_mu.to(eps.dtype), prior_logvar.to(eps.dtype)
         seed = None if eps is not None else draw_seed(mu.device, generator)
-        z, kl = self._ops.sample_and_kl(mu, logvar, eps, seed, samples)
+        z, kl = self._ops.sample_and_kl(mu, logvar, eps, seed, samples, prior_mu, prior_logvar, event_dims)
         return (z if num_samples is not None else z.squeeze(0)), kl
 
     def bernoulli_log_prob(self, x: Tensor, logits: Tensor, *, event_dims: int | None = None) -> Tensor:
@@ -389,26 +417,39 @@ def _reparameterize_fake(mu, logvar, eps, seed, num_samples):
 
 
 def _reparameterize_backward_fake(grad_z, mu, logvar, eps, seed):
-    return torch.empty_like(mu), torch.empty_like(mu)
+    return mu.new_empty(mu.shape), mu.new_empty(mu.shape)
 
 
-def _gaussian_kl_fake(mu, logvar):
-    _check_same_device(mu=mu, logvar=logvar)
-    return mu.new_empty(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
+def _kl_shape(mu: Tensor, event_dims: int):
+    if not 0 <= event_dims <= mu.dim():
+        raise ValueError(f"aevb_fast: event_dims must be between 0 and mu.dim() = {mu.dim()}, got {event_dims}")
+    return mu.shape[: mu.dim() - event_dims]
 
 
-def _gaussian_kl_backward_fake(grad_kl, mu, logvar):
-    return torch.empty_like(mu), torch.empty_like(mu)
+def _latent_grads(mu, prior_mu):
+    """grad_mu, grad_logvar and the prior's (empty without a prior), contiguous as the kernels'."""
+    prior_shape = mu.shape if prior_mu is not None else (0,)
+    return mu.new_empty(mu.shape), mu.new_empty(mu.shape), mu.new_empty(prior_shape), mu.new_empty(prior_shape)
 
 
-def _sample_and_kl_fake(mu, logvar, eps, seed, num_samples):
-    _check_same_device(mu=mu, logvar=logvar, eps=eps, seed=seed)
-    kl = mu.new_empty(mu.shape[:-1], dtype=accumulate_dtype(mu.dtype))
+def _gaussian_kl_fake(mu, logvar, prior_mu=None, prior_logvar=None, event_dims=1):
+    _check_same_device(mu=mu, logvar=logvar, prior_mu=prior_mu, prior_logvar=prior_logvar)
+    return mu.new_empty(_kl_shape(mu, event_dims), dtype=accumulate_dtype(mu.dtype))
+
+
+def _gaussian_kl_backward_fake(grad_kl, mu, logvar, prior_mu=None, prior_logvar=None, event_dims=1):
+    return _latent_grads(mu, prior_mu)
+
+
+def _sample_and_kl_fake(mu, logvar, eps, seed, num_samples, prior_mu=None, prior_logvar=None, event_dims=1):
+    _check_same_device(mu=mu, logvar=logvar, eps=eps, seed=seed, prior_mu=prior_mu, prior_logvar=prior_logvar)
+    kl = mu.new_empty(_kl_shape(mu, event_dims), dtype=accumulate_dtype(mu.dtype))
     return mu.new_empty((num_samples, *mu.shape)), kl
 
 
-def _sample_and_kl_backward_fake(grad_z, grad_kl, mu, logvar, eps, seed):
-    return torch.empty_like(mu), torch.empty_like(mu)
+def _sample_and_kl_backward_fake(grad_z, grad_kl, mu, logvar, eps, seed, prior_mu=None, prior_logvar=None,
+                                 event_dims=1):
+    return _latent_grads(mu, prior_mu)
 
 
 def _bernoulli_log_prob_fake(x, logits, event_dims):

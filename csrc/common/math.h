@@ -149,6 +149,24 @@ AEVB_HOST_DEVICE T kl_grad_logvar(T logvar) {
   return T(0.5) * (exp_minus_1_minus_x(logvar) + logvar);
 }
 
+// ---- KL to a learned diagonal Gaussian prior N(prior_mu, exp(prior_logvar)) ------------------
+// 2 KL = w^2 + exp(d) - 1 - d with w = (mu - prior_mu) exp(-prior_logvar / 2) and
+// d = logvar - prior_logvar: twice_kl_term(w, d), the N(0, I) formula in standardised terms
+// (squaring w, not multiplying by exp(-prior_logvar), keeps prior log-variances down to -80
+// finite in float32, as in the Gaussian likelihood).
+// Gradients: d/dmu = w exp(-prior_logvar / 2) = -d/dprior_mu;  d/dlogvar = kl_grad_logvar(d);
+//            d/dprior_logvar = -kl_grad_logvar(d) - w^2 / 2.
+template <typename T>
+struct PriorTerms {
+  T w, d, inv_std;  // inv_std = exp(-prior_logvar / 2)
+};
+
+template <typename T>
+AEVB_HOST_DEVICE PriorTerms<T> prior_terms(T mu, T logvar, T prior_mu, T prior_logvar) {
+  const T inv_std = exponential(T(-0.5) * prior_logvar);
+  return {(mu - prior_mu) * inv_std, logvar - prior_logvar, inv_std};
+}
+
 // ---- Bernoulli likelihood from logits ------------------------------------------------------
 
 // log(1 + exp(l)) without overflow for any finite l.

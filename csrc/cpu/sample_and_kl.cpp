@@ -1,13 +1,18 @@
 // reparameterize, gaussian_kl and sample_and_kl on the CPU: one kernel for all three.
-// Forward:  z[l, r, j] = mu[r, j] + exp(logvar[r, j] / 2) * eps[l, r, j];  kl[r] = KL of row r.
-// Backward: grad_mu = sum_l grad_z + grad_kl * mu
-//           grad_logvar = sigma / 2 * sum_l grad_z * eps + grad_kl * (exp(logvar) - 1) / 2
+// Forward:  z[l, r, j] = mu[r, j] + exp(logvar[r, j] / 2) * eps[l, r, j];  kl[r] = KL of row r
+//           (or kl[r, j], the KL of each element), to N(0, I) or to a prior N(prior_mu,
+//           exp(prior_logvar)) (csrc/common/math.h).
+// Backward: grad_mu = sum_l grad_z + grad_kl * dKL/dmu
+//           grad_logvar = sigma / 2 * sum_l grad_z * eps + grad_kl * dKL/dlogvar
+//           grad_prior_mu, grad_prior_logvar = grad_kl * dKL/dprior_mu, dKL/dprior_logvar
 // The noise is either given or regenerated from the seed (it is never stored).
 //
-// Each thread takes a range of rows and works through its flat range of mu and logvar in tiles
-// of kTile elements, whole vectors even when rows are short (a latent of 20 would otherwise be
-// one vector and a scalar tail per row). A tile visits every sample l (z[l] holds the same
+// Each thread takes a range of rows and works through its flat range of the (R, J) parameters in
+// tiles of kTile elements, whole vectors even when rows are short (a latent of 20 would otherwise
+// be one vector and a scalar tail per row). A tile visits every sample l (z[l] holds the same
 // elements) with one noise stream per sample, so that each sample's noise is drawn in order.
+// The parameters are read through RowInput: a broadcast one (a prior shared by the batch, a
+// per-example or scalar value) is gathered per tile, never copied whole.
 #include <vector>
 
 #include "cpu/loops.h"
@@ -48,38 +53,88 @@ struct NoiseTile {
   }
 };
 
+// Flat elements [first, first + n) of an (R, J) parameter read through RowInput, as acc_t: in
+// place when the input is whole, else gathered row segment by row segment into the tile.
 template <typename scalar_t>
-void sample_forward_typed(const at::Tensor& mu_t, const at::Tensor& logvar_t, const at::Tensor& eps_t,
-                          const at::Tensor& seed_t, const at::Tensor& z_t, const at::Tensor& kl_t) {
+const acc_t<scalar_t>* load_flat(const RowInput<scalar_t>& in, InputTile<scalar_t>& tile, int64_t first, int64_t n,
+                                 int64_t rows, int64_t cols) {
+  if (in.rows == rows && in.cols == cols) return tile.load(in.data + first, n);
+  for_each_row_segment(first, n, cols, [&](int64_t r, int64_t i, int64_t m) {
+    const scalar_t* row = in.data + (r % in.rows) * in.cols;
+    if (in.cols == 1) {
+      std::fill_n(tile.buffer + i, m, acc_t<scalar_t>(row[0]));
+    } else {
+      at::vec::convert(row + (first + i - r * cols), tile.buffer + i, m);
+    }
+  });
+  return tile.buffer;
+}
+
+// mu, logvar and the optional prior of one call, and a tile of each.
+template <typename scalar_t>
+struct LatentParams {
   using acc = acc_t<scalar_t>;
-  const int64_t samples = z_t.size(0), rows = mu_t.size(0), cols = mu_t.size(1);
-  const scalar_t* mu_p = mu_t.const_data_ptr<scalar_t>();
-  const scalar_t* logvar_p = logvar_t.const_data_ptr<scalar_t>();
+  RowInput<scalar_t> mu, logvar, prior_mu, prior_logvar;
+  bool prior;
+  int64_t rows, cols;
+  LatentParams(const at::Tensor& mu_t, const at::Tensor& logvar_t, const at::Tensor& prior_mu_t,
+               const at::Tensor& prior_logvar_t, int64_t rows_, int64_t cols_)
+      : mu(mu_t), logvar(logvar_t), prior_mu(prior_mu_t.defined() ? prior_mu_t : mu_t),
+        prior_logvar(prior_logvar_t.defined() ? prior_logvar_t : mu_t), prior(prior_mu_t.defined()),
+        rows(rows_), cols(cols_) {}
+
+  struct Tile {
+    InputTile<scalar_t> mu_tile, logvar_tile, prior_mu_tile, prior_logvar_tile;
+    const acc *mu = nullptr, *logvar = nullptr, *prior_mu = nullptr, *prior_logvar = nullptr;
+  };
+  void load(Tile& t, int64_t first, int64_t n) const {
+    t.mu = load_flat(mu, t.mu_tile, first, n, rows, cols);
+    t.logvar = load_flat(logvar, t.logvar_tile, first, n, rows, cols);
+    if (prior) {
+      t.prior_mu = load_flat(prior_mu, t.prior_mu_tile, first, n, rows, cols);
+      t.prior_logvar = load_flat(prior_logvar, t.prior_logvar_tile, first, n, rows, cols);
+    }
+  }
+};
+
+template <typename scalar_t>
+void sample_forward_typed(const LatentParams<scalar_t>& params, const at::Tensor& eps_t, const at::Tensor& seed_t,
+                          const at::Tensor& z_t, const at::Tensor& kl_t) {
+  using acc = acc_t<scalar_t>;
+  const int64_t samples = z_t.size(0), rows = params.rows, cols = params.cols;
   const scalar_t* eps_p = eps_t.defined() ? eps_t.const_data_ptr<scalar_t>() : nullptr;
   scalar_t* z_p = z_t.data_ptr<scalar_t>();
   acc* kl_p = kl_t.defined() ? kl_t.data_ptr<acc>() : nullptr;
+  const bool kl_per_element = kl_t.defined() && kl_t.dim() == 2;
   // Whether eps was given is eps_t.defined(), not its pointer: an empty eps has a null one.
   const PhiloxSeed seed = (samples > 0 && !eps_t.defined()) ? read_seed(seed_t) : PhiloxSeed{0, 0};
 
   at::parallel_for(0, rows, row_grain(cols * (samples + 1)), [&](int64_t r0, int64_t r1) {
-    InputTile<scalar_t> mu_tile, logvar_tile;
+    typename LatentParams<scalar_t>::Tile tile;
     NoiseTile<scalar_t> noise_tile;
     OutputTile<scalar_t> z_tile;
     alignas(64) acc sigma[kTile];
     alignas(64) acc kl_terms[kTile];
     std::vector<NoiseStream<acc>> streams(samples, NoiseStream<acc>(seed));
-    if (kl_p != nullptr) std::fill(kl_p + r0, kl_p + r1, acc(0));
+    if (kl_p != nullptr && !kl_per_element) std::fill(kl_p + r0, kl_p + r1, acc(0));
     for (int64_t p = r0 * cols; p < r1 * cols; p += kTile) {
       const int64_t n = std::min(kTile, r1 * cols - p);
-      const acc* mu = mu_tile.load(mu_p + p, n);
-      const acc* logvar = logvar_tile.load(logvar_p + p, n);
+      params.load(tile, p, n);
+      acc* kl_out = kl_per_element ? kl_p + p : kl_terms;
       vectorized_loop<acc>(n, [&](auto t, int64_t i) {
         using T = decltype(t);
-        const T lv = load<T>(logvar + i);
+        const T lv = load<T>(tile.logvar + i);
         if (samples > 0) store(std_from_logvar(lv), sigma + i);
-        if (kl_p != nullptr) store(T(0.5) * twice_kl_term(load<T>(mu + i), lv), kl_terms + i);
+        if (kl_p == nullptr) return;
+        if (params.prior) {
+          const auto k = prior_terms(load<T>(tile.mu + i), lv, load<T>(tile.prior_mu + i),
+                                     load<T>(tile.prior_logvar + i));
+          store(T(0.5) * twice_kl_term(k.w, k.d), kl_out + i);
+        } else {
+          store(T(0.5) * twice_kl_term(load<T>(tile.mu + i), lv), kl_out + i);
+        }
       });
-      if (kl_p != nullptr) {
+      if (kl_p != nullptr && !kl_per_element) {
         for_each_row_segment(p, n, cols, [&](int64_t r, int64_t i, int64_t m) { kl_p[r] += sum_of(kl_terms + i, m); });
       }
       for (int64_t l = 0; l < samples; ++l) {
@@ -88,7 +143,7 @@ void sample_forward_typed(const at::Tensor& mu_t, const at::Tensor& logvar_t, co
         acc* z = z_tile.begin(z_p + z_offset + p, n);
         vectorized_loop<acc>(n, [&](auto t, int64_t i) {
           using T = decltype(t);
-          store(load<T>(mu + i) + load<T>(sigma + i) * load<T>(eps + i), z + i);
+          store(load<T>(tile.mu + i) + load<T>(sigma + i) * load<T>(eps + i), z + i);
         });
         z_tile.finish();
       }
@@ -98,24 +153,26 @@ void sample_forward_typed(const at::Tensor& mu_t, const at::Tensor& logvar_t, co
 
 template <typename scalar_t>
 void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl_t,
-                           const at::Tensor& mu_t, const at::Tensor& logvar_t,
-                           const at::Tensor& eps_t, const at::Tensor& seed_t,
-                           const at::Tensor& grad_mu_t, const at::Tensor& grad_logvar_t) {
+                           const LatentParams<scalar_t>& params, const at::Tensor& eps_t, const at::Tensor& seed_t,
+                           const at::Tensor& grad_mu_t, const at::Tensor& grad_logvar_t,
+                           const at::Tensor& grad_prior_mu_t, const at::Tensor& grad_prior_logvar_t) {
   using acc = acc_t<scalar_t>;
-  const int64_t samples = grad_z_t.size(0), rows = mu_t.size(0), cols = mu_t.size(1);
+  const int64_t samples = grad_z_t.size(0), rows = params.rows, cols = params.cols;
   const scalar_t* grad_z_p = grad_z_t.const_data_ptr<scalar_t>();
   const acc* grad_kl_p = grad_kl_t.defined() ? grad_kl_t.const_data_ptr<acc>() : nullptr;
-  const scalar_t* mu_p = mu_t.const_data_ptr<scalar_t>();
-  const scalar_t* logvar_p = logvar_t.const_data_ptr<scalar_t>();
+  const bool kl_per_element = grad_kl_t.defined() && grad_kl_t.dim() == 2;
   const scalar_t* eps_p = eps_t.defined() ? eps_t.const_data_ptr<scalar_t>() : nullptr;
   scalar_t* grad_mu_p = grad_mu_t.data_ptr<scalar_t>();
   scalar_t* grad_logvar_p = grad_logvar_t.data_ptr<scalar_t>();
+  scalar_t* grad_prior_mu_p = params.prior ? grad_prior_mu_t.data_ptr<scalar_t>() : nullptr;
+  scalar_t* grad_prior_logvar_p = params.prior ? grad_prior_logvar_t.data_ptr<scalar_t>() : nullptr;
   const PhiloxSeed seed = (samples > 0 && !eps_t.defined()) ? read_seed(seed_t) : PhiloxSeed{0, 0};
 
   at::parallel_for(0, rows, row_grain(cols * (samples + 1)), [&](int64_t r0, int64_t r1) {
-    InputTile<scalar_t> mu_tile, logvar_tile, grad_z_tile;
+    typename LatentParams<scalar_t>::Tile tile;
+    InputTile<scalar_t> grad_z_tile;
     NoiseTile<scalar_t> noise_tile;
-    OutputTile<scalar_t> grad_mu_tile, grad_logvar_tile;
+    OutputTile<scalar_t> grad_mu_tile, grad_logvar_tile, grad_prior_mu_tile, grad_prior_logvar_tile;
     // Per tile: sum_l grad_z, sum_l grad_z * eps, and grad_kl[r] spread over row r's elements.
     alignas(64) acc sum_grad[kTile];
     alignas(64) acc sum_grad_eps[kTile];
@@ -136,22 +193,32 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
           store(load<T>(sum_grad_eps + i) + g * load<T>(eps + i), sum_grad_eps + i);
         });
       }
-      if (grad_kl_p != nullptr) {
+      const acc* grad_kl = kl_per_element ? grad_kl_p + p : grad_kl_spread;
+      if (grad_kl_p != nullptr && !kl_per_element) {
         for_each_row_segment(p, n, cols, [&](int64_t r, int64_t i, int64_t m) {
           std::fill_n(grad_kl_spread + i, m, grad_kl_p[r]);
         });
       }
-      const acc* mu = mu_tile.load(mu_p + p, n);
-      const acc* logvar = logvar_tile.load(logvar_p + p, n);
+      params.load(tile, p, n);
       acc* grad_mu = grad_mu_tile.begin(grad_mu_p + p, n);
       acc* grad_logvar = grad_logvar_tile.begin(grad_logvar_p + p, n);
+      acc* grad_prior_mu = params.prior ? grad_prior_mu_tile.begin(grad_prior_mu_p + p, n) : nullptr;
+      acc* grad_prior_logvar = params.prior ? grad_prior_logvar_tile.begin(grad_prior_logvar_p + p, n) : nullptr;
       vectorized_loop<acc>(n, [&](auto t, int64_t i) {
         using T = decltype(t);
-        const T lv = load<T>(logvar + i);
+        const T lv = load<T>(tile.logvar + i);
         T g_mu = T(0), g_lv = T(0);
-        if (grad_kl_p != nullptr) {
-          const T gkl = load<T>(grad_kl_spread + i);
-          g_mu = gkl * load<T>(mu + i);
+        if (params.prior) {
+          const T gkl = grad_kl_p != nullptr ? load<T>(grad_kl + i) : T(0);
+          const auto k = prior_terms(load<T>(tile.mu + i), lv, load<T>(tile.prior_mu + i),
+                                     load<T>(tile.prior_logvar + i));
+          g_mu = gkl * k.w * k.inv_std;
+          g_lv = gkl * kl_grad_logvar(k.d);
+          store(T(0) - g_mu, grad_prior_mu + i);
+          store(T(0) - g_lv - gkl * T(0.5) * k.w * k.w, grad_prior_logvar + i);
+        } else if (grad_kl_p != nullptr) {
+          const T gkl = load<T>(grad_kl + i);
+          g_mu = gkl * load<T>(tile.mu + i);
           g_lv = gkl * kl_grad_logvar(lv);
         }
         if (samples > 0) {
@@ -163,24 +230,34 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
       });
       grad_mu_tile.finish();
       grad_logvar_tile.finish();
+      if (params.prior) {
+        grad_prior_mu_tile.finish();
+        grad_prior_logvar_tile.finish();
+      }
     }
   });
 }
 
 }  // namespace
 
-void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps,
-                    const at::Tensor& seed, const at::Tensor& z, const at::Tensor& kl) {
+void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu,
+                    const at::Tensor& prior_logvar, const at::Tensor& eps, const at::Tensor& seed,
+                    const at::Tensor& z, const at::Tensor& kl) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_forward", [&] {
-    sample_forward_typed<scalar_t>(mu, logvar, eps, seed, z, kl);
+    const LatentParams<scalar_t> params(mu, logvar, prior_mu, prior_logvar, z.size(1), z.size(2));
+    sample_forward_typed<scalar_t>(params, eps, seed, z, kl);
   });
 }
 
 void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-                     const at::Tensor& logvar, const at::Tensor& eps, const at::Tensor& seed,
-                     const at::Tensor& grad_mu, const at::Tensor& grad_logvar) {
+                     const at::Tensor& logvar, const at::Tensor& prior_mu, const at::Tensor& prior_logvar,
+                     const at::Tensor& eps, const at::Tensor& seed, const at::Tensor& grad_mu,
+                     const at::Tensor& grad_logvar, const at::Tensor& grad_prior_mu,
+                     const at::Tensor& grad_prior_logvar) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_backward", [&] {
-    sample_backward_typed<scalar_t>(grad_z, grad_kl, mu, logvar, eps, seed, grad_mu, grad_logvar);
+    const LatentParams<scalar_t> params(mu, logvar, prior_mu, prior_logvar, grad_mu.size(0), grad_mu.size(1));
+    sample_backward_typed<scalar_t>(grad_z, grad_kl, params, eps, seed, grad_mu, grad_logvar, grad_prior_mu,
+                                    grad_prior_logvar);
   });
 }
 

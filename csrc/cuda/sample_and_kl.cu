@@ -1,9 +1,11 @@
 // reparameterize, gaussian_kl and sample_and_kl on CUDA (see csrc/cpu/sample_and_kl.cpp for the
-// formulas). The KL is a row sum (utils.cuh); z with given eps and the backward are elementwise
-// maps; z with drawn noise has its own kernel because its unit of work is the RNG's: one thread
-// per 4 consecutive Philox counters, which give, for each of the counter's 4 words, 4 adjacent
-// elements of z (a 4-element packed store). The backward with drawn noise regenerates it by the
-// same counter groups (sample_backward_drawn_kernel); with given noise it is an elementwise map.
+// formulas). The KL is a row sum (utils.cuh) or, per element, a map; z with given eps and the
+// backward are elementwise maps; z with drawn noise has its own kernel because its unit of work is
+// the RNG's: one thread per 4 consecutive Philox counters, which give, for each of the counter's 4
+// words, 4 adjacent elements of z (a 4-element packed store). The backward with drawn noise
+// regenerates it by the same counter groups (sample_backward_drawn_kernel); with given noise it is
+// an elementwise map. The parameters (mu, logvar, the prior) are read through RowInput, so a
+// broadcast one is never copied whole.
 #include <ATen/Dispatch.h>
 
 #include "common/math.h"
@@ -12,31 +14,145 @@
 namespace aevb_fast::cuda {
 namespace {
 
+// mu, logvar and the optional prior N(prior_mu, exp(prior_logvar)), as (R, cols) inputs.
 template <typename scalar_t>
-struct KLTerm {
+struct Latents {
   using acc = acc_t<scalar_t>;
-  const scalar_t* mu;
-  const scalar_t* logvar;
+  RowInput<scalar_t> mu, logvar, prior_mu, prior_logvar;  // without a prior, both read mu (unused)
+  bool prior;
   int64_t cols;
 
+  Latents(const at::Tensor& mu_t, const at::Tensor& logvar_t, const at::Tensor& prior_mu_t,
+          const at::Tensor& prior_logvar_t, int64_t cols_)
+      : mu(mu_t), logvar(logvar_t), prior_mu(prior_mu_t.defined() ? prior_mu_t : mu_t),
+        prior_logvar(prior_logvar_t.defined() ? prior_logvar_t : mu_t), prior(prior_mu_t.defined()),
+        cols(cols_) {}
+
+  // Whether N-element packs of every parameter and of `others` are aligned (see can_pack).
+  template <int N = kPack<scalar_t>>
+  bool can_pack_with(std::initializer_list<const void*> others) const {
+    return can_pack<scalar_t, N>(cols, others) &&
+           can_pack<scalar_t, N>(cols, {mu.pack_pointer(), logvar.pack_pointer(), prior_mu.pack_pointer(),
+                                        prior_logvar.pack_pointer()});
+  }
+
+  // Twice the KL of elements j .. j + N - 1 of row r.
   template <int N>
-  __device__ acc sum(int64_t r, int64_t j) const {
+  __device__ __forceinline__ void twice_kl(int64_t r, int64_t j, acc (&out)[N]) const {
     acc ms[N], lvs[N];
-    load_pack<N>(mu, r * cols + j, ms);
-    load_pack<N>(logvar, r * cols + j, lvs);
-    acc s = 0;
+    mu.template load<N>(r, j, ms);
+    logvar.template load<N>(r, j, lvs);
+    if (prior) {
+      acc pms[N], plvs[N];
+      prior_mu.template load<N>(r, j, pms);
+      prior_logvar.template load<N>(r, j, plvs);
 #pragma unroll
-    for (int k = 0; k < N; ++k) s += twice_kl_term(ms[k], lvs[k]);
+      for (int k = 0; k < N; ++k) {
+        const auto t = prior_terms(ms[k], lvs[k], pms[k], plvs[k]);
+        out[k] = twice_kl_term(t.w, t.d);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < N; ++k) out[k] = twice_kl_term(ms[k], lvs[k]);
+    }
+  }
+
+  // z = mu + exp(logvar / 2) * eps for elements j .. j + N - 1 of row r.
+  template <int N>
+  __device__ __forceinline__ void sample(int64_t r, int64_t j, const acc (&eps)[N], acc (&z)[N]) const {
+    acc ms[N], lvs[N];
+    mu.template load<N>(r, j, ms);
+    logvar.template load<N>(r, j, lvs);
+#pragma unroll
+    for (int k = 0; k < N; ++k) z[k] = ms[k] + std_from_logvar(lvs[k]) * eps[k];
+  }
+};
+
+// The gradients of N parameters, and where they go (the prior's nullptr without a prior).
+template <typename scalar_t>
+struct LatentGrads {
+  scalar_t* mu;
+  scalar_t* logvar;
+  scalar_t* prior_mu;
+  scalar_t* prior_logvar;
+
+  // From grad_kl per element (gkl), and when `sampled`, sum_l grad_z and sum_l grad_z * eps.
+  template <int N>
+  __device__ __forceinline__ void write(const Latents<scalar_t>& in, int64_t r, int64_t j, int64_t p,
+                                        const acc_t<scalar_t> (&gkl)[N], const acc_t<scalar_t> (&sum_grad)[N],
+                                        const acc_t<scalar_t> (&sum_grad_eps)[N], bool sampled) const {
+    using acc = acc_t<scalar_t>;
+    acc ms[N], lvs[N], g_mu[N], g_lv[N], g_pmu[N], g_plv[N];
+    in.mu.template load<N>(r, j, ms);
+    in.logvar.template load<N>(r, j, lvs);
+    if (in.prior) {
+      acc pms[N], plvs[N];
+      in.prior_mu.template load<N>(r, j, pms);
+      in.prior_logvar.template load<N>(r, j, plvs);
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const auto t = prior_terms(ms[k], lvs[k], pms[k], plvs[k]);
+        g_mu[k] = gkl[k] * t.w * t.inv_std;
+        g_lv[k] = gkl[k] * kl_grad_logvar(t.d);
+        g_pmu[k] = -g_mu[k];
+        g_plv[k] = -g_lv[k] - gkl[k] * acc(0.5) * t.w * t.w;
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        g_mu[k] = gkl[k] * ms[k];
+        g_lv[k] = gkl[k] * kl_grad_logvar(lvs[k]);
+      }
+    }
+    if (sampled) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        g_mu[k] += sum_grad[k];
+        g_lv[k] += acc(0.5) * std_from_logvar(lvs[k]) * sum_grad_eps[k];
+      }
+    }
+    store_pack<N>(mu, p, g_mu);
+    store_pack<N>(logvar, p, g_lv);
+    if (in.prior) {
+      store_pack<N>(prior_mu, p, g_pmu);
+      store_pack<N>(prior_logvar, p, g_plv);
+    }
+  }
+};
+
+template <typename scalar_t>
+struct KLTerm {
+  Latents<scalar_t> in;
+  template <int N>
+  __device__ acc_t<scalar_t> sum(int64_t r, int64_t j) const {
+    acc_t<scalar_t> terms[N];
+    in.template twice_kl<N>(r, j, terms);
+    acc_t<scalar_t> s = 0;
+#pragma unroll
+    for (int k = 0; k < N; ++k) s += terms[k];
     return s;
+  }
+};
+
+// The KL of each element (event_dims=0), in the accumulation type.
+template <typename scalar_t>
+struct KLPerElement {
+  Latents<scalar_t> in;
+  acc_t<scalar_t>* kl;
+  template <int N>
+  __device__ void apply(int64_t i) const {
+    acc_t<scalar_t> terms[N];
+    in.template twice_kl<N>(i / in.cols, i % in.cols, terms);
+#pragma unroll
+    for (int k = 0; k < N; ++k) terms[k] *= acc_t<scalar_t>(0.5);
+    store_pack<N>(kl, i, terms);
   }
 };
 
 // z = mu + exp(logvar / 2) * eps with eps given; element i of z uses parameter i % params.
 template <typename scalar_t>
 struct SampleGiven {
-  using acc = acc_t<scalar_t>;
-  const scalar_t* mu;
-  const scalar_t* logvar;
+  Latents<scalar_t> in;
   const scalar_t* eps;
   scalar_t* z;
   int64_t params;
@@ -44,12 +160,9 @@ struct SampleGiven {
   template <int N>
   __device__ void apply(int64_t i) const {
     const int64_t p = i % params;
-    acc ms[N], lvs[N], es[N], out[N];
-    load_pack<N>(mu, p, ms);
-    load_pack<N>(logvar, p, lvs);
+    acc_t<scalar_t> es[N], out[N];
     load_pack<N>(eps, i, es);
-#pragma unroll
-    for (int k = 0; k < N; ++k) out[k] = ms[k] + std_from_logvar(lvs[k]) * es[k];
+    in.template sample<N>(p / in.cols, p % in.cols, es, out);
     store_pack<N>(z, i, out);
   }
 };
@@ -70,9 +183,8 @@ __device__ __forceinline__ int64_t group_first_element(int64_t g) {
 }
 
 template <typename scalar_t, bool kPacked>
-__global__ void sample_drawn_kernel(const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
-                                    const int64_t* __restrict__ seed_ptr, scalar_t* __restrict__ z,
-                                    int64_t params, int64_t total) {
+__global__ void sample_drawn_kernel(const Latents<scalar_t> in, const int64_t* __restrict__ seed_ptr,
+                                    scalar_t* __restrict__ z, int64_t params, int64_t total) {
   using acc = acc_t<scalar_t>;
   constexpr int G = kCountersPerThread;
   const PhiloxSeed seed = read_seed(seed_ptr);
@@ -88,45 +200,44 @@ __global__ void sample_drawn_kernel(const scalar_t* __restrict__ mu, const scala
     for (int word = 0; word < 4; ++word) {
       const int64_t i0 = base + int64_t(word) * kNoiseLanes;
       if constexpr (kPacked) {
-        // params % 4 == 0, so the 4 elements are all in range or all out, and in one row.
+        // cols % 4 == 0, so the 4 elements are all in range or all out, and in one row.
         if (i0 >= total) continue;
         const int64_t p0 = i0 % params;
-        acc ms[G], lvs[G], out[G];
-        load_pack<G>(mu, p0, ms);
-        load_pack<G>(logvar, p0, lvs);
+        acc es[G], out[G];
 #pragma unroll
-        for (int k = 0; k < G; ++k) out[k] = ms[k] + std_from_logvar(lvs[k]) * acc(normals[word][k]);
+        for (int k = 0; k < G; ++k) es[k] = acc(normals[word][k]);
+        in.template sample<G>(p0 / in.cols, p0 % in.cols, es, out);
         store_pack<G>(z, i0, out);
       } else {
         for (int k = 0; k < G; ++k) {
           const int64_t i = i0 + k;
           if (i >= total) break;
           const int64_t p = i % params;
-          z[i] = static_cast<scalar_t>(static_cast<acc>(mu[p]) +
-                                       std_from_logvar(static_cast<acc>(logvar[p])) * acc(normals[word][k]));
+          acc es[1] = {acc(normals[word][k])}, out[1];
+          in.template sample<1>(p / in.cols, p % in.cols, es, out);
+          z[i] = static_cast<scalar_t>(out[0]);
         }
       }
     }
   }
 }
 
-// grad_mu, grad_logvar of parameter p: the sum over the L samples of grad_z (and grad_z * eps),
-// plus the KL's gradient; eps given (or no samples: the KL alone).
+// grad_mu, grad_logvar (and the prior's) of parameter p: the sum over the L samples of grad_z
+// (and grad_z * eps), plus the KL's gradient; eps given (or no samples: the KL alone).
 template <typename scalar_t>
 struct SampleGrad {
   using acc = acc_t<scalar_t>;
   const scalar_t* grad_z;
-  const acc* grad_kl;  // or nullptr
-  const scalar_t* mu;
-  const scalar_t* logvar;
+  const acc* grad_kl;  // (R) or, per element, (R, cols); nullptr without a KL
+  bool kl_per_element;
+  Latents<scalar_t> in;
   const scalar_t* eps;  // or nullptr when samples == 0
-  scalar_t* grad_mu;
-  scalar_t* grad_logvar;
-  int64_t samples, cols, params;
+  LatentGrads<scalar_t> out;
+  int64_t samples, params;
 
   template <int N>
   __device__ void apply(int64_t p) const {
-    acc sum_grad[N] = {}, sum_grad_eps[N] = {};
+    acc sum_grad[N] = {}, sum_grad_eps[N] = {}, gkl[N];
     for (int64_t l = 0; l < samples; ++l) {
       const int64_t i = l * params + p;
       acc gs[N], es[N];
@@ -138,18 +249,12 @@ struct SampleGrad {
         sum_grad_eps[k] += gs[k] * es[k];
       }
     }
-    acc ms[N], lvs[N], g_mu[N], g_lv[N];
-    load_pack<N>(mu, p, ms);
-    load_pack<N>(logvar, p, lvs);
-    const acc gkl = grad_kl != nullptr ? grad_kl[p / cols] : acc(0);  // the N elements share a row
+    const int64_t r = p / in.cols;  // the N elements share a row
 #pragma unroll
     for (int k = 0; k < N; ++k) {
-      g_lv[k] = gkl * kl_grad_logvar(lvs[k]);
-      if (samples > 0) g_lv[k] += acc(0.5) * std_from_logvar(lvs[k]) * sum_grad_eps[k];
-      g_mu[k] = sum_grad[k] + gkl * ms[k];
+      gkl[k] = grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p + k] : grad_kl[r];
     }
-    store_pack<N>(grad_mu, p, g_mu);
-    store_pack<N>(grad_logvar, p, g_lv);
+    out.template write<N>(in, r, p % in.cols, p, gkl, sum_grad, sum_grad_eps, samples > 0);
   }
 };
 
@@ -157,15 +262,14 @@ struct SampleGrad {
 // the 16 parameters base + 16 w + k (w, k = 0..3; base = 64 (g / 4) + 4 (g % 4)), whose sample-0
 // elements are what the forward's thread g filled; for sample l it regenerates the normals of
 // elements l * params + base + 16 w + k with group_normals (the forward's group itself when
-// l * params is a multiple of 64). kPacked: params % 4 == 0 and every pointer 4-element aligned,
+// l * params is a multiple of 64). kPacked: cols % 4 == 0 and every pointer 4-element aligned,
 // so each run of 4 is one packed access; otherwise one element at a time (and a run that does
 // not start on a counter boundary takes normal_at per element).
 template <typename scalar_t, bool kPacked>
 __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z, const acc_t<scalar_t>* grad_kl,
-                                             const scalar_t* __restrict__ mu, const scalar_t* __restrict__ logvar,
-                                             const int64_t* __restrict__ seed_ptr, scalar_t* __restrict__ grad_mu,
-                                             scalar_t* __restrict__ grad_logvar, int64_t samples, int64_t cols,
-                                             int64_t params) {
+                                             bool kl_per_element, const Latents<scalar_t> in,
+                                             const int64_t* __restrict__ seed_ptr, const LatentGrads<scalar_t> out,
+                                             int64_t samples, int64_t params) {
   using acc = acc_t<scalar_t>;
   constexpr int G = kCountersPerThread;
   const PhiloxSeed seed = read_seed(seed_ptr);
@@ -191,7 +295,7 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
         const int64_t p0 = base + w * kNoiseLanes;
         acc gs[G];
         if constexpr (kPacked) {
-          if (p0 >= params) continue;  // params % 4 == 0: the run is all in range or all out
+          if (p0 >= params) continue;  // cols % 4 == 0: the run is all in range or all out
           load_pack<G>(grad_z, l * params + p0, gs);
         } else {
 #pragma unroll
@@ -207,34 +311,21 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const int64_t p0 = base + w * kNoiseLanes;
-      acc ms[G], lvs[G], g_mu[G], g_lv[G];
       if constexpr (kPacked) {
         if (p0 >= params) continue;
-        load_pack<G>(mu, p0, ms);
-        load_pack<G>(logvar, p0, lvs);
+        const int64_t r = p0 / in.cols;
+        acc gkl[G];
+#pragma unroll
+        for (int k = 0; k < G; ++k) gkl[k] = grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p0 + k] : grad_kl[r];
+        out.template write<G>(in, r, p0 % in.cols, p0, gkl, sum_grad[w], sum_grad_eps[w], true);
       } else {
-#pragma unroll
         for (int k = 0; k < G; ++k) {
-          ms[k] = p0 + k < params ? acc(mu[p0 + k]) : acc(0);
-          lvs[k] = p0 + k < params ? acc(logvar[p0 + k]) : acc(0);
-        }
-      }
-#pragma unroll
-      for (int k = 0; k < G; ++k) {
-        const acc gkl = grad_kl != nullptr && p0 + k < params ? grad_kl[(p0 + k) / cols] : acc(0);
-        g_lv[k] = gkl * kl_grad_logvar(lvs[k]) + acc(0.5) * std_from_logvar(lvs[k]) * sum_grad_eps[w][k];
-        g_mu[k] = sum_grad[w][k] + gkl * ms[k];
-      }
-      if constexpr (kPacked) {
-        store_pack<G>(grad_mu, p0, g_mu);
-        store_pack<G>(grad_logvar, p0, g_lv);
-      } else {
-#pragma unroll
-        for (int k = 0; k < G; ++k) {
-          if (p0 + k < params) {
-            grad_mu[p0 + k] = static_cast<scalar_t>(g_mu[k]);
-            grad_logvar[p0 + k] = static_cast<scalar_t>(g_lv[k]);
-          }
+          const int64_t p = p0 + k;
+          if (p >= params) break;
+          const int64_t r = p / in.cols;
+          const acc gkl[1] = {grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p] : grad_kl[r]};
+          const acc sg[1] = {sum_grad[w][k]}, sge[1] = {sum_grad_eps[w][k]};
+          out.template write<1>(in, r, p % in.cols, p, gkl, sg, sge, true);
         }
       }
     }
@@ -243,66 +334,72 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
 
 }  // namespace
 
-void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& eps,
-                    const at::Tensor& seed, const at::Tensor& z, const at::Tensor& kl) {
+void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu,
+                    const at::Tensor& prior_logvar, const at::Tensor& eps, const at::Tensor& seed,
+                    const at::Tensor& z, const at::Tensor& kl) {
   const DeviceGuard guard(mu.device());
-  const int64_t rows = mu.size(0), cols = mu.size(1), params = rows * cols, total = z.numel();
+  const int64_t rows = z.size(1), cols = z.size(2), params = rows * cols, total = z.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_forward_cuda", [&] {
     using acc = acc_t<scalar_t>;
-    const scalar_t* mu_p = mu.const_data_ptr<scalar_t>();
-    const scalar_t* logvar_p = logvar.const_data_ptr<scalar_t>();
-    if (kl.defined()) {
-      launch_row_sum<scalar_t>(KLTerm<scalar_t>{mu_p, logvar_p, cols}, kl.data_ptr<acc>(), rows, cols, acc(0.5),
-                               acc(0), can_pack<scalar_t>(cols, {mu_p, logvar_p}));
+    const Latents<scalar_t> in(mu, logvar, prior_mu, prior_logvar, cols);
+    if (kl.defined() && kl.dim() == 2) {
+      const KLPerElement<scalar_t> op{in, kl.data_ptr<acc>()};
+      launch_elementwise<scalar_t>(op, params, in.can_pack_with({op.kl}));
+    } else if (kl.defined()) {
+      launch_row_sum<scalar_t>(KLTerm<scalar_t>{in}, kl.data_ptr<acc>(), rows, cols, acc(0.5), acc(0),
+                               in.can_pack_with({}));
     }
     if (total == 0) return;
+    scalar_t* z_p = z.data_ptr<scalar_t>();
     if (eps.defined()) {
-      const SampleGiven<scalar_t> op{mu_p, logvar_p, eps.const_data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), params};
-      launch_elementwise<scalar_t>(op, total, can_pack<scalar_t>(cols, {op.mu, op.logvar, op.eps, op.z}));
+      const SampleGiven<scalar_t> op{in, eps.const_data_ptr<scalar_t>(), z_p, params};
+      launch_elementwise<scalar_t>(op, total, in.can_pack_with({op.eps, op.z}));
     } else {
       const unsigned int blocks = blocks_for(noise_groups(total));
-      scalar_t* z_p = z.data_ptr<scalar_t>();
       const int64_t* seed_p = seed.const_data_ptr<int64_t>();
-      if (can_pack<scalar_t, kCountersPerThread>(cols, {mu_p, logvar_p, z_p})) {
-        launch<sample_drawn_kernel<scalar_t, true>>(blocks, kThreads, mu_p, logvar_p, seed_p, z_p, params, total);
+      if (in.template can_pack_with<kCountersPerThread>({z_p})) {
+        launch<sample_drawn_kernel<scalar_t, true>>(blocks, kThreads, in, seed_p, z_p, params, total);
       } else {
-        launch<sample_drawn_kernel<scalar_t, false>>(blocks, kThreads, mu_p, logvar_p, seed_p, z_p, params, total);
+        launch<sample_drawn_kernel<scalar_t, false>>(blocks, kThreads, in, seed_p, z_p, params, total);
       }
     }
   });
 }
 
 void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-                     const at::Tensor& logvar, const at::Tensor& eps, const at::Tensor& seed,
-                     const at::Tensor& grad_mu, const at::Tensor& grad_logvar) {
+                     const at::Tensor& logvar, const at::Tensor& prior_mu, const at::Tensor& prior_logvar,
+                     const at::Tensor& eps, const at::Tensor& seed, const at::Tensor& grad_mu,
+                     const at::Tensor& grad_logvar, const at::Tensor& grad_prior_mu,
+                     const at::Tensor& grad_prior_logvar) {
   const DeviceGuard guard(mu.device());
-  const int64_t samples = grad_z.size(0), cols = mu.size(1), params = mu.numel();
+  const int64_t samples = grad_z.size(0), cols = grad_mu.size(1), params = grad_mu.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_backward_cuda", [&] {
     using acc = acc_t<scalar_t>;
+    const Latents<scalar_t> in(mu, logvar, prior_mu, prior_logvar, cols);
     const scalar_t* grad_z_p = grad_z.const_data_ptr<scalar_t>();
     const acc* grad_kl_p = grad_kl.defined() ? grad_kl.const_data_ptr<acc>() : nullptr;
-    const scalar_t* mu_p = mu.const_data_ptr<scalar_t>();
-    const scalar_t* logvar_p = logvar.const_data_ptr<scalar_t>();
-    scalar_t* grad_mu_p = grad_mu.data_ptr<scalar_t>();
-    scalar_t* grad_logvar_p = grad_logvar.data_ptr<scalar_t>();
+    const bool kl_per_element = grad_kl.defined() && grad_kl.dim() == 2;
+    const LatentGrads<scalar_t> out{grad_mu.data_ptr<scalar_t>(), grad_logvar.data_ptr<scalar_t>(),
+                                    in.prior ? grad_prior_mu.data_ptr<scalar_t>() : nullptr,
+                                    in.prior ? grad_prior_logvar.data_ptr<scalar_t>() : nullptr};
     if (params == 0) return;
     if (samples > 0 && !eps.defined()) {
       const int64_t* seed_p = seed.const_data_ptr<int64_t>();
       const unsigned int blocks = blocks_for(noise_groups(params));
-      if (can_pack<scalar_t, kCountersPerThread>(cols, {grad_z_p, mu_p, logvar_p, grad_mu_p, grad_logvar_p})) {
-        launch<sample_backward_drawn_kernel<scalar_t, true>>(blocks, kThreads, grad_z_p, grad_kl_p, mu_p, logvar_p,
-                                                             seed_p, grad_mu_p, grad_logvar_p, samples, cols, params);
+      if (in.template can_pack_with<kCountersPerThread>(
+              {grad_z_p, out.mu, out.logvar, out.prior_mu, out.prior_logvar})) {
+        launch<sample_backward_drawn_kernel<scalar_t, true>>(blocks, kThreads, grad_z_p, grad_kl_p, kl_per_element,
+                                                             in, seed_p, out, samples, params);
       } else {
-        launch<sample_backward_drawn_kernel<scalar_t, false>>(blocks, kThreads, grad_z_p, grad_kl_p, mu_p, logvar_p,
-                                                              seed_p, grad_mu_p, grad_logvar_p, samples, cols, params);
+        launch<sample_backward_drawn_kernel<scalar_t, false>>(blocks, kThreads, grad_z_p, grad_kl_p, kl_per_element,
+                                                              in, seed_p, out, samples, params);
       }
       return;
     }
-    const SampleGrad<scalar_t> op{grad_z_p, grad_kl_p, mu_p, logvar_p,
-                                  eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr,
-                                  grad_mu_p, grad_logvar_p, samples, cols, params};
+    const SampleGrad<scalar_t> op{grad_z_p, grad_kl_p, kl_per_element, in,
+                                  eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr, out, samples, params};
     launch_elementwise<scalar_t>(
-        op, params, can_pack<scalar_t>(cols, {op.grad_z, op.mu, op.logvar, op.eps, op.grad_mu, op.grad_logvar}));
+        op, params, in.can_pack_with({grad_z_p, op.eps, out.mu, out.logvar, out.prior_mu, out.prior_logvar}));
   });
 }
 
