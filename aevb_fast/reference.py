@@ -49,20 +49,31 @@ def reparameterize(
     return mu + torch.exp(0.5 * logvar) * eps
 
 
-def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    return 0.5 * _sum_last(mu.pow(2) + logvar.exp() - 1 - logvar, 1)
+def gaussian_kl(mu: Tensor, logvar: Tensor, prior_mu: Tensor | None = None, prior_logvar: Tensor | None = None,
+                *, event_dims: int = 1) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) or, given a prior, || N(prior_mu, exp(prior_logvar)) as
+    VDVAE's gaussian_analytical_kl writes it, summed over the trailing event_dims dims."""
+    if prior_mu is None and prior_logvar is None:
+        return 0.5 * _sum_last(mu.pow(2) + logvar.exp() - 1 - logvar, event_dims)
+    prior_mu = torch.zeros_like(mu) if prior_mu is None else prior_mu
+    prior_logvar = torch.zeros_like(logvar) if prior_logvar is None else prior_logvar
+    per_element = -0.5 + 0.5 * (prior_logvar - logvar) + 0.5 * (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp()
+    return _sum_last(per_element, event_dims)
 
 
 def sample_and_kl(
     mu: Tensor,
     logvar: Tensor,
+    prior_mu: Tensor | None = None,
+    prior_logvar: Tensor | None = None,
     *,
     eps: Tensor | None = None,
     num_samples: int | None = None,
     generator: torch.Generator | None = None,
+    event_dims: int = 1,
 ) -> tuple[Tensor, Tensor]:
     z = reparameterize(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
-    return z, gaussian_kl(mu, logvar)
+    return z, gaussian_kl(mu, logvar, prior_mu, prior_logvar, event_dims=event_dims)
 
 
 def bernoulli_log_prob(x: Tensor, logits: Tensor, *, event_dims: int = 1) -> Tensor:
