@@ -50,6 +50,19 @@ class Tensors:
     def per_row(self) -> torch.Tensor:
         return self._make(self.shape[:1], ops.accumulate_dtype(self.dtype))
 
+    def map_shape(self) -> tuple[int, ...]:
+        """A hierarchical VAE's latent map (B, C, H, W) of W = C * H * W elements: (B, 16, S, S)
+        when W = 16 S^2 (4096: a VDVAE 16x16 layer), else (B, W, 1, 1)."""
+        batch, width = self.shape
+        side = math.isqrt(width // 16)
+        return (batch, 16, side, side) if 16 * side * side == width else (batch, width, 1, 1)
+
+    def param_map(self) -> torch.Tensor:
+        return self._make(self.map_shape(), self.dtype).requires_grad_()
+
+    def per_sample_map(self) -> torch.Tensor:
+        return self._make((self.samples, *self.map_shape()), self.dtype)
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -72,9 +85,14 @@ class BenchedOp:
     grads: Callable[[Tensors], list[torch.Tensor]]
     bytes_moved: Callable[[Sizes], tuple[int, int]]
     draws_z: bool = False
+    function: str = ""  # the function of ops and reference it runs (default: its name)
+    event_dims: int | None = None  # passed when given
 
     def providers(self, samples: int = 1) -> dict[str, Callable]:
-        fused, eager = getattr(ops, self.name), getattr(reference, self.name)
+        fused, eager = getattr(ops, self.function or self.name), getattr(reference, self.function or self.name)
+        if self.event_dims is not None:
+            fused = functools.partial(fused, event_dims=self.event_dims)
+            eager = functools.partial(eager, event_dims=self.event_dims)
         if self.draws_z:  # z of shape (L, B, J), like the case's grad_z
             fused = functools.partial(fused, num_samples=samples)
             eager = functools.partial(eager, num_samples=samples)
@@ -107,6 +125,17 @@ BENCHED_OPS = {op.name: op for op in (
               inputs=lambda t: [t.data(), t.param(), t.param()],  # x, mean, logvar
               grads=lambda t: [t.per_row()],
               bytes_moved=lambda s: (3 * s.n + s.rows, 5 * s.n + s.rows)),
+    # A hierarchical VAE's layer: (B, C, H, W) latents, the KL to a learned prior summed over
+    # (C, H, W); the eager baseline is VDVAE's formula (reference.py).
+    BenchedOp("kl_to_prior", "latent", function="gaussian_kl", event_dims=3,
+              inputs=lambda t: [t.param_map() for _ in range(4)],  # mu, logvar, prior_mu, prior_logvar
+              grads=lambda t: [t.per_row()],
+              # read the 4 parameters, write kl | read grad_kl and the 4, write their 4 gradients
+              bytes_moved=lambda s: (4 * s.n + s.rows, s.rows + 8 * s.n)),
+    BenchedOp("sample_and_kl_to_prior", "latent", draws_z=True, function="sample_and_kl", event_dims=3,
+              inputs=lambda t: [t.param_map() for _ in range(4)],
+              grads=lambda t: [t.per_sample_map(), t.per_row()],
+              bytes_moved=lambda s: (4 * s.n + s.z + s.rows, s.z + s.rows + 8 * s.n)),
 )}
 OPS = tuple(BENCHED_OPS)
 SAMPLING_OPS = tuple(name for name, op in BENCHED_OPS.items() if op.draws_z)
