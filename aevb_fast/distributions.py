@@ -49,7 +49,8 @@ class DiagonalNormal(Distribution):
     backward pass, never stored. ``log_prob`` runs the fused Gaussian log-density, so this class
     is also the Gaussian likelihood with a learned log-variance, for data of any event rank
     (``DiagonalNormal(mean, logvar, event_dims=3).log_prob(images)`` for C x H x W images).
-    ``kl_divergence(q, StandardNormal(...))`` runs the fused KL.
+    ``kl_divergence(q, StandardNormal(...))`` and ``kl_divergence(q, DiagonalNormal(...))`` (a
+    learned prior, as in a hierarchical VAE) run the fused KL over the event dims.
     """
 
     arg_constraints = {"loc": constraints.real, "logvar": constraints.real}
