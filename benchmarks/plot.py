@@ -3,7 +3,7 @@
 - results/<device>/speedup_<dtype>.png: speed-up of the fused op against eager and compiled
   PyTorch vs batch size, forward+backward, one panel per op (and L);
 - results/<device>/bandwidth_<dtype>.png: the fused op's effective GB/s (the bytes it must move
-  over its time) vs batch size, against the copy bandwidth measured in the same run;
+  over its time) vs batch size, against the copy bandwidth measured in the same run (in each case's rounds);
 - results/<device>/train_step.png: samples/s of a whole training step per provider vs batch
   size, and the share of the step spent in the ELBO pieces (from train.jsonl).
 
@@ -100,7 +100,7 @@ def plot_bandwidth(rows: list[dict], out: Path) -> Path:
         for provider, style in (("eager", "s:"), ("compiled", "^:")):
             ax.plot(batches, [r["bytes_moved"] / r["timing"][provider]["median_s"] / 1e9 for r in points],
                     style, label=provider)
-        ax.axhline(points[0]["copy_gbps"], color="black", lw=1, ls="--", label="copy (same run)")
+        ax.plot(batches, [r["copy_gbps"] for r in points], "k--", lw=1, label="copy (same run)")
         ax.set_ylim(bottom=0)
         _label_panel(ax, op, samples)
     axes[0].set_ylabel("GB/s")
@@ -177,7 +177,8 @@ def markdown_tables(root: Path) -> str:
             out.append(f"| {r['op']} | {r.get('samples', 1)} | {r['batch']} | "
                        + " | ".join(f"{1e3 * t[p]['median_s']:.3f} ms" for p in ("aevb_fast", "eager", "compiled"))
                        + f" | {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_compiled']:.2f}x | {100 * r['bandwidth_share']:.0f}% |")
-        out.append(f"\ncopy bandwidth {rows[0]['copy_gbps']:.1f} GB/s, {rows[0]['threads']} threads\n" if rows else "")
+        copy = sorted(r["copy_gbps"] for r in rows)
+        out.append(f"\ncopy bandwidth {copy[0]:.1f}-{copy[-1]:.1f} GB/s, {rows[0]['threads']} threads\n" if rows else "")
     for path in sorted(root.glob("*/train.jsonl")):
         rows = _newest_train_rows(path)
         providers = _providers(rows)

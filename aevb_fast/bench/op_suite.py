@@ -10,8 +10,6 @@ import ctypes
 import functools
 import math
 import platform
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -285,28 +283,37 @@ def _time(step: Callable, case: Case, iterations: int, mode: str = "forward+back
     return clock.total() / iterations
 
 
-def copy_bandwidth(device: str, megabytes: int = 256, repeats: int = 20) -> float:
-    """This machine's memory bandwidth in GB/s, by a large device-to-device copy (bytes read
-    plus bytes written over the median time)."""
-    src = torch.empty(megabytes * 2**20 // 4, dtype=torch.float32, device=device).uniform_()
-    dst = torch.empty_like(src)
-    times = []
-    for _ in range(repeats + 2):
-        if src.is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        dst.copy_(src)
-        if src.is_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 2 * src.numel() * 4 / statistics.median(times[2:]) / 1e9
+class CopyYardstick:
+    """The machine's memory bandwidth, timed like a provider inside each case's rounds (so that the
+    op's share of it is a ratio measured side by side, not against a figure taken once at the start
+    of a run): a device-to-device copy of `megabytes`, bytes read plus bytes written over its time."""
+
+    def __init__(self, device: str, megabytes: int = 256):
+        self.src = torch.empty(megabytes * 2**20 // 4, dtype=torch.float32, device=device).uniform_()
+        self.dst = torch.empty_like(self.src)
+
+    def measure(self, iterations: int) -> float:
+        """Seconds per copy (a harness Measure)."""
+        clock = Clock(self.src.is_cuda)
+        for _ in range(iterations):
+            clock.start()
+            self.dst.copy_(self.src)
+            clock.stop()
+        return clock.total() / iterations
+
+    def gbps(self, seconds_per_copy: float) -> float:
+        return 2 * self.src.nbytes / seconds_per_copy / 1e9
 
 
 def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: float,
-               mode: str = "forward+backward") -> dict:
+               mode: str = "forward+backward", yardstick: CopyYardstick | None = None) -> dict:
+    """The providers' timings, and with a yardstick also "copy": its seconds per copy, timed in the
+    same rounds."""
     _check(case, steps)
     measures = {name: functools.partial(_time, step, case, mode=mode) for name, step in steps.items()}
-    return interleaved(measures, repeats, min_time)
+    if yardstick is None:
+        return interleaved(measures, repeats, min_time)
+    return interleaved(measures | {"copy": yardstick.measure}, repeats, min_time, own_pace=("copy",))
 
 
 def keep_freed_memory() -> bool:
@@ -334,7 +341,7 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: lis
     applies to the ops that draw z; the others run once with L = 1. `on_row` gets each row as
     soon as it is measured (so a run cut short keeps what it measured)."""
     rows = []
-    bandwidth = copy_bandwidth(device, megabytes=256)
+    yardstick = CopyYardstick(device)
     cases = [(op, L, dtype, b, m) for op in ops_ for L in (samples if op in SAMPLING_OPS else (1,))
              for dtype in dtypes for b in batches for m in modes]
     steps = {(op, L): providers_for(op, L) for op, L, *_ in cases}
@@ -344,7 +351,8 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: lis
         # object after a few recompilations (then runs it eagerly): start each case afresh.
         torch._dynamo.reset()
         providers = steps[(op, L)]
-        timing = bench_case(case, providers, repeats, min_time, mode)
+        timing = bench_case(case, providers, repeats, min_time, mode, yardstick)
+        bandwidth = yardstick.gbps(timing.pop("copy")["median_s"])
         memory = {name: {"saved_bytes": saved_bytes(step, case)} for name, step in providers.items()}
         if device.startswith("cuda"):
             for name, step in providers.items():
@@ -404,6 +412,8 @@ def format_table(rows: list[dict]) -> str:
         )
     if rows:
         lines.append("times: median +- half the p20-p80 range, relative to the median")
-        lines.append(f"copy bandwidth measured in this run: {rows[0]['copy_gbps']:.1f} GB/s")
+        copy = sorted(r["copy_gbps"] for r in rows)
+        lines.append(f"copy bandwidth, timed in each case's rounds: {copy[0]:.1f}"
+                     + (f"-{copy[-1]:.1f}" if copy[-1] > copy[0] + 0.05 else "") + " GB/s; 'of copy' is each row's own")
     return "\n".join(lines + noisy_mark(rows))
 
