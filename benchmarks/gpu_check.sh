@@ -18,7 +18,7 @@
 #                         compute-sanitizer memcheck (the kernel-path      stands in for memcheck)
 #                         names are checked in `tests`: the profiler
 #                         gets no events under the sanitizer)
-#   bench_ops      200  ~170: 5 ops (a copy timed in each) x L=1,5 x     14-51 (B = 64, float32, CPU;
+#   bench_ops      200  ~170: 5 ops (a copy timed before each) x L=1,5 x     14-51 (B = 64, float32, CPU;
 #                         f32/bf16 x B=65536,1048576: 28 cases, ~6 s        Inductor's cache warm or cold)
 #                         each, most of it Inductor's compilation
 #   bench_head      90   ~70: the fused head, B = 65536 (23 s),         37 (B = 64, CPU)
@@ -163,7 +163,7 @@ else
   fi
 fi
 
-# 4. The benchmarks: the op suite times a copy in every case's rounds (the bandwidth its shares are of).
+# 4. The benchmarks: the op suite times a copy before every case (the bandwidth its shares are of).
 step bench_ops 200 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --sizes "$OP_SIZES" \
   --dtype "$OP_DTYPES" --repeats "$REPEATS" --out "$OUT/ops.jsonl"
 step bench_head 90 "$PY" -m aevb_fast.cli bench --head --device "$BENCH_DEVICE" --sizes "$HEAD_SIZES" -L 1 \

@@ -3,7 +3,7 @@
 - results/<device>/speedup_<dtype>.png: speed-up of the fused op against eager and compiled
   PyTorch vs batch size, forward+backward, one panel per op (and L);
 - results/<device>/bandwidth_<dtype>.png: the fused op's effective GB/s (the bytes it must move
-  over its time) vs batch size, against the copy bandwidth measured in the same run (in each case's rounds);
+  over its time) vs batch size, against the copy bandwidth measured in the same run (before each case);
 - results/<device>/train_step.png: samples/s of a whole training step per provider vs batch
   size, and the share of the step spent in the ELBO pieces (from train.jsonl).
 

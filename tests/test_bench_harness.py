@@ -24,22 +24,6 @@ def test_interleaved_warms_up_calibrates_and_alternates():
     assert timing["a"]["median_s"] == pytest.approx(0.01) and timing["b"]["p80_s"] == pytest.approx(0.02)
 
 
-def test_a_yardstick_keeps_its_own_pace():
-    """A copy timed in the same rounds neither sets the providers' iterations nor takes theirs."""
-    calls = []
-
-    def measure(name, seconds):
-        def run(iterations):
-            calls.append((name, iterations))
-            return seconds
-        return run
-
-    timing = harness.interleaved({"a": measure("a", 0.01), "copy": measure("copy", 0.05)}, repeats=2,
-                                 min_time=0.1, own_pace=("copy",))
-    assert calls[4:] == [("a", 10), ("copy", 2)] * 2
-    assert timing["copy"]["median_s"] == pytest.approx(0.05)
-
-
 def test_timing_summary_and_spread():
     summary = harness.timing_summary([1.0, 2.0, 3.0, 4.0, 100.0])
     assert summary["median_s"] == 3.0

@@ -54,22 +54,18 @@ def timing_summary(times: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(times), "p20_s": q[0], "p80_s": q[3]}
 
 
-def interleaved(measures: dict[str, Measure], repeats: int, min_time: float,
-                own_pace: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+def interleaved(measures: dict[str, Measure], repeats: int, min_time: float) -> dict[str, dict[str, float]]:
     """Times every provider `repeats` times, round by round so that drift on a shared machine hits
     them alike: two warm-up iterations each (compilation happens there), then as many iterations
-    per measurement as make the slowest provider's last `min_time` seconds. The measures named in
-    `own_pace` (a yardstick such as a copy, not a provider) take their own count instead."""
+    per measurement as make the slowest provider's last `min_time` seconds."""
     for measure in measures.values():
         measure(2)
-    once = {name: measure(1) for name, measure in measures.items()}
-    slowest = max((t for name, t in once.items() if name not in own_pace), default=1e-7)
-    iterations = {name: max(1, int(min_time / max(slowest if name not in own_pace else t, 1e-7)))
-                  for name, t in once.items()}
+    slowest = max(measure(1) for measure in measures.values())
+    iterations = max(1, int(min_time / max(slowest, 1e-7)))
     times: dict[str, list[float]] = {name: [] for name in measures}
     for _ in range(repeats):
         for name, measure in measures.items():
-            times[name].append(measure(iterations[name]))
+            times[name].append(measure(iterations))
     return {name: timing_summary(t) for name, t in times.items()}
 
 

@@ -10,6 +10,7 @@ import ctypes
 import functools
 import math
 import platform
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -284,36 +285,32 @@ def _time(step: Callable, case: Case, iterations: int, mode: str = "forward+back
 
 
 class CopyYardstick:
-    """The machine's memory bandwidth, timed like a provider inside each case's rounds (so that the
-    op's share of it is a ratio measured side by side, not against a figure taken once at the start
-    of a run): a device-to-device copy of `megabytes`, bytes read plus bytes written over its time."""
+    """The machine's memory bandwidth, timed just before each case (so that a shared machine's
+    drift during a run moves it with the case): a device-to-device copy of `megabytes`, bytes read
+    plus bytes written over the median of `repeats` copies. It is not timed between the providers'
+    rounds: a copy flushes the caches, and the provider after it would start cold where the
+    others start warm."""
 
     def __init__(self, device: str, megabytes: int = 256):
         self.src = torch.empty(megabytes * 2**20 // 4, dtype=torch.float32, device=device).uniform_()
         self.dst = torch.empty_like(self.src)
 
-    def measure(self, iterations: int) -> float:
-        """Seconds per copy (a harness Measure)."""
-        clock = Clock(self.src.is_cuda)
-        for _ in range(iterations):
+    def gbps(self, repeats: int = 7) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            clock = Clock(self.src.is_cuda)
             clock.start()
             self.dst.copy_(self.src)
             clock.stop()
-        return clock.total() / iterations
-
-    def gbps(self, seconds_per_copy: float) -> float:
-        return 2 * self.src.nbytes / seconds_per_copy / 1e9
+            times.append(clock.total())
+        return 2 * self.src.nbytes / statistics.median(times[1:]) / 1e9
 
 
 def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: float,
-               mode: str = "forward+backward", yardstick: CopyYardstick | None = None) -> dict:
-    """The providers' timings, and with a yardstick also "copy": its seconds per copy, timed in the
-    same rounds."""
+               mode: str = "forward+backward") -> dict:
     _check(case, steps)
     measures = {name: functools.partial(_time, step, case, mode=mode) for name, step in steps.items()}
-    if yardstick is None:
-        return interleaved(measures, repeats, min_time)
-    return interleaved(measures | {"copy": yardstick.measure}, repeats, min_time, own_pace=("copy",))
+    return interleaved(measures, repeats, min_time)
 
 
 def keep_freed_memory() -> bool:
@@ -351,8 +348,8 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: lis
         # object after a few recompilations (then runs it eagerly): start each case afresh.
         torch._dynamo.reset()
         providers = steps[(op, L)]
-        timing = bench_case(case, providers, repeats, min_time, mode, yardstick)
-        bandwidth = yardstick.gbps(timing.pop("copy")["median_s"])
+        bandwidth = yardstick.gbps()
+        timing = bench_case(case, providers, repeats, min_time, mode)
         memory = {name: {"saved_bytes": saved_bytes(step, case)} for name, step in providers.items()}
         if device.startswith("cuda"):
             for name, step in providers.items():
@@ -413,7 +410,7 @@ def format_table(rows: list[dict]) -> str:
     if rows:
         lines.append("times: median +- half the p20-p80 range, relative to the median")
         copy = sorted(r["copy_gbps"] for r in rows)
-        lines.append(f"copy bandwidth, timed in each case's rounds: {copy[0]:.1f}"
+        lines.append(f"copy bandwidth, timed before each case: {copy[0]:.1f}"
                      + (f"-{copy[-1]:.1f}" if copy[-1] > copy[0] + 0.05 else "") + " GB/s; 'of copy' is each row's own")
     return "\n".join(lines + noisy_mark(rows))
 
