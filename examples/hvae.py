@@ -168,19 +168,28 @@ def peak_bytes(fn) -> int:
     return peak
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
+def interleaved_medians(calls: dict, repeats: int, min_time: float = 0.05) -> dict:
+    """The median seconds per call of each, timed round by round so that a shared machine's drift
+    hits them alike; in a round each runs as many times in a row as last `min_time` (once for a
+    step, tens of times for the sampling and KL alone), after a warm-up call."""
+    inner = {}
+    for name, fn in calls.items():
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        inner[name] = max(1, int(min_time / (time.perf_counter() - start)))
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / inner[name])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def sampling_share(model, x, fused: bool, repeats: int, step_time: float) -> float:
-    """The sampling and KL of one step (forward and backward of every layer's, on the layer's own
-    posterior and prior parameters from the step) timed alone, over the step's time."""
+def sampling_and_kl_of_a_step(model, x, fused: bool):
+    """The sampling and KL of one step as a call to time alone: every layer's, forward and
+    backward, on the layer's own posterior and prior parameters from the step."""
     captured = []
     original = globals()["sample_and_kl"]
 
@@ -198,11 +207,16 @@ def sampling_share(model, x, fused: bool, repeats: int, step_time: float) -> flo
     grads = [(torch.randn_like(params[0]), torch.randn(params[0].shape[0])) for params in captured]
 
     def sampling_and_kl():
+        outputs, output_grads = [], []
         for params, (grad_z, grad_kl) in zip(leaves, grads):
-            z, kl = original(*params, fused=fused)
-            torch.autograd.backward([z, kl], [grad_z, grad_kl])
+            outputs += original(*params, fused=fused)
+            output_grads += [grad_z, grad_kl]
+        # One backward pass for all the layers, as in the step (autograd's fixed cost per pass,
+        # ~60 us here, is paid once there), the gradients returned rather than accumulated into
+        # .grad (as in the step, where they flow on into the layers).
+        torch.autograd.grad(outputs, [t for params in leaves for t in params], output_grads)
 
-    return median_time(sampling_and_kl, repeats) / step_time
+    return sampling_and_kl
 
 
 def compare(args, x_test) -> list[dict]:
@@ -216,16 +230,23 @@ def compare(args, x_test) -> list[dict]:
     print(f"loss with the same noise: fused {fused_loss:.6f}, reference {reference_loss:.6f} nats "
           f"(relative difference {abs(fused_loss - reference_loss) / abs(reference_loss):.1e})")
     rows = []
+    modes = (("fused", True), ("reference", False))
     for batch in args.batch_sizes:
         x = x_test[:batch]
-        for name, fused in (("fused", True), ("reference", False)):
+
+        def step_of(fused):
             def step():
                 model.zero_grad(set_to_none=True)
                 model(x, fused).mean().backward()
+            return step
 
-            step_time = median_time(step, args.repeats)
-            rows.append({"batch": batch, "ops": name, "step_s": step_time, "peak_bytes": peak_bytes(step),
-                         "sampling_share": sampling_share(model, x, fused, args.repeats, step_time),
+        steps = {name: step_of(fused) for name, fused in modes}
+        step_times = interleaved_medians(steps, args.repeats)
+        sampling_times = interleaved_medians({name: sampling_and_kl_of_a_step(model, x, fused) for name, fused in modes},
+                                             args.repeats)
+        for name, fused in modes:
+            rows.append({"batch": batch, "ops": name, "step_s": step_times[name], "peak_bytes": peak_bytes(steps[name]),
+                         "sampling_share": sampling_times[name] / step_times[name],
                          "loss_same_noise": fused_loss if fused else reference_loss})
     print(f"{'batch':>6} {'ops':<10} {'step':>10} {'peak MB':>9} {'sample+KL share':>16}")
     for r in rows:
