@@ -18,9 +18,9 @@
 #                         compute-sanitizer memcheck (the kernel-path      stands in for memcheck)
 #                         names are checked in `tests`: the profiler
 #                         gets no events under the sanitizer)
-#   bench_ops      200  ~170: 5 ops (a copy timed before each) x L=1,5 x     14-51 (B = 64, float32, CPU;
-#                         f32/bf16 x B=65536,1048576: 28 cases, ~6 s        Inductor's cache warm or cold)
-#                         each, most of it Inductor's compilation
+#   bench_ops      200  ~170: 5 ops x L=1,5 x f32/bf16 x B=65536,     14-51 (B = 64, float32, CPU;
+#                         1048576: 28 cases, ~6 s each, most of it        Inductor's cache warm or cold)
+#                         Inductor's compilation; a copy before each
 #   bench_head      90   ~70: the fused head, B = 65536 (23 s),         37 (B = 64, CPU)
 #                         262144 (46 s), L=1
 #   bench_train    100    61: training steps at M = 4096, 65536, with   66 (M = 64, CPU)

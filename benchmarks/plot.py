@@ -3,7 +3,7 @@
 - results/<device>/speedup_<dtype>.png: speed-up of the fused op against eager and compiled
   PyTorch vs batch size, forward+backward, one panel per op (and L);
 - results/<device>/bandwidth_<dtype>.png: the fused op's effective GB/s (the bytes it must move
-  over its time) vs batch size, against the copy bandwidth measured in the same run (before each case);
+  over its time) vs batch size, against the copy bandwidth measured in the same run (before each case; the median line);
 - results/<device>/train_step.png: samples/s of a whole training step per provider vs batch
   size, and the share of the step spent in the ELBO pieces (from train.jsonl).
 
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -100,11 +101,8 @@ def plot_bandwidth(rows: list[dict], out: Path) -> Path:
         for provider, style in (("eager", "s:"), ("compiled", "^:")):
             ax.plot(batches, [r["bytes_moved"] / r["timing"][provider]["median_s"] / 1e9 for r in points],
                     style, label=provider)
-        copy = [r["copy_gbps"] for r in points]  # timed before each case
-        if len(points) > 1:
-            ax.plot(batches, copy, "k--", lw=1, label="copy (same run)")
-        else:
-            ax.axhline(copy[0], color="black", lw=1, ls="--", label="copy (same run)")
+        ax.axhline(statistics.median(r["copy_gbps"] for r in points), color="black", lw=1, ls="--",
+                   label="copy (same run, median over cases)")
         ax.set_ylim(bottom=0)
         _label_panel(ax, op, samples)
     axes[0].set_ylabel("GB/s")

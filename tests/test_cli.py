@@ -138,10 +138,12 @@ def test_bench_head(tmp_path, capsys):
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert set(row["timing"]) == set(row["peak_bytes"]) == {"eager", "compiled", "fused-none", "fused-sum"}
     # eager holds the logits and their gradient (2 x 2 x 2048 x 784 x 4 bytes), the fused head h's
-    # gradient and two chunks. The CPU figure is sampled: a sample can land while the gradient's
-    # pages are still being written (CI once read 0.9 of the two), so the bound asks for 1.5.
+    # gradient and two chunks, less than the logits alone. The CPU figure is sampled: a sample can
+    # land while the gradient's pages are still being written (CI once read 0.9 of the two), so the
+    # bound on eager asks for 1.5 x the logits.
     logits = 2 * 2048 * 784 * 4
-    assert row["peak_bytes"]["eager"] > 1.5 * logits > 2 * row["peak_bytes"]["fused-sum"], row["peak_bytes"]
+    assert row["peak_bytes"]["eager"] > 1.5 * logits, row["peak_bytes"]
+    assert row["peak_bytes"]["fused-sum"] < logits, row["peak_bytes"]
     assert "fused-sum" in capsys.readouterr().out
     assert cli.main(["bench", "--head", "--train"]) == 2
 
