@@ -287,7 +287,7 @@ def _check_events(q: Distribution, p: Distribution) -> None:
 def _kl_diagonal_standard(q: DiagonalNormal, p: StandardNormal) -> Tensor:
     """The fused KL(q || N(0, I)), one value per batch element of q and p broadcast together."""
     _check_events(q, p)
-    kl = ops.gaussian_kl(*q._flat_event())
+    kl = ops.gaussian_kl(*q._flat_event(), event_dims=1)
     return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))
 
 

@@ -132,7 +132,7 @@ def _log_prior_minus_posterior(z: Tensor, mu: Tensor, logvar: Tensor, ops=ops) -
 def _free_bits_kl(mu: Tensor, logvar: Tensor, free_bits: float, ops=ops) -> Tensor:
     """Free bits (Kingma et al., 2016): each latent dimension's KL, averaged over the minibatch,
     counts as at least free_bits nats. The same value for every data point: shape (B,)."""
-    per_dim = ops.gaussian_kl(mu.unsqueeze(-1), logvar.unsqueeze(-1))  # (B, J)
+    per_dim = ops.gaussian_kl(mu, logvar, event_dims=0)  # (B, J)
     clamped = per_dim.mean(0).clamp(min=free_bits).sum()
     return clamped.expand(mu.shape[0])
 

@@ -165,16 +165,18 @@ def _latent_arguments(op: str, mu, logvar, prior_mu, prior_logvar) -> tuple:
     return _promoted(op, ("mu", "logvar", "prior_mu", "prior_logvar"), values)
 
 
-def _log_prob_event_dims(op: str, x: Tensor, event_dims: int | None) -> int:
-    """event_dims, required when x has more than two dims: summing only the last dim of an image
-    batch (B, C, H, W) returns (B, C, H), a silently wrong shape for a likelihood."""
+def _event_dims(op: str, name: str, t, event_dims: int | None) -> int:
+    """event_dims, required when ``t`` (x, or mu for the KL) has more than two dims: summing only the
+    last dim of an image batch (B, C, H, W) returns (B, C, H), a silently wrong shape. One rule for
+    every op, so the mistake stops here rather than far away."""
     if event_dims is not None:
         return event_dims
-    if isinstance(x, Tensor) and x.dim() > 2:
+    if isinstance(t, Tensor) and t.dim() > 2:
         raise ValueError(
-            f"aevb_fast.{op}: x has {x.dim()} dims {tuple(x.shape)}; pass event_dims, the number of "
-            f"trailing dims that make one observation (event_dims={x.dim() - 1} sums all but the "
-            "first; event_dims=1, the default for x of at most 2 dims, sums only the last)"
+            f"aevb_fast.{op}: {name} has {t.dim()} dims {tuple(t.shape)}; pass event_dims, the number of "
+            f"trailing dims that make one observation (event_dims={t.dim() - 1} sums all but the "
+            "first, event_dims=0 keeps every element; event_dims=1, the default for inputs of at most 2 "
+            "dims, sums only the last)"
         )
     return 1
 
@@ -246,16 +248,18 @@ class OperatorLibrary:
         prior_mu: Tensor | None = None,
         prior_logvar: Tensor | None = None,
         *,
-        event_dims: int = 1,
+        event_dims: int | None = None,
     ) -> Tensor:
         """KL(N(mu, exp(logvar)) || p) summed over the trailing ``event_dims`` dims (``0``: one
-        value per element; ``3`` for ``(B, C, H, W)`` latents), p being N(0, I) or, given
+        value per element; ``3`` for ``(B, C, H, W)`` latents; required when the inputs, broadcast
+        together, have more than 2 dims, else 1), p being N(0, I) or, given
         ``prior_mu`` and ``prior_logvar``, the learned prior N(prior_mu, exp(prior_logvar)) of a
         hierarchical VAE (a missing one of the two is 0). The shape is that of all four broadcast
         together, less its last ``event_dims`` dims; float32 for 16-bit inputs. Gradients flow to
         all four; a prior shared by the batch ``(C, H, W)``, per example ``(B, 1, 1, 1)`` or a
         scalar is read without a copy of the full shape."""
         mu, logvar, prior_mu, prior_logvar = _latent_arguments("gaussian_kl", mu, logvar, prior_mu, prior_logvar)
+        event_dims = _event_dims("gaussian_kl", "mu", mu, event_dims)
         return self._ops.gaussian_kl(mu, logvar, prior_mu, prior_logvar, event_dims)
 
     def sample_and_kl(
@@ -268,11 +272,12 @@ class OperatorLibrary:
         eps: Tensor | None = None,
         num_samples: int | None = None,
         generator: torch.Generator | None = None,
-        event_dims: int = 1,
+        event_dims: int | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``reparameterize`` and ``gaussian_kl`` (to N(0, I) or to the given prior, over
-        ``event_dims``) fused in one pass over the parameters: ``(z, kl)``."""
+        ``event_dims``, required as there) fused in one pass over the parameters: ``(z, kl)``."""
         mu, logvar, prior_mu, prior_logvar = _latent_arguments("sample_and_kl", mu, logvar, prior_mu, prior_logvar)
+        event_dims = _event_dims("sample_and_kl", "mu", mu, event_dims)
         samples, eps = _noise_arguments(mu, eps, num_samples)
         if eps is not None and isinstance(mu, Tensor) and eps.dtype != mu.dtype:
             mu, logvar = mu.to(eps.dtype), logvar.to(eps.dtype)
@@ -293,7 +298,7 @@ class OperatorLibrary:
         shapes broadcast and dtypes promote as in ``x * logits`` (binary ``x`` may be bool or
         uint8); the result is float32 for 16-bit inputs.
         """
-        event_dims = _log_prob_event_dims("bernoulli_log_prob", x, event_dims)
+        event_dims = _event_dims("bernoulli_log_prob", "x", x, event_dims)
         x, logits = _log_prob_arguments("bernoulli_log_prob", x, (logits,), ("logits",), event_dims)
         return self._ops.bernoulli_log_prob(x, logits, event_dims)
 
@@ -306,7 +311,7 @@ class OperatorLibrary:
         number or a tensor of shape ``(1, 1, 1, 1)``); gradients are summed back to each input's
         shape. A scalar, per-example ``(B, 1, 1, 1)`` or batch-shared ``(C, H, W)`` input is read
         without a copy of the full shape; other broadcasts (``(C, 1, 1)``) are copied."""
-        event_dims = _log_prob_event_dims("gaussian_log_prob", x, event_dims)
+        event_dims = _event_dims("gaussian_log_prob", "x", x, event_dims)
         x, mean, logvar = _log_prob_arguments("gaussian_log_prob", x, (mean, logvar), ("mean", "logvar"), event_dims)
         return self._ops.gaussian_log_prob(x, mean, logvar, event_dims)
 

@@ -81,12 +81,6 @@ inline int64_t product(at::IntArrayRef sizes) {
   return n;
 }
 
-// (..., J) -> (R, J), contiguous.
-inline Tensor as_rows(const Tensor& t) {
-  const int64_t cols = t.size(-1);
-  return t.contiguous().view({product(t.sizes().slice(0, t.dim() - 1)), cols});
-}
-
 // A log-likelihood's shapes: `target` (logits, mean) is (*sample, *batch, *event) and x is
 // (*batch, *event), a trailing part of it: the kernels' output has `rows` rows of `event`
 // elements, x (x_rows, event) before any broadcast.
@@ -115,21 +109,20 @@ inline LogProbShape check_log_prob_inputs(const char* op, const Tensor& x, const
 // (rows, cols) block, cols being the event's size E or 1 (one value for a whole row), and row r of
 // the kernel's (R, E) reading row r % rows (R % rows == 0). That covers an input with fewer leading
 // dims (x under a sample dim), a broadcast over leading dims (expand of a (J,) or (C, H, W) tensor)
-// and over the event (a scalar, (1, 1, 1, 1) or per-row (B, 1) log-variance). Any other layout is
-// copied to (R', E), R' the product of its own leading dims.
-inline Tensor broadcast_rows(const Tensor& t, int64_t event_dims) {
+// and over the event (a scalar, (1, 1, 1, 1) or per-row (B, 1) log-variance). Any other layout
+// (a transpose, a channel slice) has no such view: nullopt.
+inline std::optional<Tensor> rows_in_place(const Tensor& t, int64_t event_dims) {
   const int64_t dims = t.dim(), first_event = dims - event_dims;
   const auto sizes = t.sizes();
   const auto strides = t.strides();
   const int64_t event = product(sizes.slice(first_event));
-  const auto copied = [&] { return t.contiguous().view({product(sizes.slice(0, first_event)), event}); };
-  if (t.numel() == 0) return copied();
+  if (t.numel() == 0) return std::nullopt;
   bool per_row = true;  // every event dim broadcast
   for (int64_t d = first_event; d < dims; ++d) per_row = per_row && (sizes[d] == 1 || strides[d] == 0);
   int64_t expected = 1;  // the stride the next dim to the left needs to continue the block
   if (!per_row) {
     for (int64_t d = dims - 1; d >= first_event; --d) {
-      if (sizes[d] != 1 && strides[d] != expected) return copied();
+      if (sizes[d] != 1 && strides[d] != expected) return std::nullopt;
       expected *= sizes[d];
     }
   }
@@ -142,12 +135,34 @@ inline Tensor broadcast_rows(const Tensor& t, int64_t event_dims) {
       broadcast_seen = true;
       continue;
     }
-    if (broadcast_seen || strides[d] != expected) return copied();
+    if (broadcast_seen || strides[d] != expected) return std::nullopt;
     expected *= sizes[d];
     rows *= sizes[d];
   }
   const int64_t cols = per_row ? 1 : event;
   return t.as_strided({rows, cols}, {cols, 1});
+}
+
+// rows_in_place's block, or else a copy as (R', E), R' the product of the input's own leading dims.
+inline Tensor broadcast_rows(const Tensor& t, int64_t event_dims) {
+  if (auto block = rows_in_place(t, event_dims)) return *block;
+  const int64_t first_event = t.dim() - event_dims;
+  return t.contiguous().view({product(t.sizes().slice(0, first_event)), product(t.sizes().slice(first_event))});
+}
+
+// The form in which an autograd Function saves an input for the backward and passes it to its op.
+// A view that keeps a larger tensor alive and that the kernels cannot read in place (a channel
+// slice of a conv output, as VDVAE's posterior and prior means are) becomes a compact copy: the
+// kernels would copy it anyway, in the forward and again in the backward, and saving the copy
+// lets the rest of the larger tensor be freed, so the op keeps no more memory alive than the eager
+// formula does. Anything else (a broadcast, a slice read in place) is kept as it is.
+inline Tensor saved_form(const Tensor& t, int64_t event_dims) {
+  if (!t.defined() || !t.has_storage() || t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() ||
+      t.is_contiguous())
+    return t;
+  const bool holds_more = t.storage().nbytes() > static_cast<size_t>(t.numel()) * t.element_size();
+  if (!holds_more || rows_in_place(t, event_dims).has_value()) return t;
+  return t.contiguous();
 }
 
 // The incoming gradient of a log-likelihood, one per output row, in the accumulation dtype.

@@ -22,7 +22,7 @@ class TestGaussianKL(OpTester):
                 randn(*shape, dtype=dtype, device=device, seed=1, scale=0.7)]
 
     def call(self, f, mu, logvar):
-        return f.gaussian_kl(mu, logvar)
+        return f.gaussian_kl(mu, logvar, event_dims=1)
 
     def distribution(self, mu, logvar):
         q = Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
@@ -43,6 +43,9 @@ class TestGaussianKL(OpTester):
             (lambda: torch.ops.aevb_fast.gaussian_kl(z(3, 4), z(3, 4).double()), "logvar has dtype"),
             (lambda: torch.ops.aevb_fast.gaussian_kl(z(3, 4), z(3, 5)), "logvar has shape"),
             (lambda: af.gaussian_kl(z(()), z(())), "mu must have at least one dimension"),
+            (lambda: af.gaussian_kl(z(2, 3, 4), z(2, 3, 4)), r"gaussian_kl: mu has 3 dims \(2, 3, 4\); pass event_dims"),
+            # the broadcast shape counts: a (J,) logvar with (B, C, J) means
+            (lambda: af.gaussian_kl(z(2, 3, 4), z(4)), "mu has 3 dims"),
         ]
 
 

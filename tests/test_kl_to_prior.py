@@ -220,3 +220,61 @@ def test_a_shared_prior_is_read_without_a_copy(device):
         for leaf, ref_leaf in zip(leaves, ref_leaves, strict=True):
             assert leaf.grad.shape == leaf.shape
             torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=1e-4, atol=1e-4)
+
+
+def vdvae_draw(mu, logsigma):
+    """VDVAE's draw_gaussian_diag_samples (its parameters are log-sigmas)."""
+    return torch.exp(logsigma) * torch.randn_like(mu) + mu
+
+
+def vdvae_kl(mu1, mu2, logsigma1, logsigma2):
+    """VDVAE's gaussian_analytical_kl, per element."""
+    return -0.5 + logsigma2 - logsigma1 + 0.5 * (logsigma1.exp() ** 2 + (mu1 - mu2) ** 2) / (logsigma2.exp() ** 2)
+
+
+def saved_bytes(fn):
+    """The bytes that the tensors saved for backward by fn() keep alive: each storage once, whole
+    (a saved channel slice keeps its whole conv output)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("op", ["sample_and_kl", "gaussian_kl"])
+def test_channel_slices_keep_no_more_memory_than_vdvae(op):
+    # VDVAE's DecBlock.sample: q's mean and log-sigma are the two halves of a conv output's
+    # channels, p's the first 2 x zdim of a prior conv's (2 zdim + width channels). Saving the
+    # slices as given would keep both whole conv outputs alive until the backward (issue 34).
+    batch, zdim, width, size = 4, 16, 64, 8
+    enc = torch.randn(batch, 2 * zdim, size, size, requires_grad=True)
+    prior = torch.randn(batch, 2 * zdim + width, size, size, requires_grad=True)
+    slice_bytes = batch * zdim * size * size * 4
+
+    def block(fused):
+        enc_out, prior_out = enc * 1.0, prior * 1.0  # conv outputs: intermediates, not leaves
+        qm, qv = enc_out.chunk(2, dim=1)
+        pm, pv = prior_out[:, :zdim], prior_out[:, zdim:2 * zdim]
+        if not fused:
+            return (vdvae_draw(qm, qv), vdvae_kl(qm, pm, qv, pv)) if op == "sample_and_kl" else vdvae_kl(qm, pm, qv, pv)
+        return getattr(af, op)(qm, 2 * qv, pm, 2 * pv, event_dims=0)  # the README's one-line swap
+
+    fused, formula = saved_bytes(lambda: block(True)), saved_bytes(lambda: block(False))
+    assert fused <= formula, (fused, formula)
+    assert fused <= 4 * slice_bytes + 64, (fused, 4 * slice_bytes)  # the four slices, compact, and the seed
+    # The same values and gradients as from compact inputs.
+    enc_out, prior_out = enc.detach() * 1.0, prior.detach() * 1.0
+    qm, qv = enc_out.chunk(2, dim=1)
+    args = (qm, 2 * qv, prior_out[:, :zdim], 2 * prior_out[:, zdim:2 * zdim])
+    sliced = [a.requires_grad_() if a.is_leaf else a.detach().requires_grad_() for a in args]
+    compact = [a.detach().contiguous().requires_grad_() for a in args]
+    outs = [af.gaussian_kl(*t, event_dims=0).sum() for t in (sliced, compact)]
+    torch.testing.assert_close(outs[0], outs[1])
+    grads = [torch.autograd.grad(o, t) for o, t in zip(outs, (sliced, compact))]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

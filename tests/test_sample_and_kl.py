@@ -50,7 +50,9 @@ class SampleOpTester(OpTester):
 
     def call(self, f, mu, logvar, eps):
         rank = len(torch.broadcast_shapes(mu.shape, logvar.shape))
-        return getattr(f, self.op)(mu, logvar, eps=eps, num_samples=None if eps.dim() == rank else eps.shape[0])
+        event = {"event_dims": 1} if self.op == "sample_and_kl" else {}  # reparameterize has none
+        return getattr(f, self.op)(mu, logvar, eps=eps, num_samples=None if eps.dim() == rank else eps.shape[0],
+                                   **event)
 
     def op_args(self, library, inputs):
         mu, logvar, eps = inputs
@@ -78,6 +80,10 @@ class TestReparameterize(SampleOpTester):
             (lambda: torch.ops.aevb_fast.sample_and_kl(mu, mu.double(), mu[None], None, 1), "logvar has dtype"),
             (lambda: torch.ops.aevb_fast.reparameterize(mu, torch.zeros(3, 5), mu[None], None, 1), "logvar has shape"),
             (lambda: af.reparameterize(torch.zeros(()), torch.zeros(())), "at least one dimension"),
+            # event_dims required above 2 dims, as for the log-likelihoods: (B, C, H, W) would
+            # silently give a (B, C, H) KL.
+            (lambda: af.sample_and_kl(torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 4, 5)),
+             r"sample_and_kl: mu has 4 dims \(2, 3, 4, 5\); pass event_dims"),
             (lambda: af.reparameterize(mu, mu, eps=torch.zeros(3, 5)), "eps must have the shape of mu"),
             (lambda: af.sample_and_kl(mu, mu, eps=torch.zeros(3, 4), num_samples=2), "eps must have shape"),
             (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, mu[None].double(), None, 1), "eps has dtype"),

@@ -41,9 +41,10 @@ struct BernoulliLogProb : torch::autograd::Function<BernoulliLogProb> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& logits, int64_t event_dims) {
     static const auto op = find_op<Tensor(const Tensor&, const Tensor&, int64_t)>("bernoulli_log_prob");
     at::AutoDispatchBelowADInplaceOrView below;
-    ctx->save_for_backward({x, logits});
+    const Tensor x_ = saved_form(x, event_dims), logits_ = saved_form(logits, event_dims);
+    ctx->save_for_backward({x_, logits_});
     ctx->saved_data["event_dims"] = event_dims;
-    return op.call(x, logits, event_dims);
+    return op.call(x_, logits_, event_dims);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op =

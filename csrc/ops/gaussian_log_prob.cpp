@@ -55,9 +55,11 @@ struct GaussianLogProb : torch::autograd::Function<GaussianLogProb> {
     static const auto op =
         find_op<Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t)>("gaussian_log_prob");
     at::AutoDispatchBelowADInplaceOrView below;
-    ctx->save_for_backward({x, mean, logvar});
+    const Tensor x_ = saved_form(x, event_dims), mean_ = saved_form(mean, event_dims),
+                 logvar_ = saved_form(logvar, event_dims);
+    ctx->save_for_backward({x_, mean_, logvar_});
     ctx->saved_data["event_dims"] = event_dims;
-    return op.call(x, mean, logvar, event_dims);
+    return op.call(x_, mean_, logvar_, event_dims);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = find_op<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,

@@ -198,6 +198,14 @@ Quad gaussian_kl_backward(const Tensor& grad_kl, const Tensor& mu, const Tensor&
 
 // ---- autograd ---------------------------------------------------------------------------------
 
+// mu, logvar and the prior (undefined when absent) in the form the backward saves (saved_form).
+variable_list saved_latents(const Tensor& mu, const Tensor& logvar, const Optional& prior_mu,
+                            const Optional& prior_logvar, int64_t event_dims) {
+  const int64_t layout_dims = std::max<int64_t>(event_dims, 1);
+  return {saved_form(mu, layout_dims), saved_form(logvar, layout_dims),
+          saved_form(prior_mu.value_or(Tensor()), layout_dims), saved_form(prior_logvar.value_or(Tensor()), layout_dims)};
+}
+
 // d z / d eps = sigma: only when a user's eps requires grad (rare; plain ATen is fine).
 Tensor grad_eps(AutogradContext* ctx, const Tensor& grad_z, const Tensor& logvar, const Tensor& eps) {
   if (!eps.defined() || !ctx->needs_input_grad(2)) return Tensor();
@@ -214,8 +222,9 @@ struct Reparameterize : torch::autograd::Function<Reparameterize> {
     static const auto op =
         find_op<Tensor(const Tensor&, const Tensor&, const Optional&, const Optional&, int64_t)>("reparameterize");
     at::AutoDispatchBelowADInplaceOrView below;
-    ctx->save_for_backward({mu, logvar, eps.value_or(Tensor()), seed.value_or(Tensor())});
-    return op.call(mu, logvar, eps, seed, num_samples);
+    const Tensor mu_ = saved_form(mu, 1), logvar_ = saved_form(logvar, 1);
+    ctx->save_for_backward({mu_, logvar_, eps.value_or(Tensor()), seed.value_or(Tensor())});
+    return op.call(mu_, logvar_, eps, seed, num_samples);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = find_op<Pair(const Tensor&, const Tensor&, const Tensor&, const Optional&,
@@ -234,10 +243,11 @@ struct SampleAndKL : torch::autograd::Function<SampleAndKL> {
     static const auto op = find_op<Pair(const Tensor&, const Tensor&, const Optional&, const Optional&, int64_t,
                                         const Optional&, const Optional&, int64_t)>("sample_and_kl");
     at::AutoDispatchBelowADInplaceOrView below;
-    ctx->save_for_backward({mu, logvar, eps.value_or(Tensor()), seed.value_or(Tensor()), prior_mu.value_or(Tensor()),
-                            prior_logvar.value_or(Tensor())});
+    const auto in = saved_latents(mu, logvar, prior_mu, prior_logvar, event_dims);
+    ctx->save_for_backward({in[0], in[1], eps.value_or(Tensor()), seed.value_or(Tensor()), in[2], in[3]});
     ctx->saved_data["event_dims"] = event_dims;
-    auto [z, kl] = op.call(mu, logvar, eps, seed, num_samples, prior_mu, prior_logvar, event_dims);
+    auto [z, kl] = op.call(in[0], in[1], eps, seed, num_samples, saved_optional(in[2]), saved_optional(in[3]),
+                           event_dims);
     return {z, kl};
   }
   // An unused output's gradient arrives as zeros (materialize_grads, the default).
@@ -261,9 +271,10 @@ struct GaussianKL : torch::autograd::Function<GaussianKL> {
     static const auto op =
         find_op<Tensor(const Tensor&, const Tensor&, const Optional&, const Optional&, int64_t)>("gaussian_kl");
     at::AutoDispatchBelowADInplaceOrView below;
-    ctx->save_for_backward({mu, logvar, prior_mu.value_or(Tensor()), prior_logvar.value_or(Tensor())});
+    const auto in = saved_latents(mu, logvar, prior_mu, prior_logvar, event_dims);
+    ctx->save_for_backward(in);
     ctx->saved_data["event_dims"] = event_dims;
-    return op.call(mu, logvar, prior_mu, prior_logvar, event_dims);
+    return op.call(in[0], in[1], saved_optional(in[2]), saved_optional(in[3]), event_dims);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = find_op<Quad(const Tensor&, const Tensor&, const Tensor&, const Optional&,
