@@ -4,6 +4,7 @@ cross-entropy plus KL, MNIST grey levels), with the ELBO's pieces done by aevb_f
     python examples/vae_main.py                     # 10 epochs, fused ops
     python examples/vae_main.py --reference         # the same in plain PyTorch, to compare
     python examples/vae_main.py --epochs 1 --max-steps 20
+    python examples/vae_main.py --compare           # where the speed comes from: three variants
 
 What changes from pytorch/examples: the decoder returns logits (no sigmoid at its end; apply it
 only to show images), ``reparameterize`` and the loss are one fused op each::
@@ -61,6 +62,73 @@ def loss_function(logits, x, mu, logvar, fused: bool = True):
     return bce + kld
 
 
+def original_loss(logits, x, mu, logvar):
+    """pytorch/examples as written: the decoder's sigmoid, then the cross-entropy of probabilities."""
+    bce = F.binary_cross_entropy(torch.sigmoid(logits), x.view(-1, 784), reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+# The three programs --compare runs: the original, the logits change alone (plain PyTorch, a fix
+# any user can make), and the logits change with the fused ops. (forward's `fused`, the loss.)
+VARIANTS = {
+    "pytorch/examples": (False, original_loss),
+    "logits, plain PyTorch": (False, lambda *a: loss_function(*a, fused=False)),
+    "logits, aevb_fast": (True, lambda *a: loss_function(*a, fused=True)),
+}
+
+
+def compare(train: torch.Tensor, batch_sizes: list[int], repeats: int, min_time: float) -> list[dict]:
+    """Training steps of the three variants from the same weights, timed side by side (round by
+    round, on the same minibatches), with the first step's losses under the same noise."""
+    from aevb_fast.bench.harness import interleaved
+
+    rows = []
+    for batch_size in batch_sizes:
+        torch.manual_seed(0)
+        start = VAE()
+        x = train[:batch_size]
+        with torch.no_grad():  # the same noise for all three: the losses must agree
+            mu, logvar = start.encode(x)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            losses = {name: loss(start.decode(z), x, mu, logvar).item() / batch_size
+                      for name, (_, loss) in VARIANTS.items()}
+        measures = {}
+        for name, (fused, loss) in VARIANTS.items():
+            model = VAE()
+            model.load_state_dict(start.state_dict())
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+            def measure(iterations, model=model, optimizer=optimizer, fused=fused, loss=loss):
+                began = time.perf_counter()
+                for _ in range(iterations):
+                    optimizer.zero_grad()
+                    logits, mu, logvar = model(x, fused)
+                    loss(logits, x, mu, logvar).backward()
+                    optimizer.step()
+                return (time.perf_counter() - began) / iterations
+
+            measures[name] = measure
+        timing = interleaved(measures, repeats, min_time)
+        rows.append({"batch": batch_size, "loss": losses, "timing": timing})
+    return rows
+
+
+def print_comparison(rows: list[dict]) -> None:
+    names = list(VARIANTS)
+    print("| batch | " + " | ".join(f"{n} (ms/step)" for n in names)
+          + " | logits change alone | aevb_fast's own share | together |")
+    print("|---:|" + "---:|" * (len(names) + 3))
+    for row in rows:
+        t = [row["timing"][n]["median_s"] for n in names]
+        cells = " | ".join(f"{1e3 * v:.2f}" for v in t)
+        print(f"| {row['batch']} | {cells} | {t[1] / t[0]:.2f} | {t[2] / t[1]:.2f} | {t[2] / t[0]:.2f} |")
+    print("(time ratios, medians measured side by side: below 1 is faster. 'logits change alone' ="
+          " plain PyTorch with logits / the original; 'aevb_fast's own share' = fused / plain logits.)")
+    for row in rows:
+        print(f"batch {row['batch']}: first-step loss per example, same noise: "
+              + ", ".join(f"{n} {v:.4f}" for n, v in row["loss"].items()))
+
+
 def load_mnist(data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     from aevb_fast.training.data import find_file, read_idx_images
 
@@ -99,14 +167,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", action="store_true", help="plain PyTorch instead of the fused ops")
     parser.add_argument("--data-dir", default=None, help="where mnist/ is (default ../shared/data)")
     parser.add_argument("--out", default="vae_results", help="folder for the PNGs of reconstructions and samples")
+    parser.add_argument("--compare", action="store_true",
+                        help="time training steps of pytorch/examples as written, with the logits change in "
+                             "plain PyTorch, and with aevb_fast, side by side; trains nothing, writes nothing")
+    parser.add_argument("--compare-batch-sizes", default="128,2048", help="batch sizes for --compare")
+    parser.add_argument("--repeats", type=int, default=11, help="--compare's timed rounds (median)")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.epochs < 1 or (args.max_steps is not None and args.max_steps < 1):
         parser.error("--batch-size, --epochs and --max-steps must be at least 1")
+    try:
+        compare_sizes = [int(b) for b in args.compare_batch_sizes.split(",")]
+    except ValueError:
+        parser.error(f"--compare-batch-sizes must be integers separated by commas, got {args.compare_batch_sizes!r}")
+    if min(compare_sizes) < 1 or args.repeats < 1:
+        parser.error("--compare-batch-sizes and --repeats must be at least 1")
     try:
         train, test = load_mnist(args.data_dir)
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"vae_main: {error}", file=sys.stderr)
         return 2
+    if args.compare:
+        print_comparison(compare(train, compare_sizes, args.repeats, min_time=0.2))
+        return 0
     torch.manual_seed(args.seed)
     fused = not args.reference
     model = VAE()
