@@ -64,3 +64,15 @@ def test_a_wide_spread_marks_a_row_noisy():
     assert "noisy" not in op_suite.format_table([row])
     table = op_suite.format_table([row, {**row, "timing": {**row["timing"], "eager": wide}}])
     assert table.splitlines()[3].endswith("  noisy") and "rerun on a quiet machine" in table
+
+
+def test_a_row_whose_probe_saw_oversubscription_is_marked():
+    from aevb_fast.bench import harness
+
+    timing = {"a": {"median_s": 1.0, "p20_s": 1.0, "p80_s": 1.0}}
+    quiet = {"timing": timing, "probe": {"oversubscribed": False}}
+    busy = {"timing": timing, "probe": {"oversubscribed": True, "tiny_op_s": 8e-3, "one_thread_s": 2e-5}}
+    assert harness.row_marks(quiet) == "" and harness.noisy_mark([quiet]) == []
+    assert harness.row_marks(busy) == "  oversubscribed"
+    assert any("oversubscribed" in line for line in harness.noisy_mark([quiet, busy]))
+    assert harness.row_marks({"timing": timing}) == ""  # GPU rows and rows saved before the probe

@@ -85,9 +85,25 @@ def noisy(timing: dict[str, dict[str, float]]) -> bool:
     return any(t["p80_s"] > NOISY_SPREAD * t["p20_s"] for t in timing.values())
 
 
+OVERSUBSCRIBED_NOTE = ("oversubscribed: before the case, a (100, 784) add took many times longer on these "
+                       "threads than on one (aevb_fast.threads.probe): other jobs share the cores; rerun on a "
+                       "quiet machine, with --threads 1, or with OMP_WAIT_POLICY=PASSIVE")
+
+
+def oversubscribed(row: dict) -> bool:
+    """Whether the thread probe taken before a CPU row's case found the threads oversubscribed."""
+    return bool(row.get("probe", {}).get("oversubscribed"))
+
+
+def row_marks(row: dict) -> str:
+    """'  noisy', '  oversubscribed', both or nothing: what a table row says after its figures."""
+    return ("  noisy" if noisy(row["timing"]) else "") + ("  oversubscribed" if oversubscribed(row) else "")
+
+
 def noisy_mark(rows: list[dict]) -> list[str]:
-    """The table's footnote when some rows are marked ``noisy``."""
-    return [f"rows marked 'noisy': {NOISY_NOTE}"] if any(noisy(r["timing"]) for r in rows) else []
+    """The table's footnotes when some rows are marked ``noisy`` or ``oversubscribed``."""
+    return ([f"rows marked 'noisy': {NOISY_NOTE}"] if any(noisy(r["timing"]) for r in rows) else []) + (
+        [f"rows marked {OVERSUBSCRIBED_NOTE}"] if any(oversubscribed(r) for r in rows) else [])
 
 
 # The fields that identify a result: a row saved again with the same values replaces the old one.

@@ -19,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from .. import ops, reference
-from .harness import Clock, interleaved, noisy, noisy_mark, spread
+from .. import threads
+from .harness import Clock, interleaved, noisy_mark, row_marks, spread
 
 PROVIDERS = ("aevb_fast", "eager", "compiled")
 MODES = ("forward", "backward", "forward+backward")
@@ -349,6 +350,7 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: lis
         torch._dynamo.reset()
         providers = steps[(op, L)]
         bandwidth = yardstick.gbps()
+        probe = None if device.startswith("cuda") else threads.probe()
         timing = bench_case(case, providers, repeats, min_time, mode)
         memory = {name: {"saved_bytes": saved_bytes(step, case)} for name, step in providers.items()}
         if device.startswith("cuda"):
@@ -364,6 +366,7 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: lis
             "bytes_moved": mode_bytes(case, mode),
             "gbps": mode_bytes(case, mode) / timing["aevb_fast"]["median_s"] / 1e9,
             "copy_gbps": bandwidth, "cpu_allocator": None if device.startswith("cuda") else allocator,
+            **({"probe": probe} if probe else {}),
         })
         rows[-1]["bandwidth_share"] = rows[-1]["gbps"] / bandwidth
         # Streaming time: the op's bytes at the copy bandwidth; the op's time as a multiple of it.
@@ -405,7 +408,7 @@ def format_table(rows: list[dict]) -> str:
             f"{r['speedup_vs_eager']:>8.2f}x {r['speedup_vs_compiled']:>11.2f}x "
             f"{r['gbps']:>7.1f} {100 * r['bandwidth_share']:>7.0f}% "
             f"{m['aevb_fast']['saved_bytes'] / 2**20:>9.2f} {m['eager']['saved_bytes'] / 2**20:>9.2f}"
-            + ("  noisy" if noisy(t) else "")
+            + row_marks(r)
         )
     if rows:
         lines.append("times: median +- half the p20-p80 range, relative to the median")

@@ -28,8 +28,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 from tqdm import tqdm
 
-from .. import ops, reference
-from .harness import interleaved, noisy, noisy_mark, spread
+from .. import ops, reference, threads
+from .harness import interleaved, noisy_mark, row_marks, spread
 from .memory import (cuda_peak_bytes, map_large_allocations, measure_memory_main, peak_bytes_in_fresh_process,
                      sampled_peak_bytes)
 from .op_suite import device_name
@@ -208,6 +208,7 @@ def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent
         steps = {name: Step(name, model) for name in PROVIDERS}
         check(steps, x, latent)
         measures = {name: functools.partial(_time, step, x) for name, step in steps.items()}
+        probe = None if device.startswith("cuda") else threads.probe()
         timing = interleaved(measures, repeats, min_time)
         for summary in timing.values():
             summary["samples_per_s"] = batch / summary["median_s"]
@@ -221,7 +222,7 @@ def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent
             "fused_vs_reference": timing["reference"]["median_s"] / timing["fused"]["median_s"],
             "fused_vs_compiled": timing["compiled"]["median_s"] / timing["fused"]["median_s"],
             "fused_head_vs_fused": timing["fused"]["median_s"] / timing["fused-head"]["median_s"],
-            **({"peak_bytes": peaks} if peaks else {}),
+            **({"peak_bytes": peaks} if peaks else {}), **({"probe": probe} if probe else {}),
         })
         if on_row:
             on_row(rows[-1])
@@ -236,7 +237,7 @@ def format_table(rows: list[dict]) -> str:
         t, s = r["timing"], r["profile_shares"]
         lines.append(f"{r['batch']:>7} " + " ".join(f"{t[p]['samples_per_s']:>18,.0f}" for p in PROVIDERS)
                      + f" {r['fused_vs_reference']:>12.2f}x {100 * s['fused']['elbo']:>16.1f}% "
-                     f"{100 * s['reference']['elbo']:>14.1f}%" + ("  noisy" if noisy(t) else ""))
+                     f"{100 * s['reference']['elbo']:>14.1f}%" + row_marks(r))
     lines.append("samples/s from the median step time; step time median +- half its p20-p80 range: "
                  + "; ".join(f"batch {r['batch']}: " + ", ".join(f"{p} {spread(r['timing'][p])}" for p in PROVIDERS)
                              for r in rows))

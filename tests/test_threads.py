@@ -1,0 +1,42 @@
+"""aevb_fast.threads: the probe that sees torch's threads oversubscribed on a busy CPU (issue 32,
+item 9), and the thread count the commands choose from it."""
+
+import torch
+
+from aevb_fast import threads
+
+
+def test_probe_times_both_counts_and_restores_the_threads():
+    before = torch.get_num_threads()
+    result = threads.probe(repeats=3)
+    assert torch.get_num_threads() == before
+    assert result["threads"] == before and result["tiny_op_s"] > 0 and result["one_thread_s"] > 0
+    assert threads.probe(threads=1, repeats=3)["oversubscribed"] is False  # one thread waits for no other
+    assert "add took" in threads.describe(result)
+
+
+def test_an_oversubscribed_cpu_gets_one_thread_and_a_notice(monkeypatch):
+    before = torch.get_num_threads()
+    said = []
+    busy = {"threads": 4, "tiny_op_s": 8e-3, "one_thread_s": 2e-5, "oversubscribed": True}
+    monkeypatch.setattr(threads, "probe", lambda n=None, repeats=15: busy)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    set_to = []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    assert threads.choose_threads(0, "aevb-fast train", say=said.append) == 1
+    assert set_to == [1]
+    assert len(said) == 1 and "using 1 thread" in said[0] and "--threads 4" in said[0] and "8 ms" in said[0]
+    monkeypatch.undo()
+    assert torch.get_num_threads() == before
+
+
+def test_a_quiet_cpu_or_a_given_count_is_left_alone(monkeypatch):
+    quiet = {"threads": 2, "tiny_op_s": 2e-5, "one_thread_s": 2e-5, "oversubscribed": False}
+    monkeypatch.setattr(threads, "probe", lambda n=None, repeats=15: quiet)
+    before = torch.get_num_threads()
+    said = []
+    assert threads.choose_threads(0, "x", say=said.append) == before and said == []
+    try:
+        assert threads.choose_threads(1, "x", say=said.append) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
