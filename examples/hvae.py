@@ -15,14 +15,21 @@ and ``gaussian_analytical_kl`` in plain PyTorch, as ``--reference`` does here. T
 same either way (its log-variances are VDVAE's 2 log sigma). ``--compare`` runs both in one
 process: the loss of one minibatch with the same noise, then, at two batch sizes, the step time
 (forward and backward), the step's peak tensor memory and the share of the step spent in
-sampling and KL, and plots them to ``--out``/hvae_compare.png.
+sampling and KL, and plots them to ``--out``/hvae_compare.png (``--out`` is by default
+``runs/hvae-compare`` in the folder it runs from, which the repository's .gitignore ignores).
+Training writes no file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
+import re
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -155,11 +162,43 @@ def train(model, x_train, args, fused: bool) -> float:
     return statistics.fmean(losses[-10:])
 
 
-def peak_bytes(fn) -> int:
+# The lines torch's profiler (Kineto) writes to stderr at each start and stop, such as
+# "USDT:2026-12-04 17:51:47 4096:4096 SyncActivityProfilerHandler.cpp:52] profiler_start": markers
+# for tracing tools, logged at a level above its errors (so KINETO_LOG_LEVEL would hide its errors too).
+PROFILER_MARKER = re.compile(r"^(USDT|STAGE):\S+ \S+ \d+:\d+ \S+\] ")
+
+
+@contextlib.contextmanager
+def profiler_markers_dropped():
+    """Runs the block with stderr (the file descriptor, where the C++ code writes) set aside, then
+    writes back every line of it but the profiler's markers: its errors and warnings still show."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True)
+                    if not PROFILER_MARKER.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def peak_bytes(fn, reset) -> int:
     """The peak of the tensor memory fn allocates, from the profiler's records: each op's own
     allocations less its frees, in the order the ops start (an op's transient buffers freed
-    within it are not seen)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    within it are not seen). `reset` runs before the profiler starts and frees what an earlier
+    call left (the gradients), so that no tensor allocated before it is freed while it records
+    (which the profiler cannot size and warns about)."""
+    reset()
+    with profiler_markers_dropped(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                            profile_memory=True) as prof:
         fn()
     current = peak = 0
     for e in sorted(prof.events(), key=lambda e: e.time_range.start):
@@ -245,7 +284,8 @@ def compare(args, x_test) -> list[dict]:
         sampling_times = interleaved_medians({name: sampling_and_kl_of_a_step(model, x, fused) for name, fused in modes},
                                              args.repeats)
         for name, fused in modes:
-            rows.append({"batch": batch, "ops": name, "step_s": step_times[name], "peak_bytes": peak_bytes(steps[name]),
+            peak = peak_bytes(steps[name], reset=lambda: model.zero_grad(set_to_none=True))
+            rows.append({"batch": batch, "ops": name, "step_s": step_times[name], "peak_bytes": peak,
                          "sampling_share": sampling_times[name] / step_times[name],
                          "loss_same_noise": fused_loss if fused else reference_loss})
     print(f"{'batch':>6} {'ops':<10} {'step':>10} {'peak MB':>9} {'sample+KL share':>16}")
@@ -257,19 +297,30 @@ def compare(args, x_test) -> list[dict]:
         print(f"B={batch}: step {ref['step_s'] / fused['step_s']:.2f}x faster fused, peak memory "
               f"{fused['peak_bytes'] / ref['peak_bytes']:.2f}x the reference's, sample+KL share "
               f"{fused['sampling_share'] / ref['sampling_share']:.2f}x the reference's")
-    plot(rows, Path(args.out) / "hvae_compare.png")
+    path = Path(args.out) / "hvae_compare.png"
+    plot(rows, path)
+    print(f"figure: {path}")
     return rows
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def figure(rows: list[dict]):
+    """The comparison's three panels of bars, their legend in a row beneath them (off the bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     batches = sorted({r["batch"] for r in rows})
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.4))
     for ax, key, label, scale in zip(axes, ("step_s", "peak_bytes", "sampling_share"),
                                      ("step time (ms)", "peak tensor memory (MB)", "sample+KL share of step (%)"),
                                      (1e3, 2.0**-20, 100)):
@@ -278,10 +329,39 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.bar([i + 0.4 * k for i in range(len(batches))], values, width=0.4, label=name)
         ax.set_xticks([i + 0.2 for i in range(len(batches))], [f"B={b}" for b in batches])
         ax.set_title(label, fontsize=9)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1))
+    return fig
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A wrong option is one line (not the usage's several) and exit status 2, as argparse's."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def bounded_int(low: int, high: int = 2**63 - 1):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be below 2**63, got {value}")
+        return value
+    return parse
+
+
+def learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
 
 
 def positive_ints(text: str) -> list[int]:
@@ -295,26 +375,35 @@ def positive_ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="A VDVAE-style hierarchical VAE on binarized MNIST with aevb_fast")
+    parser = ArgumentParser(description="A VDVAE-style hierarchical VAE on binarized MNIST with aevb_fast")
     parser.add_argument("--reference", action="store_true", help="VDVAE's plain PyTorch formulas instead of fused ops")
-    parser.add_argument("--compare", action="store_true", help="fused and reference side by side (no training)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--compare", action="store_true",
+                        help="fused and reference side by side (no training); prints a table and writes "
+                             "OUT/hvae_compare.png")
+    parser.add_argument("--batch-size", type=bounded_int(1), default=64)
     parser.add_argument("--batch-sizes", type=positive_ints, default=[32, 128], help="--compare: two batch sizes")
-    parser.add_argument("--repeats", type=int, default=5, help="--compare: timed repeats (median)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many minibatches")
-    parser.add_argument("--width", type=int, default=32, help="channels of the residual stream")
-    parser.add_argument("--zdim", type=int, default=8, help="channels of each latent map")
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-interval", type=int, default=50)
-    parser.add_argument("--test-images", type=int, default=2000, help="test images the final loss averages over")
+    parser.add_argument("--repeats", type=bounded_int(1), default=5, help="--compare: timed repeats (median)")
+    parser.add_argument("--max-steps", type=bounded_int(1), default=None, help="stop after this many minibatches")
+    parser.add_argument("--width", type=bounded_int(4), default=32, help="channels of the residual stream")
+    parser.add_argument("--zdim", type=bounded_int(1), default=8, help="channels of each latent map")
+    parser.add_argument("--lr", type=learning_rate, default=2e-3, help="Adam's learning rate (default 2e-3)")
+    parser.add_argument("--seed", type=bounded_int(0), default=0)
+    parser.add_argument("--log-interval", type=bounded_int(1), default=50, help="print the loss every this many steps")
+    parser.add_argument("--test-images", type=bounded_int(1), default=2000,
+                        help="test images the final loss averages over")
     parser.add_argument("--data-dir", default=None, help="where binarized_mnist/ is (default ../shared/data)")
-    parser.add_argument("--out", default="hvae_results", help="folder of --compare's figure")
+    parser.add_argument("--out", default="runs/hvae-compare",
+                        help="--compare: the folder its figure hvae_compare.png goes to, made if missing (default "
+                             "runs/hvae-compare in the current folder, which the repository's .gitignore ignores); "
+                             "training writes nothing")
     args = parser.parse_args(argv)
-    if min(args.batch_size, args.repeats, args.width // 4, args.zdim, args.test_images) < 1 or (args.max_steps or 1) < 1:
-        parser.error("--batch-size, --repeats, --max-steps, --zdim and --test-images must be at least 1, --width at least 4")
     if args.compare and args.reference:
         parser.error("--compare runs both; drop --reference")
+    if args.compare:
+        try:  # before the minutes of measuring, so that a folder it cannot write stops it at once
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            parser.error(f"--out {args.out}: cannot make the folder ({error.strerror or error})")
     try:
         x_train, x_test = load_data(args.data_dir)
     except (FileNotFoundError, ValueError, OSError) as error:
