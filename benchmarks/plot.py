@@ -1,7 +1,8 @@
 """PNG plots of the recorded benchmark results, from the newest row of each case, device and dtype:
 
 - results/<device>/speedup_<dtype>.png: speed-up of the fused op against eager and compiled
-  PyTorch vs batch size, forward+backward, one panel per op (and L);
+  PyTorch vs batch size, forward+backward, one panel per op (and L), at most 3 panels a row
+  (every figure at most 900 px wide, readable where a README page shows it);
 - results/<device>/bandwidth_<dtype>.png: the fused op's effective GB/s (the bytes it must move
   over its time) vs batch size, against the copy bandwidth measured in the same run (before each case; the median line);
 - results/<device>/train_step.png: samples/s of a whole training step per provider vs batch
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,14 +58,39 @@ def _points(rows: list[dict], op: str, samples: int) -> list[dict]:
     return sorted((r for r in rows if r["op"] == op and r.get("samples", 1) == samples), key=lambda r: r["batch"])
 
 
+# At most this many panels in a row: a figure 9 inches wide at 100 dpi is 900 px, which a README
+# page shows about as drawn, so that its titles and ticks stay readable.
+MAX_COLUMNS = 3
+PANEL_WIDTH, PANEL_HEIGHT = 3.0, 2.6  # inches
+
+
 def _figure(panels: list, title: str):
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 3.2), squeeze=False)
+    """A grid of at most MAX_COLUMNS panels a row; the unused cells of the last row are hidden."""
+    columns = min(len(panels), MAX_COLUMNS)
+    rows = -(-len(panels) // columns)
+    title = textwrap.fill(title, int(13 * PANEL_WIDTH * columns))  # ~13 characters an inch at 10 pt
+    fig, axes = plt.subplots(rows, columns, squeeze=False,
+                             figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows + 0.3 + 0.2 * title.count("\n")))
     fig.suptitle(title, fontsize=10)
-    return fig, axes[0]
+    axes = list(axes.flat)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return fig, axes[:len(panels)]
+
+
+def _legend_below(fig, axes, columns: int | None = None) -> None:
+    """One legend for the panels, in rows of `columns` entries under them, where it covers no point."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    columns = columns or min(len(labels), max(1, int(fig.get_figwidth() / 2.2)))  # ~2.2 inches an entry
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    below = 0.1 + 0.2 * -(-len(labels) // columns)  # inches: a margin and the legend's lines
+    fig.set_figheight(fig.get_figheight() + below)
+    fig.tight_layout(rect=(0, below / fig.get_figheight(), 1, 1))
 
 
 def _save(fig, out: Path) -> Path:
-    fig.tight_layout()
+    if not fig.legends:
+        fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
@@ -85,8 +113,9 @@ def plot_speedup(rows: list[dict], out: Path) -> Path:
         ax.plot(batches, [r["speedup_vs_compiled"] for r in points], "s--", label="vs compiled")
         ax.axhline(1.0, color="gray", lw=0.8)
         _label_panel(ax, op, samples)
-    axes[0].set_ylabel("speed-up (x, higher is better)")
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the last panel, off its points
+    for ax in axes[::MAX_COLUMNS]:
+        ax.set_ylabel("speed-up (x, higher\nis better)")
+    _legend_below(fig, axes)
     return _save(fig, out)
 
 
@@ -105,8 +134,9 @@ def plot_bandwidth(rows: list[dict], out: Path) -> Path:
                    label="copy (same run, median over cases)")
         ax.set_ylim(bottom=0)
         _label_panel(ax, op, samples)
-    axes[0].set_ylabel("GB/s")
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    for ax in axes[::MAX_COLUMNS]:
+        ax.set_ylabel("GB/s")
+    _legend_below(fig, axes)
     return _save(fig, out)
 
 
@@ -116,18 +146,23 @@ def plot_train(path: Path) -> Path | None:
         return None
     last = max(r["date"] for r in rows)
     batches = [r["batch"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4.2))
     for provider in _providers(rows):
         points = [(r["batch"], r["timing"][provider]["samples_per_s"]) for r in rows if provider in r["timing"]]
         left.plot(*zip(*points), "o-", label=provider)
     left.set(xscale="log", xlabel="batch size", ylabel="training samples / s", title="one AEVB step (MNIST model)")
-    left.legend(fontsize=7)
-    for provider, style in (("fused", "o-"), ("reference", "s--")):
-        for region, color in (("elbo", "C0"), ("encoder", "C1"), ("decoder", "C2"), ("optimizer", "C3")):
-            right.plot(batches, [100 * r["profile_shares"][provider][region] for r in rows], style, color=color,
-                       label=f"{region} ({provider})")
+    regions = (("elbo", "C0"), ("encoder", "C1"), ("decoder", "C2"), ("optimizer", "C3"))
+    providers = (("fused", "o-"), ("reference", "s--"))
+    for provider, style in providers:
+        for region, color in regions:
+            right.plot(batches, [100 * r["profile_shares"][provider][region] for r in rows], style, color=color)
     right.set(xscale="log", xlabel="batch size", ylabel="% of the step", title="where the step's time goes")
-    right.legend(fontsize=6, ncol=2)
+    # Each legend under its panel, off the lines; the right one's colour is the region, its line the provider.
+    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
+    left.legend(**below)
+    right.legend([Line2D([], [], color=color) for _, color in regions]
+                 + [Line2D([], [], color="gray", marker=style[0], ls=style[1:]) for _, style in providers],
+                 [region for region, _ in regions] + [provider for provider, _ in providers], **below)
     fig.suptitle(f"{rows[0]['device']}, {rows[0]['threads']} threads, {last[:10]}", fontsize=10)
     return _save(fig, path.parent / "train_step.png")
 

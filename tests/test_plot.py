@@ -1,0 +1,66 @@
+"""benchmarks/plot.py draws figures a README page shows readable: at most 900 px wide (a page is
+~880 px), panels wrapped at most MAX_COLUMNS a row, no text below 7 pt (9 px tall at 100 dpi)."""
+
+import importlib.util
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def load_plot():
+    spec = importlib.util.spec_from_file_location("bench_plot", ROOT / "benchmarks" / "plot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])
+
+
+@pytest.mark.skipif(not (RESULTS / "AMD-EPYC" / "ops.jsonl").exists(), reason="no recorded CPU results")
+def test_figures_fit_a_page_with_panels_wrapped(tmp_path, monkeypatch):
+    # The recorded CPU results (9 op panels: 2610 x 320 px in one row before), copied: nothing is
+    # re-measured, and nothing is written outside tmp_path.
+    shutil.copytree(RESULTS / "AMD-EPYC", tmp_path / "AMD-EPYC",
+                    ignore=shutil.ignore_patterns("*.png", "*.txt"))
+    plot = load_plot()
+    figures = {}
+    save = plot._save
+
+    def recording_save(fig, out):
+        fig.canvas.draw()
+        figures[out.name] = fig
+        return save(fig, out)
+
+    monkeypatch.setattr(plot, "_save", recording_save)
+    assert plot.main([str(tmp_path)]) == 0
+    assert {"speedup_float32.png", "bandwidth_float32.png", "train_step.png", "head.png"} <= set(figures)
+    for name, fig in figures.items():
+        width, height = png_size(tmp_path / "AMD-EPYC" / name)
+        assert width <= 900 and height <= 1200, (name, width, height)
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        rows: dict[float, int] = {}
+        for ax in panels:
+            y = round(ax.get_position().y0, 2)
+            rows[y] = rows.get(y, 0) + 1
+        assert max(rows.values()) <= plot.MAX_COLUMNS, (name, rows)
+        texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text"))
+                 if t.get_visible() and t.get_text()]
+        assert min(t.get_fontsize() for t in texts) >= 7, name
+    speedup = figures["speedup_float32.png"]
+    assert len([ax for ax in speedup.axes if ax.get_visible()]) == 9  # every op still has its panel
+    # Each legend lies beside the panels, on none of them.
+    for name, fig in figures.items():
+        for legend in fig.legends:
+            box = legend.get_window_extent()
+            assert not any(box.overlaps(ax.get_window_extent()) for ax in fig.axes if ax.get_visible()), name
