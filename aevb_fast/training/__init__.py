@@ -16,7 +16,7 @@ import importlib
 _EXPORTS = {
     "TrainConfig": "config", "LARGE_BATCH": "config",
     "train": "trainer", "Trainer": "trainer", "TrainingStopped": "trainer",
-    "TrainingDiverged": "divergence", "TrainingDidNotLearn": "divergence",
+    "TrainingDiverged": "divergence", "TrainingDidNotLearn": "divergence", "TooShortToJudge": "divergence",
     "RunError": "checkpoint", "load_checkpoint": "checkpoint", "read_metrics": "checkpoint",
 }
 __all__ = list(_EXPORTS)

@@ -1,9 +1,12 @@
 """How a training run is watched: the bound on fixed training points and on the test set at every
 evaluation, the minibatch bounds in between, and the verdicts that stop a run instead of
-reporting it (divergence.py): diverged (not finite, catastrophic, or far below the start for too
-long) and did not learn (a final test bound below the untrained model's)."""
+reporting it (divergence.py): diverged (not finite, catastrophic, or, past a fresh model's
+transient, far below its best so far for too long) and did not learn (a final test bound below
+the untrained model's); a run that ends within the transient is too short to judge (a notice)."""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -11,7 +14,8 @@ from .checkpoint import RunDirectory, read_metrics
 from .config import TrainConfig
 from .data import Data
 from .distributed import DistributedContext
-from .divergence import DivergenceGuard, TrainingDidNotLearn, TrainingDiverged, did_not_learn
+from .divergence import (DivergenceGuard, TooShortToJudge, TrainingDidNotLearn, TrainingDiverged, did_not_learn,
+                         too_short, too_short_notice)
 from .objective import ELBOObjective
 from .state import TrainState
 
@@ -34,10 +38,11 @@ class RunMonitor:
         self.saved_at: int | None = None
 
     def state_dict(self) -> dict:
-        return {"start_bound": self.guard.start, "start_test_bound": self.start_test}
+        return {"start_bound": self.guard.start, "best_bound": self.guard.best, "start_test_bound": self.start_test}
 
     def load_state_dict(self, state: dict) -> None:
         self.guard.start, self.start_test = state.get("start_bound"), state.get("start_test_bound")
+        self.guard.best = state.get("best_bound")  # None in older checkpoints: the start is the reference
         self.saved_at = state["samples_seen"]
         if self.start_test is None:  # a checkpoint from before it was stored: the run's first record
             first = read_metrics(self.run_dir.path)[:1]
@@ -79,7 +84,7 @@ class RunMonitor:
     def check_bound(self, value: float, when: str) -> bool:
         """Whether the bound is healthy; raises TrainingDiverged, saving nothing, when the run
         diverged (see divergence.py): the last good checkpoint stays as it was."""
-        healthy, why = self.guard.check(value)
+        healthy, why = self.guard.check(value, self.state.step)
         if why is None:
             return healthy
         if self.saved_at is not None:
@@ -104,7 +109,13 @@ class RunMonitor:
 
     def check_learned(self, final: dict) -> None:
         """A finished run whose final test bound is below the untrained model's is an error, not a
-        result; its checkpoint and pictures stay for inspection."""
+        result; its checkpoint and pictures stay for inspection. A run that ended within the
+        transient is judged neither way: a TooShortToJudge warning says so (rank 0)."""
+        if too_short(self.state.step):
+            if self.dist.is_main:
+                warnings.warn(TooShortToJudge("train: " + too_short_notice(
+                    self.state.samples_seen, self.state.step, self.config.batch_size)), stacklevel=2)
+            return
         if self.start_test is None or not did_not_learn(self.start_test, final["test_elbo"]):
             return
         raise TrainingDidNotLearn(

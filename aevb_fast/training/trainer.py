@@ -11,11 +11,13 @@ evaluation record; it writes into the run directory ``config.out``:
   it is saved); ``resume=True`` continues from it bit for bit;
 - PNG pictures at the end (``plots``).
 
-A run diverges when its bound turns non-finite, falls catastrophically, or stays far below its
-starting bound for 100 steps (``divergence.py``): ``TrainingDiverged`` is raised, and no checkpoint
-is written while the bound is below the threshold, so the last good one is left as it was. A run
-that ends with a test bound below the untrained model's did not learn: ``TrainingDidNotLearn``
-is raised after its checkpoint and pictures are written, for inspection.
+A run diverges when its bound turns non-finite, falls catastrophically below its best so far, or,
+past a fresh model's transient (its first 50 steps), stays far below its best so far for 5 checks
+(``divergence.py``): ``TrainingDiverged`` is raised, and no checkpoint is written while the bound
+is below the threshold, so the last good one is left as it was. A run that ends with a test bound
+below the untrained model's did not learn: ``TrainingDidNotLearn`` is raised after its checkpoint
+and pictures are written, for inspection. A run that ends within the transient is too short to
+judge: it returns its result, and a ``TooShortToJudge`` warning says so.
 Under ``torchrun`` every rank takes a shard of every minibatch, the gradients are averaged by
 one all-reduce per step, the logged bound is the global one, and only rank 0 writes files.
 """
@@ -193,7 +195,8 @@ class Trainer:
         TrainingDidNotLearn) when the run is not a result."""
         config, state = self.config, self.state
         records = []
-        bar = tqdm(total=config.samples, initial=min(state.samples_seen, config.samples), unit="sample",
+        total = -(-config.samples // config.batch_size) * config.batch_size  # whole minibatches
+        bar = tqdm(total=total, initial=min(state.samples_seen, total), unit="sample",
                    unit_scale=True, disable=not self.dist.is_main, desc=f"train {self.data.name}",
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)  # quiet in log files
         with _signals_call(self._request_stop), bar:
