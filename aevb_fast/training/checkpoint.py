@@ -21,13 +21,34 @@ from .config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-# Everything a run writes: what --overwrite removes.
-RUN_FILES = (CHECKPOINT, METRICS, "eval.json", "learning_curve.png", "reconstructions.png",
-             "prior_samples.png", "manifold.png")
+EVALS = "eval.jsonl"  # every `aevb-fast eval` result, one line each, appended
+# Everything a run writes (eval.json: where eval wrote before eval.jsonl): what --overwrite removes.
+RUN_FILES = (CHECKPOINT, METRICS, EVALS, "eval.json", "learning_curve.png", "reconstructions.png",
+             "prior_samples.png", "manifold.png", "checkpoint.pt.tmp", "metrics.jsonl.tmp")
 
 
 class RunError(ValueError):
     """A user error about a run directory (exists, missing, cannot be rebuilt): one line."""
+
+
+class RunExists(RunError):
+    """``--out`` holds a run, or files that are not a run's: ``str()`` names the Python API's
+    arguments (resume=True, overwrite=True), ``message(cli=True)`` the command line's."""
+
+    def __init__(self, path: Path, holds_run: bool, names: list[str] = ()):
+        self.path, self.holds_run, self.names = path, holds_run, list(names)
+        super().__init__(self.message(cli=False))
+
+    def message(self, cli: bool) -> str:
+        resume, overwrite, out = ("--resume", "--overwrite", "--out") if cli else \
+            ("resume=True", "overwrite=True", "out")
+        add = "add" if cli else "pass"
+        if self.holds_run:
+            return (f"{self.path} already holds a run; {add} {resume} to continue it, {overwrite} to replace "
+                    f"it, or choose another {out}")
+        shown = ", ".join(self.names[:3]) + (f" and {len(self.names) - 3} more" if len(self.names) > 3 else "")
+        return (f"{self.path} is not empty and holds no run (it has {shown}); choose another {out}, or {add} "
+                f"{overwrite} to write the run into it (files named as a run's, such as {METRICS}, are replaced)")
 
 
 def read_metrics(run: str | os.PathLike) -> list[dict]:
@@ -47,12 +68,29 @@ class RunDirectory:
         evaluated, so a new run replaces its metrics without --overwrite."""
         return self.checkpoint.is_file()
 
+    def stopped_before_checkpoint(self) -> bool:
+        """Whether the folder holds only what a run that stopped before its first checkpoint left
+        (a divergence in its first evaluations): a trainer's metrics.jsonl and other run files."""
+        names = {p.name for p in self.path.iterdir()}
+        if not names <= set(RUN_FILES) or METRICS not in names:
+            return False
+        try:
+            return all({"samples_seen", "train_elbo", "test_elbo"} <= set(r) for r in read_metrics(self.path))
+        except (ValueError, TypeError):  # not JSON lines, or not objects: not the trainer's
+            return False
+
     def refuse_existing(self, overwrite: bool) -> None:
-        """A new run may not replace a run already here, unless ``overwrite``."""
-        if self.holds_run() and not overwrite:
-            raise RunError(
-                f"{self.path} already holds a run; add --resume to continue it, --overwrite to replace "
-                "it, or choose another --out")
+        """A new run may not replace a run already here, nor write into a folder of other files
+        (a run's leftovers from before its first checkpoint excepted), unless ``overwrite``."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path} is a file; the run directory must be a folder")
+        if overwrite or not self.path.is_dir():
+            return
+        if self.holds_run():
+            raise RunExists(self.path, holds_run=True)
+        names = sorted(p.name for p in self.path.iterdir())
+        if names and not self.stopped_before_checkpoint():
+            raise RunExists(self.path, holds_run=False, names=names)
 
     def clear(self) -> None:
         """Removes a replaced run's files (called once the new run has its data and model, so that

@@ -121,7 +121,7 @@ class TrainConfig:
             (self.binarize in BINARIZATIONS, f"binarize must be one of {BINARIZATIONS}"),
             (self.lr_scaling in (None, *LR_SCALINGS), f"lr_scaling must be one of {LR_SCALINGS}"),
             (self.lr_decay in (None, *LR_DECAYS), f"lr_decay must be one of {LR_DECAYS}"),
-            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"--lr must be a number > 0, got {self.lr}"),
+            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"--lr must be a finite number > 0, got {self.lr}"),
             (self.warmup is None or self.warmup >= 0, "warmup must be >= 0"),
             (self.final_lr is None or 0 <= self.final_lr <= 1, "final_lr must be in [0, 1]"),
             (0 < self.decay_fraction <= 1, "decay_fraction must be in (0, 1]"),
