@@ -238,7 +238,24 @@ def _note(message: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from .training import RunError, TrainConfig, TrainingDiverged, TrainingStopped, train
+    try:
+        return _train(args)
+    except KeyboardInterrupt:  # before the trainer's own handler is in place (imports, data) or after it
+        out = Path(args.out) if args.out else None
+        if out is not None and (out / "checkpoint.pt").is_file():
+            print(f"\naevb-fast train: interrupted (Ctrl-C); {out} holds the run's last checkpoint "
+                  f"(continue it with: aevb-fast train --resume --out {out})", file=sys.stderr)
+        else:
+            print("\naevb-fast train: interrupted (Ctrl-C) before training started; no run was saved",
+                  file=sys.stderr)
+        return 130
+
+
+def _train(args) -> int:
+    import warnings
+
+    from .training import RunError, TooShortToJudge, TrainConfig, TrainingDiverged, TrainingStopped, train
+    from .training.checkpoint import RunExists
 
     # Every option defaults to None: what is not None here is what the user gave.
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
@@ -267,7 +284,15 @@ def cmd_train(args) -> int:
             steps = -(-config.samples // config.batch_size)
             _note(f"--samples {config.samples} is {steps} minibatches of {config.batch_size}: "
                   f"{steps * config.batch_size} samples will be processed")
-        summary = train(config, resume=args.resume, overwrite=args.overwrite)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TooShortToJudge)
+            summary = train(config, resume=args.resume, overwrite=args.overwrite)
+        for warning in caught:  # the others as Python would show them
+            if not issubclass(warning.category, TooShortToJudge):
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        notices = [str(w.message) for w in caught if issubclass(w.category, TooShortToJudge)]
+    except RunExists as error:
+        return _fail("train", error.message(cli=True))
     except TrainingDiverged as error:
         return _fail("train", error, 3)
     except TrainingStopped as stop:
@@ -279,14 +304,36 @@ def cmd_train(args) -> int:
     except (FileNotFoundError, ValueError, TypeError, RunError) as error:
         return _fail("train", error)
     if int(os.environ.get("RANK", "0")) == 0:
+        # The run's average: all its training time (its evaluations not counted), not the last interval's.
+        wall = summary.get("train_wall_s") or 0.0
+        rate = f"{summary['samples_seen'] / wall:.0f} samples/s on average" if wall > 0 else "no training time"
         print(f"aevb-fast train: {summary['samples_seen']} samples, train ELBO {summary['train_elbo']:.2f}, "
-              f"test ELBO {summary['test_elbo']:.2f} nats, {summary['samples_per_s']:.0f} samples/s; "
-              f"run in {config.out}")
+              f"test ELBO {summary['test_elbo']:.2f} nats, {rate}; run in {config.out}")
+        for notice in notices:
+            _note(notice.removeprefix("train: "))
     return 0
 
 
+def _eval_options_error(args) -> str | None:
+    """What is wrong with eval's counts, or None (one line, before anything is loaded)."""
+    if args.importance_samples < 1:
+        return (f"--importance-samples must be >= 1 (K, the samples per test point of the log p(x) "
+                f"estimate), got {args.importance_samples}")
+    if args.limit is not None and args.limit < 1:
+        return f"--limit must be >= 1 (leave it out to evaluate every test point), got {args.limit}"
+    if args.batch_size < 1:
+        return f"--batch-size must be >= 1 (test points per batch of the log p(x) estimate), got {args.batch_size}"
+    return None
+
+
 def cmd_eval(args) -> int:
-    from .training.checkpoint import RunError, build_model, resolve_run
+    import datetime
+    import time
+
+    error = _eval_options_error(args)
+    if error:
+        return _fail("eval", error)
+    from .training.checkpoint import EVALS, RunError, build_model, resolve_run
     from .training.evaluate import load_run_data, log_marginal_likelihood, test_elbo
 
     try:
@@ -301,15 +348,24 @@ def cmd_eval(args) -> int:
     likelihood = state.get("model_spec", {}).get("likelihood") or model.decoder.likelihood
     x = d.test[: args.limit] if args.limit else d.test
     g = torch.Generator(device=args.device).manual_seed(args.seed)
-    result = {"checkpoint": str(run.checkpoint), "test_points": len(x),
+    started = time.perf_counter()
+    # The settings first: each result is one line of RUN/eval.jsonl, never replaced.
+    result = {"checkpoint": str(run.checkpoint), "samples_seen": state.get("samples_seen"),
+              "importance_samples": args.importance_samples, "limit": args.limit, "batch_size": args.batch_size,
+              "seed": args.seed, "device": args.device, "test_points": len(x),
               "test_elbo": test_elbo(model, x, generator=g, likelihood=likelihood)}
-    if args.importance_samples > 0:
-        log_px = log_marginal_likelihood(model, x, args.importance_samples, batch_size=args.batch_size,
-                                         generator=g, progress=True, likelihood=likelihood)
-        result.update(importance_samples=args.importance_samples, log_px=log_px.mean().item(),
-                      log_px_stderr=(log_px.std() / len(log_px) ** 0.5).item())
+    log_px = log_marginal_likelihood(model, x, args.importance_samples, batch_size=args.batch_size,
+                                     generator=g, progress=True, likelihood=likelihood)
+    result.update(log_px=log_px.mean().item(), log_px_stderr=(log_px.std() / len(log_px) ** 0.5).item(),
+                  wall_s=round(time.perf_counter() - started, 3),
+                  evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"))
     print(json.dumps(result, indent=2))
-    (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    path = run.path / EVALS
+    with path.open("a") as f:
+        f.write(json.dumps(result) + "\n")
+    kept = sum(1 for line in path.read_text().splitlines() if line.strip())
+    print(f"aevb-fast eval: result appended to {path} ({kept} result{'s' if kept > 1 else ''} there, "
+          "each with its settings)", file=sys.stderr)
     return 0
 
 
@@ -501,12 +557,17 @@ def _add_train_run_options(option) -> None:
 
 
 def _add_eval_parser(sub) -> None:
-    evaluate = sub.add_parser("eval", help="test-set ELBO and importance-sampled log p(x) of a trained run")
+    evaluate = sub.add_parser("eval", help="test-set ELBO and importance-sampled log p(x) of a trained run",
+                              description="Test-set ELBO and importance-sampled log p(x) of a trained run. Each "
+                                          "result is printed and appended, with its settings, as one line "
+                                          "to RUN/eval.jsonl; no earlier result is replaced.")
     evaluate.add_argument("run", help="a run directory or its checkpoint.pt")
-    evaluate.add_argument("--importance-samples", type=_count, default=1000, help="K (default: 1000)")
+    evaluate.add_argument("--importance-samples", type=_count, default=1000,
+                          help="K, samples per test point of the log p(x) estimate, >= 1 (default: 1000)")
     evaluate.add_argument("--batch-size", type=int, default=20,
                           help="data points per batch of the log p(x) estimate (default: 20)")
-    evaluate.add_argument("--limit", type=_count, default=0, help="only the first N test points (default: all)")
+    evaluate.add_argument("--limit", type=_count, default=None,
+                          help="only the first N >= 1 test points (default: all)")
     evaluate.add_argument("--device", default="cpu", help="(default: cpu)")
     evaluate.add_argument("--data-dir", help="folder with the dataset's files (default: the run's)")
     evaluate.add_argument("--seed", type=int, default=0, help="(default: 0)")
@@ -589,8 +650,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "use --device cpu")
     try:
         return args.func(args)  # the layers are imported here, as each command needs them
-    except KeyboardInterrupt:  # train saves and says how to resume itself; the others just stop
-        saved = "; the rows measured so far are saved" if getattr(args, "save", False) or getattr(args, "out", "") else ""
+    except KeyboardInterrupt:  # train says what it kept itself; the bench keeps the rows it saved
+        saving = args.command == "bench" and (getattr(args, "save", False) or getattr(args, "out", ""))
+        saved = "; the rows measured so far are saved" if saving else ""
         print(f"\naevb-fast {args.command}: interrupted (Ctrl-C){saved}", file=sys.stderr)
         return 130
     except ModuleNotFoundError as error:

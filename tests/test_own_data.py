@@ -134,7 +134,7 @@ def test_data_files_on_the_command_line(tmp_path, suffix, capsys):
     assert config.dataset == str(path.resolve())
     test_points = 24 if suffix == ".npy" else 40  # held out 10%, or the file's test array
     assert cli.main(["eval", str(out), "--importance-samples", "20"]) == 0
-    assert json.loads((out / "eval.json").read_text())["test_points"] == test_points
+    assert json.loads((out / "eval.jsonl").read_text())["test_points"] == test_points
     assert cli.main(["plot", str(out)]) == 0
     assert "manifold.png" in capsys.readouterr().out  # J = 2, (12, 12) images
 

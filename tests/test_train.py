@@ -271,7 +271,7 @@ def test_checkpoint_loads_for_evaluation(tmp_path):
 def test_eval_and_plot_commands(tmp_path, capsys):
     train(small(tmp_path, samples=2000))
     assert cli.main(["eval", str(tmp_path / "run"), "--importance-samples", "100", "--limit", "40"]) == 0
-    result = json.loads((tmp_path / "run" / "eval.json").read_text())
+    result = json.loads((tmp_path / "run" / "eval.jsonl").read_text())  # one line: one evaluation
     assert result["log_px"] >= result["test_elbo"] - 0.5 and result["test_points"] == 40
     capsys.readouterr()
     assert cli.main(["plot", str(tmp_path / "run")]) == 0

@@ -72,7 +72,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
           "--out", missing], "test_fraction must be between 0 and 1"),
         (["train", *SMALL, "--resume", "--overwrite", "--out", missing], "give one of them"),
         (["train", "--dataset", str(tmp_path), "--out", missing], "is a directory; give the .npy/.npz/.pt file inside it"),
-        (["train", *SMALL, "--lr", "inf", "--out", missing], "--lr must be a number > 0, got inf"),
+        (["train", *SMALL, "--lr", "inf", "--out", missing], "--lr must be a finite number > 0, got inf"),
         (["train", *SMALL, "--samples", "0", "--out", missing], "--samples .training examples to process. must be >= 1, got 0"),
         (["train", *SMALL, "--batch-size", "0", "--out", missing], "--batch-size must be >= 1, got 0"),
     ] + ([] if torch.cuda.is_available() else [
