@@ -1,0 +1,218 @@
+"""A per-kernel report from the SASS that nvcc makes of csrc/cuda on this machine (no GPU needed):
+registers, local memory, and what the kernels' loops issue (issue 30, section 4).
+
+    python .ci/sass_report.py                        # every csrc/cuda/*.cu, sm_90, the build's -O3
+    python .ci/sass_report.py --files csrc/cuda/sample_and_kl.cu --json report.json
+
+Each file is compiled to a cubin (``nvcc -cubin``, the flags of the CMake build: C++20, relaxed
+constexpr, -O3) and read back with ``cuobjdump -res-usage`` and ``cuobjdump -sass``. For every
+kernel the report gives its registers (occupancy falls below 50 % on an H100/H200 above 64 per
+thread), its local memory (spills), its instruction count and, for its largest loop (a backward
+branch and the instructions it spans: the grid-stride loop that does the work), the loop's
+length and its mix: fused multiply-adds (FFMA), plain multiplies and adds (FMUL, FADD, which
+``__fmul_rn``/``__fadd_rn`` force where an FFMA would do), special-function instructions (MUFU:
+exp, log, sin/cos, rsqrt), 64-bit integer work (IMAD.WIDE/IADD3.X pairs of flat indices), and
+calls (slow paths of IEEE division and square root). Divided by the loop's elements per
+iteration, the length is the instructions per element to set against the H200's budget: about
+9 instructions per byte moved at its copy bandwidth (``--budget``).
+
+cuobjdump is not in a minimal CUDA toolkit: the report takes it from $CUOBJDUMP, the PATH, or the
+registry's ``nvidia-cuda-cuobjdump`` wheel, unpacked (not installed) into
+~/.cache/aevb_fast/cuda-tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = Path.home() / ".cache" / "aevb_fast" / "cuda-tools"
+INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+BRANCH = re.compile(r"\b(?:BRA|BRX)\b.*?0x([0-9a-f]+)")
+MIX = {  # column: opcodes counted (by prefix of the opcode, before its first '.')
+    "FFMA": ("FFMA", "HFMA2", "DFMA"),
+    "FMUL": ("FMUL", "HMUL2", "DMUL"),
+    "FADD": ("FADD", "HADD2", "DADD"),
+    "MUFU": ("MUFU",),
+    "64-bit int": ("IMAD.WIDE", "IADD3.X", "LEA.HI.X", "IMAD.HI"),
+    "calls": ("CALL",),
+}
+
+
+def find_cuobjdump() -> str:
+    found = os.environ.get("CUOBJDUMP") or shutil.which("cuobjdump")
+    if found:
+        return found
+    tool = TOOLS / "nvidia" / "cu13" / "bin" / "cuobjdump"
+    if not tool.exists():
+        TOOLS.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as download:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", download,
+                            "nvidia-cuda-cuobjdump>=13,<14"], check=True)
+            for wheel in Path(download).glob("*.whl"):
+                zipfile.ZipFile(wheel).extractall(TOOLS)
+        tool.chmod(0o755)
+    return str(tool)
+
+
+def nvcc_flags(include: Path) -> list[str]:
+    import sysconfig
+
+    import torch
+
+    torch_include = Path(torch.__file__).parent / "include"
+    return ["-std=c++20", "--expt-relaxed-constexpr", "-O3", "-DNDEBUG", "-arch=sm_90", "-cubin",
+            "-I", str(ROOT / "csrc"), "-I", str(include), "-I", str(torch_include),
+            "-I", str(torch_include / "torch" / "csrc" / "api" / "include"),
+            "-I", sysconfig.get_paths()["include"], "-D_GLIBCXX_USE_CXX11_ABI=1"]
+
+
+def compile_cubin(source: Path, out: Path, flags: list[str]) -> Path:
+    cubin = out / (source.stem + ".cubin")
+    result = subprocess.run([os.environ.get("NVCC", "nvcc"), *flags, "-o", str(cubin), str(source)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"sass_report: nvcc failed on {source}:\n{result.stderr[-3000:]}")
+    return cubin
+
+
+def demangle(names: list[str]) -> dict[str, str]:
+    out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
+    return dict(zip(names, out)) if len(out) == len(names) else {n: n for n in names}
+
+
+def short_name(demangled: str) -> str:
+    """'void aevb_fast::cuda::(anonymous namespace)::row_sum_kernel<1, 256, aevb_fast::cuda::
+    (anonymous namespace)::BernoulliForward<float> >(...)' -> 'row_sum_kernel<1, 256,
+    BernoulliForward<float>>': the kernel and its template arguments."""
+    name = demangled.replace("(anonymous namespace)::", "").split("(")[0].removeprefix("void ")
+    for prefix in ("aevb_fast::cuda::", "aevb_fast::", "c10::", "at::"):
+        name = name.replace(prefix, "")
+    return name.replace("BFloat16", "bf16").replace("Half", "f16").replace(" >", ">")
+
+
+def parse_resources(text: str) -> dict[str, dict[str, int]]:
+    resources, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("Function "):
+            current = line[len("Function "):].rstrip(":")
+        elif current and line.startswith("REG:"):
+            fields = dict(f.split(":", 1) for f in line.split() if ":" in f)
+            resources[current] = {"registers": int(fields["REG"]), "stack": int(fields["STACK"]),
+                                  "local": int(fields["LOCAL"])}
+            current = None
+    return resources
+
+
+def parse_sass(text: str) -> dict[str, list[tuple[int, str, str]]]:
+    kernels, current = {}, None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("Function : "):
+            current = stripped[len("Function : "):]
+            kernels[current] = []
+        elif current:
+            match = INSTRUCTION.search(line)
+            if match:
+                kernels[current].append((int(match.group(1), 16), match.group(3), match.group(4)))
+    return kernels
+
+
+def mix(instructions: list[tuple[int, str, str]]) -> dict[str, int]:
+    counts = {column: 0 for column in MIX}
+    for _, opcode, _ in instructions:
+        for column, prefixes in MIX.items():
+            if any(opcode == p or opcode.startswith(p + ".") for p in prefixes):
+                counts[column] += 1
+    return counts
+
+
+def largest_loop(instructions: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The instructions spanned by the backward branch that spans the most (the kernel's main
+    loop); empty for a kernel without a loop."""
+    best: list = []
+    for i, (address, opcode, operands) in enumerate(instructions):
+        if opcode.split(".")[0] not in ("BRA", "BRX"):
+            continue
+        target = BRANCH.search(f"{opcode}{operands}")
+        if not target or int(target.group(1), 16) >= address:
+            continue
+        start = int(target.group(1), 16)
+        body = [ins for ins in instructions[: i + 1] if ins[0] >= start]
+        if len(body) > len(best):
+            best = body
+    return [ins for ins in best if ins[1] != "NOP"]
+
+
+def report(files: list[Path]) -> list[dict]:
+    cuobjdump = find_cuobjdump()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        include = Path(tmp) / "include"
+        (include / "c10" / "cuda" / "impl").mkdir(parents=True)
+        # torch's CPU wheel lacks this header (see check_cuda_compile.sh)
+        (include / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").write_text(
+            "#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+        flags = nvcc_flags(include)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            cubins = list(pool.map(lambda f: compile_cubin(f, Path(tmp), flags), files))
+        for source, cubin in zip(files, cubins):
+            resources = parse_resources(subprocess.run([cuobjdump, "-res-usage", str(cubin)], capture_output=True,
+                                                       text=True, check=True).stdout)
+            kernels = parse_sass(subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True,
+                                                check=True).stdout)
+            names = demangle(list(kernels))
+            for mangled, instructions in kernels.items():
+                loop = largest_loop(instructions)
+                rows.append({"file": source.name, "kernel": short_name(names[mangled]), "mangled": mangled,
+                             **resources.get(mangled, {}),
+                             "instructions": sum(1 for ins in instructions if ins[1] != "NOP"),
+                             "loop_instructions": len(loop), "loop_mix": mix(loop)})
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    columns = list(MIX)
+    head = ["file", "kernel", "regs", "local B", "instrs", "main loop"] + columns
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for r in sorted(rows, key=lambda r: (r["file"], r["kernel"])):
+        cells = [r["file"], f"`{r['kernel']}`", str(r.get("registers", "?")), str(r.get("local", "?")),
+                 str(r["instructions"]), str(r["loop_instructions"])] + [str(r["loop_mix"][c]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", nargs="*", type=Path, default=None, help="default: csrc/cuda/*.cu")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--kernel", default=None, help="only kernels whose name contains this")
+    args = parser.parse_args()
+    files = args.files or sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        sys.exit(f"sass_report: no such file: {', '.join(missing)}")
+    rows = report(files)
+    if args.kernel:
+        rows = [r for r in rows if args.kernel in r["kernel"]]
+    print(format_rows(rows))
+    print(f"(sm_90, nvcc -O3; 'main loop': the instructions spanned by the kernel's widest backward branch, "
+          f"and their mix; {len(rows)} kernels)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+""".ci/sass_report.py's reading of cuobjdump's output (the compile itself needs nvcc and is run by
+hand: python .ci/sass_report.py)."""
+
+import importlib.util
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location("sass_report", Path(__file__).resolve().parent.parent / ".ci" / "sass_report.py")
+sass_report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sass_report)
+
+SASS = """
+\t\tFunction : _Z6kernelPf
+        /*0000*/                   LDC R1, c[0x0][0x28] ;   /* 0x00000a00ff017b82 */
+        /*0010*/                   S2R R2, SR_TID.X ;        /* 0x0000000000027919 */
+        /*0020*/                   FFMA R3, R2, R2, R1 ;     /* 0x0 */
+        /*0030*/                   FMUL R4, R3, R3 ;         /* 0x0 */
+        /*0040*/                   MUFU.EX2 R5, R4 ;         /* 0x0 */
+        /*0050*/                   IMAD.WIDE.U32 R6, R5, 0x4, R2 ;   /* 0x0 */
+        /*0060*/              @!P0 BRA 0x20 ;                /* 0x0 */
+        /*0070*/                   CALL.REL.NOINC 0x100 ;    /* 0x0 */
+        /*0080*/                   EXIT ;                    /* 0x0 */
+        /*0090*/                   BRA 0x90;                 /* 0x0 */
+"""
+RESOURCES = """
+ Function _Z6kernelPf:
+  REG:40 STACK:0 SHARED:0 LOCAL:8 CONSTANT[0]:720 TEXTURE:0 SURFACE:0 SAMPLER:0
+"""
+
+
+def test_the_main_loop_and_its_mix():
+    kernels = sass_report.parse_sass(SASS)
+    instructions = kernels["_Z6kernelPf"]
+    assert len(instructions) == 10
+    loop = sass_report.largest_loop(instructions)  # 0x20..0x60: the self-branch at 0x90 spans nothing
+    assert [address for address, *_ in loop] == [0x20, 0x30, 0x40, 0x50, 0x60]
+    assert sass_report.mix(loop) == {"FFMA": 1, "FMUL": 1, "FADD": 0, "MUFU": 1, "64-bit int": 1, "calls": 0}
+    assert sass_report.parse_resources(RESOURCES) == {"_Z6kernelPf": {"registers": 40, "stack": 0, "local": 8}}
+
+
+def test_kernel_names_are_shortened():
+    demangled = ("void aevb_fast::cuda::(anonymous namespace)::row_sum_kernel<1, 256, aevb_fast::cuda::"
+                 "(anonymous namespace)::BernoulliForward<c10::BFloat16> >(long, float*)")
+    assert sass_report.short_name(demangled) == "row_sum_kernel<1, 256, BernoulliForward<bf16>>"
