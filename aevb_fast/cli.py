@@ -454,8 +454,21 @@ def _add_train_parser(sub) -> None:
     _add_train_data_options(option)
     _add_train_recipe_options(option)
     _add_train_run_options(option)
+    _add_threads_option(train)
     train.set_defaults(func=cmd_train, compile=None, bf16=None, plots=None, fused_head=None, resume=False,
                        overwrite=False)
+
+
+# The commands that run long on the CPU choose their threads (aevb_fast.threads): torch's default,
+# or 1 when another job already keeps the cores busy (there, every parallel op waits for a thread
+# the OS has set aside: 10-40x slower steps measured).
+AUTO_THREADS = ("train", "eval", "reproduce")
+
+
+def _add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch's CPU threads (default 0: torch's default, or 1 when a quick probe finds the "
+                             "cores busy with other jobs, which is said)")
 
 
 def _option_adder(parser: argparse.ArgumentParser):
@@ -571,6 +584,7 @@ def _add_eval_parser(sub) -> None:
     evaluate.add_argument("--device", default="cpu", help="(default: cpu)")
     evaluate.add_argument("--data-dir", help="folder with the dataset's files (default: the run's)")
     evaluate.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    _add_threads_option(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
 
@@ -597,6 +611,7 @@ def _add_reproduce_parser(sub) -> None:
                      help="where the runs live (their logs are committed, their checkpoints are not)")
     rep.add_argument("--out", default="docs/reproduction.md", help="report: the Markdown file")
     rep.add_argument("--notes", default="docs/reproduction_notes.md", help="report: discussion appended")
+    _add_threads_option(rep)
     rep.set_defaults(func=cmd_reproduce)
 
 
@@ -648,6 +663,13 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
         return _fail(args.command, f"--device {device}, but torch {torch.__version__} sees no CUDA device; "
                                    "use --device cpu")
+    if args.command in AUTO_THREADS:
+        if args.threads < 0:
+            return _fail(args.command, f"--threads must be >= 0 (0: choose), got {args.threads}")
+        if not (isinstance(device, str) and device.startswith("cuda")):
+            from .threads import choose_threads
+
+            choose_threads(args.threads, f"aevb-fast {args.command}", say=lambda m: print(m, file=sys.stderr))
     try:
         return args.func(args)  # the layers are imported here, as each command needs them
     except KeyboardInterrupt:  # train says what it kept itself; the bench keeps the rows it saved

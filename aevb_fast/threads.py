@@ -1,13 +1,17 @@
-"""Torch's intra-op threads on a busy CPU: a probe that sees oversubscription, and the choice the
+"""Torch's intra-op threads on a busy CPU: what other jobs leave free, and the choice the
 ``aevb-fast`` commands make from it.
 
-On a machine whose cores are shared with other jobs, every parallel op waits at its barrier for a
-thread that the OS has descheduled: measured on 2 cores with one busy neighbour, a (100, 784) add
-took 8 ms with 2 threads against 0.02 ms with 1, and whole training steps were 10-40x slower
-(issue 32). A single thread never waits for another. The probe times that tiny add with the
-current thread count and with one; when the first is many times the second, the threads are
-oversubscribed. Our kernels use torch's thread pool (``at::parallel_for``), so they follow the
-same setting.
+On a machine whose cores are shared with other jobs, a parallel op waits at its barrier for a
+thread that the OS has set aside. Measured on 2 cores (``benchmarks/busy_neighbour.py``): beside
+one job that keeps a core busy, a training step with torch's 2 threads took 1.3-1.7x as long as
+with 1 thread; with both cores busy, a (100, 784) add took 8-12 ms with 2 threads against 0.01 ms
+with 1, and whole steps were 10-40x slower (issue 32). A thread count no larger than the cores
+left idle never waits so. Our kernels use torch's thread pool (``at::parallel_for``), so they follow
+the same setting.
+
+Two measures, both cheap: the cores that other jobs left idle over a short window
+(``/proc/stat``, Linux), and a probe that times the tiny add at n threads and at one (any
+system: it catches a fully oversubscribed CPU).
 """
 
 from __future__ import annotations
@@ -65,19 +69,54 @@ def describe(result: dict) -> str:
             f"{result['one_thread_s'] * 1e3:.2g} ms on 1")
 
 
+def _cpu_times() -> tuple[int, int, int] | None:
+    """(busy, total) jiffies over all CPUs and the number of CPUs, from /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    fields = [int(v) for v in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    return sum(fields) - fields[3] - fields[4], sum(fields), cpus
+
+
+def idle_cpus(window: float = 0.25) -> float | None:
+    """How many CPUs other work left idle over ``window`` seconds (this process sleeps meanwhile);
+    None where /proc/stat is not readable."""
+    before = _cpu_times()
+    if before is None:
+        return None
+    time.sleep(window)
+    after = _cpu_times()
+    total = after[1] - before[1]
+    if total <= 0:
+        return None
+    return after[2] * (1 - (after[0] - before[0]) / total)
+
+
 def choose_threads(requested: int, command: str, say=print) -> int:
-    """The intra-op thread count for a command: ``requested`` if > 0; else torch's default,
-    unless the probe finds it oversubscribed, then 1 (with a one-line notice naming ``--threads``).
-    Sets it and returns it."""
+    """The intra-op thread count for a command: ``requested`` if > 0; else torch's default, cut
+    to the CPUs that other jobs leave idle (at least 1), or to 1 when the probe finds the
+    threads oversubscribed; a cut is said in one line that names ``--threads``. Sets it and
+    returns it."""
     if requested > 0:
         torch.set_num_threads(requested)
         return requested
     threads = torch.get_num_threads()
-    if threads > 1:
-        result = probe(threads)
+    if threads == 1:
+        return 1
+    idle = idle_cpus()
+    chosen, why = threads, ""
+    if idle is not None and int(idle + 0.5) < threads:
+        chosen = max(1, int(idle + 0.5))
+        why = f"other jobs keep {threads - idle:.1f} of its cores busy"
+    if chosen > 1:
+        result = probe(chosen)
         if result["oversubscribed"]:
-            torch.set_num_threads(1)
-            say(f"{command}: this CPU is busy ({describe(result)}): using 1 thread; "
-                f"--threads {threads} to use {threads} anyway")
-            return 1
-    return threads
+            chosen, why = 1, describe(result)
+    if chosen < threads:
+        torch.set_num_threads(chosen)
+        say(f"{command}: this CPU is busy ({why}): using {chosen} thread{'s' * (chosen > 1)} of {threads}; "
+            f"--threads {threads} to use {threads} anyway")
+    return chosen

@@ -1,12 +1,12 @@
-"""What a busy neighbour costs on a shared CPU: torch's threads with and without another job.
+"""What busy neighbours cost on a shared CPU: torch's threads beside 0, 1 and 2 other jobs.
 
     python benchmarks/busy_neighbour.py            # about 2 minutes on 2 cores; nothing else running
-    python benchmarks/busy_neighbour.py --markdown # the README's table
 
 Each configuration runs in a fresh process (OpenMP reads its environment when torch loads):
-torch's default thread count, 1 thread, and the default count with ``OMP_WAIT_POLICY=PASSIVE``
-(threads sleep at a barrier instead of spinning). Each is timed on a quiet machine and beside one
-neighbour process that keeps one core busy (a Python loop). The measures: a (100, 784) add (the
+torch's default thread count, 1 thread, the default count with ``OMP_WAIT_POLICY=PASSIVE``
+(threads sleep at a barrier instead of spinning), and what the ``aevb-fast`` commands choose
+(``aevb_fast.threads.choose_threads``). Each is timed on a quiet machine and beside 1 and 2
+neighbour processes that each keep a core busy (a Python loop). The measures: a (100, 784) add (the
 probe of ``aevb_fast.threads``), ``bernoulli_log_prob`` forward and backward at B = 100 and 4096
 (D = 784), and a training step of the paper's MNIST model (784-500-20, the fused ELBO, Adagrad)
 at M = 100 and 4096. Medians of repeated timings, in milliseconds.
@@ -22,11 +22,13 @@ import subprocess
 import sys
 import time
 
-CONFIGS = {  # name: (threads or 0 for torch's default, extra environment)
-    "default threads": (0, {}),
+CONFIGS = {  # name: (threads: 0 torch's default, -1 what aevb-fast chooses; extra environment)
+    "torch's default": (0, {}),
     "1 thread": (1, {}),
-    "default, OMP_WAIT_POLICY=PASSIVE": (0, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "OMP_WAIT_POLICY=PASSIVE": (0, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "aevb-fast's choice": (-1, {}),
 }
+NEIGHBOURS = (0, 1, 2)
 NEIGHBOUR = [sys.executable, "-c", "while True: pass"]
 
 
@@ -54,8 +56,12 @@ def child(threads: int) -> dict:
     import aevb_fast as af
     from aevb_fast.models import VAE
 
-    if threads:
+    if threads > 0:
         torch.set_num_threads(threads)
+    elif threads < 0:
+        from aevb_fast.threads import choose_threads
+
+        choose_threads(0, "busy_neighbour", say=lambda message: print(message, file=sys.stderr))
     torch.manual_seed(0)
     results = {"threads": torch.get_num_threads()}
     a, b = torch.rand(100, 784), torch.rand(100, 784)
@@ -79,46 +85,43 @@ def child(threads: int) -> dict:
     return results
 
 
-def run_config(name: str, neighbour: bool) -> dict:
+def run_config(name: str, neighbours: int) -> dict:
     threads, env = CONFIGS[name]
-    busy = subprocess.Popen(NEIGHBOUR) if neighbour else None
+    busy = [subprocess.Popen(NEIGHBOUR) for _ in range(neighbours)]
     try:
+        time.sleep(0.5 if busy else 0)  # the neighbours running before the measurement starts
         out = subprocess.run([sys.executable, __file__, "--child", str(threads)], env={**os.environ, **env},
                              check=True, capture_output=True, text=True).stdout
     finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+        for process in busy:
+            process.kill()
+            process.wait()
     return json.loads(out.strip().splitlines()[-1])
 
 
 def markdown(results: dict) -> str:
-    columns = [(name, neighbour) for neighbour in (False, True) for name in CONFIGS]
     measures = [k for k in next(iter(results.values())) if k != "threads"]
-    head = ["measure (ms)"] + [f"{name}{', busy neighbour' if n else ''}" for name, n in columns]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(columns)]
-    for measure in measures:
-        cells = [f"{results[f'{name}|{n}'][measure]:.3g}" for name, n in columns]
-        lines.append(f"| {measure} | " + " | ".join(cells) + " |")
-    threads = results["default threads|False"]["threads"]
-    lines.append(f"(torch's default here: {threads} threads; medians; each configuration in a fresh process)")
+    lines = ["| busy neighbours | threads | " + " | ".join(measures) + " |", "|---|---|" + "---:|" * len(measures)]
+    for (name, neighbours), row in results.items():
+        cells = [f"{row[m]:.3g}" for m in measures]
+        lines.append(f"| {neighbours} | {name}: {row['threads']} | " + " | ".join(cells) + " |")
+    lines.append(f"(milliseconds, medians; {os.cpu_count()} cores; each configuration in a fresh process; "
+                 "a neighbour is a process that keeps one core busy)")
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--markdown", action="store_true", help="print the table as markdown only")
     args = parser.parse_args()
     if args.child is not None:
         print(json.dumps(child(args.child)))
         return 0
     results = {}
-    for neighbour in (False, True):
+    for neighbours in NEIGHBOURS:
         for name in CONFIGS:
-            if not args.markdown:
-                print(f"measuring: {name}{', busy neighbour' if neighbour else ''}", file=sys.stderr)
-            results[f"{name}|{neighbour}"] = run_config(name, neighbour)
+            print(f"measuring: {name}, {neighbours} busy neighbours", file=sys.stderr)
+            results[(name, neighbours)] = run_config(name, neighbours)
     print(markdown(results))
     return 0
 

@@ -157,3 +157,21 @@ def test_the_last_line_gives_the_runs_average_rate_and_the_bar_the_samples_run(t
     assert last["samples_per_s"] > 3 * average  # the last interval's rate is not the run's
     printed = re.search(r"(\d+) samples/s on average", captured.out)
     assert printed and int(printed.group(1)) == round(average), captured.out
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line():
+    # SIGINT half a second in: aevb_fast and torch are still loading (about 1.5 s), before any
+    # of the command's code runs; the entry point (aevb_fast_command) turns it into one line.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-c", "import sys; from aevb_fast_command import main; sys.exit(main())",
+                                "train", "--samples", "1e3", "--out", "never-made"], stderr=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, cwd="/")
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -20,6 +20,7 @@ def test_an_oversubscribed_cpu_gets_one_thread_and_a_notice(monkeypatch):
     said = []
     busy = {"threads": 4, "tiny_op_s": 8e-3, "one_thread_s": 2e-5, "oversubscribed": True}
     monkeypatch.setattr(threads, "probe", lambda n=None, repeats=15: busy)
+    monkeypatch.setattr(threads, "idle_cpus", lambda window=0.25: None)  # no /proc/stat: the probe decides
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     set_to = []
     monkeypatch.setattr(torch, "set_num_threads", set_to.append)
@@ -30,9 +31,26 @@ def test_an_oversubscribed_cpu_gets_one_thread_and_a_notice(monkeypatch):
     assert torch.get_num_threads() == before
 
 
+def test_threads_are_cut_to_the_idle_cores(monkeypatch):
+    quiet = {"threads": 2, "tiny_op_s": 2e-5, "one_thread_s": 2e-5, "oversubscribed": False}
+    monkeypatch.setattr(threads, "probe", lambda n=None, repeats=15: quiet)
+    monkeypatch.setattr(threads, "idle_cpus", lambda window=0.25: 2.1)  # one of 4 cores busy elsewhere
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    set_to, said = [], []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    assert threads.choose_threads(0, "aevb-fast eval", say=said.append) == 2
+    assert set_to == [2] and "using 2 threads of 4" in said[0] and "keep 1.9 of its cores busy" in said[0]
+
+
+def test_idle_cpus_reads_this_machine():
+    idle = threads.idle_cpus(window=0.05)
+    assert idle is None or 0 <= idle <= 1024
+
+
 def test_a_quiet_cpu_or_a_given_count_is_left_alone(monkeypatch):
     quiet = {"threads": 2, "tiny_op_s": 2e-5, "one_thread_s": 2e-5, "oversubscribed": False}
     monkeypatch.setattr(threads, "probe", lambda n=None, repeats=15: quiet)
+    monkeypatch.setattr(threads, "idle_cpus", lambda window=0.25: 64.0)
     before = torch.get_num_threads()
     said = []
     assert threads.choose_threads(0, "x", say=said.append) == before and said == []
@@ -40,3 +58,22 @@ def test_a_quiet_cpu_or_a_given_count_is_left_alone(monkeypatch):
         assert threads.choose_threads(1, "x", say=said.append) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_cli_chooses_threads_for_train_eval_and_reproduce(monkeypatch, tmp_path, capsys):
+    from aevb_fast import cli
+
+    busy = {"threads": 2, "tiny_op_s": 8e-3, "one_thread_s": 2e-5, "oversubscribed": True}
+    monkeypatch.setattr(threads, "probe", lambda n=None, repeats=15: busy)
+    monkeypatch.setattr(threads, "idle_cpus", lambda window=0.25: None)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    set_to = []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    assert cli.main(["eval", str(tmp_path / "no-run")]) == 2  # the run is missing; the threads were chosen first
+    assert set_to == [1]
+    assert "this CPU is busy" in capsys.readouterr().err
+    set_to.clear()
+    assert cli.main(["eval", str(tmp_path / "no-run"), "--threads", "2"]) == 2  # given: left as asked
+    assert set_to == [2] and "busy" not in capsys.readouterr().err
+    assert cli.main(["train", "--threads", "-1"]) == 2
+    assert "--threads must be >= 0" in capsys.readouterr().err
