@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -334,12 +333,10 @@ def test_end_to_end_mnist(tmp_path):
     # -543 nats; working AEVB passes -160 well before.
     config = TrainConfig(dataset="mnist", samples=300_000, eval_every=150_000, eval_points=2000,
                          out=str(tmp_path / "mnist"), plots=False)
-    start = time.perf_counter()
-    train(config)
+    train(config)  # its time is the bench's business (bench --train), not a test's: no wall-clock bound
     records = read(tmp_path / "mnist")
     assert records[0]["test_elbo"] < -500
     assert records[-1]["test_elbo"] > -160, records[-1]
-    assert time.perf_counter() - start < 300
 
 
 def test_compiled_model_and_two_dimensional_manifold(tmp_path):
