@@ -13,8 +13,8 @@ length and its mix: fused multiply-adds (FFMA), plain multiplies and adds (FMUL,
 ``__fmul_rn``/``__fadd_rn`` force where an FFMA would do), special-function instructions (MUFU:
 exp, log, sin/cos, rsqrt), 64-bit integer work (IMAD.WIDE/IADD3.X pairs of flat indices), and
 calls (slow paths of IEEE division and square root). Divided by the loop's elements per
-iteration, the length is the instructions per element to set against the H200's budget: about
-9 instructions per byte moved at its copy bandwidth (``--budget``).
+iteration, the streaming loop's length is the instructions per element to set against the
+H200's budget: about 9 instructions per byte moved at its copy bandwidth.
 
 cuobjdump is not in a minimal CUDA toolkit: the report takes it from $CUOBJDUMP, the PATH, or the
 registry's ``nvidia-cuda-cuobjdump`` wheel, unpacked (not installed) into
@@ -155,6 +155,31 @@ def largest_loop(instructions: list[tuple[int, str, str]]) -> list[tuple[int, st
     return [ins for ins in best if ins[1] != "NOP"]
 
 
+MEMORY = ("LDG", "STG")  # global loads and stores: a loop holding one streams the data
+
+
+def hot_loop(instructions: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The shortest loop that loads or stores global memory: the streaming loop, one iteration per
+    element or per pack of elements; empty for a kernel without one."""
+    best: list = []
+    for i, (address, opcode, operands) in enumerate(instructions):
+        target = BRANCH.search(f"{opcode}{operands}") if opcode.split(".")[0] in ("BRA", "BRX") else None
+        if not target or int(target.group(1), 16) >= address:
+            continue
+        start = int(target.group(1), 16)
+        body = [ins for ins in instructions[: i + 1] if ins[0] >= start and ins[1] != "NOP"]
+        if any(ins[1].split(".")[0] in MEMORY for ins in body) and (not best or len(body) < len(best)):
+            best = body
+    return best
+
+
+def elements_per_iteration(kernel: str) -> int | None:
+    """The pack width of the two kernel shapes of utils.cuh (their first template argument:
+    elements per iteration of the streaming loop); None for the others (the drawn-noise kernels)."""
+    match = re.match(r"(elementwise_kernel|row_sum_kernel)<(\d+)", kernel)
+    return int(match.group(2)) if match else None
+
+
 def report(files: list[Path]) -> list[dict]:
     cuobjdump = find_cuobjdump()
     rows = []
@@ -174,21 +199,27 @@ def report(files: list[Path]) -> list[dict]:
                                                 check=True).stdout)
             names = demangle(list(kernels))
             for mangled, instructions in kernels.items():
-                loop = largest_loop(instructions)
-                rows.append({"file": source.name, "kernel": short_name(names[mangled]), "mangled": mangled,
+                kernel, loop, hot = short_name(names[mangled]), largest_loop(instructions), hot_loop(instructions)
+                pack = elements_per_iteration(kernel)
+                rows.append({"file": source.name, "kernel": kernel, "mangled": mangled,
                              **resources.get(mangled, {}),
                              "instructions": sum(1 for ins in instructions if ins[1] != "NOP"),
-                             "loop_instructions": len(loop), "loop_mix": mix(loop)})
+                             "loop_instructions": len(loop), "hot_loop_instructions": len(hot),
+                             "elements_per_iteration": pack,
+                             "instructions_per_element": len(hot) / pack if pack and hot else None,
+                             "hot_loop_mix": mix(hot)})
     return rows
 
 
 def format_rows(rows: list[dict]) -> str:
     columns = list(MIX)
-    head = ["file", "kernel", "regs", "local B", "instrs", "main loop"] + columns
+    head = ["file", "kernel", "regs", "local B", "instrs", "main loop", "hot loop", "per element"] + columns
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in sorted(rows, key=lambda r: (r["file"], r["kernel"])):
+        per = r["instructions_per_element"]
         cells = [r["file"], f"`{r['kernel']}`", str(r.get("registers", "?")), str(r.get("local", "?")),
-                 str(r["instructions"]), str(r["loop_instructions"])] + [str(r["loop_mix"][c]) for c in columns]
+                 str(r["instructions"]), str(r["loop_instructions"]), str(r["hot_loop_instructions"]),
+                 "-" if per is None else f"{per:.0f}"] + [str(r["hot_loop_mix"][c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -207,8 +238,10 @@ def main() -> int:
     if args.kernel:
         rows = [r for r in rows if args.kernel in r["kernel"]]
     print(format_rows(rows))
-    print(f"(sm_90, nvcc -O3; 'main loop': the instructions spanned by the kernel's widest backward branch, "
-          f"and their mix; {len(rows)} kernels)")
+    print(f"(sm_90, nvcc -O3, {len(rows)} kernels. 'main loop': the instructions spanned by the kernel's widest "
+          "backward branch; 'hot loop': its shortest loop that loads or stores global memory (the streaming "
+          "loop), whose mix the last columns count; 'per element': the hot loop over the pack width of "
+          "utils.cuh's kernel shapes. The H200's budget: about 9 instructions per byte moved.)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
