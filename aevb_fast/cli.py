@@ -467,8 +467,8 @@ AUTO_THREADS = ("train", "eval", "reproduce")
 
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch's CPU threads (default 0: torch's default, or 1 when a quick probe finds the "
-                             "cores busy with other jobs, which is said)")
+                        help="torch's CPU threads; 0 chooses: torch's default, cut to the cores that other jobs "
+                             "leave idle, which is said (default: 0)")
 
 
 def _option_adder(parser: argparse.ArgumentParser):
