@@ -154,14 +154,20 @@ inline Tensor broadcast_rows(const Tensor& t, int64_t event_dims) {
 // A view that keeps a larger tensor alive and that the kernels cannot read in place (a channel
 // slice of a conv output, as VDVAE's posterior and prior means are) becomes a compact copy: the
 // kernels would copy it anyway, in the forward and again in the backward, and saving the copy
-// lets the rest of the larger tensor be freed, so the op keeps no more memory alive than the eager
-// formula does. Anything else (a broadcast, a slice read in place) is kept as it is.
+// lets the rest of the larger tensor be freed (when nothing else holds it), so the op keeps no
+// more memory alive than the eager formula does. Anything else (a broadcast, a slice read in
+// place) is kept as it is. (A copied input changed in place after the forward no longer raises
+// in the backward: the backward uses the forward's values, the right gradient.)
+// Under symbolic shapes (torch.compile with dynamic sizes) the sizes are not known and the input
+// is kept as it is.
 inline Tensor saved_form(const Tensor& t, int64_t event_dims) {
   if (!t.defined() || !t.has_storage() || t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() ||
       t.is_contiguous())
     return t;
-  const bool holds_more = t.storage().nbytes() > static_cast<size_t>(t.numel()) * t.element_size();
-  if (!holds_more || rows_in_place(t, event_dims).has_value()) return t;
+  const auto held = t.storage().sym_nbytes().maybe_as_int();  // a view of a dynamic-size tensor: unknown
+  if (!held.has_value() || *held <= t.numel() * static_cast<int64_t>(t.element_size()) ||
+      rows_in_place(t, event_dims).has_value())
+    return t;
   return t.contiguous();
 }
 

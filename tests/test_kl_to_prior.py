@@ -278,3 +278,20 @@ def test_channel_slices_keep_no_more_memory_than_vdvae(op):
     grads = [torch.autograd.grad(o, t) for o, t in zip(outs, (sliced, compact))]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_a_fixed_size_view_of_a_dynamic_size_tensor_compiles():
+    # Under torch.compile(dynamic=True), h[0] of an (s0, 4, 8) tensor has fixed sizes but a storage
+    # of symbolic size: deciding whether to save it compact must not ask for that size as a number.
+    def f(h):
+        mu, logvar = h[0].chunk(2, dim=-1)
+        return af.gaussian_kl(mu, logvar, event_dims=1).sum()
+
+    compiled = torch.compile(f, dynamic=True, fullgraph=True)
+    for rows in (5, 7):
+        h = torch.randn(rows, 4, 8, requires_grad=True)
+        value = compiled(h)
+        value.backward()
+        expected = reference.gaussian_kl(*h.detach()[0].chunk(2, dim=-1), event_dims=1).sum()
+        torch.testing.assert_close(value.detach(), expected)
+        assert h.grad is not None and torch.isfinite(h.grad).all()
