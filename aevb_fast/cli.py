@@ -284,13 +284,19 @@ def _train(args) -> int:
             steps = -(-config.samples // config.batch_size)
             _note(f"--samples {config.samples} is {steps} minibatches of {config.batch_size}: "
                   f"{steps * config.batch_size} samples will be processed")
-        with warnings.catch_warnings(record=True) as caught:
+        notices = []
+        shown = warnings.showwarning
+
+        def show(message, category, *rest, **kwargs):  # the too-short notice after the summary, others at once
+            if issubclass(category, TooShortToJudge):
+                notices.append(str(message))
+            else:
+                shown(message, category, *rest, **kwargs)
+
+        with warnings.catch_warnings():
             warnings.simplefilter("always", TooShortToJudge)
+            warnings.showwarning = show
             summary = train(config, resume=args.resume, overwrite=args.overwrite)
-        for warning in caught:  # the others as Python would show them
-            if not issubclass(warning.category, TooShortToJudge):
-                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-        notices = [str(w.message) for w in caught if issubclass(w.category, TooShortToJudge)]
     except RunExists as error:
         return _fail("train", error.message(cli=True))
     except TrainingDiverged as error:
@@ -356,7 +362,8 @@ def cmd_eval(args) -> int:
               "test_elbo": test_elbo(model, x, generator=g, likelihood=likelihood)}
     log_px = log_marginal_likelihood(model, x, args.importance_samples, batch_size=args.batch_size,
                                      generator=g, progress=True, likelihood=likelihood)
-    result.update(log_px=log_px.mean().item(), log_px_stderr=(log_px.std() / len(log_px) ** 0.5).item(),
+    stderr = (log_px.std() / len(log_px) ** 0.5).item() if len(log_px) > 1 else None  # JSON has no NaN
+    result.update(log_px=log_px.mean().item(), log_px_stderr=stderr,
                   wall_s=round(time.perf_counter() - started, 3),
                   evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"))
     print(json.dumps(result, indent=2))
@@ -460,9 +467,22 @@ def _add_train_parser(sub) -> None:
 
 
 # The commands that run long on the CPU choose their threads (aevb_fast.threads): torch's default,
-# or 1 when another job already keeps the cores busy (there, every parallel op waits for a thread
-# the OS has set aside: 10-40x slower steps measured).
+# cut to the cores other jobs leave idle (there, every parallel op waits for a thread the OS has
+# set aside: 1.5x slower steps beside one busy job on 2 cores, 80x slower small ops beside two).
 AUTO_THREADS = ("train", "eval", "reproduce")
+
+
+def _choose_threads(args, device) -> None:
+    """--threads N as given; 0 chooses for a CPU run (aevb_fast.threads), except where the count
+    is already someone's choice: OMP_NUM_THREADS set, or a torchrun process (torchrun sets it
+    per process, and ranks would see each other as the other jobs)."""
+    from .threads import choose_threads
+
+    if args.threads > 0:
+        choose_threads(args.threads, "")
+    elif (not (isinstance(device, str) and device.startswith("cuda")) and "OMP_NUM_THREADS" not in os.environ
+          and int(os.environ.get("WORLD_SIZE", "1")) == 1):
+        choose_threads(0, f"aevb-fast {args.command}", say=lambda message: print(message, file=sys.stderr))
 
 
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -663,14 +683,11 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
         return _fail(args.command, f"--device {device}, but torch {torch.__version__} sees no CUDA device; "
                                    "use --device cpu")
-    if args.command in AUTO_THREADS:
-        if args.threads < 0:
-            return _fail(args.command, f"--threads must be >= 0 (0: choose), got {args.threads}")
-        if not (isinstance(device, str) and device.startswith("cuda")):
-            from .threads import choose_threads
-
-            choose_threads(args.threads, f"aevb-fast {args.command}", say=lambda m: print(m, file=sys.stderr))
+    if args.command in AUTO_THREADS and args.threads < 0:
+        return _fail(args.command, f"--threads must be >= 0 (0: choose), got {args.threads}")
     try:
+        if args.command in AUTO_THREADS:
+            _choose_threads(args, device)
         return args.func(args)  # the layers are imported here, as each command needs them
     except KeyboardInterrupt:  # train says what it kept itself; the bench keeps the rows it saved
         saving = args.command == "bench" and (getattr(args, "save", False) or getattr(args, "out", ""))

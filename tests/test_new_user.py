@@ -34,6 +34,9 @@ def test_a_run_too_short_to_learn_exits_0_with_a_notice(tmp_path, own_npy, capsy
     assert code == 0, err
     assert records[-1]["samples_seen"] == 200 and records[-1]["test_elbo"] < records[0]["test_elbo"] - 100
     assert "did not learn" not in err and "diverged" not in err
+    # Below the divergence line at its end, but too short to judge: its final state is kept, so
+    # that eval and --resume work (no checkpoint was written before).
+    assert (out / "checkpoint.pt").is_file()
     notice = [line for line in err.splitlines() if "too short to judge" in line]
     assert notice == ["aevb-fast train: 200 samples (2 steps of 100) is too short to judge this run: a fresh model's "
                       "bound swings for its first 50 steps; a first result needs about 100 steps, 1e4 samples or more"]
@@ -175,3 +178,15 @@ def test_ctrl_c_while_the_command_starts_is_one_line():
     err = process.communicate(timeout=120)[1]
     assert process.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_folder_whose_checkpoint_was_moved_keeps_its_evaluations(tmp_path, capsys):
+    # A finished run's folder, its checkpoint moved away: its metrics look like a run that stopped
+    # before its first checkpoint, but its eval results and pictures are not such leftovers.
+    folder = tmp_path / "finished"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text(json.dumps({"samples_seen": 100, "train_elbo": -99.0, "test_elbo": -98.0}) + "\n")
+    (folder / "eval.jsonl").write_text(json.dumps({"log_px": -95.0, "importance_samples": 5000}) + "\n")
+    code, err = run_cli(capsys, "train", *SMALL, "--samples", "100", "--out", str(folder))
+    assert code == 2 and "holds no run" in err
+    assert json.loads((folder / "eval.jsonl").read_text())["log_px"] == -95.0

@@ -25,6 +25,9 @@ EVALS = "eval.jsonl"  # every `aevb-fast eval` result, one line each, appended
 # Everything a run writes (eval.json: where eval wrote before eval.jsonl): what --overwrite removes.
 RUN_FILES = (CHECKPOINT, METRICS, EVALS, "eval.json", "learning_curve.png", "reconstructions.png",
              "prior_samples.png", "manifold.png", "checkpoint.pt.tmp", "metrics.jsonl.tmp")
+# What a run that stopped before its first checkpoint can leave (pictures come at the end, eval
+# results need a checkpoint): a folder of only these is replaced without --overwrite.
+LEFTOVERS = (METRICS, "metrics.jsonl.tmp", "checkpoint.pt.tmp")
 
 
 class RunError(ValueError):
@@ -70,9 +73,11 @@ class RunDirectory:
 
     def stopped_before_checkpoint(self) -> bool:
         """Whether the folder holds only what a run that stopped before its first checkpoint left
-        (a divergence in its first evaluations): a trainer's metrics.jsonl and other run files."""
+        (a divergence in its first evaluations): a trainer's metrics.jsonl and its temporary files.
+        Eval results and pictures are never such leftovers (a folder whose checkpoint was moved
+        away keeps them: it is refused, not cleared)."""
         names = {p.name for p in self.path.iterdir()}
-        if not names <= set(RUN_FILES) or METRICS not in names:
+        if not names <= set(LEFTOVERS) or METRICS not in names:
             return False
         try:
             return all({"samples_seen", "train_elbo", "test_elbo"} <= set(r) for r in read_metrics(self.path))

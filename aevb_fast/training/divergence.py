@@ -98,14 +98,17 @@ class DivergenceGuard:
         known = [v for v in (self.start, self.best) if v is not None]
         return max(known) if known else None
 
-    def check(self, value: float, step: int = TRANSIENT_STEPS + 1) -> tuple[bool, str | None]:
+    def check(self, value: float, step: int = TRANSIENT_STEPS + 1, sets_best: bool = True) -> tuple[bool, str | None]:
         """(healthy, why the run diverged or None) for a bound checked after optimizer step
-        ``step``. Healthy: finite and above the threshold."""
+        ``step``. Healthy: finite and above the threshold. ``sets_best``: whether the value may
+        raise the best bound so far (an evaluation's ELBO; not a minibatch's training objective,
+        which KL warm-up and free bits lift above the bound)."""
         reference = self.reference
         threshold = divergence_threshold(reference) if reference is not None else -math.inf
         if math.isfinite(value) and value >= threshold:
             self.low_checks = self.judged_low = 0
-            self.best = value if self.best is None else max(self.best, value)
+            if sets_best:
+                self.best = value if self.best is None else max(self.best, value)
             return True, None
         self.low_checks += 1
         if not math.isfinite(value):

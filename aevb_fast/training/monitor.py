@@ -81,10 +81,10 @@ class RunMonitor:
             self.run_dir.append_metrics(record)
         return record
 
-    def check_bound(self, value: float, when: str) -> bool:
+    def check_bound(self, value: float, when: str, sets_best: bool = True) -> bool:
         """Whether the bound is healthy; raises TrainingDiverged, saving nothing, when the run
         diverged (see divergence.py): the last good checkpoint stays as it was."""
-        healthy, why = self.guard.check(value, self.state.step)
+        healthy, why = self.guard.check(value, self.state.step, sets_best)
         if why is None:
             return healthy
         if self.saved_at is not None:
@@ -104,7 +104,7 @@ class RunMonitor:
         stacked = torch.stack(bounds).float()
         local_mean, local_median = torch.stack([stacked.mean(), stacked.median()]).tolist()
         value = self.dist.sum([local_mean])[0] / self.dist.world
-        self.check_bound(value, f"of the last {len(bounds)} steps")
+        self.check_bound(value, f"of the last {len(bounds)} steps", sets_best=False)
         return local_median
 
     def check_learned(self, final: dict) -> None:

@@ -39,7 +39,7 @@ from . import data as datasets
 from .checkpoint import RunDirectory, paper_model_spec, read_metrics
 from .config import TrainConfig
 from .distributed import DistributedContext
-from .divergence import TrainingDiverged
+from .divergence import TrainingDiverged, too_short
 from .monitor import RunMonitor
 from .objective import ELBOObjective, check_model, decoder_likelihood
 from .state import TrainState
@@ -226,7 +226,10 @@ class Trainer:
                     state.train_wall += elapsed
                     records.append(self.monitor.evaluate(window_samples / max(elapsed, 1e-9)))
                     last_test = records[-1]["test_elbo"]
-                    if records[-1]["healthy"]:  # never checkpoint a model below the threshold
+                    # Never checkpoint a model below the threshold; but a run too short to judge
+                    # that has no checkpoint yet keeps its final state (eval and --resume need one).
+                    final = state.samples_seen >= config.samples
+                    if records[-1]["healthy"] or (final and too_short(state.step) and self.monitor.saved_at is None):
                         self.save_checkpoint()
                     next_eval += config.eval_every
                     window_start, window_samples = time.perf_counter(), 0
