@@ -50,3 +50,7 @@ kl2 = torch.distributions.kl_divergence(DiagonalNormal(mu, logvar), StandardNorm
 torch.testing.assert_close(kl2, kl)
 print("wheel smoke test passed:", af.__file__)
 PY
+# The command's entry point is a package of its own (aevb_fast_command): in the wheel, and installed.
+"$venv/bin/python" -c "import sys, aevb_fast_command as c; assert c.__file__.startswith(sys.prefix), c.__file__"
+test -x "$venv/bin/aevb-fast" && grep -q "aevb_fast_command" "$venv/bin/aevb-fast"
+echo "wheel entry point: $venv/bin/aevb-fast -> aevb_fast_command"

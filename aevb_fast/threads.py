@@ -3,9 +3,9 @@
 
 On a machine whose cores are shared with other jobs, a parallel op waits at its barrier for a
 thread that the OS has set aside. Measured on 2 cores (``benchmarks/busy_neighbour.py``): beside
-one job that keeps a core busy, a training step with torch's 2 threads took 1.3-1.7x as long as
-with 1 thread; with both cores busy, a (100, 784) add took 8-12 ms with 2 threads against 0.01 ms
-with 1, and whole steps were 10-40x slower (issue 32). A thread count no larger than the cores
+one job that keeps a core busy, a training step with torch's 2 threads took 1.5-1.6x as long as
+with 1 thread; with both cores busy, a (100, 784) add took 8-12 ms with 2 threads against 0.02 ms
+with 1 and a small op 80x its time. A thread count no larger than the cores
 left idle never waits so. Our kernels use torch's thread pool (``at::parallel_for``), so they follow
 the same setting.
 
@@ -16,8 +16,11 @@ system: it catches a fully oversubscribed CPU).
 
 from __future__ import annotations
 
+import math
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -69,48 +72,78 @@ def describe(result: dict) -> str:
             f"{result['one_thread_s'] * 1e3:.2g} ms on 1")
 
 
-def _cpu_times() -> tuple[int, int, int] | None:
-    """(busy, total) jiffies over all CPUs and the number of CPUs, from /proc/stat; None elsewhere."""
+def _allowed_cpus() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def _cpu_times(cpus: set[int] | None) -> tuple[int, int, int] | None:
+    """(busy, total) jiffies summed over the CPUs this process may run on (every CPU when
+    ``cpus`` is None), and their number, from /proc/stat; None where it is not readable."""
     try:
         with open("/proc/stat") as f:
-            lines = f.read().splitlines()
-    except OSError:
+            lines = [line.split() for line in f if line.startswith("cpu") and line[3:4].isdigit()]
+        busy = total = count = 0
+        for fields in lines:
+            if cpus is not None and int(fields[0][3:]) not in cpus:
+                continue
+            times = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+            busy, total, count = busy + sum(times) - times[3] - times[4], total + sum(times), count + 1
+    except (OSError, ValueError, IndexError):
         return None
-    fields = [int(v) for v in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
-    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
-    return sum(fields) - fields[3] - fields[4], sum(fields), cpus
+    return (busy, total, count) if count else None
 
 
 def idle_cpus(window: float = 0.25) -> float | None:
-    """How many CPUs other work left idle over ``window`` seconds (this process sleeps meanwhile);
-    None where /proc/stat is not readable."""
-    before = _cpu_times()
+    """How many of the CPUs this process may run on other work left idle over ``window`` seconds
+    (this process sleeps meanwhile); None where /proc/stat is not readable."""
+    cpus = _allowed_cpus()
+    before = _cpu_times(cpus)
     if before is None:
         return None
     time.sleep(window)
-    after = _cpu_times()
-    total = after[1] - before[1]
-    if total <= 0:
+    after = _cpu_times(cpus)
+    if after is None or after[1] <= before[1]:
         return None
-    return after[2] * (1 - (after[0] - before[0]) / total)
+    return after[2] * (1 - (after[0] - before[0]) / (after[1] - before[1]))
+
+
+def cgroup_cpus() -> int | None:
+    """The CPUs a cgroup quota allows this process (``docker --cpus 2``), rounded up; None if none."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]  # cgroup v2
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:  # "max": no quota
+        return None
+    return max(1, math.ceil(quota_us / period_us)) if quota_us > 0 and period_us > 0 else None
 
 
 def choose_threads(requested: int, command: str, say=print) -> int:
     """The intra-op thread count for a command: ``requested`` if > 0; else torch's default, cut
-    to the CPUs that other jobs leave idle (at least 1), or to 1 when the probe finds the
-    threads oversubscribed; a cut is said in one line that names ``--threads``. Sets it and
-    returns it."""
+    to a cgroup's CPU quota, to the CPUs that other jobs leave idle (at least 1), or to 1 when
+    the probe finds the threads oversubscribed; a cut is said in one line that names
+    ``--threads``. Sets it and returns it."""
     if requested > 0:
         torch.set_num_threads(requested)
         return requested
     threads = torch.get_num_threads()
-    if threads == 1:
-        return 1
-    idle = idle_cpus()
     chosen, why = threads, ""
-    if idle is not None and int(idle + 0.5) < threads:
+    quota = cgroup_cpus()
+    if quota is not None and quota < chosen:
+        chosen, why = quota, f"its cgroup allows {quota} CPUs"
+    idle = idle_cpus() if chosen > 1 else None
+    if idle is not None and int(idle + 0.5) < chosen:
         chosen = max(1, int(idle + 0.5))
-        why = f"other jobs keep {threads - idle:.1f} of its cores busy"
+        why = f"other jobs keep {_allowed_count(threads) - idle:.1f} of the CPUs it may use busy"
     if chosen > 1:
         result = probe(chosen)
         if result["oversubscribed"]:
@@ -120,3 +153,8 @@ def choose_threads(requested: int, command: str, say=print) -> int:
         say(f"{command}: this CPU is busy ({why}): using {chosen} thread{'s' * (chosen > 1)} of {threads}; "
             f"--threads {threads} to use {threads} anyway")
     return chosen
+
+
+def _allowed_count(default: int) -> int:
+    cpus = _allowed_cpus()
+    return len(cpus) if cpus else default

@@ -10,6 +10,10 @@ import sys
 
 def main() -> int:
     interrupted = []
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a background job: Ctrl-C is not for it
+        from aevb_fast.cli import main as command
+
+        return command()
     previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     try:
         from aevb_fast.cli import main as command

@@ -3,7 +3,15 @@ item 9), and the thread count the commands choose from it."""
 
 import torch
 
+import pytest
+
 from aevb_fast import threads
+
+
+@pytest.fixture(autouse=True)
+def no_cgroup_quota(monkeypatch):
+    """The choices below do not depend on the quota of the machine that runs the tests."""
+    monkeypatch.setattr(threads, "cgroup_cpus", lambda: None)
 
 
 def test_probe_times_both_counts_and_restores_the_threads():
@@ -38,8 +46,9 @@ def test_threads_are_cut_to_the_idle_cores(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     set_to, said = [], []
     monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    monkeypatch.setattr(threads, "_allowed_cpus", lambda: {0, 1, 2, 3})
     assert threads.choose_threads(0, "aevb-fast eval", say=said.append) == 2
-    assert set_to == [2] and "using 2 threads of 4" in said[0] and "keep 1.9 of its cores busy" in said[0]
+    assert set_to == [2] and "using 2 threads of 4" in said[0] and "keep 1.9 of the CPUs it may use busy" in said[0]
 
 
 def test_idle_cpus_reads_this_machine():
@@ -63,6 +72,9 @@ def test_a_quiet_cpu_or_a_given_count_is_left_alone(monkeypatch):
 def test_the_cli_chooses_threads_for_train_eval_and_reproduce(monkeypatch, tmp_path, capsys):
     from aevb_fast import cli
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
     busy = {"threads": 2, "tiny_op_s": 8e-3, "one_thread_s": 2e-5, "oversubscribed": True}
     monkeypatch.setattr(threads, "probe", lambda n=None, repeats=15: busy)
     monkeypatch.setattr(threads, "idle_cpus", lambda window=0.25: None)
@@ -77,3 +89,22 @@ def test_the_cli_chooses_threads_for_train_eval_and_reproduce(monkeypatch, tmp_p
     assert set_to == [2] and "busy" not in capsys.readouterr().err
     assert cli.main(["train", "--threads", "-1"]) == 2
     assert "--threads must be >= 0" in capsys.readouterr().err
+
+    # A count someone already chose is kept: OMP_NUM_THREADS, or a torchrun process.
+    set_to.clear()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(["eval", str(tmp_path / "no-run")]) == 2 and set_to == []
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert cli.main(["eval", str(tmp_path / "no-run")]) == 2 and set_to == []
+
+
+def test_a_cgroup_quota_caps_the_threads(monkeypatch):
+    monkeypatch.setattr(threads, "cgroup_cpus", lambda: 2)
+    monkeypatch.setattr(threads, "idle_cpus", lambda window=0.25: None)
+    monkeypatch.setattr(threads, "probe", lambda n=None, repeats=15: {"oversubscribed": False})
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
+    set_to, said = [], []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    assert threads.choose_threads(0, "x", say=said.append) == 2
+    assert set_to == [2] and "its cgroup allows 2 CPUs" in said[0]
