@@ -12,9 +12,9 @@ branch and the instructions it spans: the grid-stride loop that does the work), 
 length and its mix: fused multiply-adds (FFMA), plain multiplies and adds (FMUL, FADD, which
 ``__fmul_rn``/``__fadd_rn`` force where an FFMA would do), special-function instructions (MUFU:
 exp, log, sin/cos, rsqrt), 64-bit integer work (IMAD.WIDE/IADD3.X pairs of flat indices), and
-calls (slow paths of IEEE division and square root). Divided by the loop's elements per
-iteration, the streaming loop's length is the instructions per element to set against the
-H200's budget: about 9 instructions per byte moved at its copy bandwidth.
+calls (slow paths of IEEE division and square root). The streaming loop's instructions per byte
+moved are what to set against the H200's budget: about 9 instructions per byte at its copy
+bandwidth.
 
 cuobjdump is not in a minimal CUDA toolkit: the report takes it from $CUOBJDUMP, the PATH, or the
 registry's ``nvidia-cuda-cuobjdump`` wheel, unpacked (not installed) into
@@ -155,12 +155,9 @@ def largest_loop(instructions: list[tuple[int, str, str]]) -> list[tuple[int, st
     return [ins for ins in best if ins[1] != "NOP"]
 
 
-MEMORY = ("LDG", "STG")  # global loads and stores: a loop holding one streams the data
-
-
 def hot_loop(instructions: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
-    """The shortest loop that loads or stores global memory: the streaming loop, one iteration per
-    element or per pack of elements; empty for a kernel without one."""
+    """The shortest loop that loads global memory: the streaming loop (one iteration per element,
+    pack or unrolled group of packs); empty for a kernel without one."""
     best: list = []
     for i, (address, opcode, operands) in enumerate(instructions):
         target = BRANCH.search(f"{opcode}{operands}") if opcode.split(".")[0] in ("BRA", "BRX") else None
@@ -168,16 +165,22 @@ def hot_loop(instructions: list[tuple[int, str, str]]) -> list[tuple[int, str, s
             continue
         start = int(target.group(1), 16)
         body = [ins for ins in instructions[: i + 1] if ins[0] >= start and ins[1] != "NOP"]
-        if any(ins[1].split(".")[0] in MEMORY for ins in body) and (not best or len(body) < len(best)):
+        if any(ins[1].startswith("LDG") for ins in body) and (not best or len(body) < len(best)):
             best = body
     return best
 
 
-def elements_per_iteration(kernel: str) -> int | None:
-    """The pack width of the two kernel shapes of utils.cuh (their first template argument:
-    elements per iteration of the streaming loop); None for the others (the drawn-noise kernels)."""
-    match = re.match(r"(elementwise_kernel|row_sum_kernel)<(\d+)", kernel)
-    return int(match.group(2)) if match else None
+def bytes_moved(instructions: list[tuple[int, str, str]]) -> int:
+    """Bytes one thread loads and stores to global memory in these instructions (LDG/STG, by the
+    width in the opcode: .128 16 bytes, .64 8, .U16/.S16 2, .U8/.S8 1, else 4)."""
+    total = 0
+    for _, opcode, _ in instructions:
+        if opcode.split(".")[0] not in ("LDG", "STG"):
+            continue
+        parts = opcode.split(".")
+        total += 16 if "128" in parts else 8 if "64" in parts else 2 if {"U16", "S16"} & set(parts) else \
+            1 if {"U8", "S8"} & set(parts) else 4
+    return total
 
 
 def report(files: list[Path]) -> list[dict]:
@@ -200,26 +203,26 @@ def report(files: list[Path]) -> list[dict]:
             names = demangle(list(kernels))
             for mangled, instructions in kernels.items():
                 kernel, loop, hot = short_name(names[mangled]), largest_loop(instructions), hot_loop(instructions)
-                pack = elements_per_iteration(kernel)
+                moved = bytes_moved(hot)
                 rows.append({"file": source.name, "kernel": kernel, "mangled": mangled,
                              **resources.get(mangled, {}),
                              "instructions": sum(1 for ins in instructions if ins[1] != "NOP"),
                              "loop_instructions": len(loop), "hot_loop_instructions": len(hot),
-                             "elements_per_iteration": pack,
-                             "instructions_per_element": len(hot) / pack if pack and hot else None,
+                             "hot_loop_bytes": moved,
+                             "instructions_per_byte": len(hot) / moved if moved else None,
                              "hot_loop_mix": mix(hot)})
     return rows
 
 
 def format_rows(rows: list[dict]) -> str:
     columns = list(MIX)
-    head = ["file", "kernel", "regs", "local B", "instrs", "main loop", "hot loop", "per element"] + columns
+    head = ["file", "kernel", "regs", "local B", "instrs", "main loop", "hot loop", "bytes", "instr/byte"] + columns
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in sorted(rows, key=lambda r: (r["file"], r["kernel"])):
-        per = r["instructions_per_element"]
+        per = r["instructions_per_byte"]
         cells = [r["file"], f"`{r['kernel']}`", str(r.get("registers", "?")), str(r.get("local", "?")),
                  str(r["instructions"]), str(r["loop_instructions"]), str(r["hot_loop_instructions"]),
-                 "-" if per is None else f"{per:.0f}"] + [str(r["hot_loop_mix"][c]) for c in columns]
+                 str(r["hot_loop_bytes"]), "-" if per is None else f"{per:.1f}"] + [str(r["hot_loop_mix"][c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -239,9 +242,11 @@ def main() -> int:
         rows = [r for r in rows if args.kernel in r["kernel"]]
     print(format_rows(rows))
     print(f"(sm_90, nvcc -O3, {len(rows)} kernels. 'main loop': the instructions spanned by the kernel's widest "
-          "backward branch; 'hot loop': its shortest loop that loads or stores global memory (the streaming "
-          "loop), whose mix the last columns count; 'per element': the hot loop over the pack width of "
-          "utils.cuh's kernel shapes. The H200's budget: about 9 instructions per byte moved.)")
+          "backward branch; 'hot loop': its shortest loop that loads global memory (the streaming loop), "
+          "whose mix the last columns count; 'bytes': what one thread loads and stores in an iteration of it; "
+          "'instr/byte': the hot loop's instructions per byte, against the H200's budget of about 9 "
+          "thread-instructions per byte moved at its copy bandwidth. Static counts: a branch not taken "
+          "(a slow path inside the loop) counts as if it ran.)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

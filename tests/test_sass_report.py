@@ -34,11 +34,12 @@ def test_the_main_loop_and_its_mix():
     loop = sass_report.largest_loop(instructions)  # 0x20..0x60: the self-branch at 0x90 spans nothing
     assert [address for address, *_ in loop] == [0x20, 0x30, 0x40, 0x50, 0x60]
     assert sass_report.mix(loop) == {"FFMA": 1, "FMUL": 1, "FADD": 0, "MUFU": 1, "64-bit int": 1, "calls": 0}
-    assert sass_report.hot_loop(instructions) == []  # no global load or store in the loop
-    streaming = instructions[:5] + [(0x50, "LDG.E", " R6, desc[UR4][R2.64] "), instructions[6]]
-    assert [a for a, *_ in sass_report.hot_loop(streaming)] == [0x20, 0x30, 0x40, 0x50, 0x60]
-    assert sass_report.elements_per_iteration("elementwise_kernel<4, KLPerElement<float>>") == 4
-    assert sass_report.elements_per_iteration("sample_drawn_kernel<float, true>") is None
+    assert sass_report.hot_loop(instructions) == []  # no global load in the loop
+    streaming = instructions[:5] + [(0x50, "LDG.E.128", " R4, desc[UR4][R2.64] "), instructions[6]]
+    hot = sass_report.hot_loop(streaming)
+    assert [a for a, *_ in hot] == [0x20, 0x30, 0x40, 0x50, 0x60]
+    assert sass_report.bytes_moved(hot) == 16
+    assert sass_report.bytes_moved([(0, "STG.E", ""), (1, "LDG.E.U16", ""), (2, "LDG.E.64", "")]) == 14
     assert sass_report.parse_resources(RESOURCES) == {"_Z6kernelPf": {"registers": 40, "stack": 0, "local": 8}}
 
 
