@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import aevb_fast as af
+from aevb_fast.bench.memory import profiled_peak_bytes
 
 ZDIM, SIZE, BLOCKS = 16, 32, 8
 CASES = [(64, 16), (384, 8)]  # (width, batch)
@@ -87,9 +88,7 @@ def saved_bytes(width: int, batch: int, fused: bool) -> int:
 
 
 def peak_bytes(width: int, batch: int, fused: bool) -> int:
-    """The peak tensor memory of the block's forward and backward, from the profiler's records:
-    each op's own allocations less its frees, in the order the ops start (deterministic, unlike a
-    sampled resident size)."""
+    """The peak tensor memory of the blocks' forward and backward (the profiler's records)."""
     blocks, x, acts = inputs(width, batch)
 
     def step():
@@ -98,13 +97,7 @@ def peak_bytes(width: int, batch: int, fused: bool) -> int:
 
     step()  # warm-up; then the gradients are freed, so that nothing older is freed while recording
     blocks.zero_grad(set_to_none=True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    current = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        current += event.self_cpu_memory_usage
-        peak = max(peak, current)
-    return peak
+    return profiled_peak_bytes(step)
 
 
 def main() -> int:

@@ -23,13 +23,9 @@ Training writes no file.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import os
-import re
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import aevb_fast as af
+from aevb_fast.bench.memory import profiled_peak_bytes, profiler_markers_dropped  # noqa: F401 (the tests use it)
 
 # The top-down path: (resolution, stochastic layers there), coarse to fine.
 LAYERS = ((7, 3), (14, 3), (28, 2))
@@ -162,49 +159,11 @@ def train(model, x_train, args, fused: bool) -> float:
     return statistics.fmean(losses[-10:])
 
 
-# The lines torch's profiler (Kineto) writes to stderr at each start and stop, such as
-# "USDT:2026-12-04 17:51:47 4096:4096 SyncActivityProfilerHandler.cpp:52] profiler_start": markers
-# for tracing tools, logged at a level above its errors (so KINETO_LOG_LEVEL would hide its errors too).
-PROFILER_MARKER = re.compile(r"^(USDT|STAGE):\S+ \S+ \d+:\d+ \S+\] ")
-
-
-@contextlib.contextmanager
-def profiler_markers_dropped():
-    """Runs the block with stderr (the file descriptor, where the C++ code writes) set aside, then
-    writes back every line of it but the profiler's markers: its errors and warnings still show."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True)
-                    if not PROFILER_MARKER.match(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
-
-
 def peak_bytes(fn, reset) -> int:
-    """The peak of the tensor memory fn allocates, from the profiler's records: each op's own
-    allocations less its frees, in the order the ops start (an op's transient buffers freed
-    within it are not seen). `reset` runs before the profiler starts and frees what an earlier
-    call left (the gradients), so that no tensor allocated before it is freed while it records
-    (which the profiler cannot size and warns about)."""
+    """The step's peak tensor memory from the profiler's records (aevb_fast.bench.memory); `reset`
+    frees what an earlier call left (the gradients) before the profiler starts."""
     reset()
-    with profiler_markers_dropped(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                                            profile_memory=True) as prof:
-        fn()
-    current = peak = 0
-    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
-        current += e.self_cpu_memory_usage
-        peak = max(peak, current)
-    return peak
+    return profiled_peak_bytes(fn)
 
 
 def interleaved_medians(calls: dict, repeats: int, min_time: float = 0.05) -> dict:

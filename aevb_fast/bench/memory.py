@@ -15,12 +15,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import threading
 from typing import Callable
 
@@ -108,3 +111,47 @@ def measure_memory_main(measure: Callable[[dict], int], command: str) -> None:
         print(measure(json.loads(sys.argv[2])))
     else:
         sys.exit(f"usage: python -m <suite module> --measure-memory JSON (internal; run `{command}`)")
+
+
+# The lines torch's profiler (Kineto) writes to stderr at each start and stop, such as
+# "USDT:2026-12-04 17:51:47 4096:4096 SyncActivityProfilerHandler.cpp:52] profiler_start": markers
+# for tracing tools, logged at a level above its errors (so KINETO_LOG_LEVEL would hide its errors too).
+PROFILER_MARKER = re.compile(r"^(USDT|STAGE):\S+ \S+ \d+:\d+ \S+\] ")
+
+
+@contextlib.contextmanager
+def profiler_markers_dropped():
+    """Runs the block with stderr (the file descriptor, where the C++ code writes) set aside, then
+    writes back every line of it but the profiler's markers: its errors and warnings still show."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True)
+                    if not PROFILER_MARKER.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def profiled_peak_bytes(call: Callable[[], None]) -> int:
+    """The peak of the tensor memory call allocates (CPU or GPU), from the profiler's records: each
+    op's own allocations less its frees, in the order the ops start (deterministic, unlike a
+    sampled resident size; an op's transient buffers freed within it are not seen). Free what an
+    earlier call left before: a tensor allocated before the profiler starts and freed while it
+    records cannot be sized (the profiler warns)."""
+    with profiler_markers_dropped(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                            profile_memory=True) as prof:
+        call()
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak
