@@ -37,6 +37,10 @@ def cmd_bench(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    for flag, values in (("--sizes", args.sizes or []), ("--data", [args.data]), ("--latent", [args.latent]),
+                         ("-L", args.samples), ("--repeats", [args.repeats])):
+        if min(values, default=1) < 1:
+            return _fail("bench", f"{flag} must be at least 1, got {','.join(str(v) for v in values)}")
     for given, known, flag in ((args.ops, bench.OPS, "--ops"), (args.modes, bench.MODES, "--modes"),
                                (args.dtype or [], DTYPES, "--dtype")):
         unknown = sorted(set(given) - set(known))
@@ -244,7 +248,8 @@ def cmd_train(args) -> int:
         out = Path(args.out) if args.out else None
         if out is not None and (out / "checkpoint.pt").is_file():
             print(f"\naevb-fast train: interrupted (Ctrl-C); {out} holds the run's last checkpoint "
-                  f"(continue it with: aevb-fast train --resume --out {out})", file=sys.stderr)
+                  f"(continue it with: aevb-fast train --resume --out {out}; a finished one: aevb-fast plot {out})",
+                  file=sys.stderr)
         else:
             print("\naevb-fast train: interrupted (Ctrl-C) before training started; no run was saved",
                   file=sys.stderr)
@@ -303,9 +308,12 @@ def _train(args) -> int:
         return _fail("train", error, 3)
     except TrainingStopped as stop:
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"aevb-fast train: {str(stop).removeprefix('train: ')}; resume with: "
-                  f"aevb-fast train --resume --out {stop.out}",
-                  file=sys.stderr)
+            if stop.samples_seen >= config.samples:  # in the final evaluation or the pictures
+                then = (f"its training is complete (nothing to resume); draw its pictures with: "
+                        f"aevb-fast plot {stop.out}")
+            else:
+                then = f"resume with: aevb-fast train --resume --out {stop.out}"
+            print(f"aevb-fast train: {str(stop).removeprefix('train: ')}; {then}", file=sys.stderr)
         return 128 + stop.signum
     except (FileNotFoundError, ValueError, TypeError, RunError) as error:
         return _fail("train", error)
@@ -410,7 +418,9 @@ def _add_info_parser(sub) -> None:
 def _add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="time each op forward+backward against eager and compiled PyTorch")
     bench.add_argument("--ops", type=lambda s: s.split(","), default=list(
-        ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")))
+        ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")),
+                       help="the ops to time, separated by commas (default: the five ops; also kl_to_prior, "
+                            "sample_and_kl_to_prior)")
     bench.add_argument("--sizes", type=_int_list, default=None,
                        help="batch sizes B (default 100,4096,65536 on CPU, up to 1048576 on GPU)")
     bench.add_argument("--data", type=int, default=784, help="data size D (log-likelihoods)")
@@ -478,11 +488,12 @@ def _choose_threads(args, device) -> None:
     per process, and ranks would see each other as the other jobs)."""
     from .threads import choose_threads
 
+    say = lambda message: print(message, file=sys.stderr)  # noqa: E731
     if args.threads > 0:
-        choose_threads(args.threads, "")
+        choose_threads(args.threads, f"aevb-fast {args.command}", say=say)
     elif (not (isinstance(device, str) and device.startswith("cuda")) and "OMP_NUM_THREADS" not in os.environ
           and int(os.environ.get("WORLD_SIZE", "1")) == 1):
-        choose_threads(0, f"aevb-fast {args.command}", say=lambda message: print(message, file=sys.stderr))
+        choose_threads(0, f"aevb-fast {args.command}", say=say)
 
 
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:

@@ -133,6 +133,10 @@ def choose_threads(requested: int, command: str, say=print) -> int:
     the probe finds the threads oversubscribed; a cut is said in one line that names
     ``--threads``. Sets it and returns it."""
     if requested > 0:
+        cpus = _allowed_count(requested)
+        if requested > cpus:
+            say(f"{command}: --threads {requested} is more than the {cpus} CPUs this process may use: every "
+                "parallel op will wait for threads the OS cannot run at once (slower, not faster)")
         torch.set_num_threads(requested)
         return requested
     threads = torch.get_num_threads()

@@ -190,3 +190,26 @@ def test_a_folder_whose_checkpoint_was_moved_keeps_its_evaluations(tmp_path, cap
     code, err = run_cli(capsys, "train", *SMALL, "--samples", "100", "--out", str(folder))
     assert code == 2 and "holds no run" in err
     assert json.loads((folder / "eval.jsonl").read_text())["log_px"] == -95.0
+
+
+def test_bench_refuses_sizes_below_one_in_one_line(capsys):
+    for sizes in ("0", "-5", "100,0"):
+        code, err = run_cli(capsys, "bench", "--ops", "gaussian_kl", "--sizes", sizes, "--device", "cpu")
+        assert code == 2 and "--sizes must be at least 1" in err and "Traceback" not in err
+
+
+def test_a_stop_after_the_last_step_points_to_plot_not_resume(tmp_path, capsys, monkeypatch):
+    # SIGINT in the final evaluation or the pictures: the training is complete, so a resume would
+    # do nothing; the pictures are what is missing.
+    import signal
+
+    import aevb_fast.training as training
+
+    def stopped(config, **kwargs):
+        raise training.TrainingStopped(signal.SIGINT, config.samples, config.out)
+
+    monkeypatch.setattr(training, "train", stopped)
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, "train", *SMALL, "--samples", "100", "--out", str(out))
+    assert code == 130
+    assert f"draw its pictures with: aevb-fast plot {out}" in err and "--resume" not in err

@@ -108,3 +108,13 @@ def test_a_cgroup_quota_caps_the_threads(monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", set_to.append)
     assert threads.choose_threads(0, "x", say=said.append) == 2
     assert set_to == [2] and "its cgroup allows 2 CPUs" in said[0]
+
+
+def test_more_threads_than_cpus_is_said(monkeypatch):
+    monkeypatch.setattr(threads, "_allowed_cpus", lambda: {0, 1})
+    set_to, said = [], []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    assert threads.choose_threads(1000, "aevb-fast train", say=said.append) == 1000
+    assert set_to == [1000] and "more than the 2 CPUs" in said[0]
+    said.clear()
+    assert threads.choose_threads(2, "aevb-fast train", say=said.append) == 2 and said == []

@@ -226,6 +226,8 @@ class Trainer:
                     state.train_wall += elapsed
                     records.append(self.monitor.evaluate(window_samples / max(elapsed, 1e-9)))
                     last_test = records[-1]["test_elbo"]
+                    bar.set_postfix(test=f"{last_test:.2f}", minibatch_median=f"{median:.2f}",
+                                    samples_s=f"{rate:.0f}")  # the bar ends on the final evaluation
                     # Never checkpoint a model below the threshold; but a run too short to judge
                     # that has no checkpoint yet keeps its final state (eval and --resume need one).
                     final = state.samples_seen >= config.samples
