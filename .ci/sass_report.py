@@ -16,8 +16,9 @@ calls (slow paths of IEEE division and square root). The streaming loop's instru
 moved are what to set against the H200's budget: about 9 instructions per byte at its copy
 bandwidth.
 
-cuobjdump is not in a minimal CUDA toolkit: the report takes it from $CUOBJDUMP, the PATH, or the
-registry's ``nvidia-cuda-cuobjdump`` wheel, unpacked (not installed) into
+cuobjdump (and nvdisasm, which its -sass runs) is not in a minimal CUDA toolkit: the report takes
+it from $CUOBJDUMP, the PATH, or the registry's ``nvidia-cuda-cuobjdump`` and
+``nvidia-cuda-nvdisasm`` wheels, unpacked (not installed) into
 ~/.cache/aevb_fast/cuda-tools.
 """
 
@@ -53,16 +54,21 @@ def find_cuobjdump() -> str:
     found = os.environ.get("CUOBJDUMP") or shutil.which("cuobjdump")
     if found:
         return found
-    tool = TOOLS / "nvidia" / "cu13" / "bin" / "cuobjdump"
-    if not tool.exists():
-        TOOLS.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as download:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", download,
-                            "nvidia-cuda-cuobjdump>=13,<14"], check=True)
-            for wheel in Path(download).glob("*.whl"):
-                zipfile.ZipFile(wheel).extractall(TOOLS)
-        tool.chmod(0o755)
-    return str(tool)
+    bin_dir = TOOLS / "nvidia" / "cu13" / "bin"
+    for name in ("cuobjdump", "nvdisasm"):
+        tool = bin_dir / name
+        if not tool.exists() and not (name == "nvdisasm" and shutil.which(name)):
+            TOOLS.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory() as download:
+                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", download,
+                                f"nvidia-cuda-{name}>=13,<14"], check=True)
+                for wheel in Path(download).glob("*.whl"):
+                    zipfile.ZipFile(wheel).extractall(TOOLS)
+        if tool.exists():
+            tool.chmod(0o755)
+    # cuobjdump -sass runs nvdisasm from NVDISASM_PATH or the PATH.
+    os.environ.setdefault("NVDISASM_PATH", str(bin_dir))
+    return str(bin_dir / "cuobjdump")
 
 
 def nvcc_flags(include: Path) -> list[str]:
@@ -95,9 +101,17 @@ def short_name(demangled: str) -> str:
     """'void aevb_fast::cuda::(anonymous namespace)::row_sum_kernel<1, 256, aevb_fast::cuda::
     (anonymous namespace)::BernoulliForward<float> >(...)' -> 'row_sum_kernel<1, 256,
     BernoulliForward<float>>': the kernel and its template arguments."""
-    name = demangled.replace("(anonymous namespace)::", "").split("(")[0].removeprefix("void ")
+    name = demangled.replace("(anonymous namespace)::", "").removeprefix("void ")
+    depth = 0
+    for end, char in enumerate(name):  # the name ends at the argument list: the first '(' outside <>
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        if char == "(" and depth == 0:
+            name = name[:end]
+            break
     for prefix in ("aevb_fast::cuda::", "aevb_fast::", "c10::", "at::"):
         name = name.replace(prefix, "")
+    for value, layout in enumerate(("aligned", "packed", "any layout")):  # sample_and_kl.cu's GroupLayout
+        name = name.replace(f"(GroupLayout){value}", layout)
     return name.replace("BFloat16", "bf16").replace("Half", "f16").replace(" >", ">")
 
 

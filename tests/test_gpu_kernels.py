@@ -5,6 +5,7 @@ and block rows, given and drawn noise with L = 1 and 5, x broadcast over samples
 grid-stride loops of several passes; the kernels that ran are checked by name, and the noise
 is the CPU's bit for bit."""
 
+import math
 import os
 import re
 
@@ -173,10 +174,16 @@ def test_drawn_noise_is_the_cpus_bit_for_bit(device, dtype, shape, num_samples, 
     assert torch.equal(ours[1], grad_cpu), "the backward's regenerated noise differs from the CPU's"
     if names is None:
         return
+    # The kernels' GroupLayout: aligned when the runs of 4 are packed and params % 64 == 0 (every
+    # sample's group is whole counters), packed for other packed runs, else any layout.
     packed = layout == "packed" and shape[-1] % 4 == 0
+    group_layout = ("kAligned" if math.prod(shape) % 64 == 0 else "kPacked") if packed else "kAnyLayout"
+    value = ("kAligned", "kPacked", "kAnyLayout").index(group_layout)
+    dtype_name = "float" if dtype == torch.float32 else "double"
     for kernel in ("sample_drawn_kernel", "sample_backward_drawn_kernel"):
-        variant = f"{kernel}<{'float' if dtype == torch.float32 else 'double'}, {str(packed).lower()}>"
-        assert any(variant in n for n in names), (variant, names)
+        # The emulation names the enumerator, a GPU profile its value.
+        assert any(f"{kernel}<{dtype_name}, " in n and (f"GroupLayout::{group_layout}" in n or f"GroupLayout){value}" in n)
+                   for n in names), (kernel, group_layout, names)
 
 
 def test_noise_depends_on_the_seed(device):

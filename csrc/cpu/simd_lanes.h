@@ -1,7 +1,7 @@
 #pragma once
 // Vector registers as lanes of the RNG in csrc/common/philox.h: FloatLanes and UintLanes give a
 // vector of 8 (AVX2) or 16 (AVX-512) lanes the primitives that the one-lane code uses on
-// float/uint32_t (IEEE multiply, add and square root one instruction at a time, so every lane
+// float/uint32_t (IEEE multiply, add, fused multiply-add and square root one instruction at a time, so every lane
 // rounds as the scalar code does; 32 x 32 -> 64-bit products from vpmuludq on the even and odd
 // lanes). philox_normals_simd then draws a noise block with the shared formulas. GCC did not
 // vectorise the one-lane loops well (64-bit vpmullq for the products, scalar tails).
@@ -72,6 +72,7 @@ inline UintLanes interleave(SlotLanes even, SlotLanes odd) {
 }
 inline FloatLanes mul_rn(FloatLanes a, FloatLanes b) { return FloatLanes(_mm512_mul_ps(a.v, b.v)); }
 inline FloatLanes add_rn(FloatLanes a, FloatLanes b) { return FloatLanes(_mm512_add_ps(a.v, b.v)); }
+inline FloatLanes fma_rn(FloatLanes a, FloatLanes b, FloatLanes c) { return FloatLanes(_mm512_fmadd_ps(a.v, b.v, c.v)); }
 inline FloatLanes sqrt_rn(FloatLanes a) { return FloatLanes(_mm512_sqrt_ps(a.v)); }
 inline UintLanes float_bits(FloatLanes a) { return UintLanes(_mm512_castps_si512(a.v)); }
 inline FloatLanes bits_float(UintLanes a) { return FloatLanes(_mm512_castsi512_ps(a.v)); }
@@ -128,6 +129,7 @@ inline UintLanes interleave(SlotLanes even, SlotLanes odd) {
 }
 inline FloatLanes mul_rn(FloatLanes a, FloatLanes b) { return FloatLanes(_mm256_mul_ps(a.v, b.v)); }
 inline FloatLanes add_rn(FloatLanes a, FloatLanes b) { return FloatLanes(_mm256_add_ps(a.v, b.v)); }
+inline FloatLanes fma_rn(FloatLanes a, FloatLanes b, FloatLanes c) { return FloatLanes(_mm256_fmadd_ps(a.v, b.v, c.v)); }
 inline FloatLanes sqrt_rn(FloatLanes a) { return FloatLanes(_mm256_sqrt_ps(a.v)); }
 inline UintLanes float_bits(FloatLanes a) { return UintLanes(_mm256_castps_si256(a.v)); }
 inline FloatLanes bits_float(UintLanes a) { return FloatLanes(_mm256_castsi256_ps(a.v)); }

@@ -2,10 +2,12 @@
 // formulas). The KL is a row sum (utils.cuh) or, per element, a map; z with given eps and the
 // backward are elementwise maps; z with drawn noise has its own kernel because its unit of work is
 // the RNG's: one thread per 4 consecutive Philox counters, which give, for each of the counter's 4
-// words, 4 adjacent elements of z (a 4-element packed store). The backward with drawn noise
-// regenerates it by the same counter groups (sample_backward_drawn_kernel); with given noise it is
-// an elementwise map. The parameters (mu, logvar, the prior) are read through RowInput, so a
+// words, 4 adjacent elements of z (a 4-element packed store), for 16 parameters read once and
+// every sample (sample_drawn_kernel). The backward with drawn noise regenerates it by the same
+// counter groups (sample_backward_drawn_kernel); with given noise it is an elementwise map. The parameters (mu, logvar, the prior) are read through RowInput, so a
 // broadcast one is never copied whole.
+#include <type_traits>
+
 #include <ATen/Dispatch.h>
 
 #include "common/math.h"
@@ -182,40 +184,106 @@ __device__ __forceinline__ int64_t group_first_element(int64_t g) {
   return g / kGroupsPerBlock * kNoiseBlock + g % kGroupsPerBlock * kCountersPerThread;
 }
 
-template <typename scalar_t, bool kPacked>
-__global__ void sample_drawn_kernel(const Latents<scalar_t> in, const int64_t* __restrict__ seed_ptr,
-                                    scalar_t* __restrict__ z, int64_t params, int64_t total) {
+// How a group's first element lies against the noise counters, which decides how its normals are
+// made: kAligned when params % 64 == 0 (every sample's group is the 4 counters of a forward thread;
+// with cols % 4 == 0 and aligned pointers, runs of 4 are packed accesses), kPacked when only
+// cols % 4 == 0 and the pointers are aligned, kAnyLayout otherwise (one element at a time).
+enum class GroupLayout { kAligned, kPacked, kAnyLayout };
+
+// A group's normals for sample l: those of elements first + 16 w + k (w, k = 0..3; first =
+// l * params + base): the 4 counters from the group's own when first % 64 < 16 (always when
+// kAligned), by whole counters otherwise when first % 4 == 0 (always when params % 4 == 0), else
+// one element at a time.
+template <GroupLayout kLayout>
+__device__ __forceinline__ void sample_normals(PhiloxSeed seed, int64_t first, float (&normals)[4][kCountersPerThread]) {
+  if (kLayout == GroupLayout::kAligned) {
+    philox_normals<kCountersPerThread>(seed, uint64_t(first / kNoiseBlock * kNoiseLanes + first % kNoiseLanes),
+                                       normals);
+  } else if (kLayout == GroupLayout::kPacked || first % kCountersPerThread == 0) {
+    group_normals(seed, uint64_t(first), normals);
+  } else {
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+#pragma unroll
+      for (int k = 0; k < kCountersPerThread; ++k) {
+        normals[w][k] = normal_at(seed, uint64_t(first + w * kNoiseLanes + k));
+      }
+    }
+  }
+}
+
+// The row and column of a flat parameter index, stepped along without a 64-bit division per step.
+struct RowCol {
+  int64_t r, j;
+  __device__ __forceinline__ RowCol(int64_t p, int64_t cols) : r(p / cols), j(p % cols) {}
+  __device__ __forceinline__ void step(int64_t by, int64_t cols) {
+    for (j += by; j >= cols; j -= cols) ++r;  // one test when cols >= by
+  }
+};
+
+// z with drawn noise. Thread g owns the 16 parameters base + 16 w + k (w, k = 0..3; base =
+// 64 (g / 4) + 4 (g % 4)): it reads their mu and logvar once, and for each sample l writes
+// z[l * params + p] with the normal of that flat element (sample_normals). Sample 0's elements
+// are exactly the counters 4g .. 4g + 3. Packed (any layout but kAnyLayout): each run of 4 is in
+// one row and one packed access; otherwise one element at a time. Both drawn-noise kernels are held
+// to 64 registers (4 blocks of 256 threads an SM; nvcc's choice was 87-120, 2 blocks), which costs
+// no spills and about 2 % more instructions (.ci/sass_report.py).
+template <typename scalar_t, GroupLayout kLayout>
+__global__ void __launch_bounds__(kThreads, 4) sample_drawn_kernel(const Latents<scalar_t> in, const int64_t* __restrict__ seed_ptr,
+                                    scalar_t* __restrict__ z, int64_t samples, int64_t params) {
   using acc = acc_t<scalar_t>;
   constexpr int G = kCountersPerThread;
+  constexpr bool kPacked = kLayout != GroupLayout::kAnyLayout;
   const PhiloxSeed seed = read_seed(seed_ptr);
-  const int64_t groups = noise_groups(total);
+  const int64_t groups = noise_groups(params);
   for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < groups;
        g += int64_t(gridDim.x) * blockDim.x) {
-    // Counters 4g .. 4g + 3 are lanes j0 .. j0 + 3 of noise block b; word w of lane j is element
-    // 64 b + 16 w + j.
-    float normals[4][G];
-    philox_normals<G>(seed, uint64_t(g) * G, normals);
     const int64_t base = group_first_element(g);
+    acc ms[4][G] = {}, sigmas[4][G] = {};
+    if constexpr (kPacked) {
+      RowCol at(base, in.cols);
 #pragma unroll
-    for (int word = 0; word < 4; ++word) {
-      const int64_t i0 = base + int64_t(word) * kNoiseLanes;
-      if constexpr (kPacked) {
-        // cols % 4 == 0, so the 4 elements are all in range or all out, and in one row.
-        if (i0 >= total) continue;
-        const int64_t p0 = i0 % params;
-        acc es[G], out[G];
+      for (int w = 0; w < 4; ++w) {
+        if (w > 0) at.step(kNoiseLanes, in.cols);
+        if (base + w * kNoiseLanes >= params) break;
+        acc lvs[G];
+        in.mu.template load<G>(at.r, at.j, ms[w]);
+        in.logvar.template load<G>(at.r, at.j, lvs);
 #pragma unroll
-        for (int k = 0; k < G; ++k) es[k] = acc(normals[word][k]);
-        in.template sample<G>(p0 / in.cols, p0 % in.cols, es, out);
-        store_pack<G>(z, i0, out);
-      } else {
+        for (int k = 0; k < G; ++k) sigmas[w][k] = std_from_logvar(lvs[k]);
+      }
+    } else {
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+#pragma unroll
         for (int k = 0; k < G; ++k) {
-          const int64_t i = i0 + k;
-          if (i >= total) break;
-          const int64_t p = i % params;
-          acc es[1] = {acc(normals[word][k])}, out[1];
-          in.template sample<1>(p / in.cols, p % in.cols, es, out);
-          z[i] = static_cast<scalar_t>(out[0]);
+          const int64_t p = base + w * kNoiseLanes + k;
+          acc m[1] = {acc(0)}, lv[1] = {acc(0)};
+          if (p < params) {
+            in.mu.template load<1>(p / in.cols, p % in.cols, m);
+            in.logvar.template load<1>(p / in.cols, p % in.cols, lv);
+          }
+          ms[w][k] = m[0];
+          sigmas[w][k] = std_from_logvar(lv[0]);
+        }
+      }
+    }
+    for (int64_t l = 0; l < samples; ++l) {
+      float normals[4][G];
+      sample_normals<kLayout>(seed, l * params + base, normals);
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        const int64_t p0 = base + w * kNoiseLanes;
+        acc out[G];
+#pragma unroll
+        for (int k = 0; k < G; ++k) out[k] = ms[w][k] + sigmas[w][k] * acc(normals[w][k]);
+        if constexpr (kPacked) {
+          if (p0 < params) store_pack<G>(z, l * params + p0, out);  // the run is all in range or all out
+        } else {
+#pragma unroll
+          for (int k = 0; k < G; ++k) {
+            if (p0 + k < params) z[l * params + p0 + k] = static_cast<scalar_t>(out[k]);
+          }
         }
       }
     }
@@ -261,17 +329,16 @@ struct SampleGrad {
 // The same gradients with drawn noise, regenerated by the forward's counter groups: thread g owns
 // the 16 parameters base + 16 w + k (w, k = 0..3; base = 64 (g / 4) + 4 (g % 4)), whose sample-0
 // elements are what the forward's thread g filled; for sample l it regenerates the normals of
-// elements l * params + base + 16 w + k with group_normals (the forward's group itself when
-// l * params is a multiple of 64). kPacked: cols % 4 == 0 and every pointer 4-element aligned,
-// so each run of 4 is one packed access; otherwise one element at a time (and a run that does
-// not start on a counter boundary takes normal_at per element).
-template <typename scalar_t, bool kPacked>
-__global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z, const acc_t<scalar_t>* grad_kl,
+// elements l * params + base + 16 w + k with sample_normals, as the forward made them. Packed
+// (any layout but kAnyLayout): each run of 4 is one packed access; otherwise one element at a time.
+template <typename scalar_t, GroupLayout kLayout>
+__global__ void __launch_bounds__(kThreads, 4) sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z, const acc_t<scalar_t>* grad_kl,
                                              bool kl_per_element, const Latents<scalar_t> in,
                                              const int64_t* __restrict__ seed_ptr, const LatentGrads<scalar_t> out,
                                              int64_t samples, int64_t params) {
   using acc = acc_t<scalar_t>;
   constexpr int G = kCountersPerThread;
+  constexpr bool kPacked = kLayout != GroupLayout::kAnyLayout;
   const PhiloxSeed seed = read_seed(seed_ptr);
   const int64_t groups = noise_groups(params);
   for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < groups;
@@ -279,17 +346,8 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
     const int64_t base = group_first_element(g);
     acc sum_grad[4][G] = {}, sum_grad_eps[4][G] = {};
     for (int64_t l = 0; l < samples; ++l) {
-      const int64_t first = l * params + base;
       float normals[4][G];
-      if (kPacked || first % G == 0) {
-        group_normals(seed, uint64_t(first), normals);
-      } else {
-#pragma unroll
-        for (int w = 0; w < 4; ++w) {
-#pragma unroll
-          for (int k = 0; k < G; ++k) normals[w][k] = normal_at(seed, uint64_t(first + w * kNoiseLanes + k));
-        }
-      }
+      sample_normals<kLayout>(seed, l * params + base, normals);
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         const int64_t p0 = base + w * kNoiseLanes;
@@ -308,16 +366,19 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
         }
       }
     }
+    RowCol at(base, in.cols);
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
       const int64_t p0 = base + w * kNoiseLanes;
       if constexpr (kPacked) {
-        if (p0 >= params) continue;
-        const int64_t r = p0 / in.cols;
+        if (w > 0) at.step(kNoiseLanes, in.cols);
+        if (p0 >= params) break;
         acc gkl[G];
 #pragma unroll
-        for (int k = 0; k < G; ++k) gkl[k] = grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p0 + k] : grad_kl[r];
-        out.template write<G>(in, r, p0 % in.cols, p0, gkl, sum_grad[w], sum_grad_eps[w], true);
+        for (int k = 0; k < G; ++k) {
+          gkl[k] = grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p0 + k] : grad_kl[at.r];
+        }
+        out.template write<G>(in, at.r, at.j, p0, gkl, sum_grad[w], sum_grad_eps[w], true);
       } else {
         for (int k = 0; k < G; ++k) {
           const int64_t p = p0 + k;
@@ -329,6 +390,23 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
         }
       }
     }
+  }
+}
+
+// The drawn-noise kernels' GroupLayout for these parameters and the outputs' pointers.
+template <typename scalar_t>
+GroupLayout group_layout(const Latents<scalar_t>& in, int64_t params, std::initializer_list<const void*> outputs) {
+  if (!in.template can_pack_with<kCountersPerThread>(outputs)) return GroupLayout::kAnyLayout;
+  return params % kNoiseBlock == 0 ? GroupLayout::kAligned : GroupLayout::kPacked;
+}
+
+// launch_with(std::integral_constant<GroupLayout, layout>{}): a kernel per layout, chosen at run time.
+template <typename Launch>
+void for_layout(GroupLayout layout, const Launch& launch_with) {
+  switch (layout) {
+    case GroupLayout::kAligned: return launch_with(std::integral_constant<GroupLayout, GroupLayout::kAligned>{});
+    case GroupLayout::kPacked: return launch_with(std::integral_constant<GroupLayout, GroupLayout::kPacked>{});
+    case GroupLayout::kAnyLayout: return launch_with(std::integral_constant<GroupLayout, GroupLayout::kAnyLayout>{});
   }
 }
 
@@ -355,13 +433,13 @@ void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Te
       const SampleGiven<scalar_t> op{in, eps.const_data_ptr<scalar_t>(), z_p, params};
       launch_elementwise<scalar_t>(op, total, in.can_pack_with({op.eps, op.z}));
     } else {
-      const unsigned int blocks = blocks_for(noise_groups(total));
+      const unsigned int blocks = blocks_for(noise_groups(params));
       const int64_t* seed_p = seed.const_data_ptr<int64_t>();
-      if (in.template can_pack_with<kCountersPerThread>({z_p})) {
-        launch<sample_drawn_kernel<scalar_t, true>>(blocks, kThreads, in, seed_p, z_p, params, total);
-      } else {
-        launch<sample_drawn_kernel<scalar_t, false>>(blocks, kThreads, in, seed_p, z_p, params, total);
-      }
+      const int64_t samples = z.size(0);
+      for_layout(group_layout(in, params, {z_p}), [&](auto layout) {
+        launch<sample_drawn_kernel<scalar_t, decltype(layout)::value>>(blocks, kThreads, in, seed_p, z_p, samples,
+                                                                       params);
+      });
     }
   });
 }
@@ -386,14 +464,11 @@ void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const 
     if (samples > 0 && !eps.defined()) {
       const int64_t* seed_p = seed.const_data_ptr<int64_t>();
       const unsigned int blocks = blocks_for(noise_groups(params));
-      if (in.template can_pack_with<kCountersPerThread>(
-              {grad_z_p, out.mu, out.logvar, out.prior_mu, out.prior_logvar})) {
-        launch<sample_backward_drawn_kernel<scalar_t, true>>(blocks, kThreads, grad_z_p, grad_kl_p, kl_per_element,
-                                                             in, seed_p, out, samples, params);
-      } else {
-        launch<sample_backward_drawn_kernel<scalar_t, false>>(blocks, kThreads, grad_z_p, grad_kl_p, kl_per_element,
-                                                              in, seed_p, out, samples, params);
-      }
+      const GroupLayout layout = group_layout(in, params, {grad_z_p, out.mu, out.logvar, out.prior_mu, out.prior_logvar});
+      for_layout(layout, [&](auto layout_constant) {
+        launch<sample_backward_drawn_kernel<scalar_t, decltype(layout_constant)::value>>(
+            blocks, kThreads, grad_z_p, grad_kl_p, kl_per_element, in, seed_p, out, samples, params);
+      });
       return;
     }
     const SampleGrad<scalar_t> op{grad_z_p, grad_kl_p, kl_per_element, in,
