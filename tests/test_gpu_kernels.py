@@ -27,8 +27,9 @@ from testing import (
 
 LAYOUTS = ["packed", "one-element"]
 # (rows, cols): warp rows packed, warp rows with an odd count (one element at a time), block
-# rows (>= 4096 columns) packed, block rows with an odd count.
-SHAPES = [(37, 784), (5, 33), (3, 5000), (2, 4097)]
+# rows (>= 4096 columns) packed, block rows with an odd count, and rows of at most 16 packs that
+# share a warp (8 or 16 threads a row; 37 rows leave the last warp part empty).
+SHAPES = [(37, 784), (5, 33), (3, 5000), (2, 4097), (37, 64), (13, 20)]
 WARP, BLOCK = 32, 256  # threads per row: csrc/cuda/utils.cuh's kWarp, kThreads
 BLOCK_ROW_MIN = 4096
 
@@ -101,7 +102,12 @@ def assert_paths(names, dtype, cols, layout):
     """Every row sum and elementwise kernel took the path that the shape and layout call for."""
     pack = 16 // torch.empty((), dtype=dtype).element_size()
     vec = pack if layout == "packed" and cols % pack == 0 else 1
-    row_threads = BLOCK if cols >= BLOCK_ROW_MIN else WARP
+    if cols >= BLOCK_ROW_MIN:
+        row_threads = BLOCK
+    elif vec > 1 and cols <= 16 * vec:
+        row_threads = 8 if cols <= 8 * vec else 16
+    else:
+        row_threads = WARP
     assert any(re.search(r"(row_sum|elementwise)_kernel<", n) for n in names), f"no row-sum or elementwise kernel in {names}"
     for name in names:
         if m := re.search(r"row_sum_kernel<(\d+), (\d+),", name):
@@ -139,7 +145,7 @@ def test_grid_stride_loops_take_several_passes(device):
         pytest.skip("the grid limit is a setting of the emulation; on a GPU the >2^31 test does it")
     with functions(device).max_grid_blocks(2):
         for op, samples in OP_SAMPLES:
-            for shape in [(37, 784), (3, 5000)]:
+            for shape in [(37, 784), (3, 5000), (37, 64)]:
                 tensors = case_inputs(op, shape, samples)
                 ours = run(device, op, tensors, "packed")
                 for a, b in zip(ours, run("cpu", op, tensors, "packed"), strict=True):

@@ -94,20 +94,23 @@ struct RowInput {
   }
 };
 
-template <typename T>
+// The sum of v over the kWidth lanes of each kWidth-lane part of a warp, in a fixed order; the
+// part's first lane gets it.
+template <int kWidth = kWarp, typename T>
 __device__ __forceinline__ T warp_sum(T v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  for (int offset = kWidth / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset, kWidth);
   return v;
 }
 
 // The sum of v over the kRowThreads threads of a row, in a fixed order (run-to-run identical);
-// the first thread of the row gets it. kRowThreads is a warp or the whole block.
+// the first thread of the row gets it. kRowThreads is 8 or 16 (rows sharing a warp), a warp, or
+// the whole block.
 template <int kRowThreads, typename T>
 __device__ __forceinline__ T row_sum(T v, T* shared) {
-  v = warp_sum(v);
-  if constexpr (kRowThreads == kWarp) {
-    return v;
+  if constexpr (kRowThreads <= kWarp) {
+    return warp_sum<kRowThreads>(v);
   } else {
+    v = warp_sum(v);
     const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
     if (lane == 0) shared[warp] = v;
     __syncthreads();
@@ -119,35 +122,47 @@ __device__ __forceinline__ T row_sum(T v, T* shared) {
 
 // out[r] = scale * sum_j term(r, j) + offset. Term::sum<N>(r, j) returns the sum of the terms of
 // elements j .. j + N - 1 of row r. A row is kRowThreads threads, each taking kVec elements at a
-// time, grid-stride over rows.
+// time, grid-stride over rows. With rows narrower than a warp, the warp's first row decides the
+// loop, so that a warp's threads take the same iterations (its shuffles need them all); a thread
+// whose row is past the end adds nothing and writes nothing.
 template <int kVec, int kRowThreads, typename Term, typename acc>
 __global__ void row_sum_kernel(Term term, acc* __restrict__ out, int64_t rows, int64_t cols, acc scale,
                                acc offset) {
   __shared__ acc shared[kThreads / kWarp];
   constexpr int kRowsPerBlock = kThreads / kRowThreads;
   const int t = threadIdx.x % kRowThreads;
-  for (int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kRowThreads; r < rows;
+  const int row_in_warp = kRowThreads < kWarp ? int(threadIdx.x % kWarp) / kRowThreads : 0;
+  for (int64_t r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kRowThreads; r - row_in_warp < rows;
        r += int64_t(gridDim.x) * kRowsPerBlock) {
     acc sum = 0;
-    for (int64_t j = int64_t(t) * kVec; j < cols; j += int64_t(kRowThreads) * kVec) {
-      sum += term.template sum<kVec>(r, j);
+    if (r < rows) {
+      for (int64_t j = int64_t(t) * kVec; j < cols; j += int64_t(kRowThreads) * kVec) {
+        sum += term.template sum<kVec>(r, j);
+      }
     }
     sum = row_sum<kRowThreads>(sum, shared);
-    if (t == 0) out[r] = scale * sum + offset;
+    if (t == 0 && r < rows) out[r] = scale * sum + offset;
   }
 }
 
 // A block per row when a row is at least kBlockRowMin elements long (row_sum_kernel's loop over
-// rows is then uniform across the block, as its __syncthreads need), a warp per row otherwise.
+// rows is then uniform across the block, as its __syncthreads need), a warp per row otherwise,
+// and, for packed rows of at most 16 packs (a latent of 64 floats), 8 or 16 threads per row, so
+// that no lane of a warp idles.
 template <typename scalar_t, typename Term, typename acc>
 void launch_row_sum(const Term& term, acc* out, int64_t rows, int64_t cols, acc scale, acc offset,
                     bool packed) {
   if (rows == 0) return;
-  const bool block_rows = cols >= kBlockRowMin;
-  const unsigned int blocks = blocks_for(block_rows ? rows * kThreads : rows * kWarp);
   constexpr int P = kPack<scalar_t>;
+  const bool block_rows = cols >= kBlockRowMin;
+  const int row_threads = block_rows ? kThreads : packed && cols <= 8 * P ? 8 : packed && cols <= 16 * P ? 16 : kWarp;
+  const unsigned int blocks = blocks_for(rows * row_threads);
   if (packed && block_rows) {
     launch<row_sum_kernel<P, kThreads, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
+  } else if (packed && row_threads == 8) {
+    launch<row_sum_kernel<P, 8, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
+  } else if (packed && row_threads == 16) {
+    launch<row_sum_kernel<P, 16, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
   } else if (packed) {
     launch<row_sum_kernel<P, kWarp, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
   } else if (block_rows) {
