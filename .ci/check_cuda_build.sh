@@ -89,9 +89,9 @@ check default sm_80,sm_90 sm_90
 say "CPU op tests against this build (CUDA cases skip without a GPU)"
 # From outside the copy, so that the copy's aevb_fast/ (without the built library) is not imported.
 (cd "$work" && "$work/venv/bin/pytest" -q -p no:cacheprovider -W ignore::DeprecationWarning \
-  src/tests/test_build.py src/tests/test_rng.py src/tests/test_bernoulli_log_prob.py \
-  src/tests/test_gaussian_log_prob.py src/tests/test_gaussian_kl.py src/tests/test_sample_and_kl.py \
-  src/tests/test_compile.py > "$work/tests.log" 2>&1) || { tail -n 60 "$work/tests.log" >&2; fail "CPU tests"; }
+  src/tests/build/test_build.py src/tests/ops/test_rng.py src/tests/ops/test_bernoulli_log_prob.py \
+  src/tests/ops/test_gaussian_log_prob.py src/tests/ops/test_gaussian_kl.py src/tests/ops/test_sample_and_kl.py \
+  src/tests/ops/test_compile.py > "$work/tests.log" 2>&1) || { tail -n 60 "$work/tests.log" >&2; fail "CPU tests"; }
 tail -n 1 "$work/tests.log"
 # The sm_90-only build (what benchmarks/gpu_check.sh builds on an H200) is a second full CUDA build,
 # about 5 minutes here: by hand only (CHECK_SM90_ONLY=1), so that CI stays under 30 minutes.

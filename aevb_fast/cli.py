@@ -174,68 +174,6 @@ def _fail(command: str, message: str, code: int = 2) -> int:
     return code
 
 
-# Options that change what is trained, named in the default run directory when given (with the
-# prefix shown), so that a second experiment never collides with the first.
-NAMED_OPTIONS = {
-    "likelihood": "", "algorithm": "", "estimator": "", "num_samples": "L", "optimizer": "", "lr": "lr",
-    "lr_scaling": "scale-", "warmup": "warmup", "lr_decay": "", "final_lr": "final", "decay_fraction": "decay",
-    "clip_grad_norm": "clip", "weight_decay": "wd", "kl_warmup": "klwarmup", "free_bits": "freebits",
-    "depth": "depth", "init_std": "init", "binarize": "", "backend": "", "test_fraction": "test",
-}
-
-
-def _default_out(args) -> str:
-    """runs/<dataset>-j<J>-h<H>-b<M>-n<samples>-s<seed>, then each option of NAMED_OPTIONS that was
-    given (e.g. -gaussian-adagrad-lr0.128): runs of different settings never collide."""
-    from .training import TrainConfig
-
-    t = TrainConfig
-    value = {k: getattr(args, k) if getattr(args, k) is not None else getattr(t, k)
-             for k in ("dataset", "latent", "hidden", "batch_size", "samples", "seed")}
-    dataset = Path(value["dataset"]).stem if Path(value["dataset"]).suffix else value["dataset"]
-    name = (f"runs/{dataset}-j{value['latent']}-h{value['hidden']}-b{value['batch_size']}"
-            f"-n{_short_count(value['samples'])}-s{value['seed']}")
-    for key, prefix in NAMED_OPTIONS.items():
-        given = getattr(args, key, None)
-        if given is not None:
-            shown = _short_count(given) if isinstance(given, int) else f"{given:g}" if isinstance(given, float) else given
-            name += f"-{prefix}{shown}"
-    return name
-
-
-def _short_count(n: int) -> str:
-    """1000000 -> 1e6, 2500000 -> 25e5, 1234 -> 1234: exact, so that names never collide."""
-    zeros = len(str(n)) - len(str(n).rstrip("0")) if n else 0
-    return f"{n // 10 ** zeros}e{zeros}" if zeros >= 3 else str(n)
-
-
-# Options that a resumed run may take although they differ from its checkpoint's.
-RESUME_MAY_CHANGE = ("samples", "device", "plots", "eval_every", "fused_head", "data_dir")
-
-
-def _resume_config(args, given: dict):
-    """The checkpoint's config, with the options that may change applied (and said); refuses
-    the ones that conflict."""
-    from .training.checkpoint import RunDirectory, config_from_state
-
-    state = RunDirectory(args.out).load()
-    config = config_from_state(state)
-    def had(key):
-        return f"the run has {getattr(config, key)}" if getattr(config, key) is not None else "the run was started without it"
-
-    conflicts = [f"--{k.replace('_', '-')} {v} ({had(k)})" for k, v in given.items()
-                 if k not in RESUME_MAY_CHANGE and k != "out" and v != getattr(config, k)]
-    if conflicts:
-        raise ValueError(f"--resume: {', '.join(conflicts)}: a resumed run keeps its options; only "
-                         f"{', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)} may change "
-                         "(or start a new run with another --out)")
-    for key in RESUME_MAY_CHANGE:
-        if key in given and given[key] != getattr(config, key):
-            _note(f"--resume: {key} changed from {getattr(config, key)} to {given[key]}")
-            setattr(config, key, given[key])
-    return config, state["samples_seen"]
-
-
 def _note(message: str) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"aevb-fast train: {message}", file=sys.stderr)
@@ -261,6 +199,7 @@ def _train(args) -> int:
 
     from .training import RunError, TooShortToJudge, TrainConfig, TrainingDiverged, TrainingStopped, train
     from .training.checkpoint import RunExists
+    from .training.options import default_run_dir, resumed_config
 
     # Every option defaults to None: what is not None here is what the user gave.
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
@@ -268,7 +207,7 @@ def _train(args) -> int:
         if key in fields and Path(fields[key]).suffix:
             fields[key] = str(Path(fields[key]).resolve())
     out_given = args.out is not None
-    args.out = args.out or _default_out(args)
+    args.out = args.out or default_run_dir(fields)
     fields["out"] = args.out
     if args.resume and not out_given and not (Path(args.out) / "checkpoint.pt").is_file():
         return _fail("train", f"--resume: no run at {args.out} (the default --out for these options); "
@@ -277,7 +216,7 @@ def _train(args) -> int:
         if args.resume:
             if args.overwrite:
                 return _fail("train", "--resume continues a run and --overwrite replaces it: give one of them")
-            config, seen = _resume_config(args, {k: v for k, v in fields.items() if k != "out"})
+            config, seen = resumed_config(args.out, {k: v for k, v in fields.items() if k != "out"}, _note)
             if seen >= config.samples:
                 _note(f"the run in {args.out} is finished ({seen} of {config.samples} samples); "
                       "nothing to do (raise --samples to train further)")
@@ -630,18 +569,20 @@ def _add_reproduce_parser(sub) -> None:
     rep.add_argument("what", choices=["figure2", "figure3", "report"])
     rep.add_argument("--dataset", choices=["mnist", "frey"], default="mnist", help="figure2")
     rep.add_argument("--latents", type=_int_list, help="figure2: latent sizes (default: the paper's)")
-    rep.add_argument("--samples", type=_count, default=10_000_000, help="training samples per run")
-    rep.add_argument("--algorithms", type=lambda s: s.split(","), default=["aevb", "wake-sleep"])
-    rep.add_argument("--batch-size", dest="batch_size", type=int, default=100)
+    # Left at None, an option takes aevb_fast.reproduce's default (the paper's setting).
+    rep.add_argument("--samples", type=_count, help="training samples per run (default: the paper's 1e7)")
+    rep.add_argument("--algorithms", type=lambda s: s.split(","), help="default: aevb,wake-sleep")
+    rep.add_argument("--batch-size", dest="batch_size", type=int, help="default: the paper's 100")
     rep.add_argument("--lr", type=float, help="Adagrad step size (default 0.02)")
-    rep.add_argument("--importance-samples", dest="importance_samples", type=int, default=1000, help="figure3: K")
-    rep.add_argument("--points", type=int, default=1000, help="figure3: data points in the estimate")
+    rep.add_argument("--importance-samples", dest="importance_samples", type=int,
+                     help="figure3: K (default 1000)")
+    rep.add_argument("--points", type=int, help="figure3: data points in the estimate (default 1000)")
     rep.add_argument("--device", default="cpu")
     rep.add_argument("--data-dir", dest="data_dir")
-    rep.add_argument("--root", default="docs/reproduction/runs",
-                     help="where the runs live (their logs are committed, their checkpoints are not)")
-    rep.add_argument("--out", default="docs/reproduction.md", help="report: the Markdown file")
-    rep.add_argument("--notes", default="docs/reproduction_notes.md", help="report: discussion appended")
+    rep.add_argument("--root", type=Path, help="where the runs live (default docs/reproduction/runs: their "
+                                               "logs are committed, their checkpoints are not)")
+    rep.add_argument("--out", type=Path, help="report: the Markdown file (default docs/reproduction.md)")
+    rep.add_argument("--notes", type=Path, help="report: discussion appended (default docs/reproduction_notes.md)")
     _add_threads_option(rep)
     rep.set_defaults(func=cmd_reproduce)
 
@@ -659,20 +600,17 @@ def cmd_reproduce(args) -> int:
 
 
 def _reproduce(reproduce, args) -> Path:
-    root = Path(args.root)
+    def given(*names):  # the options the user gave, by the functions' parameter names
+        return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
     if args.what == "figure2":
-        dataset = args.dataset
-        latents = args.latents or list(reproduce.LATENTS[dataset])
-        png = reproduce.figure2(dataset, latents, args.samples, root, batch_size=args.batch_size,
-                                device=args.device, lr=args.lr, data_dir=args.data_dir,
-                                algorithms=args.algorithms)
-    elif args.what == "figure3":
-        png = reproduce.figure3(args.samples, root, importance_samples=args.importance_samples,
-                                points=args.points, device=args.device, data_dir=args.data_dir,
-                                batch_size=args.batch_size)
-    else:
-        png = reproduce.report(root, Path(args.out), notes=Path(args.notes))
-    return png
+        latents = args.latents or list(reproduce.LATENTS[args.dataset])
+        return reproduce.figure2(args.dataset, latents, device=args.device,
+                                 **given("samples", "root", "batch_size", "lr", "data_dir", "algorithms"))
+    if args.what == "figure3":
+        return reproduce.figure3(device=args.device,
+                                 **given("samples", "root", "importance_samples", "points", "data_dir", "batch_size"))
+    return reproduce.report(**given("root", "out", "notes"))
 
 
 def _version() -> str:

@@ -78,21 +78,24 @@ else
   TRAIN_SIZES=4096,65536 REPEATS=5 PIP_DRY_RUN= LIMIT_SCALE=1
 fi
 # One test per CUDA kernel path for memcheck (float32): each op on warp rows with 128-bit packs and
-# on block rows one element at a time, drawn noise with 5 samples, the linear heads' epilogues.
+# on block rows one element at a time, drawn noise with 5 samples (packed and aligned groups), rows
+# that share a warp (the KL of 64 latents), the linear heads' epilogues.
 d=$TEST_DEVICE
 MEMCHECK_TESTS=(
-  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-reparameterize-5-(37, 784)-packed-dtype0]"
-  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-sample_and_kl-5-(37, 784)-packed-dtype0]"
-  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_kl-1-(37, 784)-packed-dtype0]"
-  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-bernoulli_log_prob-5-(37, 784)-packed-dtype0]"
-  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_log_prob-1-(37, 784)-packed-dtype0]"
-  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-sample_and_kl-1-(2, 4097)-one-element-dtype0]"
-  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_kl-1-(2, 4097)-one-element-dtype0]"
-  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-bernoulli_log_prob-1-(2, 4097)-one-element-dtype0]"
-  "tests/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_log_prob-5-(2, 4097)-one-element-dtype0]"
-  "tests/test_gpu_kernels.py::test_drawn_noise_gradients_match_the_cpu[$d-5-(37, 784)-packed-dtype0]"
-  "tests/test_linear_log_prob.py::TestLinearBernoulliLogProbSum::test_matches_reference_float64[$d]"
-  "tests/test_linear_log_prob.py::TestLinearGaussianLogProb::test_matches_reference_float64[$d]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-reparameterize-5-(37, 784)-packed-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-sample_and_kl-5-(37, 784)-packed-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_kl-1-(37, 784)-packed-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-bernoulli_log_prob-5-(37, 784)-packed-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_log_prob-1-(37, 784)-packed-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-sample_and_kl-1-(2, 4097)-one-element-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_kl-1-(2, 4097)-one-element-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-bernoulli_log_prob-1-(2, 4097)-one-element-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_log_prob-5-(2, 4097)-one-element-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_drawn_noise_gradients_match_the_cpu[$d-5-(37, 784)-packed-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_drawn_noise_gradients_match_the_cpu[$d-5-(16, 64)-packed-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-sample_and_kl-1-(37, 64)-packed-dtype0]"
+  "tests/ops/test_linear_log_prob.py::TestLinearBernoulliLogProbSum::test_matches_reference_float64[$d]"
+  "tests/ops/test_linear_log_prob.py::TestLinearGaussianLogProb::test_matches_reference_float64[$d]"
 )
 
 deadline=$((SECONDS + BUDGET))

@@ -101,8 +101,11 @@ class OpTester:
         fused, _, inputs = self.bound("cpu", self.make_inputs(self.gradcheck_case))
         assert torch.autograd.gradcheck(fused, [t.requires_grad_() for t in inputs])
 
+    # opcheck's checks are about the schema, fakes and autograd, which dtype does not change: the
+    # quick loop (-m "not slow") runs float32 and float64, the whole suite all four.
     @pytest.mark.parametrize("device", DEVICES)
-    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("dtype", [d if d not in LOW_PRECISION else pytest.param(d, marks=pytest.mark.slow)
+                                       for d in DTYPES])
     def test_opcheck(self, device, dtype):
         require_device(device)
         library = op_library(device)

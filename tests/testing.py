@@ -49,7 +49,7 @@ def require_device(device: str) -> None:
 
 
 def functions(device: str):
-    """The module whose five operators run on ``device``: aevb_fast, or its CUDA emulation."""
+    """The module whose operators run on ``device``: aevb_fast, or its CUDA emulation."""
     if device == "emulated_cuda":
         import aevb_fast.emulated_cuda
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from .options import short_count
+
 # The first optimizer steps of a freshly initialised network: its bound can fall far below the
 # start and recover (MNIST's MLP at Adagrad 0.02 dips from -543 to -6078 at step 5 and is back at
 # -386 by step 10; a convolutional VAE's first steps dip to -10^4). Checks within them do not
@@ -54,16 +56,11 @@ def first_result_samples(batch_size: int) -> int:
     return FIRST_RESULT_STEPS * batch_size
 
 
-def _short_count(n: int) -> str:
-    zeros = len(str(n)) - len(str(n).rstrip("0")) if n else 0
-    return f"{n // 10 ** zeros}e{zeros}" if zeros >= 3 else str(n)
-
-
 def too_short_notice(samples_seen: int, steps: int, batch_size: int) -> str:
     need = first_result_samples(batch_size)
     return (f"{samples_seen} samples ({steps} steps of {batch_size}) is too short to judge this run: a fresh "
             f"model's bound swings for its first {TRANSIENT_STEPS} steps; a first result needs about "
-            f"{FIRST_RESULT_STEPS} steps, {_short_count(need)} samples or more")
+            f"{FIRST_RESULT_STEPS} steps, {short_count(need)} samples or more")
 
 
 def _margin(reference: float) -> float:

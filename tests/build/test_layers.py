@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "aevb_fast"
+PACKAGE = Path(__file__).resolve().parents[2] / "aevb_fast"
 CORE = ["__init__", "ops", "reference", "elbo", "models", "emulated_cuda"]
 # What each layer may import from the package (besides its own folder).
 ALLOWED = {

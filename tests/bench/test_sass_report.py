@@ -4,7 +4,7 @@ hand: python .ci/sass_report.py)."""
 import importlib.util
 from pathlib import Path
 
-spec = importlib.util.spec_from_file_location("sass_report", Path(__file__).resolve().parent.parent / ".ci" / "sass_report.py")
+spec = importlib.util.spec_from_file_location("sass_report", Path(__file__).resolve().parents[2] / ".ci" / "sass_report.py")
 sass_report = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sass_report)
 

@@ -12,7 +12,7 @@ import torch
 
 from testing import needs_data
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def load(name: str):
@@ -27,6 +27,7 @@ def average_loss(out: str) -> float:
 
 
 @needs_data("mnist")
+@pytest.mark.slow
 def test_vae_main_fused_and_reference_train_alike(tmp_path, capsys):
     vae_main = load("vae_main")
     common = ["--epochs", "1", "--max-steps", "40", "--log-interval", "20"]
@@ -48,6 +49,7 @@ def test_vae_main_refuses_bad_flags(tmp_path, capsys):
 
 
 @needs_data("binarized_mnist")
+@pytest.mark.slow
 def test_hvae_trains_both_ways(tmp_path, capsys):
     hvae = load("hvae")
     common = ["--max-steps", "3", "--batch-size", "16", "--width", "16", "--zdim", "4", "--log-interval", "1",
@@ -71,6 +73,7 @@ def test_hvae_trains_both_ways(tmp_path, capsys):
 
 
 @needs_data("binarized_mnist")
+@pytest.mark.slow
 def test_hvae_compare_writes_only_its_figure_and_no_profiler_lines(tmp_path):
     # Run from an empty folder with the default --out: the figure is the one file it makes, under
     # runs/ (which the repository's .gitignore ignores), and the console has the table, without

@@ -45,6 +45,7 @@ def test_profile_shares_cover_the_step():
     assert shares["elbo"] > 0 and shares["encoder"] > 0 and shares["decoder"] > 0
 
 
+@pytest.mark.slow
 def test_peak_memory_of_a_step_and_the_largest_batch_that_fits():
     # The fused step at M = 8192 holds the decoder's logits and their gradient (2 x 25.7 MB, about
     # 2.17 x 25.7 MB measured); the fused head holds two chunks of them (2 x 4.2 MB) instead. The

@@ -43,6 +43,7 @@ def test_a_run_too_short_to_learn_exits_0_with_a_notice(tmp_path, own_npy, capsy
 
 
 @needs_data("mnist")
+@pytest.mark.slow
 def test_the_readme_default_at_1e3_samples_is_not_called_diverged(tmp_path, capsys):
     # MNIST's MLP dips from -543 to -6078 at step 5 and is back at -386 by step 10: this exited 3,
     # "diverged at step 5".

@@ -5,7 +5,9 @@ import os
 import subprocess
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
 
 
 def run_script(*args, out: Path, budget: int | None = None):
@@ -15,6 +17,7 @@ def run_script(*args, out: Path, budget: int | None = None):
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_spent_budget_skips_the_remaining_steps_and_fails(tmp_path):
     result = run_script("--dry-run", out=tmp_path, budget=20)
     assert result.returncode == 1, result.stdout + result.stderr

@@ -16,7 +16,10 @@ import torch
 from aevb_fast import cli
 from aevb_fast.training import TrainConfig, read_metrics
 
-SMALL = ["--dataset", "synthetic", "--latent", "4", "--hidden", "32", "--batch-size", "50", "--no-plots"]
+# One thread: the runs are tiny, and a thread count of its own keeps the command from probing the
+# machine (on a busy one it would add a line saying so to the output the tests read).
+SMALL = ["--dataset", "synthetic", "--latent", "4", "--hidden", "32", "--batch-size", "50", "--no-plots",
+         "--threads", "1"]
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
@@ -102,6 +105,7 @@ def test_resume_refuses_conflicting_options_and_says_what_changes(tmp_path, caps
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow
 def test_a_signal_exits_130_or_143_and_says_how_to_resume(tmp_path, signum, code):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -14,7 +14,7 @@ from aevb_fast import ops  # noqa: E402
 from aevb_fast.contrib.pyro import BernoulliLogits, DiagonalNormal, StandardNormal  # noqa: E402
 from testing import data_present  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "pyro_vae.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pyro_vae.py"
 
 
 def load_example():
@@ -37,6 +37,7 @@ def images(example):
 
 
 @pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+@pytest.mark.slow
 def test_tutorial_vae_trains_alike_with_pyro_and_aevb_fast(example, images, elbo):
     steps, tail = 200, 50
     runs = {dists: example.train(images, dists, elbo, steps, batch_size=128) for dists in ("pyro", "aevb_fast")}

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -28,6 +28,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.skipif(not (RESULTS / "AMD-EPYC" / "ops.jsonl").exists(), reason="no recorded CPU results")
+@pytest.mark.slow
 def test_figures_fit_a_page_with_panels_wrapped(tmp_path, monkeypatch):
     # The recorded CPU results (9 op panels: 2610 x 320 px in one row before), copied: nothing is
     # re-measured, and nothing is written outside tmp_path.

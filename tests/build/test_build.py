@@ -39,6 +39,7 @@ def test_build_info():
     assert "cuda" in info and "cuda_archs" in info
 
 
+@pytest.mark.slow
 def test_every_compiled_isa_gives_the_same_results():
     compiled = af.build_info()["cpu_isas_compiled"].split(",")
     results = {isa: run_with_isa(isa) for isa in compiled}

@@ -87,6 +87,7 @@ def test_a_wrong_kernel_gets_no_time():
         bench.bench_case(case, steps, repeats=2, min_time=0.001)
 
 
+@pytest.mark.slow
 def test_benchmark_plot(tmp_path):
     import importlib.util
     from pathlib import Path
@@ -97,7 +98,7 @@ def test_benchmark_plot(tmp_path):
                      "--out", str(out)]) == 0
     assert cli.main(["bench", "--train", "--no-memory", "--sizes", "8,16", "--hidden", "16", "--train-latent", "2",
                      "--device", "cpu", "--repeats", "2", "--out", str(out.with_name("train.jsonl"))]) == 0
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "plot.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "plot.py"
     spec = importlib.util.spec_from_file_location("bench_plot", script)
     plot = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plot)
@@ -108,12 +109,13 @@ def test_benchmark_plot(tmp_path):
     assert "| batch | fused | fused-head | reference |" in tables and "\n| 8 | " in tables and "\n| 16 | " in tables
 
 
+@pytest.mark.slow
 def test_pytest_benchmark_suite_runs():
     # The pytest-benchmark file collects and its smallest CPU cases pass (timing disabled).
     from pathlib import Path
 
     pytest.importorskip("pytest_benchmark")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-disable", "-q", "-p", "no:cacheprovider",
          "-k", "cpu-batch100 and float32 and not compiled and (gaussian_kl or sample_and_kl-L5)"],
@@ -131,6 +133,7 @@ def test_a_wrong_sample_gets_no_time():
         bench.bench_case(case, steps, repeats=2, min_time=0.001)
 
 
+@pytest.mark.slow
 def test_bench_head(tmp_path, capsys):
     out = tmp_path / "head.jsonl"
     assert cli.main(["bench", "--head", "--sizes", "2048", "-L", "2", "--hidden", "32", "--repeats", "2",

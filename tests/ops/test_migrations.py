@@ -9,7 +9,7 @@ import torch
 
 import aevb_fast as af
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_vae_main():

@@ -202,7 +202,7 @@ def test_noise_depends_on_the_seed(device):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("shape", [(3, 1001), (37, 784), (2, 4097)], ids=str)
+@pytest.mark.parametrize("shape", [(3, 1001), (37, 784), (2, 4097), (16, 64)], ids=str)
 @pytest.mark.parametrize("num_samples", [1, 5])
 def test_drawn_noise_gradients_match_the_cpu(device, dtype, shape, num_samples, layout):
     # sample_and_kl with drawn noise, random output gradients for z and the KL: the backward

@@ -4,7 +4,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):

@@ -288,6 +288,7 @@ def test_bad_options(tmp_path):
     assert config.peak_learning_rate() == pytest.approx(0.04) and config.learning_rate(0) == pytest.approx(0.002)
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel(tmp_path):
     out = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
@@ -313,6 +314,7 @@ def test_two_process_data_parallel(tmp_path):
 
 
 @needs_data("mnist")
+@pytest.mark.slow
 def test_large_batch_defaults_converge_where_the_old_ones_diverged(tmp_path):
     # MNIST at M = 4096 for 120 steps. The old defaults (Adagrad, lr 0.02 x sqrt(M / 100) as the
     # old README's command had it) diverge; the large-batch recipe, with no option given, learns.
@@ -328,6 +330,7 @@ def test_large_batch_defaults_converge_where_the_old_ones_diverged(tmp_path):
 
 
 @needs_data("mnist")
+@pytest.mark.slow
 def test_end_to_end_mnist(tmp_path):
     # 3000 steps of the paper's model at M = 100: a broken gradient stays near the initial
     # -543 nats; working AEVB passes -160 well before.

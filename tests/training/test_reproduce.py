@@ -62,6 +62,7 @@ def test_wake_sleep_rejects_aevb_options():
 
 
 @needs_data("frey")
+@pytest.mark.slow
 def test_figure2_runs_the_grid_once_and_reports(tmp_path):
     root = tmp_path / "runs"
     args = ["reproduce", "figure2", "--dataset", "frey", "--latents", "2", "--samples", "2000",
@@ -87,6 +88,7 @@ def test_figure2_runs_the_grid_once_and_reports(tmp_path):
 
 
 @needs_data("mnist")
+@pytest.mark.slow
 def test_figure3_estimates_and_settle_check(tmp_path):
     root = tmp_path / "runs"
     png = reproduce.figure3(2000, root, importance_samples=20, points=30, settle_ks=(1, 10, 50))
