@@ -394,17 +394,17 @@ def _add_bench_parser(sub) -> None:
 
 
 def _add_train_parser(sub) -> None:
-    from .training import config as recipe
+    from .training import config
     from .training.config import LARGE_BATCH
 
     train = sub.add_parser(
         "train", help="train a VAE with AEVB (the paper's setting by default)",
         description=f"Train a VAE with AEVB. Batch sizes up to {LARGE_BATCH} use the paper's recipe (Adagrad, "
-                    f"lr {recipe.PAPER_LR:g}); larger ones the large-batch recipe (Adam at a peak lr of "
-                    f"{recipe.LARGE_BATCH_LR:g} x min(1, sqrt(M/{recipe.LARGE_BATCH_LR_AT})), "
-                    f"{recipe.LARGE_BATCH_WARMUP} warm-up steps, the peak held, then a linear decay over the last "
-                    f"{recipe.WSD_DECAY_FRACTION:g} of the steps to {recipe.LARGE_BATCH_FINAL_LR:g} of the peak, "
-                    f"gradient norm clipped at {recipe.LARGE_BATCH_CLIP:g}). --samples counts training "
+                    f"lr {config.PAPER_LR:g}); larger ones the large-batch recipe (Adam at a peak lr of "
+                    f"{config.LARGE_BATCH_LR:g} x min(1, sqrt(M/{config.LARGE_BATCH_LR_AT})), "
+                    f"{config.LARGE_BATCH_WARMUP} warm-up steps, the peak held, then a linear decay over the last "
+                    f"{config.WSD_DECAY_FRACTION:g} of the steps to {config.LARGE_BATCH_FINAL_LR:g} of the peak, "
+                    f"gradient norm clipped at {config.LARGE_BATCH_CLIP:g}). --samples counts training "
                     "examples processed; -L counts draws of z per example.")
     option = _option_adder(train)
     _add_train_data_options(option)
@@ -453,82 +453,82 @@ def _option_adder(parser: argparse.ArgumentParser):
 
 def _add_train_data_options(option) -> None:
     """What is trained on, and the model."""
-    from .training.config import LARGE_BATCH, TrainConfig as t
+    from .training.config import LARGE_BATCH, TrainConfig
 
-    option("--dataset", default=t.dataset, metavar="NAME_OR_FILE",
+    option("--dataset", default=TrainConfig.dataset, metavar="NAME_OR_FILE",
            help="mnist, binarized_mnist, frey, synthetic, or a .npy/.npz/.pt file of shape (N, ...)")
     option("--test-data", dest="test_data", metavar="FILE", default="the dataset's, or a held-out split",
            help="a .npy/.npz/.pt file of test points")
-    option("--test-fraction", dest="test_fraction", type=float, default=t.test_fraction,
+    option("--test-fraction", dest="test_fraction", type=float, default=TrainConfig.test_fraction,
            help="the held-out test split of a data file that has no test points")
     option("--data-dir", dest="data_dir", default="$AEVB_FAST_DATA, then ../shared/data",
            help="folder with the built-in datasets' files")
-    option("--binarize", choices=["dynamic", "threshold"], default=t.binarize,
+    option("--binarize", choices=["dynamic", "threshold"], default=TrainConfig.binarize,
            help="MNIST: a Bernoulli draw per minibatch or x > 0.5")
     option("--likelihood", choices=["bernoulli", "gaussian"], default="the dataset's",
            help="p(x|z): bernoulli needs values in [0, 1]")
-    option("--latent", type=int, default=t.latent, help="latent size J")
-    option("--hidden", type=int, default=t.hidden, help="hidden units per layer")
-    option("--depth", type=int, default=t.depth, help="hidden layers of encoder and decoder")
-    option("--init-std", dest="init_std", type=float, default=t.init_std,
+    option("--latent", type=int, default=TrainConfig.latent, help="latent size J")
+    option("--hidden", type=int, default=TrainConfig.hidden, help="hidden units per layer")
+    option("--depth", type=int, default=TrainConfig.depth, help="hidden layers of encoder and decoder")
+    option("--init-std", dest="init_std", type=float, default=TrainConfig.init_std,
            help="std of the N(0, std^2) initial parameters")
-    option("--batch-size", dest="batch_size", type=int, default=t.batch_size,
+    option("--batch-size", dest="batch_size", type=int, default=TrainConfig.batch_size,
            help=f"the minibatch M; above {LARGE_BATCH} the large-batch recipe applies")
-    option("--samples", type=_count, default=f"{t.samples:g}",
+    option("--samples", type=_count, default=f"{TrainConfig.samples:g}",
            help="training examples to process in all, e.g. 1e7 (the paper's x-axis; not -L)")
-    option("-L", "--z-samples", "--elbo-samples", dest="num_samples", type=int, default=t.num_samples,
+    option("-L", "--z-samples", "--elbo-samples", dest="num_samples", type=int, default=TrainConfig.num_samples,
            help="draws of z per training example in the ELBO estimate (not --samples)")
 
 
 def _add_train_recipe_options(option) -> None:
     """How it is optimised."""
-    from .training import config as recipe
-    from .training.config import LARGE_BATCH, TrainConfig as t
+    from .training import config
+    from .training.config import LARGE_BATCH, TrainConfig
 
-    option("--algorithm", choices=["aevb", "wake-sleep"], default=t.algorithm,
+    option("--algorithm", choices=["aevb", "wake-sleep"], default=TrainConfig.algorithm,
            help="wake-sleep: the paper's baseline")
-    option("--estimator", choices=["analytic", "generic", "iwae"], default=t.estimator, help="the ELBO estimator")
+    option("--estimator", choices=["analytic", "generic", "iwae"], default=TrainConfig.estimator, help="the ELBO estimator")
     option("--optimizer", choices=["adagrad", "adam"], default=f"adagrad for M <= {LARGE_BATCH}, adam above",
            help="the optimizer")
     option("--lr", type=float, help="learning rate (the peak, with warm-up and decay)",
-           default=f"{recipe.PAPER_LR:g} (Adagrad); Adam: {recipe.LARGE_BATCH_LR:g} x "
-                   f"min(1, sqrt(M/{recipe.LARGE_BATCH_LR_AT}))")
+           default=f"{config.PAPER_LR:g} (Adagrad); Adam: {config.LARGE_BATCH_LR:g} x "
+                   f"min(1, sqrt(M/{config.LARGE_BATCH_LR_AT}))")
     option("--lr-scaling", dest="lr_scaling", choices=["none", "linear", "sqrt"], default="none",
            help="scale lr by M / 100 (linear) or its square root")
-    option("--warmup", type=int, default=f"0, or {recipe.LARGE_BATCH_WARMUP} for the large-batch recipe",
+    option("--warmup", type=int, default=f"0, or {config.LARGE_BATCH_WARMUP} for the large-batch recipe",
            help="steps of linear learning-rate warm-up")
     option("--lr-decay", dest="lr_decay", choices=["none", "cosine", "wsd"],
            default="none, or wsd for the large-batch recipe",
            help="learning-rate decay over --samples: cosine from the warm-up on, or wsd (warm-up, stable, "
                 "then a linear decay over the last --decay-fraction of the steps)")
-    option("--final-lr", dest="final_lr", type=float, default=f"{recipe.LARGE_BATCH_FINAL_LR:g} of the peak with a decay",
+    option("--final-lr", dest="final_lr", type=float, default=f"{config.LARGE_BATCH_FINAL_LR:g} of the peak with a decay",
            help="where the decay ends, as a fraction of the peak lr")
-    option("--decay-fraction", dest="decay_fraction", type=float, default=f"{recipe.WSD_DECAY_FRACTION:g}",
+    option("--decay-fraction", dest="decay_fraction", type=float, default=f"{config.WSD_DECAY_FRACTION:g}",
            help="wsd: the share of the steps, at the end of --samples, over which the rate decays")
     option("--clip-grad-norm", dest="clip_grad_norm", type=float,
-           default=f"0 (off), or {recipe.LARGE_BATCH_CLIP:g} for the large-batch recipe", help="clip the gradient norm")
+           default=f"0 (off), or {config.LARGE_BATCH_CLIP:g} for the large-batch recipe", help="clip the gradient norm")
     option("--weight-decay", dest="weight_decay", type=float, default="1 / N_train",
            help="L2 penalty: the N(0, I) prior on the parameters")
-    option("--kl-warmup", dest="kl_warmup", type=_count, default=t.kl_warmup,
+    option("--kl-warmup", dest="kl_warmup", type=_count, default=TrainConfig.kl_warmup,
            help="training examples over which the KL weight rises from 0 to 1")
-    option("--free-bits", dest="free_bits", type=float, default=t.free_bits, help="free bits per latent (nats)")
+    option("--free-bits", dest="free_bits", type=float, default=TrainConfig.free_bits, help="free bits per latent (nats)")
 
 
 def _add_train_run_options(option) -> None:
     """Where the run lives, how it is evaluated and run."""
-    from .training import config as recipe
-    from .training.config import TrainConfig as t
+    from .training import config
+    from .training.config import TrainConfig
 
-    option("--seed", type=int, default=t.seed, help="random seed")
-    option("--device", default=t.device, help="cpu or cuda")
+    option("--seed", type=int, default=TrainConfig.seed, help="random seed")
+    option("--device", default=TrainConfig.device, help="cpu or cuda")
     option("--out", default="runs/<dataset>-j<latent>-h<hidden>-b<batch>-n<samples>-s<seed>",
            help="run directory")
     option("--eval-every", dest="eval_every", type=_count,
-           default=f"{recipe.EVAL_EVERY:g}, or --samples / 10 for shorter runs (at least one minibatch)",
+           default=f"{config.EVAL_EVERY:g}, or --samples / 10 for shorter runs (at least one minibatch)",
            help="training examples between evaluations and checkpoints")
-    option("--eval-points", dest="eval_points", type=_count, default=t.eval_points,
+    option("--eval-points", dest="eval_points", type=_count, default=TrainConfig.eval_points,
            help="training points in the logged train bound")
-    option("--backend", choices=["fused", "reference"], default=t.backend,
+    option("--backend", choices=["fused", "reference"], default=TrainConfig.backend,
            help="reference: the same model with plain PyTorch ops")
     option("--no-fused-head", dest="fused_head", action="store_false", default=False,
            help="keep the decoder's output layer apart from the likelihood (the logits stored whole)")

@@ -17,8 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 
-from . import _sanitizers
-from . import ops
+from . import _sanitizers, ops
 from .ops import OperatorLibrary
 
 if importlib.util.find_spec("aevb_fast._emulated_cuda") is None:

@@ -13,7 +13,6 @@ import torch
 
 import aevb_fast as af
 from aevb_fast import reference
-
 from testing import (
     DEVICES,
     DTYPES,

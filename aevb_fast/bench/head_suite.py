@@ -24,8 +24,13 @@ from tqdm import tqdm
 
 from .. import ops
 from .harness import interleaved, noisy, noisy_mark, spread
-from .memory import (cuda_peak_bytes, map_large_allocations, measure_memory_main, peak_bytes_in_fresh_process,
-                     sampled_peak_bytes)
+from .memory import (
+    cuda_peak_bytes,
+    map_large_allocations,
+    measure_memory_main,
+    peak_bytes_in_fresh_process,
+    sampled_peak_bytes,
+)
 from .op_suite import device_name
 
 PROVIDERS = ("eager", "compiled", "fused-none", "fused-sum")

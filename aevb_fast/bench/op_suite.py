@@ -18,8 +18,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from .. import ops, reference
-from .. import threads
+from .. import ops, reference, threads
 from .harness import Clock, interleaved, noisy_mark, row_marks, spread
 
 PROVIDERS = ("aevb_fast", "eager", "compiled")

@@ -29,11 +29,16 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from tqdm import tqdm
 
 from .. import ops, reference, threads
-from .harness import interleaved, noisy_mark, row_marks, spread
-from .memory import (cuda_peak_bytes, map_large_allocations, measure_memory_main, peak_bytes_in_fresh_process,
-                     sampled_peak_bytes)
-from .op_suite import device_name
 from ..models import VAE
+from .harness import interleaved, noisy_mark, row_marks, spread
+from .memory import (
+    cuda_peak_bytes,
+    map_large_allocations,
+    measure_memory_main,
+    peak_bytes_in_fresh_process,
+    sampled_peak_bytes,
+)
+from .op_suite import device_name
 
 PROVIDERS = ("fused", "fused-head", "reference", "compiled", "fused+compiled")
 REGIONS = ("encoder", "elbo", "decoder", "optimizer")

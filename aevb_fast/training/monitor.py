@@ -14,8 +14,15 @@ from .checkpoint import RunDirectory, read_metrics
 from .config import TrainConfig
 from .data import Data
 from .distributed import DistributedContext
-from .divergence import (DivergenceGuard, TooShortToJudge, TrainingDidNotLearn, TrainingDiverged, did_not_learn,
-                         too_short, too_short_notice)
+from .divergence import (
+    DivergenceGuard,
+    TooShortToJudge,
+    TrainingDidNotLearn,
+    TrainingDiverged,
+    did_not_learn,
+    too_short,
+    too_short_notice,
+)
 from .objective import ELBOObjective
 from .state import TrainState
 

@@ -4,7 +4,6 @@ from torch.distributions import Bernoulli, Independent
 
 import aevb_fast as af
 from aevb_fast import reference
-
 from op_tester import OpTester
 from testing import DATA_SHAPES, DTYPES, assert_matches, rand, randn
 

@@ -4,7 +4,6 @@ same values and gradients as eager, fresh noise at every call."""
 import torch
 
 import aevb_fast as af
-
 from testing import rand, randn
 
 

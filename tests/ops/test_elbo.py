@@ -8,7 +8,6 @@ from torch.distributions import Normal, kl_divergence
 import aevb_fast as af
 from aevb_fast.elbo import LIKELIHOODS, log_importance_weights
 from aevb_fast.models import VAE, BernoulliDecoder, Encoder, GaussianDecoder
-
 from testing import rand, randn, seeded
 
 B, D, J, H = 6, 12, 3, 8

@@ -4,7 +4,6 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 import aevb_fast as af
 from aevb_fast import reference
-
 from op_tester import OpTester
 from testing import LATENT_SHAPES, randn
 

@@ -6,7 +6,6 @@ from torch.distributions import Independent, Normal
 
 import aevb_fast as af
 from aevb_fast import reference
-
 from op_tester import OpTester
 from testing import DATA_SHAPES, assert_matches, functions, rand, randn, require_device
 

@@ -10,7 +10,6 @@ from torch.distributions import Independent, Normal, kl_divergence
 import aevb_fast as af
 from aevb_fast import reference
 from aevb_fast.distributions import DiagonalNormal
-
 from op_tester import OpTester
 from testing import DEVICES, functions, randn, require_device, run_with_grads, seeded, tensor_device
 

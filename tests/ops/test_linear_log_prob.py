@@ -9,7 +9,6 @@ from torch.distributions import Bernoulli, Independent, Normal
 
 import aevb_fast as af
 from aevb_fast import reference
-
 from op_tester import OpTester
 from testing import DEVICES, assert_matches, functions, rand, randn, require_device, tensor_device
 

@@ -7,7 +7,6 @@ from torch.distributions.transforms import AffineTransform
 
 import aevb_fast as af
 from aevb_fast import reference
-
 from op_tester import OpTester
 from testing import (
     LATENT_SHAPES,

@@ -11,7 +11,6 @@ from aevb_fast.training import data
 from testing import needs_data
 
 
-
 @needs_data("mnist")
 def test_mnist_dynamic_and_threshold():
     d = data.load("mnist", download=False)

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from aevb_fast import cli
 from aevb_fast.training import RunError, TrainConfig, data, read_metrics, train

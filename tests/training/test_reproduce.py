@@ -7,13 +7,10 @@ import pytest
 import torch
 
 from aevb_fast import cli, reproduce
-from aevb_fast.training import data
 from aevb_fast.models import VAE
 from aevb_fast.training import TrainConfig, read_metrics, train
 from aevb_fast.training.wake_sleep import WakeSleep
 from testing import needs_data
-
-
 
 
 def _grads(module):

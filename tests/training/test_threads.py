@@ -1,9 +1,8 @@
 """aevb_fast.threads: the probe that sees torch's threads oversubscribed on a busy CPU (issue 32,
 item 9), and the thread count the commands choose from it."""
 
-import torch
-
 import pytest
+import torch
 
 from aevb_fast import threads
 

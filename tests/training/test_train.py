@@ -12,11 +12,20 @@ import pytest
 import torch
 
 from aevb_fast import cli
-from aevb_fast.training import (TooShortToJudge, TrainConfig, Trainer, TrainingDidNotLearn, TrainingDiverged,
-                                TrainingStopped, data, load_checkpoint, read_metrics, train)
+from aevb_fast.training import (
+    TooShortToJudge,
+    TrainConfig,
+    Trainer,
+    TrainingDidNotLearn,
+    TrainingDiverged,
+    TrainingStopped,
+    data,
+    load_checkpoint,
+    read_metrics,
+    train,
+)
 from aevb_fast.training.evaluate import log_marginal_likelihood
 from testing import needs_data
-
 
 
 def small(tmp_path, **overrides) -> TrainConfig:
