@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LINT_BASE=__LINT_BASE__  # the last commit before the formatters
+LINT_BASE=97530cd1ef3a73098d99eee33cd029ad72ce018d  # the last commit before the formatters
 if ! git cat-file -e "$LINT_BASE^{commit}" 2>/dev/null; then
   echo "lint: commit $LINT_BASE (LINT_BASE) is not in this clone; a shallow clone? git fetch --unshallow" >&2
   exit 1
