@@ -4,7 +4,8 @@
 # code of csrc/common/ through a generated file that instantiates it in a kernel.
 # Torch's CPU wheel lacks c10/cuda/impl/cuda_cmake_macros.h: a stand-in goes in a temporary
 # include dir. Exits non-zero on the first file that does not compile, or whose kernels have a
-# local-memory stack frame (ptxas -v: an array indexed at run time, or spilled registers).
+# local-memory stack frame (ptxas -v: an array indexed at run time, or spilled registers), at the
+# build's -O3 (spills depend on the optimisation level).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +47,7 @@ template __global__ void instantiate<float>(float*, aevb_fast::PhiloxSeed);
 template __global__ void instantiate<double>(double*, aevb_fast::PhiloxSeed);
 CU
 
-flags=(-std=c++20 --expt-relaxed-constexpr -arch=sm_90 -O1 -c -o /dev/null -Xptxas -v
+flags=(-std=c++20 --expt-relaxed-constexpr -arch=sm_90 -O3 -c -o /dev/null -Xptxas -v
        -I csrc -I "$stand_in" -I "$torch_include" -I "$torch_include/torch/csrc/api/include"
        -I "$python_include" -D_GLIBCXX_USE_CXX11_ABI=1)
 

@@ -60,8 +60,20 @@ def find_cuobjdump() -> str:
         if not tool.exists() and not (name == "nvdisasm" and shutil.which(name)):
             TOOLS.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory() as download:
-                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", download,
-                                f"nvidia-cuda-{name}>=13,<14"], check=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pip",
+                        "download",
+                        "--no-deps",
+                        "-q",
+                        "-d",
+                        download,
+                        f"nvidia-cuda-{name}>=13,<14",
+                    ],
+                    check=True,
+                )
                 for wheel in Path(download).glob("*.whl"):
                     zipfile.ZipFile(wheel).extractall(TOOLS)
         if tool.exists():
@@ -77,16 +89,32 @@ def nvcc_flags(include: Path) -> list[str]:
     import torch
 
     torch_include = Path(torch.__file__).parent / "include"
-    return ["-std=c++20", "--expt-relaxed-constexpr", "-O3", "-DNDEBUG", "-arch=sm_90", "-cubin",
-            "-I", str(ROOT / "csrc"), "-I", str(include), "-I", str(torch_include),
-            "-I", str(torch_include / "torch" / "csrc" / "api" / "include"),
-            "-I", sysconfig.get_paths()["include"], "-D_GLIBCXX_USE_CXX11_ABI=1"]
+    return [
+        "-std=c++20",
+        "--expt-relaxed-constexpr",
+        "-O3",
+        "-DNDEBUG",
+        "-arch=sm_90",
+        "-cubin",
+        "-I",
+        str(ROOT / "csrc"),
+        "-I",
+        str(include),
+        "-I",
+        str(torch_include),
+        "-I",
+        str(torch_include / "torch" / "csrc" / "api" / "include"),
+        "-I",
+        sysconfig.get_paths()["include"],
+        "-D_GLIBCXX_USE_CXX11_ABI=1",
+    ]
 
 
 def compile_cubin(source: Path, out: Path, flags: list[str]) -> Path:
     cubin = out / (source.stem + ".cubin")
-    result = subprocess.run([os.environ.get("NVCC", "nvcc"), *flags, "-o", str(cubin), str(source)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [os.environ.get("NVCC", "nvcc"), *flags, "-o", str(cubin), str(source)], capture_output=True, text=True
+    )
     if result.returncode:
         sys.exit(f"sass_report: nvcc failed on {source}:\n{result.stderr[-3000:]}")
     return cubin
@@ -120,11 +148,14 @@ def parse_resources(text: str) -> dict[str, dict[str, int]]:
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("Function "):
-            current = line[len("Function "):].rstrip(":")
+            current = line[len("Function ") :].rstrip(":")
         elif current and line.startswith("REG:"):
             fields = dict(f.split(":", 1) for f in line.split() if ":" in f)
-            resources[current] = {"registers": int(fields["REG"]), "stack": int(fields["STACK"]),
-                                  "local": int(fields["LOCAL"])}
+            resources[current] = {
+                "registers": int(fields["REG"]),
+                "stack": int(fields["STACK"]),
+                "local": int(fields["LOCAL"]),
+            }
             current = None
     return resources
 
@@ -134,7 +165,7 @@ def parse_sass(text: str) -> dict[str, list[tuple[int, str, str]]]:
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("Function : "):
-            current = stripped[len("Function : "):]
+            current = stripped[len("Function : ") :]
             kernels[current] = []
         elif current:
             match = INSTRUCTION.search(line)
@@ -192,8 +223,17 @@ def bytes_moved(instructions: list[tuple[int, str, str]]) -> int:
         if opcode.split(".")[0] not in ("LDG", "STG"):
             continue
         parts = opcode.split(".")
-        total += 16 if "128" in parts else 8 if "64" in parts else 2 if {"U16", "S16"} & set(parts) else \
-            1 if {"U8", "S8"} & set(parts) else 4
+        total += (
+            16
+            if "128" in parts
+            else 8
+            if "64" in parts
+            else 2
+            if {"U16", "S16"} & set(parts)
+            else 1
+            if {"U8", "S8"} & set(parts)
+            else 4
+        )
     return total
 
 
@@ -205,38 +245,68 @@ def report(files: list[Path]) -> list[dict]:
         (include / "c10" / "cuda" / "impl").mkdir(parents=True)
         # torch's CPU wheel lacks this header (see check_cuda_compile.sh)
         (include / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").write_text(
-            "#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+            "#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n"
+        )
         flags = nvcc_flags(include)
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             cubins = list(pool.map(lambda f: compile_cubin(f, Path(tmp), flags), files))
         for source, cubin in zip(files, cubins):
-            resources = parse_resources(subprocess.run([cuobjdump, "-res-usage", str(cubin)], capture_output=True,
-                                                       text=True, check=True).stdout)
-            kernels = parse_sass(subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True,
-                                                check=True).stdout)
+            resources = parse_resources(
+                subprocess.run([cuobjdump, "-res-usage", str(cubin)], capture_output=True, text=True, check=True).stdout
+            )
+            kernels = parse_sass(
+                subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+            )
             names = demangle(list(kernels))
             for mangled, instructions in kernels.items():
                 kernel, loop, hot = short_name(names[mangled]), largest_loop(instructions), hot_loop(instructions)
                 moved = bytes_moved(hot)
-                rows.append({"file": source.name, "kernel": kernel, "mangled": mangled,
-                             **resources.get(mangled, {}),
-                             "instructions": sum(1 for ins in instructions if ins[1] != "NOP"),
-                             "loop_instructions": len(loop), "hot_loop_instructions": len(hot),
-                             "hot_loop_bytes": moved,
-                             "instructions_per_byte": len(hot) / moved if moved else None,
-                             "hot_loop_mix": mix(hot)})
+                rows.append(
+                    {
+                        "file": source.name,
+                        "kernel": kernel,
+                        "mangled": mangled,
+                        **resources.get(mangled, {}),
+                        "instructions": sum(1 for ins in instructions if ins[1] != "NOP"),
+                        "loop_instructions": len(loop),
+                        "hot_loop_instructions": len(hot),
+                        "hot_loop_bytes": moved,
+                        "instructions_per_byte": len(hot) / moved if moved else None,
+                        "hot_loop_mix": mix(hot),
+                    }
+                )
     return rows
 
 
 def format_rows(rows: list[dict]) -> str:
     columns = list(MIX)
-    head = ["file", "kernel", "regs", "local B", "instrs", "main loop", "hot loop", "bytes", "instr/byte"] + columns
+    head = [
+        "file",
+        "kernel",
+        "regs",
+        "stack B",
+        "local B",
+        "instrs",
+        "main loop",
+        "hot loop",
+        "bytes",
+        "instr/byte",
+    ] + columns
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in sorted(rows, key=lambda r: (r["file"], r["kernel"])):
         per = r["instructions_per_byte"]
-        cells = [r["file"], f"`{r['kernel']}`", str(r.get("registers", "?")), str(r.get("local", "?")),
-                 str(r["instructions"]), str(r["loop_instructions"]), str(r["hot_loop_instructions"]),
-                 str(r["hot_loop_bytes"]), "-" if per is None else f"{per:.1f}"] + [str(r["hot_loop_mix"][c]) for c in columns]
+        cells = [
+            r["file"],
+            f"`{r['kernel']}`",
+            str(r.get("registers", "?")),
+            str(r.get("stack", "?")),
+            str(r.get("local", "?")),
+            str(r["instructions"]),
+            str(r["loop_instructions"]),
+            str(r["hot_loop_instructions"]),
+            str(r["hot_loop_bytes"]),
+            "-" if per is None else f"{per:.1f}",
+        ] + [str(r["hot_loop_mix"][c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -255,12 +325,15 @@ def main() -> int:
     if args.kernel:
         rows = [r for r in rows if args.kernel in r["kernel"]]
     print(format_rows(rows))
-    print(f"(sm_90, nvcc -O3, {len(rows)} kernels. 'main loop': the instructions spanned by the kernel's widest "
-          "backward branch; 'hot loop': its shortest loop that loads global memory (the streaming loop), "
-          "whose mix the last columns count; 'bytes': what one thread loads and stores in an iteration of it; "
-          "'instr/byte': the hot loop's instructions per byte, against the H200's budget of about 9 "
-          "thread-instructions per byte moved at its copy bandwidth. Static counts: a branch not taken "
-          "(a slow path inside the loop) counts as if it ran.)")
+    print(
+        f"(sm_90, nvcc -O3, {len(rows)} kernels. 'stack B': a thread's stack frame, where spilled registers "
+        "go (ptxas -v; check_cuda_compile.sh fails on any); 'local B': other local memory. 'main loop': the instructions spanned by the kernel's widest "
+        "backward branch; 'hot loop': its shortest loop that loads global memory (the streaming loop), "
+        "whose mix the last columns count; 'bytes': what one thread loads and stores in an iteration of it; "
+        "'instr/byte': the hot loop's instructions per byte, against the H200's budget of about 9 "
+        "thread-instructions per byte moved at its copy bandwidth. Static counts: a branch not taken "
+        "(a slow path inside the loop) counts as if it ran.)"
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -4,11 +4,12 @@
 // the RNG's: one thread per 4 consecutive Philox counters, which give, for each of the counter's 4
 // words, 4 adjacent elements of z (a 4-element packed store), for 16 parameters read once and
 // every sample (sample_drawn_kernel). The backward with drawn noise regenerates it by the same
-// counter groups (sample_backward_drawn_kernel); with given noise it is an elementwise map. The parameters (mu, logvar, the prior) are read through RowInput, so a
-// broadcast one is never copied whole.
-#include <type_traits>
-
+// counter groups (sample_backward_drawn_kernel); with given noise it is an elementwise map. The
+// parameters (mu, logvar, the prior) are read through RowInput, so a broadcast one is never copied
+// whole.
 #include <ATen/Dispatch.h>
+
+#include <type_traits>
 
 #include "common/math.h"
 #include "cuda/utils.cuh"
@@ -26,16 +27,19 @@ struct Latents {
 
   Latents(const at::Tensor& mu_t, const at::Tensor& logvar_t, const at::Tensor& prior_mu_t,
           const at::Tensor& prior_logvar_t, int64_t cols_)
-      : mu(mu_t), logvar(logvar_t), prior_mu(prior_mu_t.defined() ? prior_mu_t : mu_t),
-        prior_logvar(prior_logvar_t.defined() ? prior_logvar_t : mu_t), prior(prior_mu_t.defined()),
+      : mu(mu_t),
+        logvar(logvar_t),
+        prior_mu(prior_mu_t.defined() ? prior_mu_t : mu_t),
+        prior_logvar(prior_logvar_t.defined() ? prior_logvar_t : mu_t),
+        prior(prior_mu_t.defined()),
         cols(cols_) {}
 
   // Whether N-element packs of every parameter and of `others` are aligned (see can_pack).
   template <int N = kPack<scalar_t>>
   bool can_pack_with(std::initializer_list<const void*> others) const {
     return can_pack<scalar_t, N>(cols, others) &&
-           can_pack<scalar_t, N>(cols, {mu.pack_pointer(), logvar.pack_pointer(), prior_mu.pack_pointer(),
-                                        prior_logvar.pack_pointer()});
+           can_pack<scalar_t, N>(
+               cols, {mu.pack_pointer(), logvar.pack_pointer(), prior_mu.pack_pointer(), prior_logvar.pack_pointer()});
   }
 
   // Twice the KL of elements j .. j + N - 1 of row r.
@@ -195,7 +199,8 @@ enum class GroupLayout { kAligned, kPacked, kAnyLayout };
 // kAligned), by whole counters otherwise when first % 4 == 0 (always when params % 4 == 0), else
 // one element at a time.
 template <GroupLayout kLayout>
-__device__ __forceinline__ void sample_normals(PhiloxSeed seed, int64_t first, float (&normals)[4][kCountersPerThread]) {
+__device__ __forceinline__ void sample_normals(PhiloxSeed seed, int64_t first,
+                                               float (&normals)[4][kCountersPerThread]) {
   if (kLayout == GroupLayout::kAligned) {
     philox_normals<kCountersPerThread>(seed, uint64_t(first / kNoiseBlock * kNoiseLanes + first % kNoiseLanes),
                                        normals);
@@ -225,32 +230,53 @@ struct RowCol {
 // 64 (g / 4) + 4 (g % 4)): it reads their mu and logvar once, and for each sample l writes
 // z[l * params + p] with the normal of that flat element (sample_normals). Sample 0's elements
 // are exactly the counters 4g .. 4g + 3. Packed (any layout but kAnyLayout): each run of 4 is in
-// one row and one packed access; otherwise one element at a time. Both drawn-noise kernels are held
-// to 64 registers (4 blocks of 256 threads an SM; nvcc's choice was 87-120, 2 blocks), which costs
-// no spills and about 2 % more instructions (.ci/sass_report.py).
-template <typename scalar_t, GroupLayout kLayout>
-__global__ void __launch_bounds__(kThreads, 4) sample_drawn_kernel(const Latents<scalar_t> in, const int64_t* __restrict__ seed_ptr,
-                                    scalar_t* __restrict__ z, int64_t samples, int64_t params) {
+// one row and one packed access; otherwise one element at a time. (Held to 64 registers with
+// __launch_bounds__, 4 blocks an SM instead of 2, it spills 72-200 bytes a thread: left to nvcc.)
+//
+// kKLRowThreads > 0 (sample_and_kl with aligned groups and rows of 16 kKLRowThreads elements:
+// 64 or 128 latents) also writes the KL's row sums, so that mu and logvar are read once, not
+// twice: a row is then kKLRowThreads consecutive threads, each adding its 16 elements' terms,
+// summed across them in a fixed order. The loop's trip count is then uniform across a warp (the
+// warp's first thread decides it), as the shuffles need every lane.
+template <typename scalar_t, GroupLayout kLayout, int kKLRowThreads = 0>
+__global__ void sample_drawn_kernel(const Latents<scalar_t> in, const int64_t* __restrict__ seed_ptr,
+                                    scalar_t* __restrict__ z, acc_t<scalar_t>* __restrict__ kl, int64_t samples,
+                                    int64_t params) {
   using acc = acc_t<scalar_t>;
   constexpr int G = kCountersPerThread;
   constexpr bool kPacked = kLayout != GroupLayout::kAnyLayout;
+  static_assert(kKLRowThreads == 0 || kLayout == GroupLayout::kAligned, "the fused KL needs aligned groups");
   const PhiloxSeed seed = read_seed(seed_ptr);
   const int64_t groups = noise_groups(params);
-  for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < groups;
+  const int lane = kKLRowThreads > 0 ? int(threadIdx.x % kWarp) : 0;
+  for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g - lane < groups;
        g += int64_t(gridDim.x) * blockDim.x) {
+    const bool active = g < groups;  // always, without the fused KL
     const int64_t base = group_first_element(g);
     acc ms[4][G] = {}, sigmas[4][G] = {};
+    acc twice_kl = 0;
     if constexpr (kPacked) {
       RowCol at(base, in.cols);
+      const int64_t row = at.r;
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         if (w > 0) at.step(kNoiseLanes, in.cols);
-        if (base + w * kNoiseLanes >= params) break;
+        if (!active || base + w * kNoiseLanes >= params) break;
         acc lvs[G];
         in.mu.template load<G>(at.r, at.j, ms[w]);
         in.logvar.template load<G>(at.r, at.j, lvs);
 #pragma unroll
         for (int k = 0; k < G; ++k) sigmas[w][k] = std_from_logvar(lvs[k]);
+        if constexpr (kKLRowThreads > 0) {
+          acc terms[G];
+          in.template twice_kl<G>(at.r, at.j, terms);  // mu and logvar again, from the L1 cache
+#pragma unroll
+          for (int k = 0; k < G; ++k) twice_kl += terms[k];
+        }
+      }
+      if constexpr (kKLRowThreads > 0) {
+        twice_kl = warp_sum<kKLRowThreads>(twice_kl);
+        if (active && threadIdx.x % kKLRowThreads == 0) kl[row] = acc(0.5) * twice_kl;
       }
     } else {
 #pragma unroll
@@ -268,6 +294,7 @@ __global__ void __launch_bounds__(kThreads, 4) sample_drawn_kernel(const Latents
         }
       }
     }
+    if (!active) continue;
     for (int64_t l = 0; l < samples; ++l) {
       float normals[4][G];
       sample_normals<kLayout>(seed, l * params + base, normals);
@@ -332,7 +359,7 @@ struct SampleGrad {
 // elements l * params + base + 16 w + k with sample_normals, as the forward made them. Packed
 // (any layout but kAnyLayout): each run of 4 is one packed access; otherwise one element at a time.
 template <typename scalar_t, GroupLayout kLayout>
-__global__ void __launch_bounds__(kThreads, 4) sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z, const acc_t<scalar_t>* grad_kl,
+__global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z, const acc_t<scalar_t>* grad_kl,
                                              bool kl_per_element, const Latents<scalar_t> in,
                                              const int64_t* __restrict__ seed_ptr, const LatentGrads<scalar_t> out,
                                              int64_t samples, int64_t params) {
@@ -341,8 +368,7 @@ __global__ void __launch_bounds__(kThreads, 4) sample_backward_drawn_kernel(cons
   constexpr bool kPacked = kLayout != GroupLayout::kAnyLayout;
   const PhiloxSeed seed = read_seed(seed_ptr);
   const int64_t groups = noise_groups(params);
-  for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < groups;
-       g += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < groups; g += int64_t(gridDim.x) * blockDim.x) {
     const int64_t base = group_first_element(g);
     acc sum_grad[4][G] = {}, sum_grad_eps[4][G] = {};
     for (int64_t l = 0; l < samples; ++l) {
@@ -404,41 +430,59 @@ GroupLayout group_layout(const Latents<scalar_t>& in, int64_t params, std::initi
 template <typename Launch>
 void for_layout(GroupLayout layout, const Launch& launch_with) {
   switch (layout) {
-    case GroupLayout::kAligned: return launch_with(std::integral_constant<GroupLayout, GroupLayout::kAligned>{});
-    case GroupLayout::kPacked: return launch_with(std::integral_constant<GroupLayout, GroupLayout::kPacked>{});
-    case GroupLayout::kAnyLayout: return launch_with(std::integral_constant<GroupLayout, GroupLayout::kAnyLayout>{});
+    case GroupLayout::kAligned:
+      return launch_with(std::integral_constant<GroupLayout, GroupLayout::kAligned>{});
+    case GroupLayout::kPacked:
+      return launch_with(std::integral_constant<GroupLayout, GroupLayout::kPacked>{});
+    case GroupLayout::kAnyLayout:
+      return launch_with(std::integral_constant<GroupLayout, GroupLayout::kAnyLayout>{});
   }
 }
 
 }  // namespace
 
 void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu,
-                    const at::Tensor& prior_logvar, const at::Tensor& eps, const at::Tensor& seed,
-                    const at::Tensor& z, const at::Tensor& kl) {
+                    const at::Tensor& prior_logvar, const at::Tensor& eps, const at::Tensor& seed, const at::Tensor& z,
+                    const at::Tensor& kl) {
   const DeviceGuard guard(mu.device());
   const int64_t rows = z.size(1), cols = z.size(2), params = rows * cols, total = z.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_forward_cuda", [&] {
     using acc = acc_t<scalar_t>;
     const Latents<scalar_t> in(mu, logvar, prior_mu, prior_logvar, cols);
+    scalar_t* z_p = total > 0 ? z.data_ptr<scalar_t>() : nullptr;
+    const GroupLayout layout = group_layout(in, params, {z_p});
+    // The KL's row sums inside the drawn-noise kernel: aligned groups, rows of 64 or 128 latents.
+    const bool kl_rows = kl.defined() && kl.dim() != 2;
+    const int fused_kl_threads =
+        kl_rows && total > 0 && !eps.defined() && layout == GroupLayout::kAligned && (cols == 64 || cols == 128)
+            ? int(cols / kNoiseLanes)
+            : 0;
     if (kl.defined() && kl.dim() == 2) {
       const KLPerElement<scalar_t> op{in, kl.data_ptr<acc>()};
       launch_elementwise<scalar_t>(op, params, in.can_pack_with({op.kl}));
-    } else if (kl.defined()) {
+    } else if (kl_rows && fused_kl_threads == 0) {
       launch_row_sum<scalar_t>(KLTerm<scalar_t>{in}, kl.data_ptr<acc>(), rows, cols, acc(0.5), acc(0),
                                in.can_pack_with({}));
     }
     if (total == 0) return;
-    scalar_t* z_p = z.data_ptr<scalar_t>();
     if (eps.defined()) {
       const SampleGiven<scalar_t> op{in, eps.const_data_ptr<scalar_t>(), z_p, params};
       launch_elementwise<scalar_t>(op, total, in.can_pack_with({op.eps, op.z}));
+      return;
+    }
+    const unsigned int blocks = blocks_for(noise_groups(params));
+    const int64_t* seed_p = seed.const_data_ptr<int64_t>();
+    const int64_t samples = z.size(0);
+    if (fused_kl_threads == 4) {
+      launch<sample_drawn_kernel<scalar_t, GroupLayout::kAligned, 4>>(blocks, kThreads, in, seed_p, z_p,
+                                                                      kl.data_ptr<acc>(), samples, params);
+    } else if (fused_kl_threads == 8) {
+      launch<sample_drawn_kernel<scalar_t, GroupLayout::kAligned, 8>>(blocks, kThreads, in, seed_p, z_p,
+                                                                      kl.data_ptr<acc>(), samples, params);
     } else {
-      const unsigned int blocks = blocks_for(noise_groups(params));
-      const int64_t* seed_p = seed.const_data_ptr<int64_t>();
-      const int64_t samples = z.size(0);
-      for_layout(group_layout(in, params, {z_p}), [&](auto layout) {
-        launch<sample_drawn_kernel<scalar_t, decltype(layout)::value>>(blocks, kThreads, in, seed_p, z_p, samples,
-                                                                       params);
+      for_layout(layout, [&](auto layout_constant) {
+        launch<sample_drawn_kernel<scalar_t, decltype(layout_constant)::value>>(blocks, kThreads, in, seed_p, z_p,
+                                                                                nullptr, samples, params);
       });
     }
   });
@@ -464,15 +508,17 @@ void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const 
     if (samples > 0 && !eps.defined()) {
       const int64_t* seed_p = seed.const_data_ptr<int64_t>();
       const unsigned int blocks = blocks_for(noise_groups(params));
-      const GroupLayout layout = group_layout(in, params, {grad_z_p, out.mu, out.logvar, out.prior_mu, out.prior_logvar});
+      const GroupLayout layout =
+          group_layout(in, params, {grad_z_p, out.mu, out.logvar, out.prior_mu, out.prior_logvar});
       for_layout(layout, [&](auto layout_constant) {
         launch<sample_backward_drawn_kernel<scalar_t, decltype(layout_constant)::value>>(
             blocks, kThreads, grad_z_p, grad_kl_p, kl_per_element, in, seed_p, out, samples, params);
       });
       return;
     }
-    const SampleGrad<scalar_t> op{grad_z_p, grad_kl_p, kl_per_element, in,
-                                  eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr, out, samples, params};
+    const SampleGrad<scalar_t> op{
+        grad_z_p, grad_kl_p, kl_per_element, in, eps.defined() ? eps.const_data_ptr<scalar_t>() : nullptr,
+        out,      samples,   params};
     launch_elementwise<scalar_t>(
         op, params, in.can_pack_with({grad_z_p, op.eps, out.mu, out.logvar, out.prior_mu, out.prior_logvar}));
   });
