@@ -1,0 +1,46 @@
+"""The gaussian_log_prob family: its wrapper, fakes and autocast rule (``csrc/*/gaussian_log_prob.*``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._arguments import accumulate_dtype, check_same_device, log_prob_arguments, log_prob_shape, required_event_dims
+from .family import OpFamily
+
+
+class GaussianLogProbOps:
+    """The family's public function, over the library ``self._ops``."""
+
+    def gaussian_log_prob(self, x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int | None = None) -> Tensor:
+        """log N(x; mean, diag(exp(logvar))) summed over the trailing ``event_dims`` dims
+        (required when ``x`` has more than 2 dims; else 1). ``x``, ``mean`` and ``logvar``
+        broadcast and promote together (a fixed variance may be a scalar ``logvar``, a Python
+        number or a tensor of shape ``(1, 1, 1, 1)``); gradients are summed back to each input's
+        shape. A scalar, per-example ``(B, 1, 1, 1)`` or batch-shared ``(C, H, W)`` input is read
+        without a copy of the full shape; other broadcasts (``(C, 1, 1)``) are copied."""
+        event_dims = required_event_dims("gaussian_log_prob", "x", x, event_dims)
+        x, mean, logvar = log_prob_arguments("gaussian_log_prob", x, (mean, logvar), ("mean", "logvar"), event_dims)
+        return self._ops.gaussian_log_prob(x, mean, logvar, event_dims)
+
+
+def _gaussian_log_prob_fake(x, mean, logvar, event_dims):
+    check_same_device(mean=mean, logvar=logvar)
+    shape = log_prob_shape(x, mean, event_dims, "mean")
+    return mean.new_empty(shape, dtype=accumulate_dtype(mean.dtype))
+
+
+def _gaussian_log_prob_backward_fake(grad, x, mean, logvar, event_dims):
+    return torch.empty_like(mean), torch.empty_like(mean)
+
+
+FAMILY = OpFamily(
+    name="gaussian_log_prob",
+    functions=GaussianLogProbOps,
+    ops=("gaussian_log_prob",),
+    fakes={
+        "gaussian_log_prob": _gaussian_log_prob_fake,
+        "gaussian_log_prob_backward": _gaussian_log_prob_backward_fake,
+    },
+    autocast_float32=("gaussian_log_prob",),
+)

@@ -1,0 +1,117 @@
+"""The linear_log_prob family: the decoder's output layer fused with its likelihood,
+linear_bernoulli_log_prob and linear_gaussian_log_prob (``csrc/*/linear_log_prob.*``): wrappers,
+chunking and fakes. No autocast rule: they promote h, weight and x to one dtype as given."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ._arguments import accumulate_dtype, check_same_device, promoted_dtype
+from .family import OpFamily
+
+REDUCTIONS = ("none", "sum", "mean")
+
+
+class LinearLogProbOps:
+    """The family's public functions, over the library ``self._ops``."""
+
+    def linear_bernoulli_log_prob(
+        self,
+        x: Tensor,
+        h: Tensor,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        *,
+        reduction: str = "none",
+        chunk_size: int | None = None,
+    ) -> Tensor:
+        """``bernoulli_log_prob(x, h @ weight.T + bias)`` without the logits ever stored whole.
+
+        ``h`` is the decoder's last hidden layer, ``(..., H)``; ``weight`` is ``(D, H)`` and
+        ``bias`` ``(D,)``, as in ``nn.Linear(H, D)``; ``x`` is ``(..., D)``, broadcast over
+        leading (sample) dims of ``h`` as in ``bernoulli_log_prob``. Rows are processed
+        ``chunk_size`` at a time (default: about 2**20 logits per chunk on the CPU, 2**24 on a
+        GPU), so at most ``chunk_size x D`` logits exist at once. ``reduction``: ``"none"`` (one
+        value per row of ``h``, shape ``h.shape[:-1]``; the backward recomputes each chunk's
+        logits), ``"sum"`` or ``"mean"`` (a scalar; the gradients are computed in the forward pass
+        and the backward only scales them). Gradients flow to ``h``, ``weight`` and ``bias``;
+        none to ``x``.
+        """
+        _check_reduction("linear_bernoulli_log_prob", reduction)
+        x, h, weight, bias = promoted_dtype(x, h, weight, bias)
+        chunk = _chunk_rows(x, h, weight, chunk_size)
+        return self._ops.linear_bernoulli_log_prob(x, h, weight, bias, reduction, chunk)
+
+    def linear_gaussian_log_prob(
+        self,
+        x: Tensor,
+        h: Tensor,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        *,
+        reduction: str = "none",
+        chunk_size: int | None = None,
+    ) -> Tensor:
+        """The paper's Gaussian decoder head fused with its likelihood: with
+        ``a, logvar = (h @ weight.T + bias).chunk(2, -1)``, ``gaussian_log_prob(x, sigmoid(a),
+        logvar)``, never storing ``a`` or ``logvar`` whole.
+
+        ``weight`` is ``(2 D, H)``: the mean's map stacked over the log-variance's, as the last
+        ``nn.Linear(H, 2 D)`` of ``aevb_fast.models.GaussianDecoder``; ``bias`` is ``(2 D,)``.
+        Shapes, ``reduction`` and ``chunk_size`` as in ``linear_bernoulli_log_prob``.
+        """
+        _check_reduction("linear_gaussian_log_prob", reduction)
+        x, h, weight, bias = promoted_dtype(x, h, weight, bias)
+        chunk = _chunk_rows(x, h, weight, chunk_size)
+        return self._ops.linear_gaussian_log_prob(x, h, weight, bias, reduction, chunk)
+
+
+def _check_reduction(op: str, reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"aevb_fast.{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+# Elements of logits per chunk by default: a few MB on the CPU (cache-sized, and enough rows for
+# MKL's GEMM), more on a GPU, where a large product is what keeps it busy.
+DEFAULT_CHUNK_ELEMENTS = {"cpu": 2**20, "cuda": 2**24}
+
+
+def _chunk_rows(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"aevb_fast: chunk_size must be a positive int or None, got {chunk_size!r}")
+        return chunk_size
+    elements = DEFAULT_CHUNK_ELEMENTS.get(h.device.type, 2**20)
+    return max(1, elements // max(1, weight.shape[0] if weight.dim() == 2 else 1))
+
+
+def _linear_head_fake(x, h, weight, bias, reduction, chunk_size):
+    check_same_device(h=h, x=x, weight=weight, bias=bias)
+    dtype = accumulate_dtype(h.dtype)
+    return h.new_empty(h.shape[:-1] if reduction == "none" else (), dtype=dtype)
+
+
+def _linear_head_backward_fake(grad, x, h, weight, bias, chunk_size):
+    # Contiguous, as the kernels return them (empty_like would keep a transposed weight's strides).
+    return h.new_empty(h.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[0])
+
+
+def _linear_head_with_grads_fake(x, h, weight, bias, reduction, chunk_size):
+    check_same_device(h=h, x=x, weight=weight, bias=bias)
+    total = h.new_empty((), dtype=accumulate_dtype(h.dtype))
+    return total, h.new_empty(h.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[0])
+
+
+LINEAR_HEAD_OPS = ("linear_bernoulli_log_prob", "linear_gaussian_log_prob")
+
+FAMILY = OpFamily(
+    name="linear_log_prob",
+    functions=LinearLogProbOps,
+    ops=LINEAR_HEAD_OPS,
+    fakes={
+        **{name: _linear_head_fake for name in LINEAR_HEAD_OPS},
+        **{f"{name}_backward": _linear_head_backward_fake for name in LINEAR_HEAD_OPS},
+        **{f"{name}_with_grads": _linear_head_with_grads_fake for name in LINEAR_HEAD_OPS},
+    },
+    extra_backward_ops=tuple(f"{name}_with_grads" for name in LINEAR_HEAD_OPS),
+)
