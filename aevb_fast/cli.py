@@ -37,12 +37,21 @@ def cmd_bench(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    for flag, values in (("--sizes", args.sizes or []), ("--data", [args.data]), ("--latent", [args.latent]),
-                         ("-L", args.samples), ("--repeats", [args.repeats])):
+    for flag, values in (
+        ("--sizes", args.sizes or []),
+        ("--data", [args.data]),
+        ("--latent", [args.latent]),
+        ("-L", args.samples),
+        ("--repeats", [args.repeats]),
+    ):
         if min(values, default=1) < 1:
             return _fail("bench", f"{flag} must be at least 1, got {','.join(str(v) for v in values)}")
-    for given, known, flag in ((args.ops, bench.OPS, "--ops"), (args.modes, bench.MODES, "--modes"),
-                               (args.dtype or [], DTYPES, "--dtype")):
+    args.ops = args.ops or list(bench.DEFAULT_OPS)
+    for given, known, flag in (
+        (args.ops, bench.OPS, "--ops"),
+        (args.modes, bench.MODES, "--modes"),
+        (args.dtype or [], DTYPES, "--dtype"),
+    ):
         unknown = sorted(set(given) - set(known))
         if unknown:
             print(f"aevb-fast bench: unknown {flag} {unknown}; choose from {sorted(known)}", file=sys.stderr)
@@ -66,15 +75,29 @@ def cmd_bench(args) -> int:
     for device in devices:
         dtypes = [DTYPES[d] for d in args.dtype] if args.dtype else bench.default_dtypes(device)
         sizes = args.sizes or ([100, 4096, 65536, 1048576] if device.startswith("cuda") else [100, 4096, 65536])
-        print(f"aevb-fast bench: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
-              f"{','.join(str(d).removeprefix('torch.') for d in dtypes)}, D={args.data}, J={args.latent}, "
-              f"L={','.join(map(str, args.samples))}, {','.join(args.modes)}, median of {args.repeats}"
-              + ("" if device.startswith("cuda") else f", CPU allocator: {allocator}"))
+        print(
+            f"aevb-fast bench: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
+            f"{','.join(str(d).removeprefix('torch.') for d in dtypes)}, D={args.data}, J={args.latent}, "
+            f"L={','.join(map(str, args.samples))}, {','.join(args.modes)}, median of {args.repeats}"
+            + ("" if device.startswith("cuda") else f", CPU allocator: {allocator}")
+        )
         saver = _RowSaver.for_args(args, bench.results_path(device))
         if saver and not saver.check():
             return 2
-        rows = bench.run(args.ops, sizes, args.data, args.latent, dtypes, device, args.repeats, args.min_time,
-                         tuple(args.modes), tuple(args.samples), allocator, on_row=saver)
+        rows = bench.run(
+            args.ops,
+            sizes,
+            args.data,
+            args.latent,
+            dtypes,
+            device,
+            args.repeats,
+            args.min_time,
+            tuple(args.modes),
+            tuple(args.samples),
+            allocator,
+            on_row=saver,
+        )
         print(bench.format_table(rows))
         print("speed-ups are ratios of medians measured side by side in this run (higher is better)")
         if saver:
@@ -88,13 +111,22 @@ def _bench_train(args, devices: list[str]) -> int:
 
     for device in devices:
         sizes = args.sizes or ([100, 4096, 65536] if device.startswith("cuda") else [100, 4096, 16384])
-        print(f"aevb-fast bench --train: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
-              f"MNIST model D=784, H={args.hidden}, J={args.train_latent}, median of {args.repeats}")
+        print(
+            f"aevb-fast bench --train: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
+            f"MNIST model D=784, H={args.hidden}, J={args.train_latent}, median of {args.repeats}"
+        )
         saver = _RowSaver.for_args(args, bench.results_path(device).with_name("train.jsonl"))
         if saver and not saver.check():
             return 2
-        rows = bench_train.run(sizes, device, args.repeats, hidden=args.hidden, latent=args.train_latent,
-                               memory=not args.no_memory, on_row=saver)
+        rows = bench_train.run(
+            sizes,
+            device,
+            args.repeats,
+            hidden=args.hidden,
+            latent=args.train_latent,
+            memory=not args.no_memory,
+            on_row=saver,
+        )
         print(bench_train.format_table(rows))
         if saver:
             saver.report()
@@ -107,16 +139,19 @@ def _bench_head(args, devices: list[str]) -> int:
 
     for device in devices:
         sizes = args.sizes or [65536]
-        print(f"aevb-fast bench --head: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
-              f"linear_bernoulli_log_prob, D={args.data}, H={args.hidden}, L={','.join(map(str, args.samples))}, "
-              f"float32, median of {args.repeats}; peak memory as aevb_fast/bench/memory.py says")
+        print(
+            f"aevb-fast bench --head: {device} ({bench.device_name(device)}), {torch.get_num_threads()} threads, "
+            f"linear_bernoulli_log_prob, D={args.data}, H={args.hidden}, L={','.join(map(str, args.samples))}, "
+            f"float32, median of {args.repeats}; peak memory as aevb_fast/bench/memory.py says"
+        )
         if device == "cpu" and not args.fresh_pages:
             bench.keep_freed_memory()
         saver = _RowSaver.for_args(args, bench.results_path(device).with_name("head.jsonl"))
         if saver and not saver.check():
             return 2
-        rows = head_suite.run(sizes, args.samples, device, args.repeats, data=args.data, hidden=args.hidden,
-                              on_row=saver)
+        rows = head_suite.run(
+            sizes, args.samples, device, args.repeats, data=args.data, hidden=args.hidden, on_row=saver
+        )
         print(head_suite.format_table(rows))
         if saver:
             saver.report()
@@ -154,7 +189,9 @@ class _RowSaver:
         self.added += added
 
     def report(self) -> None:
-        print(f"{self.path}: {self.added} rows added, {self.replaced} replaced (same case, device, threads and versions)")
+        print(
+            f"{self.path}: {self.added} rows added, {self.replaced} replaced (same case, device, threads and versions)"
+        )
 
 
 def _count(text: str) -> int:
@@ -185,12 +222,13 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:  # before the trainer's own handler is in place (imports, data) or after it
         out = Path(args.out) if args.out else None
         if out is not None and (out / "checkpoint.pt").is_file():
-            print(f"\naevb-fast train: interrupted (Ctrl-C); {out} holds the run's last checkpoint "
-                  f"(continue it with: aevb-fast train --resume --out {out}; a finished one: aevb-fast plot {out})",
-                  file=sys.stderr)
+            print(
+                f"\naevb-fast train: interrupted (Ctrl-C); {out} holds the run's last checkpoint "
+                f"(continue it with: aevb-fast train --resume --out {out}; a finished one: aevb-fast plot {out})",
+                file=sys.stderr,
+            )
         else:
-            print("\naevb-fast train: interrupted (Ctrl-C) before training started; no run was saved",
-                  file=sys.stderr)
+            print("\naevb-fast train: interrupted (Ctrl-C) before training started; no run was saved", file=sys.stderr)
         return 130
 
 
@@ -210,24 +248,31 @@ def _train(args) -> int:
     args.out = args.out or default_run_dir(fields)
     fields["out"] = args.out
     if args.resume and not out_given and not (Path(args.out) / "checkpoint.pt").is_file():
-        return _fail("train", f"--resume: no run at {args.out} (the default --out for these options); "
-                              "name the run to continue with --out RUN_DIR")
+        return _fail(
+            "train",
+            f"--resume: no run at {args.out} (the default --out for these options); "
+            "name the run to continue with --out RUN_DIR",
+        )
     try:
         if args.resume:
             if args.overwrite:
                 return _fail("train", "--resume continues a run and --overwrite replaces it: give one of them")
             config, seen = resumed_config(args.out, {k: v for k, v in fields.items() if k != "out"}, _note)
             if seen >= config.samples:
-                _note(f"the run in {args.out} is finished ({seen} of {config.samples} samples); "
-                      "nothing to do (raise --samples to train further)")
+                _note(
+                    f"the run in {args.out} is finished ({seen} of {config.samples} samples); "
+                    "nothing to do (raise --samples to train further)"
+                )
                 return 0
         else:
             config = TrainConfig(**fields)
         config.validate()
         if config.samples % config.batch_size:
             steps = -(-config.samples // config.batch_size)
-            _note(f"--samples {config.samples} is {steps} minibatches of {config.batch_size}: "
-                  f"{steps * config.batch_size} samples will be processed")
+            _note(
+                f"--samples {config.samples} is {steps} minibatches of {config.batch_size}: "
+                f"{steps * config.batch_size} samples will be processed"
+            )
         notices = []
         shown = warnings.showwarning
 
@@ -248,8 +293,9 @@ def _train(args) -> int:
     except TrainingStopped as stop:
         if int(os.environ.get("RANK", "0")) == 0:
             if stop.samples_seen >= config.samples:  # in the final evaluation or the pictures
-                then = (f"its training is complete (nothing to resume); draw its pictures with: "
-                        f"aevb-fast plot {stop.out}")
+                then = (
+                    f"its training is complete (nothing to resume); draw its pictures with: aevb-fast plot {stop.out}"
+                )
             else:
                 then = f"resume with: aevb-fast train --resume --out {stop.out}"
             print(f"aevb-fast train: {str(stop).removeprefix('train: ')}; {then}", file=sys.stderr)
@@ -260,8 +306,10 @@ def _train(args) -> int:
         # The run's average: all its training time (its evaluations not counted), not the last interval's.
         wall = summary.get("train_wall_s") or 0.0
         rate = f"{summary['samples_seen'] / wall:.0f} samples/s on average" if wall > 0 else "no training time"
-        print(f"aevb-fast train: {summary['samples_seen']} samples, train ELBO {summary['train_elbo']:.2f}, "
-              f"test ELBO {summary['test_elbo']:.2f} nats, {rate}; run in {config.out}")
+        print(
+            f"aevb-fast train: {summary['samples_seen']} samples, train ELBO {summary['train_elbo']:.2f}, "
+            f"test ELBO {summary['test_elbo']:.2f} nats, {rate}; run in {config.out}"
+        )
         for notice in notices:
             _note(notice.removeprefix("train: "))
     return 0
@@ -270,8 +318,10 @@ def _train(args) -> int:
 def _eval_options_error(args) -> str | None:
     """What is wrong with eval's counts, or None (one line, before anything is loaded)."""
     if args.importance_samples < 1:
-        return (f"--importance-samples must be >= 1 (K, the samples per test point of the log p(x) "
-                f"estimate), got {args.importance_samples}")
+        return (
+            f"--importance-samples must be >= 1 (K, the samples per test point of the log p(x) "
+            f"estimate), got {args.importance_samples}"
+        )
     if args.limit is not None and args.limit < 1:
         return f"--limit must be >= 1 (leave it out to evaluate every test point), got {args.limit}"
     if args.batch_size < 1:
@@ -303,23 +353,37 @@ def cmd_eval(args) -> int:
     g = torch.Generator(device=args.device).manual_seed(args.seed)
     started = time.perf_counter()
     # The settings first: each result is one line of RUN/eval.jsonl, never replaced.
-    result = {"checkpoint": str(run.checkpoint), "samples_seen": state.get("samples_seen"),
-              "importance_samples": args.importance_samples, "limit": args.limit, "batch_size": args.batch_size,
-              "seed": args.seed, "device": args.device, "test_points": len(x),
-              "test_elbo": test_elbo(model, x, generator=g, likelihood=likelihood)}
-    log_px = log_marginal_likelihood(model, x, args.importance_samples, batch_size=args.batch_size,
-                                     generator=g, progress=True, likelihood=likelihood)
+    result = {
+        "checkpoint": str(run.checkpoint),
+        "samples_seen": state.get("samples_seen"),
+        "importance_samples": args.importance_samples,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "device": args.device,
+        "test_points": len(x),
+        "test_elbo": test_elbo(model, x, generator=g, likelihood=likelihood),
+    }
+    log_px = log_marginal_likelihood(
+        model, x, args.importance_samples, batch_size=args.batch_size, generator=g, progress=True, likelihood=likelihood
+    )
     stderr = (log_px.std() / len(log_px) ** 0.5).item() if len(log_px) > 1 else None  # JSON has no NaN
-    result.update(log_px=log_px.mean().item(), log_px_stderr=stderr,
-                  wall_s=round(time.perf_counter() - started, 3),
-                  evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"))
+    result.update(
+        log_px=log_px.mean().item(),
+        log_px_stderr=stderr,
+        wall_s=round(time.perf_counter() - started, 3),
+        evaluated_at=datetime.datetime.now().isoformat(timespec="seconds"),
+    )
     print(json.dumps(result, indent=2))
     path = run.path / EVALS
     with path.open("a") as f:
         f.write(json.dumps(result) + "\n")
     kept = sum(1 for line in path.read_text().splitlines() if line.strip())
-    print(f"aevb-fast eval: result appended to {path} ({kept} result{'s' if kept > 1 else ''} there, "
-          "each with its settings)", file=sys.stderr)
+    print(
+        f"aevb-fast eval: result appended to {path} ({kept} result{'s' if kept > 1 else ''} there, "
+        "each with its settings)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -340,11 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aevb-fast",
         description="Fused operators for the VAE objective (AEVB): benchmark them, train, evaluate and plot "
-                    "VAEs, reproduce the paper. Also runs as: python -m aevb_fast.cli")
+        "VAEs, reproduce the paper. Also runs as: python -m aevb_fast.cli",
+    )
     parser.add_argument("--version", action="version", version=f"aevb-fast {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_info_parser, _add_bench_parser, _add_train_parser, _add_eval_parser, _add_plot_parser,
-                _add_reproduce_parser):
+    for add in (
+        _add_info_parser,
+        _add_bench_parser,
+        _add_train_parser,
+        _add_eval_parser,
+        _add_plot_parser,
+        _add_reproduce_parser,
+    ):
         add(sub)
     return parser
 
@@ -356,39 +427,75 @@ def _add_info_parser(sub) -> None:
 
 def _add_bench_parser(sub) -> None:
     bench = sub.add_parser("bench", help="time each op forward+backward against eager and compiled PyTorch")
-    bench.add_argument("--ops", type=lambda s: s.split(","), default=list(
-        ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")),
-                       help="the ops to time, separated by commas (default: the five ops; also kl_to_prior, "
-                            "sample_and_kl_to_prior)")
-    bench.add_argument("--sizes", type=_int_list, default=None,
-                       help="batch sizes B (default 100,4096,65536 on CPU, up to 1048576 on GPU)")
+    bench.add_argument(
+        "--ops",
+        type=lambda s: s.split(","),
+        default=None,
+        help="the ops to time, separated by commas (default: every op family's functions but the "
+        "linear heads, which --head times; also kl_to_prior, sample_and_kl_to_prior)",
+    )
+    bench.add_argument(
+        "--sizes",
+        type=_int_list,
+        default=None,
+        help="batch sizes B (default 100,4096,65536 on CPU, up to 1048576 on GPU)",
+    )
     bench.add_argument("--data", type=int, default=784, help="data size D (log-likelihoods)")
     bench.add_argument("--latent", type=int, default=64, help="latent size J (sample, KL)")
-    bench.add_argument("-L", "--samples", type=_int_list, default=[1, 5],
-                       help="samples of z per data point, for reparameterize and sample_and_kl")
-    bench.add_argument("--dtype", type=lambda s: s.split(","), default=None,
-                       help="comma-separated (default float32,bfloat16, and float16 on GPU)")
-    bench.add_argument("--modes", type=lambda s: s.split(","), default=["forward+backward"],
-                       help="comma-separated: forward, backward, forward+backward")
+    bench.add_argument(
+        "-L",
+        "--samples",
+        type=_int_list,
+        default=[1, 5],
+        help="samples of z per data point, for reparameterize and sample_and_kl",
+    )
+    bench.add_argument(
+        "--dtype",
+        type=lambda s: s.split(","),
+        default=None,
+        help="comma-separated (default float32,bfloat16, and float16 on GPU)",
+    )
+    bench.add_argument(
+        "--modes",
+        type=lambda s: s.split(","),
+        default=["forward+backward"],
+        help="comma-separated: forward, backward, forward+backward",
+    )
     bench.add_argument("--device", default="all", help="cpu, cuda, or all (those available)")
-    bench.add_argument("--fresh-pages", action="store_true",
-                       help="CPU: leave glibc's allocator as it is (every large output is fresh pages)")
-    bench.add_argument("--train", action="store_true",
-                       help="time whole training steps (fused vs plain PyTorch vs compiled) instead of ops")
-    bench.add_argument("--head", action="store_true",
-                       help="time and measure the peak memory of the decoder's output layer with its likelihood: "
-                            "eager vs compiled vs af.linear_bernoulli_log_prob (default B=65536, L=1,5)")
+    bench.add_argument(
+        "--fresh-pages",
+        action="store_true",
+        help="CPU: leave glibc's allocator as it is (every large output is fresh pages)",
+    )
+    bench.add_argument(
+        "--train",
+        action="store_true",
+        help="time whole training steps (fused vs plain PyTorch vs compiled) instead of ops",
+    )
+    bench.add_argument(
+        "--head",
+        action="store_true",
+        help="time and measure the peak memory of the decoder's output layer with its likelihood: "
+        "eager vs compiled vs af.linear_bernoulli_log_prob (default B=65536, L=1,5)",
+    )
     bench.add_argument("--hidden", type=int, default=500, help="--train, --head: hidden units")
-    bench.add_argument("--no-memory", dest="no_memory", action="store_true",
-                       help="--train: skip the peak memory of each step (one fresh process per provider and size)")
+    bench.add_argument(
+        "--no-memory",
+        dest="no_memory",
+        action="store_true",
+        help="--train: skip the peak memory of each step (one fresh process per provider and size)",
+    )
     bench.add_argument("--train-latent", dest="train_latent", type=int, default=20, help="--train: latent size J")
     bench.add_argument("--repeats", type=int, default=11, help="timed rounds per provider")
     bench.add_argument("--min-time", type=float, default=0.02, help="seconds per timed round")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    bench.add_argument("--save", action="store_true",
-                       help="write the rows into benchmarks/results/<device>/ops.jsonl (train.jsonl with --train, "
-                            "head.jsonl with --head); "
-                            "a row of the same case, device, threads and versions replaces the old one")
+    bench.add_argument(
+        "--save",
+        action="store_true",
+        help="write the rows into benchmarks/results/<device>/ops.jsonl (train.jsonl with --train, "
+        "head.jsonl with --head); "
+        "a row of the same case, device, threads and versions replaces the old one",
+    )
     bench.add_argument("--out", default="", help="write the rows into this JSON-lines file instead (same rule)")
     bench.set_defaults(func=cmd_bench)
 
@@ -398,21 +505,24 @@ def _add_train_parser(sub) -> None:
     from .training.config import LARGE_BATCH
 
     train = sub.add_parser(
-        "train", help="train a VAE with AEVB (the paper's setting by default)",
+        "train",
+        help="train a VAE with AEVB (the paper's setting by default)",
         description=f"Train a VAE with AEVB. Batch sizes up to {LARGE_BATCH} use the paper's recipe (Adagrad, "
-                    f"lr {config.PAPER_LR:g}); larger ones the large-batch recipe (Adam at a peak lr of "
-                    f"{config.LARGE_BATCH_LR:g} x min(1, sqrt(M/{config.LARGE_BATCH_LR_AT})), "
-                    f"{config.LARGE_BATCH_WARMUP} warm-up steps, the peak held, then a linear decay over the last "
-                    f"{config.WSD_DECAY_FRACTION:g} of the steps to {config.LARGE_BATCH_FINAL_LR:g} of the peak, "
-                    f"gradient norm clipped at {config.LARGE_BATCH_CLIP:g}). --samples counts training "
-                    "examples processed; -L counts draws of z per example.")
+        f"lr {config.PAPER_LR:g}); larger ones the large-batch recipe (Adam at a peak lr of "
+        f"{config.LARGE_BATCH_LR:g} x min(1, sqrt(M/{config.LARGE_BATCH_LR_AT})), "
+        f"{config.LARGE_BATCH_WARMUP} warm-up steps, the peak held, then a linear decay over the last "
+        f"{config.WSD_DECAY_FRACTION:g} of the steps to {config.LARGE_BATCH_FINAL_LR:g} of the peak, "
+        f"gradient norm clipped at {config.LARGE_BATCH_CLIP:g}). --samples counts training "
+        "examples processed; -L counts draws of z per example.",
+    )
     option = _option_adder(train)
     _add_train_data_options(option)
     _add_train_recipe_options(option)
     _add_train_run_options(option)
     _add_threads_option(train)
-    train.set_defaults(func=cmd_train, compile=None, bf16=None, plots=None, fused_head=None, resume=False,
-                       overwrite=False)
+    train.set_defaults(
+        func=cmd_train, compile=None, bf16=None, plots=None, fused_head=None, resume=False, overwrite=False
+    )
 
 
 # The commands that run long on the CPU choose their threads (aevb_fast.threads): torch's default,
@@ -430,15 +540,22 @@ def _choose_threads(args, device) -> None:
     say = lambda message: print(message, file=sys.stderr)  # noqa: E731
     if args.threads > 0:
         choose_threads(args.threads, f"aevb-fast {args.command}", say=say)
-    elif (not (isinstance(device, str) and device.startswith("cuda")) and "OMP_NUM_THREADS" not in os.environ
-          and int(os.environ.get("WORLD_SIZE", "1")) == 1):
+    elif (
+        not (isinstance(device, str) and device.startswith("cuda"))
+        and "OMP_NUM_THREADS" not in os.environ
+        and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    ):
         choose_threads(0, f"aevb-fast {args.command}", say=say)
 
 
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch's CPU threads; 0 chooses: torch's default, cut to the cores that other jobs "
-                             "leave idle, which is said (default: 0)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch's CPU threads; 0 chooses: torch's default, cut to the cores that other jobs "
+        "leave idle, which is said (default: 0)",
+    )
 
 
 def _option_adder(parser: argparse.ArgumentParser):
@@ -455,29 +572,76 @@ def _add_train_data_options(option) -> None:
     """What is trained on, and the model."""
     from .training.config import LARGE_BATCH, TrainConfig
 
-    option("--dataset", default=TrainConfig.dataset, metavar="NAME_OR_FILE",
-           help="mnist, binarized_mnist, frey, synthetic, or a .npy/.npz/.pt file of shape (N, ...)")
-    option("--test-data", dest="test_data", metavar="FILE", default="the dataset's, or a held-out split",
-           help="a .npy/.npz/.pt file of test points")
-    option("--test-fraction", dest="test_fraction", type=float, default=TrainConfig.test_fraction,
-           help="the held-out test split of a data file that has no test points")
-    option("--data-dir", dest="data_dir", default="$AEVB_FAST_DATA, then ../shared/data",
-           help="folder with the built-in datasets' files")
-    option("--binarize", choices=["dynamic", "threshold"], default=TrainConfig.binarize,
-           help="MNIST: a Bernoulli draw per minibatch or x > 0.5")
-    option("--likelihood", choices=["bernoulli", "gaussian"], default="the dataset's",
-           help="p(x|z): bernoulli needs values in [0, 1]")
+    option(
+        "--dataset",
+        default=TrainConfig.dataset,
+        metavar="NAME_OR_FILE",
+        help="mnist, binarized_mnist, frey, synthetic, or a .npy/.npz/.pt file of shape (N, ...)",
+    )
+    option(
+        "--test-data",
+        dest="test_data",
+        metavar="FILE",
+        default="the dataset's, or a held-out split",
+        help="a .npy/.npz/.pt file of test points",
+    )
+    option(
+        "--test-fraction",
+        dest="test_fraction",
+        type=float,
+        default=TrainConfig.test_fraction,
+        help="the held-out test split of a data file that has no test points",
+    )
+    option(
+        "--data-dir",
+        dest="data_dir",
+        default="$AEVB_FAST_DATA, then ../shared/data",
+        help="folder with the built-in datasets' files",
+    )
+    option(
+        "--binarize",
+        choices=["dynamic", "threshold"],
+        default=TrainConfig.binarize,
+        help="MNIST: a Bernoulli draw per minibatch or x > 0.5",
+    )
+    option(
+        "--likelihood",
+        choices=["bernoulli", "gaussian"],
+        default="the dataset's",
+        help="p(x|z): bernoulli needs values in [0, 1]",
+    )
     option("--latent", type=int, default=TrainConfig.latent, help="latent size J")
     option("--hidden", type=int, default=TrainConfig.hidden, help="hidden units per layer")
     option("--depth", type=int, default=TrainConfig.depth, help="hidden layers of encoder and decoder")
-    option("--init-std", dest="init_std", type=float, default=TrainConfig.init_std,
-           help="std of the N(0, std^2) initial parameters")
-    option("--batch-size", dest="batch_size", type=int, default=TrainConfig.batch_size,
-           help=f"the minibatch M; above {LARGE_BATCH} the large-batch recipe applies")
-    option("--samples", type=_count, default=f"{TrainConfig.samples:g}",
-           help="training examples to process in all, e.g. 1e7 (the paper's x-axis; not -L)")
-    option("-L", "--z-samples", "--elbo-samples", dest="num_samples", type=int, default=TrainConfig.num_samples,
-           help="draws of z per training example in the ELBO estimate (not --samples)")
+    option(
+        "--init-std",
+        dest="init_std",
+        type=float,
+        default=TrainConfig.init_std,
+        help="std of the N(0, std^2) initial parameters",
+    )
+    option(
+        "--batch-size",
+        dest="batch_size",
+        type=int,
+        default=TrainConfig.batch_size,
+        help=f"the minibatch M; above {LARGE_BATCH} the large-batch recipe applies",
+    )
+    option(
+        "--samples",
+        type=_count,
+        default=f"{TrainConfig.samples:g}",
+        help="training examples to process in all, e.g. 1e7 (the paper's x-axis; not -L)",
+    )
+    option(
+        "-L",
+        "--z-samples",
+        "--elbo-samples",
+        dest="num_samples",
+        type=int,
+        default=TrainConfig.num_samples,
+        help="draws of z per training example in the ELBO estimate (not --samples)",
+    )
 
 
 def _add_train_recipe_options(option) -> None:
@@ -485,33 +649,87 @@ def _add_train_recipe_options(option) -> None:
     from .training import config
     from .training.config import LARGE_BATCH, TrainConfig
 
-    option("--algorithm", choices=["aevb", "wake-sleep"], default=TrainConfig.algorithm,
-           help="wake-sleep: the paper's baseline")
-    option("--estimator", choices=["analytic", "generic", "iwae"], default=TrainConfig.estimator, help="the ELBO estimator")
-    option("--optimizer", choices=["adagrad", "adam"], default=f"adagrad for M <= {LARGE_BATCH}, adam above",
-           help="the optimizer")
-    option("--lr", type=float, help="learning rate (the peak, with warm-up and decay)",
-           default=f"{config.PAPER_LR:g} (Adagrad); Adam: {config.LARGE_BATCH_LR:g} x "
-                   f"min(1, sqrt(M/{config.LARGE_BATCH_LR_AT}))")
-    option("--lr-scaling", dest="lr_scaling", choices=["none", "linear", "sqrt"], default="none",
-           help="scale lr by M / 100 (linear) or its square root")
-    option("--warmup", type=int, default=f"0, or {config.LARGE_BATCH_WARMUP} for the large-batch recipe",
-           help="steps of linear learning-rate warm-up")
-    option("--lr-decay", dest="lr_decay", choices=["none", "cosine", "wsd"],
-           default="none, or wsd for the large-batch recipe",
-           help="learning-rate decay over --samples: cosine from the warm-up on, or wsd (warm-up, stable, "
-                "then a linear decay over the last --decay-fraction of the steps)")
-    option("--final-lr", dest="final_lr", type=float, default=f"{config.LARGE_BATCH_FINAL_LR:g} of the peak with a decay",
-           help="where the decay ends, as a fraction of the peak lr")
-    option("--decay-fraction", dest="decay_fraction", type=float, default=f"{config.WSD_DECAY_FRACTION:g}",
-           help="wsd: the share of the steps, at the end of --samples, over which the rate decays")
-    option("--clip-grad-norm", dest="clip_grad_norm", type=float,
-           default=f"0 (off), or {config.LARGE_BATCH_CLIP:g} for the large-batch recipe", help="clip the gradient norm")
-    option("--weight-decay", dest="weight_decay", type=float, default="1 / N_train",
-           help="L2 penalty: the N(0, I) prior on the parameters")
-    option("--kl-warmup", dest="kl_warmup", type=_count, default=TrainConfig.kl_warmup,
-           help="training examples over which the KL weight rises from 0 to 1")
-    option("--free-bits", dest="free_bits", type=float, default=TrainConfig.free_bits, help="free bits per latent (nats)")
+    option(
+        "--algorithm",
+        choices=["aevb", "wake-sleep"],
+        default=TrainConfig.algorithm,
+        help="wake-sleep: the paper's baseline",
+    )
+    option(
+        "--estimator", choices=["analytic", "generic", "iwae"], default=TrainConfig.estimator, help="the ELBO estimator"
+    )
+    option(
+        "--optimizer",
+        choices=["adagrad", "adam"],
+        default=f"adagrad for M <= {LARGE_BATCH}, adam above",
+        help="the optimizer",
+    )
+    option(
+        "--lr",
+        type=float,
+        help="learning rate (the peak, with warm-up and decay)",
+        default=f"{config.PAPER_LR:g} (Adagrad); Adam: {config.LARGE_BATCH_LR:g} x "
+        f"min(1, sqrt(M/{config.LARGE_BATCH_LR_AT}))",
+    )
+    option(
+        "--lr-scaling",
+        dest="lr_scaling",
+        choices=["none", "linear", "sqrt"],
+        default="none",
+        help="scale lr by M / 100 (linear) or its square root",
+    )
+    option(
+        "--warmup",
+        type=int,
+        default=f"0, or {config.LARGE_BATCH_WARMUP} for the large-batch recipe",
+        help="steps of linear learning-rate warm-up",
+    )
+    option(
+        "--lr-decay",
+        dest="lr_decay",
+        choices=["none", "cosine", "wsd"],
+        default="none, or wsd for the large-batch recipe",
+        help="learning-rate decay over --samples: cosine from the warm-up on, or wsd (warm-up, stable, "
+        "then a linear decay over the last --decay-fraction of the steps)",
+    )
+    option(
+        "--final-lr",
+        dest="final_lr",
+        type=float,
+        default=f"{config.LARGE_BATCH_FINAL_LR:g} of the peak with a decay",
+        help="where the decay ends, as a fraction of the peak lr",
+    )
+    option(
+        "--decay-fraction",
+        dest="decay_fraction",
+        type=float,
+        default=f"{config.WSD_DECAY_FRACTION:g}",
+        help="wsd: the share of the steps, at the end of --samples, over which the rate decays",
+    )
+    option(
+        "--clip-grad-norm",
+        dest="clip_grad_norm",
+        type=float,
+        default=f"0 (off), or {config.LARGE_BATCH_CLIP:g} for the large-batch recipe",
+        help="clip the gradient norm",
+    )
+    option(
+        "--weight-decay",
+        dest="weight_decay",
+        type=float,
+        default="1 / N_train",
+        help="L2 penalty: the N(0, I) prior on the parameters",
+    )
+    option(
+        "--kl-warmup",
+        dest="kl_warmup",
+        type=_count,
+        default=TrainConfig.kl_warmup,
+        help="training examples over which the KL weight rises from 0 to 1",
+    )
+    option(
+        "--free-bits", dest="free_bits", type=float, default=TrainConfig.free_bits, help="free bits per latent (nats)"
+    )
 
 
 def _add_train_run_options(option) -> None:
@@ -521,17 +739,34 @@ def _add_train_run_options(option) -> None:
 
     option("--seed", type=int, default=TrainConfig.seed, help="random seed")
     option("--device", default=TrainConfig.device, help="cpu or cuda")
-    option("--out", default="runs/<dataset>-j<latent>-h<hidden>-b<batch>-n<samples>-s<seed>",
-           help="run directory")
-    option("--eval-every", dest="eval_every", type=_count,
-           default=f"{config.EVAL_EVERY:g}, or --samples / 10 for shorter runs (at least one minibatch)",
-           help="training examples between evaluations and checkpoints")
-    option("--eval-points", dest="eval_points", type=_count, default=TrainConfig.eval_points,
-           help="training points in the logged train bound")
-    option("--backend", choices=["fused", "reference"], default=TrainConfig.backend,
-           help="reference: the same model with plain PyTorch ops")
-    option("--no-fused-head", dest="fused_head", action="store_false", default=False,
-           help="keep the decoder's output layer apart from the likelihood (the logits stored whole)")
+    option("--out", default="runs/<dataset>-j<latent>-h<hidden>-b<batch>-n<samples>-s<seed>", help="run directory")
+    option(
+        "--eval-every",
+        dest="eval_every",
+        type=_count,
+        default=f"{config.EVAL_EVERY:g}, or --samples / 10 for shorter runs (at least one minibatch)",
+        help="training examples between evaluations and checkpoints",
+    )
+    option(
+        "--eval-points",
+        dest="eval_points",
+        type=_count,
+        default=TrainConfig.eval_points,
+        help="training points in the logged train bound",
+    )
+    option(
+        "--backend",
+        choices=["fused", "reference"],
+        default=TrainConfig.backend,
+        help="reference: the same model with plain PyTorch ops",
+    )
+    option(
+        "--no-fused-head",
+        dest="fused_head",
+        action="store_false",
+        default=False,
+        help="keep the decoder's output layer apart from the likelihood (the logits stored whole)",
+    )
     option("--compile", action="store_true", default=False, help="torch.compile the training objective")
     option("--bf16", action="store_true", default=False, help="bfloat16 autocast (GPU)")
     option("--no-plots", dest="plots", action="store_false", default=False, help="write no PNG pictures")
@@ -540,17 +775,24 @@ def _add_train_run_options(option) -> None:
 
 
 def _add_eval_parser(sub) -> None:
-    evaluate = sub.add_parser("eval", help="test-set ELBO and importance-sampled log p(x) of a trained run",
-                              description="Test-set ELBO and importance-sampled log p(x) of a trained run. Each "
-                                          "result is printed and appended, with its settings, as one line "
-                                          "to RUN/eval.jsonl; no earlier result is replaced.")
+    evaluate = sub.add_parser(
+        "eval",
+        help="test-set ELBO and importance-sampled log p(x) of a trained run",
+        description="Test-set ELBO and importance-sampled log p(x) of a trained run. Each "
+        "result is printed and appended, with its settings, as one line "
+        "to RUN/eval.jsonl; no earlier result is replaced.",
+    )
     evaluate.add_argument("run", help="a run directory or its checkpoint.pt")
-    evaluate.add_argument("--importance-samples", type=_count, default=1000,
-                          help="K, samples per test point of the log p(x) estimate, >= 1 (default: 1000)")
-    evaluate.add_argument("--batch-size", type=int, default=20,
-                          help="data points per batch of the log p(x) estimate (default: 20)")
-    evaluate.add_argument("--limit", type=_count, default=None,
-                          help="only the first N >= 1 test points (default: all)")
+    evaluate.add_argument(
+        "--importance-samples",
+        type=_count,
+        default=1000,
+        help="K, samples per test point of the log p(x) estimate, >= 1 (default: 1000)",
+    )
+    evaluate.add_argument(
+        "--batch-size", type=int, default=20, help="data points per batch of the log p(x) estimate (default: 20)"
+    )
+    evaluate.add_argument("--limit", type=_count, default=None, help="only the first N >= 1 test points (default: all)")
     evaluate.add_argument("--device", default="cpu", help="(default: cpu)")
     evaluate.add_argument("--data-dir", help="folder with the dataset's files (default: the run's)")
     evaluate.add_argument("--seed", type=int, default=0, help="(default: 0)")
@@ -574,13 +816,16 @@ def _add_reproduce_parser(sub) -> None:
     rep.add_argument("--algorithms", type=lambda s: s.split(","), help="default: aevb,wake-sleep")
     rep.add_argument("--batch-size", dest="batch_size", type=int, help="default: the paper's 100")
     rep.add_argument("--lr", type=float, help="Adagrad step size (default 0.02)")
-    rep.add_argument("--importance-samples", dest="importance_samples", type=int,
-                     help="figure3: K (default 1000)")
+    rep.add_argument("--importance-samples", dest="importance_samples", type=int, help="figure3: K (default 1000)")
     rep.add_argument("--points", type=int, help="figure3: data points in the estimate (default 1000)")
     rep.add_argument("--device", default="cpu")
     rep.add_argument("--data-dir", dest="data_dir")
-    rep.add_argument("--root", type=Path, help="where the runs live (default docs/reproduction/runs: their "
-                                               "logs are committed, their checkpoints are not)")
+    rep.add_argument(
+        "--root",
+        type=Path,
+        help="where the runs live (default docs/reproduction/runs: their "
+        "logs are committed, their checkpoints are not)",
+    )
     rep.add_argument("--out", type=Path, help="report: the Markdown file (default docs/reproduction.md)")
     rep.add_argument("--notes", type=Path, help="report: discussion appended (default docs/reproduction_notes.md)")
     _add_threads_option(rep)
@@ -605,11 +850,16 @@ def _reproduce(reproduce, args) -> Path:
 
     if args.what == "figure2":
         latents = args.latents or list(reproduce.LATENTS[args.dataset])
-        return reproduce.figure2(args.dataset, latents, device=args.device,
-                                 **given("samples", "root", "batch_size", "lr", "data_dir", "algorithms"))
+        return reproduce.figure2(
+            args.dataset,
+            latents,
+            device=args.device,
+            **given("samples", "root", "batch_size", "lr", "data_dir", "algorithms"),
+        )
     if args.what == "figure3":
-        return reproduce.figure3(device=args.device,
-                                 **given("samples", "root", "importance_samples", "points", "data_dir", "batch_size"))
+        return reproduce.figure3(
+            device=args.device, **given("samples", "root", "importance_samples", "points", "data_dir", "batch_size")
+        )
     return reproduce.report(**given("root", "out", "notes"))
 
 
@@ -630,8 +880,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = getattr(args, "device", None)
     if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
-        return _fail(args.command, f"--device {device}, but torch {torch.__version__} sees no CUDA device; "
-                                   "use --device cpu")
+        return _fail(
+            args.command, f"--device {device}, but torch {torch.__version__} sees no CUDA device; use --device cpu"
+        )
     if args.command in AUTO_THREADS and args.threads < 0:
         return _fail(args.command, f"--threads must be >= 0 (0: choose), got {args.threads}")
     try:
@@ -646,8 +897,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] not in TRAIN_EXTRA:
             raise
-        return _fail(args.command, f"needs {error.name}, from the [train] extra: "
-                                   "pip install --no-build-isolation -e \".[train]\" (or pip install tqdm matplotlib scipy)")
+        return _fail(
+            args.command,
+            f"needs {error.name}, from the [train] extra: "
+            'pip install --no-build-isolation -e ".[train]" (or pip install tqdm matplotlib scipy)',
+        )
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@
 #   bench_ops      200  ~170: 5 ops x L=1,5 x f32/bf16 x B=65536,     14-51 (B = 64, float32, CPU;
 #                         1048576: 28 cases, ~6 s each, most of it        Inductor's cache warm or cold)
 #                         Inductor's compilation; a copy before each
+#   bench_prior     60   ~25: the KL to a learned prior and its        (not yet measured)
+#                         sample, (256, 16, 32, 32), f32/bf16 (new)
 #   bench_head      90   ~70: the fused head, B = 65536 (23 s),         37 (B = 64, CPU)
 #                         262144 (46 s), L=1
 #   bench_train    100    61: training steps at M = 4096, 65536, with   66 (M = 64, CPU)
 #                         each step's peak memory (compiled providers
 #                         compile twice: timing and memory)
-#   total          ~490 expected, 570 budget                          ~170-210, 900 budget
+#   total          ~515 expected, 570 budget                          ~170-210, 900 budget
 #
 # Written to $OUT (default ./gpu_check_out), refreshed as each step ends (at most 8 files come back
 # from a device call):
@@ -68,6 +70,7 @@ if [ "$DRY_RUN" = 1 ]; then
   TEST_DEVICE=emulated_cuda  # the CUDA kernels' code run on CPU tensors, under ASan and UBSan
   TEST_SELECTION="emulated_cuda and test_empty"
   BENCH_DEVICE=cpu OP_SIZES=64 OP_DTYPES=float32 HEAD_SIZES=64 TRAIN_SIZES=64 REPEATS=1
+  PRIOR_SIZES=4 PRIOR_LATENT=64
   PIP_DRY_RUN=--dry-run
   LIMIT_SCALE=3  # the limits are the GPU's; 2 CPU cores compile and measure memory more slowly
   BUDGET=${GPU_CHECK_BUDGET_S:-900}
@@ -76,6 +79,7 @@ else
   TEST_SELECTION="cuda and not emulated"
   BENCH_DEVICE=cuda OP_SIZES=65536,1048576 OP_DTYPES=float32,bfloat16 HEAD_SIZES=65536,262144
   TRAIN_SIZES=4096,65536 REPEATS=5 PIP_DRY_RUN= LIMIT_SCALE=1
+  PRIOR_SIZES=256 PRIOR_LATENT=16384
 fi
 # One test per CUDA kernel path for memcheck (float32): each op on warp rows with 128-bit packs and
 # on block rows one element at a time, drawn noise with 5 samples (packed and aligned groups), rows
@@ -169,6 +173,10 @@ fi
 # 4. The benchmarks: the op suite times a copy before every case (the bandwidth its shares are of).
 step bench_ops 200 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --sizes "$OP_SIZES" \
   --dtype "$OP_DTYPES" --repeats "$REPEATS" --out "$OUT/ops.jsonl"
+# The KL to a learned prior and its sample at a VDVAE-sized latent map, (256, 16, 32, 32) on the
+# GPU (issue 30), into the same results file.
+step bench_prior 60 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --ops kl_to_prior,sample_and_kl_to_prior \
+  --sizes "$PRIOR_SIZES" --latent "$PRIOR_LATENT" -L 1 --dtype "$OP_DTYPES" --repeats "$REPEATS" --out "$OUT/ops.jsonl"
 step bench_head 90 "$PY" -m aevb_fast.cli bench --head --device "$BENCH_DEVICE" --sizes "$HEAD_SIZES" -L 1 \
   --repeats "$REPEATS" --out "$OUT/head.jsonl"
 step bench_train 100 "$PY" -m aevb_fast.cli bench --train --device "$BENCH_DEVICE" --sizes "$TRAIN_SIZES" \

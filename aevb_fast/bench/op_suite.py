@@ -67,6 +67,7 @@ class Tensors:
 class Sizes:
     """Bytes of one (B, W) tensor (`n`), of one (B,) accumulated result (`rows`) and of one
     (L, B, W) sample (`z`)."""
+
     n: int
     rows: int
     z: int
@@ -78,6 +79,7 @@ class BenchedOp:
     least bytes a fused forward and backward must move (every input read once, every output
     written once, noise regenerated and never stored), and whether it draws z (then it takes
     L, and its check compares the noise's statistics instead of values)."""
+
     name: str
     width: str  # "latent": tensors are (B, J); "data": (B, D)
     inputs: Callable[[Tensors], list[torch.Tensor]]
@@ -96,48 +98,86 @@ class BenchedOp:
             fused = functools.partial(fused, num_samples=samples)
             eager = functools.partial(eager, num_samples=samples)
         compiled = torch.compile(lambda *a: eager(*a), dynamic=False)
-        return {"aevb_fast": _forward_backward(fused), "eager": _forward_backward(eager),
-                "compiled": _forward_backward(compiled)}
+        return {
+            "aevb_fast": _forward_backward(fused),
+            "eager": _forward_backward(eager),
+            "compiled": _forward_backward(compiled),
+        }
 
 
-BENCHED_OPS = {op.name: op for op in (
-    BenchedOp("reparameterize", "latent", draws_z=True,
-              inputs=lambda t: [t.param(), t.param()],  # mu, logvar
-              grads=lambda t: [t.per_sample()],
-              # read mu, logvar, write z | read grad_z, logvar, write grad_mu, grad_logvar
-              bytes_moved=lambda s: (2 * s.n + s.z, s.z + 3 * s.n)),
-    BenchedOp("gaussian_kl", "latent",
-              inputs=lambda t: [t.param(), t.param()],
-              grads=lambda t: [t.per_row()],
-              # read mu, logvar, write kl | read grad_kl, mu, logvar, write grad_mu, grad_logvar
-              bytes_moved=lambda s: (2 * s.n + s.rows, s.rows + 4 * s.n)),
-    BenchedOp("sample_and_kl", "latent", draws_z=True,
-              inputs=lambda t: [t.param(), t.param()],
-              grads=lambda t: [t.per_sample(), t.per_row()],
-              bytes_moved=lambda s: (2 * s.n + s.z + s.rows, s.z + s.rows + 4 * s.n)),
-    BenchedOp("bernoulli_log_prob", "data",
-              inputs=lambda t: [t.data(), t.param()],  # x, logits
-              grads=lambda t: [t.per_row()],
-              # read x, logits, write ll | read grad_ll, x, logits, write grad_logits
-              bytes_moved=lambda s: (2 * s.n + s.rows, 3 * s.n + s.rows)),
-    BenchedOp("gaussian_log_prob", "data",
-              inputs=lambda t: [t.data(), t.param(), t.param()],  # x, mean, logvar
-              grads=lambda t: [t.per_row()],
-              bytes_moved=lambda s: (3 * s.n + s.rows, 5 * s.n + s.rows)),
-    # A hierarchical VAE's layer: (B, C, H, W) latents, the KL to a learned prior summed over
-    # (C, H, W); the eager baseline is VDVAE's formula (reference.py).
-    BenchedOp("kl_to_prior", "latent", function="gaussian_kl", event_dims=3,
-              inputs=lambda t: [t.param_map() for _ in range(4)],  # mu, logvar, prior_mu, prior_logvar
-              grads=lambda t: [t.per_row()],
-              # read the 4 parameters, write kl | read grad_kl and the 4, write their 4 gradients
-              bytes_moved=lambda s: (4 * s.n + s.rows, s.rows + 8 * s.n)),
-    BenchedOp("sample_and_kl_to_prior", "latent", draws_z=True, function="sample_and_kl", event_dims=3,
-              inputs=lambda t: [t.param_map() for _ in range(4)],
-              grads=lambda t: [t.per_sample_map(), t.per_row()],
-              bytes_moved=lambda s: (4 * s.n + s.z + s.rows, s.z + s.rows + 8 * s.n)),
-)}
+BENCHED_OPS = {
+    op.name: op
+    for op in (
+        BenchedOp(
+            "reparameterize",
+            "latent",
+            draws_z=True,
+            inputs=lambda t: [t.param(), t.param()],  # mu, logvar
+            grads=lambda t: [t.per_sample()],
+            # read mu, logvar, write z | read grad_z, logvar, write grad_mu, grad_logvar
+            bytes_moved=lambda s: (2 * s.n + s.z, s.z + 3 * s.n),
+        ),
+        BenchedOp(
+            "gaussian_kl",
+            "latent",
+            inputs=lambda t: [t.param(), t.param()],
+            grads=lambda t: [t.per_row()],
+            # read mu, logvar, write kl | read grad_kl, mu, logvar, write grad_mu, grad_logvar
+            bytes_moved=lambda s: (2 * s.n + s.rows, s.rows + 4 * s.n),
+        ),
+        BenchedOp(
+            "sample_and_kl",
+            "latent",
+            draws_z=True,
+            inputs=lambda t: [t.param(), t.param()],
+            grads=lambda t: [t.per_sample(), t.per_row()],
+            bytes_moved=lambda s: (2 * s.n + s.z + s.rows, s.z + s.rows + 4 * s.n),
+        ),
+        BenchedOp(
+            "bernoulli_log_prob",
+            "data",
+            inputs=lambda t: [t.data(), t.param()],  # x, logits
+            grads=lambda t: [t.per_row()],
+            # read x, logits, write ll | read grad_ll, x, logits, write grad_logits
+            bytes_moved=lambda s: (2 * s.n + s.rows, 3 * s.n + s.rows),
+        ),
+        BenchedOp(
+            "gaussian_log_prob",
+            "data",
+            inputs=lambda t: [t.data(), t.param(), t.param()],  # x, mean, logvar
+            grads=lambda t: [t.per_row()],
+            bytes_moved=lambda s: (3 * s.n + s.rows, 5 * s.n + s.rows),
+        ),
+        # A hierarchical VAE's layer: (B, C, H, W) latents, the KL to a learned prior summed over
+        # (C, H, W); the eager baseline is VDVAE's formula (reference.py).
+        BenchedOp(
+            "kl_to_prior",
+            "latent",
+            function="gaussian_kl",
+            event_dims=3,
+            inputs=lambda t: [t.param_map() for _ in range(4)],  # mu, logvar, prior_mu, prior_logvar
+            grads=lambda t: [t.per_row()],
+            # read the 4 parameters, write kl | read grad_kl and the 4, write their 4 gradients
+            bytes_moved=lambda s: (4 * s.n + s.rows, s.rows + 8 * s.n),
+        ),
+        BenchedOp(
+            "sample_and_kl_to_prior",
+            "latent",
+            draws_z=True,
+            function="sample_and_kl",
+            event_dims=3,
+            inputs=lambda t: [t.param_map() for _ in range(4)],
+            grads=lambda t: [t.per_sample_map(), t.per_row()],
+            bytes_moved=lambda s: (4 * s.n + s.z + s.rows, s.z + s.rows + 8 * s.n),
+        ),
+    )
+}
 OPS = tuple(BENCHED_OPS)
 SAMPLING_OPS = tuple(name for name, op in BENCHED_OPS.items() if op.draws_z)
+# What `aevb-fast bench` times by default: every public function of the op families (read from
+# aevb_fast.ops.FAMILIES) that this suite times; the linear heads have their own suite (--head),
+# the KL to a learned prior runs when named.
+DEFAULT_OPS = tuple(op for family in ops.FAMILIES for op in family.ops if op in BENCHED_OPS)
 
 
 @dataclass
@@ -146,13 +186,12 @@ class Case:
     batch: int
     samples: int  # L (1 for the ops that draw no sample)
     inputs: list[torch.Tensor]  # leaves; the float ones that require grad get gradients
-    grads: list[torch.Tensor]   # output gradients (random, not ones)
+    grads: list[torch.Tensor]  # output gradients (random, not ones)
     uses_noise: bool
     bytes_moved: tuple[int, int]  # the least a fused forward, and a backward, must read and write
 
 
-def bytes_moved(op: str, batch: int, width: int, element: int, accumulate: int,
-                samples: int = 1) -> tuple[int, int]:
+def bytes_moved(op: str, batch: int, width: int, element: int, accumulate: int, samples: int = 1) -> tuple[int, int]:
     """(forward, backward) bytes of `op` on (batch, width) tensors of `element` bytes each, with
     results of `accumulate` bytes per row and L = `samples`."""
     n = batch * width * element
@@ -168,15 +207,21 @@ def case_width(op: str, data: int, latent: int) -> int:
     return latent if BENCHED_OPS[op].width == "latent" else data
 
 
-def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, device: str,
-              samples: int = 1) -> Case:
+def make_case(op: str, batch: int, data: int, latent: int, dtype: torch.dtype, device: str, samples: int = 1) -> Case:
     spec = BENCHED_OPS[op]
     samples = samples if spec.draws_z else 1
     width = case_width(op, data, latent)
     tensors = Tensors(batch, width, samples, dtype, device)
     inputs, grads = spec.inputs(tensors), spec.grads(tensors)
-    return Case(op, batch, samples, inputs, grads, spec.draws_z,
-                bytes_moved(op, batch, width, dtype.itemsize, ops.accumulate_dtype(dtype).itemsize, samples))
+    return Case(
+        op,
+        batch,
+        samples,
+        inputs,
+        grads,
+        spec.draws_z,
+        bytes_moved(op, batch, width, dtype.itemsize, ops.accumulate_dtype(dtype).itemsize, samples),
+    )
 
 
 def _outputs(fn: Callable, case: Case) -> list[torch.Tensor]:
@@ -231,8 +276,9 @@ def _noise_is_standard_normal(z: torch.Tensor, case: Case) -> bool:
     eps = (z.double() - mu) / torch.exp(0.5 * logvar)
     n = eps.numel()
     slack = 0.0 if case.inputs[0].dtype in (torch.float32, torch.float64) else 0.02
-    return (abs(eps.mean().item()) < 5 / math.sqrt(n) + slack
-            and abs(eps.std().item() - 1) < 5 / math.sqrt(2 * n) + slack)
+    return (
+        abs(eps.mean().item()) < 5 / math.sqrt(n) + slack and abs(eps.std().item() - 1) < 5 / math.sqrt(2 * n) + slack
+    )
 
 
 def _check(case: Case, step_by_provider: dict[str, Callable]) -> None:
@@ -256,8 +302,10 @@ def _check(case: Case, step_by_provider: dict[str, Callable]) -> None:
         for a, b in pairs:
             ok = ok and torch.allclose(a, b, rtol=2e-2, atol=2e-2 * max(1.0, b.abs().max().item()))
         if not ok:
-            raise RuntimeError(f"bench: {name} gives wrong results for {case.op} at batch {case.batch}, "
-                               f"L={case.samples}, {case.inputs[0].dtype}")
+            raise RuntimeError(
+                f"bench: {name} gives wrong results for {case.op} at batch {case.batch}, "
+                f"L={case.samples}, {case.inputs[0].dtype}"
+            )
     for t in case.inputs:
         t.grad = None
 
@@ -306,8 +354,9 @@ class CopyYardstick:
         return 2 * self.src.nbytes / statistics.median(times[1:]) / 1e9
 
 
-def bench_case(case: Case, steps: dict[str, Callable], repeats: int, min_time: float,
-               mode: str = "forward+backward") -> dict:
+def bench_case(
+    case: Case, steps: dict[str, Callable], repeats: int, min_time: float, mode: str = "forward+backward"
+) -> dict:
     _check(case, steps)
     measures = {name: functools.partial(_time, step, case, mode=mode) for name, step in steps.items()}
     return interleaved(measures, repeats, min_time)
@@ -330,17 +379,33 @@ def default_dtypes(device: str) -> list[torch.dtype]:
     return [torch.float32, torch.bfloat16] + ([torch.float16] if device.startswith("cuda") else [])
 
 
-def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: list[torch.dtype],
-        device: str, repeats: int, min_time: float, modes: tuple[str, ...] = ("forward+backward",),
-        samples: tuple[int, ...] = (1,), allocator: str = "glibc default",
-        on_row: Callable[[dict], None] | None = None) -> list[dict]:
+def run(
+    ops_: list[str],
+    batches: list[int],
+    data: int,
+    latent: int,
+    dtypes: list[torch.dtype],
+    device: str,
+    repeats: int,
+    min_time: float,
+    modes: tuple[str, ...] = ("forward+backward",),
+    samples: tuple[int, ...] = (1,),
+    allocator: str = "glibc default",
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Every (op, L, dtype, batch, mode) case, providers interleaved within each case. `samples`
     applies to the ops that draw z; the others run once with L = 1. `on_row` gets each row as
     soon as it is measured (so a run cut short keeps what it measured)."""
     rows = []
     yardstick = CopyYardstick(device)
-    cases = [(op, L, dtype, b, m) for op in ops_ for L in (samples if op in SAMPLING_OPS else (1,))
-             for dtype in dtypes for b in batches for m in modes]
+    cases = [
+        (op, L, dtype, b, m)
+        for op in ops_
+        for L in (samples if op in SAMPLING_OPS else (1,))
+        for dtype in dtypes
+        for b in batches
+        for m in modes
+    ]
     steps = {(op, L): providers_for(op, L) for op, L, *_ in cases}
     for op, L, dtype, batch, mode in tqdm(cases, desc="bench", unit="case"):
         case = make_case(op, batch, data, latent, dtype, device, L)
@@ -356,17 +421,28 @@ def run(ops_: list[str], batches: list[int], data: int, latent: int, dtypes: lis
             for name, step in providers.items():
                 memory[name]["peak_bytes"] = peak_cuda_bytes(step, case)
         width = case_width(op, data, latent)
-        rows.append({
-            "suite": "ops", "op": op, "mode": mode, "batch": batch, "samples": L, "memory": memory,
-            "shape": [batch, width], "dtype": str(dtype).removeprefix("torch."),
-            "device": device_name(device), "threads": torch.get_num_threads(), "timing": timing,
-            "speedup_vs_eager": timing["eager"]["median_s"] / timing["aevb_fast"]["median_s"],
-            "speedup_vs_compiled": timing["compiled"]["median_s"] / timing["aevb_fast"]["median_s"],
-            "bytes_moved": mode_bytes(case, mode),
-            "gbps": mode_bytes(case, mode) / timing["aevb_fast"]["median_s"] / 1e9,
-            "copy_gbps": bandwidth, "cpu_allocator": None if device.startswith("cuda") else allocator,
-            **({"probe": probe} if probe else {}),
-        })
+        rows.append(
+            {
+                "suite": "ops",
+                "op": op,
+                "mode": mode,
+                "batch": batch,
+                "samples": L,
+                "memory": memory,
+                "shape": [batch, width],
+                "dtype": str(dtype).removeprefix("torch."),
+                "device": device_name(device),
+                "threads": torch.get_num_threads(),
+                "timing": timing,
+                "speedup_vs_eager": timing["eager"]["median_s"] / timing["aevb_fast"]["median_s"],
+                "speedup_vs_compiled": timing["compiled"]["median_s"] / timing["aevb_fast"]["median_s"],
+                "bytes_moved": mode_bytes(case, mode),
+                "gbps": mode_bytes(case, mode) / timing["aevb_fast"]["median_s"] / 1e9,
+                "copy_gbps": bandwidth,
+                "cpu_allocator": None if device.startswith("cuda") else allocator,
+                **({"probe": probe} if probe else {}),
+            }
+        )
         rows[-1]["bandwidth_share"] = rows[-1]["gbps"] / bandwidth
         # Streaming time: the op's bytes at the copy bandwidth; the op's time as a multiple of it.
         rows[-1]["times_streaming"] = timing["aevb_fast"]["median_s"] / (mode_bytes(case, mode) / (bandwidth * 1e9))
@@ -396,23 +472,27 @@ def results_path(device: str, root: Path = Path("benchmarks/results")) -> Path:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = (f"{'op':<20} {'L':>2} {'dtype':<9} {'mode':<17} {'batch':>8} {'aevb_fast':>15} {'eager':>15} {'compiled':>15} "
-              f"{'vs eager':>9} {'vs compiled':>12} {'GB/s':>7} {'of copy':>8} {'saved MB':>9} {'eager MB':>9}")
+    header = (
+        f"{'op':<20} {'L':>2} {'dtype':<9} {'mode':<17} {'batch':>8} {'aevb_fast':>15} {'eager':>15} {'compiled':>15} "
+        f"{'vs eager':>9} {'vs compiled':>12} {'GB/s':>7} {'of copy':>8} {'saved MB':>9} {'eager MB':>9}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         t, m = r["timing"], r["memory"]
         lines.append(
             f"{r['op']:<20} {r.get('samples', 1):>2} {r['dtype']:<9} {r['mode']:<17} {r['batch']:>8} "
-            + " ".join(f"{spread(t[p]):>15}" for p in PROVIDERS) + " "
+            + " ".join(f"{spread(t[p]):>15}" for p in PROVIDERS)
+            + " "
             f"{r['speedup_vs_eager']:>8.2f}x {r['speedup_vs_compiled']:>11.2f}x "
             f"{r['gbps']:>7.1f} {100 * r['bandwidth_share']:>7.0f}% "
-            f"{m['aevb_fast']['saved_bytes'] / 2**20:>9.2f} {m['eager']['saved_bytes'] / 2**20:>9.2f}"
-            + row_marks(r)
+            f"{m['aevb_fast']['saved_bytes'] / 2**20:>9.2f} {m['eager']['saved_bytes'] / 2**20:>9.2f}" + row_marks(r)
         )
     if rows:
         lines.append("times: median +- half the p20-p80 range, relative to the median")
         copy = sorted(r["copy_gbps"] for r in rows)
-        lines.append(f"copy bandwidth, timed before each case: {copy[0]:.1f}"
-                     + (f"-{copy[-1]:.1f}" if copy[-1] > copy[0] + 0.05 else "") + " GB/s; 'of copy' is each row's own")
+        lines.append(
+            f"copy bandwidth, timed before each case: {copy[0]:.1f}"
+            + (f"-{copy[-1]:.1f}" if copy[-1] > copy[0] + 0.05 else "")
+            + " GB/s; 'of copy' is each row's own"
+        )
     return "\n".join(lines + noisy_mark(rows))
-

@@ -14,6 +14,7 @@ def test_interleaved_warms_up_calibrates_and_alternates():
         def run(iterations):
             calls.append((name, iterations))
             return seconds
+
         return run
 
     timing = harness.interleaved({"a": measure("a", 0.01), "b": measure("b", 0.02)}, repeats=3, min_time=0.1)
@@ -57,10 +58,20 @@ def test_a_wide_spread_marks_a_row_noisy():
     quiet = {"median_s": 1.0, "p20_s": 0.95, "p80_s": 1.05}
     wide = {"median_s": 1.0, "p20_s": 0.6, "p80_s": 1.2}  # p80/p20 = 2
     assert not harness.noisy({"a": quiet, "b": quiet}) and harness.noisy({"a": quiet, "b": wide})
-    row = {"op": "gaussian_kl", "samples": 1, "dtype": "float32", "mode": "forward", "batch": 100,
-           "timing": {p: quiet for p in op_suite.PROVIDERS}, "speedup_vs_eager": 1.0, "speedup_vs_compiled": 1.0,
-           "gbps": 1.0, "bandwidth_share": 0.5, "copy_gbps": 2.0,
-           "memory": {p: {"saved_bytes": 0} for p in op_suite.PROVIDERS}}
+    row = {
+        "op": "gaussian_kl",
+        "samples": 1,
+        "dtype": "float32",
+        "mode": "forward",
+        "batch": 100,
+        "timing": {p: quiet for p in op_suite.PROVIDERS},
+        "speedup_vs_eager": 1.0,
+        "speedup_vs_compiled": 1.0,
+        "gbps": 1.0,
+        "bandwidth_share": 0.5,
+        "copy_gbps": 2.0,
+        "memory": {p: {"saved_bytes": 0} for p in op_suite.PROVIDERS},
+    }
     assert "noisy" not in op_suite.format_table([row])
     table = op_suite.format_table([row, {**row, "timing": {**row["timing"], "eager": wide}}])
     assert table.splitlines()[3].endswith("  noisy") and "rerun on a quiet machine" in table
@@ -76,3 +87,14 @@ def test_a_row_whose_probe_saw_oversubscription_is_marked():
     assert harness.row_marks(busy) == "  oversubscribed"
     assert any("oversubscribed" in line for line in harness.noisy_mark([quiet, busy]))
     assert harness.row_marks({"timing": timing}) == ""  # GPU rows and rows saved before the probe
+
+
+def test_the_default_ops_are_the_op_families_functions():
+    # The suite's default list is read from aevb_fast.ops.FAMILIES: a new family's function is
+    # benched (or, a linear head, timed by --head) without another list to edit.
+    from aevb_fast import ops
+    from aevb_fast.bench import op_suite
+
+    functions = [op for family in ops.FAMILIES for op in family.ops]
+    assert list(op_suite.DEFAULT_OPS) == [op for op in functions if op not in ops.LINEAR_HEAD_OPS]
+    assert all(op in op_suite.BENCHED_OPS for op in op_suite.DEFAULT_OPS)

@@ -25,9 +25,18 @@ def test_a_spent_budget_skips_the_remaining_steps_and_fails(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     lines = (tmp_path / "summary.txt").read_text().splitlines()
     steps = [line.split()[0] for line in lines if " exit " in line]
-    assert steps == ["build", "tests", "memcheck_probe", "memcheck", "bench_ops", "bench_head", "bench_train"]
+    assert steps == [
+        "build",
+        "tests",
+        "memcheck_probe",
+        "memcheck",
+        "bench_ops",
+        "bench_prior",
+        "bench_head",
+        "bench_train",
+    ]
     assert lines[0].startswith("build") and "exit 0" in lines[0], lines[0]
-    assert "skipped: 40 s budget spent" in lines[6]
+    assert "skipped: 40 s budget spent" in lines[7]
     assert (tmp_path / "logs.tar").exists()
 
 
