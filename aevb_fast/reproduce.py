@@ -73,7 +73,8 @@ def _train_to(out: Path, samples: int, **config_fields) -> None:
     if records and not checkpoint.is_file():
         raise FileNotFoundError(
             f"reproduce: {out} has a log up to {records[-1]['samples_seen']} samples but no checkpoint to "
-            f"continue from (checkpoints are not committed); delete {out} to run it again from the start")
+            f"continue from (checkpoints are not committed); delete {out} to run it again from the start"
+        )
     if checkpoint.is_file():
         config = config_from_state(RunDirectory(out).load())
         config.samples = samples
@@ -82,17 +83,37 @@ def _train_to(out: Path, samples: int, **config_fields) -> None:
         train(TrainConfig(out=str(out), samples=samples, plots=False, **config_fields))
 
 
-def figure2(dataset: str, latents: list[int], samples: int = SAMPLES, root: Path = RUNS, *, algorithms=ALGORITHMS,
-            batch_size: int = 100, device: str = "cpu", lr: float | None = None,
-            eval_every: int | None = None, data_dir: str | None = None) -> Path:
+def figure2(
+    dataset: str,
+    latents: list[int],
+    samples: int = SAMPLES,
+    root: Path = RUNS,
+    *,
+    algorithms=ALGORITHMS,
+    batch_size: int = 100,
+    device: str = "cpu",
+    lr: float | None = None,
+    eval_every: int | None = None,
+    data_dir: str | None = None,
+) -> Path:
     """Trains the grid (each run resumable) and plots it; returns the PNG's path."""
     for latent in latents:
         for algorithm in algorithms:
             out = run_dir(root, dataset, algorithm, latent)
             print(f"reproduce figure2: {dataset} J={latent} {algorithm} -> {out}", flush=True)
-            _train_to(out, samples, dataset=dataset, latent=latent, hidden=HIDDEN[dataset],
-                      algorithm=algorithm, batch_size=batch_size, device=device, lr=lr, data_dir=data_dir,
-                      eval_every=eval_every or max(batch_size, samples // 50))
+            _train_to(
+                out,
+                samples,
+                dataset=dataset,
+                latent=latent,
+                hidden=HIDDEN[dataset],
+                algorithm=algorithm,
+                batch_size=batch_size,
+                device=device,
+                lr=lr,
+                data_dir=data_dir,
+                eval_every=eval_every or max(batch_size, samples // 50),
+            )
     return plot_figure2(dataset, latents, root)
 
 
@@ -118,8 +139,9 @@ def plot_figure2(dataset: str, latents: list[int], root: Path) -> Path:
         ax.plot([end], [paper["wake-sleep_test_end"][latent]], "r+", label="paper wake-sleep test, end")
         ax.set_xscale("log")
         ax.set_xlim(1e5, end * 1.5)
-        ax.set_title(f"{dataset}, J = {latent}" + (f"\n(ours stop at {reached:.2g} samples)" if reached else ""),
-                     fontsize=9)
+        ax.set_title(
+            f"{dataset}, J = {latent}" + (f"\n(ours stop at {reached:.2g} samples)" if reached else ""), fontsize=9
+        )
         ax.set_xlabel("training samples evaluated")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("lower bound (nats per data point)")
@@ -134,9 +156,17 @@ def plot_figure2(dataset: str, latents: list[int], root: Path) -> Path:
 # ---- Figure 3 ------------------------------------------------------------------------------
 
 
-def figure3(samples: int = SAMPLES, root: Path = RUNS, *, importance_samples: int = 1000, points: int = 1000,
-            device: str = "cpu", data_dir: str | None = None, batch_size: int = 100,
-            settle_ks: tuple[int, ...] = (1, 10, 100, 1000, 5000)) -> Path:
+def figure3(
+    samples: int = SAMPLES,
+    root: Path = RUNS,
+    *,
+    importance_samples: int = 1000,
+    points: int = 1000,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    batch_size: int = 100,
+    settle_ks: tuple[int, ...] = (1, 10, 100, 1000, 5000),
+) -> Path:
     """Trains J = 3 AEVB and wake-sleep models in stages up to `samples` and estimates log p(x)
     of the first `points` training and test points after each stage (resumable)."""
     from .training import data as datasets
@@ -144,9 +174,11 @@ def figure3(samples: int = SAMPLES, root: Path = RUNS, *, importance_samples: in
 
     # The evaluation points, loaded and binarized once.
     mnist = datasets.load("mnist", data_dir)
-    points_by_split = {"train": _fixed_binary(mnist.train[:points]).to(device),
-                       "test": _fixed_binary(mnist.test[:points]).to(device)}
-    stages = sorted({min(samples, int(10 ** e)) for e in _log_steps(1e5, samples)})
+    points_by_split = {
+        "train": _fixed_binary(mnist.train[:points]).to(device),
+        "test": _fixed_binary(mnist.test[:points]).to(device),
+    }
+    stages = sorted({min(samples, int(10**e)) for e in _log_steps(1e5, samples)})
     for algorithm in ALGORITHMS:
         out = Path(root) / "figure3-mnist" / algorithm
         estimates_path = out / "marginal_likelihood.jsonl"
@@ -155,15 +187,29 @@ def figure3(samples: int = SAMPLES, root: Path = RUNS, *, importance_samples: in
             if stage in done:
                 continue
             print(f"reproduce figure3: {algorithm} to {stage} samples", flush=True)
-            _train_to(out, stage, dataset="mnist", latent=3, hidden=100, algorithm=algorithm, device=device,
-                      data_dir=data_dir, batch_size=batch_size, eval_every=max(batch_size, samples // 50))
+            _train_to(
+                out,
+                stage,
+                dataset="mnist",
+                latent=3,
+                hidden=100,
+                algorithm=algorithm,
+                device=device,
+                data_dir=data_dir,
+                batch_size=batch_size,
+                eval_every=max(batch_size, samples // 50),
+            )
             _, model = load_checkpoint(out / "checkpoint.pt", device)
             generator = torch.Generator(device=device).manual_seed(4321)
-            row = {"stage": stage, "samples_seen": read_metrics(out)[-1]["samples_seen"],
-                   "importance_samples": importance_samples}
+            row = {
+                "stage": stage,
+                "samples_seen": read_metrics(out)[-1]["samples_seen"],
+                "importance_samples": importance_samples,
+            }
             for split, x in points_by_split.items():
-                row[f"{split}_log_px"] = log_marginal_likelihood(model, x, importance_samples,
-                                                                 generator=generator).mean().item()
+                row[f"{split}_log_px"] = (
+                    log_marginal_likelihood(model, x, importance_samples, generator=generator).mean().item()
+                )
             _append_jsonl(estimates_path, row)
         _settle_check(out, points_by_split["test"], device, settle_ks)
     return plot_figure3(root)
@@ -212,12 +258,20 @@ def plot_figure3(root: Path) -> Path:
         if settle.is_file():
             by_k = json.loads(settle.read_text())["test_log_px_by_K"]
             right.plot([int(k) for k in by_k], list(by_k.values()), "-o", color=color, label=label)
-    left.set(xscale="log", xlabel="training samples evaluated", ylabel="log p(x), importance sampled",
-             title="MNIST, J = 3, 1000 points")
+    left.set(
+        xscale="log",
+        xlabel="training samples evaluated",
+        ylabel="log p(x), importance sampled",
+        title="MNIST, J = 3, 1000 points",
+    )
     left.grid(alpha=0.3)
     left.legend(fontsize=6)
-    right.set(xscale="log", xlabel="importance samples K", ylabel="test log p(x) estimate",
-              title="the estimate settles as K grows (final models)")
+    right.set(
+        xscale="log",
+        xlabel="importance samples K",
+        ylabel="test log p(x) estimate",
+        title="the estimate settles as K grows (final models)",
+    )
     right.grid(alpha=0.3)
     right.legend(fontsize=7)
     fig.tight_layout()
@@ -274,30 +328,54 @@ def report(root: Path = RUNS, out: Path = REPORT, notes: Path | None = NOTES) ->
     the hand-written discussion in `notes` (docs/reproduction_notes.md) if it exists."""
     import shutil
 
+    figure2_latents = {
+        dataset: [j for j in LATENTS[dataset] if any(_final(root, dataset, a, j) for a in ALGORITHMS)]
+        for dataset in ("mnist", "frey")
+    }
+    if not any(figure2_latents.values()) and not (root / "figure3-mnist").is_dir():
+        # A mistyped --root must not replace a report with an empty one.
+        raise FileNotFoundError(
+            f"no runs under {root} (--root); run aevb-fast reproduce figure2 or figure3 first, {out} is left as it was"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# Reproducing Kingma & Welling (2013), Figures 2 and 3", "",
-             "Written by `aevb-fast reproduce report` from the runs under "
-             f"`{root}`; every number below is read from those runs' `metrics.jsonl`.", "",
-             f"Hardware: {_cpu_name()}, {torch.get_num_threads()} threads (CPU only), torch {torch.__version__}.", "",
-             "The commands (each resumable: a finished run is not run again):", "", COMMANDS, "",
-             "Setting: the paper's models and optimizer (one hidden layer of tanh units, N(0, 0.01^2) "
-             "initialisation, Adagrad with step size 0.02, weight decay 1/N as the N(0, I) prior on the "
-             "parameters, minibatch 100, L = 1); MNIST binarized dynamically (a fresh Bernoulli draw of "
-             "every minibatch), the bounds on 10000 training points and the 10000 test points binarized "
-             "once. Wake-sleep uses the same networks and optimizer (aevb_fast/training/wake_sleep.py).", ""]
+    lines = [
+        "# Reproducing Kingma & Welling (2013), Figures 2 and 3",
+        "",
+        "Written by `aevb-fast reproduce report` from the runs under "
+        f"`{root}`; every number below is read from those runs' `metrics.jsonl`.",
+        "",
+        f"Hardware: {_cpu_name()}, {torch.get_num_threads()} threads (CPU only), torch {torch.__version__}.",
+        "",
+        "The commands (each resumable: a finished run is not run again):",
+        "",
+        COMMANDS,
+        "",
+        "Setting: the paper's models and optimizer (one hidden layer of tanh units, N(0, 0.01^2) "
+        "initialisation, Adagrad with step size 0.02, weight decay 1/N as the N(0, I) prior on the "
+        "parameters, minibatch 100, L = 1); MNIST binarized dynamically (a fresh Bernoulli draw of "
+        "every minibatch), the bounds on 10000 training points and the 10000 test points binarized "
+        "once. Wake-sleep uses the same networks and optimizer (aevb_fast/training/wake_sleep.py).",
+        "",
+    ]
     for dataset in ("mnist", "frey"):
-        latents = [j for j in LATENTS[dataset] if any(_final(root, dataset, a, j) for a in ALGORITHMS)]
+        latents = figure2_latents[dataset]
         if not latents:
             continue
         png = plot_figure2(dataset, latents, root)
         shutil.copy(png, out.parent / png.name)
         paper = PAPER_FIGURE2[dataset]
-        lines += [f"## Figure 2, {dataset}", "", f"![{dataset}]({png.name})", "",
-                  "Paper values are read off the paper's plot (about +-0.5 nat for MNIST, +-10 for Frey Face).", "",
-                  "| J | AEVB test at 1e7 (ours / paper) | samples: AEVB / WS | AEVB train | AEVB test "
-                  "| wake-sleep train | wake-sleep test | paper at end: AEVB train / test, wake-sleep test "
-                  "| wall time (AEVB + WS) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Figure 2, {dataset}",
+            "",
+            f"![{dataset}]({png.name})",
+            "",
+            "Paper values are read off the paper's plot (about +-0.5 nat for MNIST, +-10 for Frey Face).",
+            "",
+            "| J | AEVB test at 1e7 (ours / paper) | samples: AEVB / WS | AEVB train | AEVB test "
+            "| wake-sleep train | wake-sleep test | paper at end: AEVB train / test, wake-sleep test "
+            "| wall time (AEVB + WS) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for j in latents:
             a, w = _final(root, dataset, "aevb", j), _final(root, dataset, "wake-sleep", j)
             wall = sum(r["train_wall_s"] for r in (a, w) if r) / 60
@@ -307,23 +385,32 @@ def report(root: Path = RUNS, out: Path = REPORT, notes: Path | None = NOTES) ->
                 f"| {_fmt(a and a['train_elbo'])} | {_fmt(a and a['test_elbo'])} "
                 f"| {_fmt(w and w['train_elbo'])} | {_fmt(w and w['test_elbo'])} "
                 f"| {paper['aevb_train_end'][j]} / {paper['aevb_test_end'][j]}, {paper['wake-sleep_test_end'][j]} "
-                f"| {wall:.0f} min |")
+                f"| {wall:.0f} min |"
+            )
         lines.append("")
     if (root / "figure3-mnist").is_dir():
         png = plot_figure3(root)
         shutil.copy(png, out.parent / png.name)
-        lines += ["## Figure 3, MNIST, J = 3", "", f"![figure 3]({png.name})", "",
-                  "Importance-sampled log p(x) of the first 1000 training and test points (the paper used an "
-                  "HMC-based estimator; MCEM is not run here).", "",
-                  "| algorithm | samples | train log p(x) | test log p(x) | K | paper (HMC, ~6.7e7 samples) train / test |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "## Figure 3, MNIST, J = 3",
+            "",
+            f"![figure 3]({png.name})",
+            "",
+            "Importance-sampled log p(x) of the first 1000 training and test points (the paper used an "
+            "HMC-based estimator; MCEM is not run here).",
+            "",
+            "| algorithm | samples | train log p(x) | test log p(x) | K | paper (HMC, ~6.7e7 samples) train / test |",
+            "|---|---|---|---|---|---|",
+        ]
         for algorithm in ALGORITHMS:
             rows = _read_jsonl(root / "figure3-mnist" / algorithm / "marginal_likelihood.jsonl")
             if rows:
                 r = rows[-1]
                 p = PAPER_FIGURE3[algorithm]
-                lines.append(f"| {algorithm} | {r['samples_seen']:.2g} | {r['train_log_px']:.1f} | "
-                             f"{r['test_log_px']:.1f} | {r['importance_samples']} | {p[0]} / {p[1]} |")
+                lines.append(
+                    f"| {algorithm} | {r['samples_seen']:.2g} | {r['train_log_px']:.1f} | "
+                    f"{r['test_log_px']:.1f} | {r['importance_samples']} | {p[0]} / {p[1]} |"
+                )
         lines.append("")
     if notes is not None and notes.is_file():
         lines += [notes.read_text()]

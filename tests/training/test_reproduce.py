@@ -45,8 +45,18 @@ def test_wake_bound_is_the_aevb_estimator():
 
 
 def test_wake_sleep_training_improves_the_bound(tmp_path):
-    config = TrainConfig(dataset="synthetic", algorithm="wake-sleep", latent=4, hidden=32, samples=20_000,
-                         eval_every=10_000, batch_size=100, out=str(tmp_path / "ws"), plots=False, lr=0.05)
+    config = TrainConfig(
+        dataset="synthetic",
+        algorithm="wake-sleep",
+        latent=4,
+        hidden=32,
+        samples=20_000,
+        eval_every=10_000,
+        batch_size=100,
+        out=str(tmp_path / "ws"),
+        plots=False,
+        lr=0.05,
+    )
     summary = train(config)
     assert summary["test_elbo"] > read_metrics(tmp_path / "ws")[0]["test_elbo"] + 1
 
@@ -62,15 +72,28 @@ def test_wake_sleep_rejects_aevb_options():
 @pytest.mark.slow
 def test_figure2_runs_the_grid_once_and_reports(tmp_path):
     root = tmp_path / "runs"
-    args = ["reproduce", "figure2", "--dataset", "frey", "--latents", "2", "--samples", "2000",
-            "--root", str(root), "--lr", "0.01"]
+    args = [
+        "reproduce",
+        "figure2",
+        "--dataset",
+        "frey",
+        "--latents",
+        "2",
+        "--samples",
+        "2000",
+        "--root",
+        str(root),
+        "--lr",
+        "0.01",
+    ]
     assert cli.main(args) == 0
     metrics = {a: (root / "figure2-frey" / f"{a}-j2" / "metrics.jsonl").read_text() for a in reproduce.ALGORITHMS}
     assert all(json.loads(m.splitlines()[-1])["samples_seen"] >= 2000 for m in metrics.values())
     assert (root / "figure2-frey.png").stat().st_size > 1000
     assert cli.main(args) == 0  # finished runs are not run again
-    assert metrics == {a: (root / "figure2-frey" / f"{a}-j2" / "metrics.jsonl").read_text()
-                       for a in reproduce.ALGORITHMS}
+    assert metrics == {
+        a: (root / "figure2-frey" / f"{a}-j2" / "metrics.jsonl").read_text() for a in reproduce.ALGORITHMS
+    }
     # A longer target resumes the same runs.
     assert cli.main(args[:-5] + ["3000", "--root", str(root), "--lr", "0.01"]) == 0
     last = json.loads((root / "figure2-frey" / "aevb-j2" / "metrics.jsonl").read_text().splitlines()[-1])
@@ -91,7 +114,10 @@ def test_figure3_estimates_and_settle_check(tmp_path):
     png = reproduce.figure3(2000, root, importance_samples=20, points=30, settle_ks=(1, 10, 50))
     assert png.stat().st_size > 1000
     for algorithm in reproduce.ALGORITHMS:
-        rows = [json.loads(r) for r in (root / "figure3-mnist" / algorithm / "marginal_likelihood.jsonl").read_text().splitlines()]
+        rows = [
+            json.loads(r)
+            for r in (root / "figure3-mnist" / algorithm / "marginal_likelihood.jsonl").read_text().splitlines()
+        ]
         assert rows and all(r["test_log_px"] < 0 for r in rows)
         settle = json.loads((root / "figure3-mnist" / algorithm / "settle.json").read_text())
         by_k = settle["test_log_px_by_K"]
@@ -104,3 +130,13 @@ def test_a_log_without_checkpoint_is_not_silently_restarted(tmp_path):
     (out / "metrics.jsonl").write_text(json.dumps({"samples_seen": 500, "train_elbo": 1.0, "test_elbo": 1.0}) + "\n")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         reproduce._train_to(out, 1000, dataset="frey")
+
+
+def test_report_without_runs_is_refused_and_keeps_the_old_report(tmp_path, capsys):
+    # A mistyped --root: one line, exit 2, and the report there is not replaced by an empty one.
+    md = tmp_path / "reproduction.md"
+    md.write_text("the old report\n")
+    code = cli.main(["reproduce", "report", "--root", str(tmp_path / "no-such-runs"), "--out", str(md)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no runs under" in err and "\n" not in err, err
+    assert md.read_text() == "the old report\n"
