@@ -23,8 +23,9 @@ The fused head: a decoder that declares ``fusable_head = likelihood`` and has ``
 (through a sigmoid) and a log-variance, as ``aevb_fast.models``' decoders do, runs its head inside
 ``af.linear_bernoulli_log_prob`` / ``af.linear_gaussian_log_prob`` (the Gaussian head's mean
 through a sigmoid), so the logits are never stored whole; with the analytic estimator and a
-``"mean"`` or ``"sum"`` reduction its gradients are made in the forward pass. ``fused_head=False``
-(or the reference backend) calls ``decoder(z)`` instead.
+``"mean"`` or ``"sum"`` reduction its gradients are made in the forward pass (as the unfused
+likelihood's are: the analytic estimator sums it in its operator). ``fused_head=False`` (or the
+reference backend) calls ``decoder(z)`` instead.
 """
 
 from __future__ import annotations
@@ -63,35 +64,48 @@ def _check_options(likelihood, num_samples, estimator, beta, free_bits, reductio
     if free_bits < 0:
         raise ValueError(f"elbo: free_bits must be >= 0, got {free_bits}")
     if estimator == "iwae" and beta != 1.0:
-        raise ValueError("elbo: beta weights the KL of the analytic and generic estimators; "
-                         "the importance-weighted bound takes beta=1.0")
+        raise ValueError(
+            "elbo: beta weights the KL of the analytic and generic estimators; "
+            "the importance-weighted bound takes beta=1.0"
+        )
     if free_bits > 0 and estimator != "analytic":
         raise ValueError("elbo: free_bits needs the per-dimension KL of estimator='analytic'")
 
 
-def fused_head_of(decoder: Decoder, likelihood: str, backend: str = "fused",
-                  fused_head: bool = True) -> nn.Linear | None:
+def fused_head_of(
+    decoder: Decoder, likelihood: str, backend: str = "fused", fused_head: bool = True
+) -> nn.Linear | None:
     """The decoder's output layer when the likelihood can run fused with it (see the module's
     docstring), else None. A decoder opts in with ``fusable_head``: having a head is not
     enough, since its forward may read the head's output otherwise."""
     head = getattr(decoder, "head", None)
-    if (fused_head and backend == "fused" and getattr(decoder, "fusable_head", None) == likelihood
-            and isinstance(head, nn.Linear) and callable(getattr(decoder, "features", None))):
+    if (
+        fused_head
+        and backend == "fused"
+        and getattr(decoder, "fusable_head", None) == likelihood
+        and isinstance(head, nn.Linear)
+        and callable(getattr(decoder, "features", None))
+    ):
         return head
     return None
 
 
-def _head_log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, head: nn.Linear, likelihood: str,
-                         reduction: str = "none") -> Tensor:
+def _head_log_likelihood(
+    x: Tensor, z: Tensor, decoder: Decoder, head: nn.Linear, likelihood: str, reduction: str = "none"
+) -> Tensor:
     """log p(x | z_l) through the fused head: shape (L, B), or its sum or mean."""
     samples, batch = z.shape[0], z.shape[1]
     data = math.prod(x.shape[1:])
     parts = 1 if likelihood == "bernoulli" else 2
     if head.out_features != parts * data:
-        kind = ("a Bernoulli decoder must return a tensor of logits" if parts == 1
-                else "a Gaussian decoder must return a (mean, logvar) pair")
-        raise ValueError(f"elbo: {kind}: its head has {head.out_features} outputs for data of {data} values, "
-                         f"not {parts * data}")
+        kind = (
+            "a Bernoulli decoder must return a tensor of logits"
+            if parts == 1
+            else "a Gaussian decoder must return a (mean, logvar) pair"
+        )
+        raise ValueError(
+            f"elbo: {kind}: its head has {head.out_features} outputs for data of {data} values, not {parts * data}"
+        )
     h = decoder.features(z.reshape(samples * batch, z.shape[-1]))
     h = h.reshape(samples, batch, h.shape[-1])
     weight, bias = head.weight, head.bias
@@ -102,11 +116,18 @@ def _head_log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, head: nn.Linear
     return fn(x.reshape(batch, data).to(h.dtype), h, weight, bias, reduction=reduction)
 
 
-def _log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, likelihood: str, ops=ops,
-                    head: nn.Linear | None = None) -> Tensor:
-    """log p(x | z_l) for z of shape (L, B, J): shape (L, B)."""
+def _log_likelihood(
+    x: Tensor,
+    z: Tensor,
+    decoder: Decoder,
+    likelihood: str,
+    ops=ops,
+    head: nn.Linear | None = None,
+    reduction: str = "none",
+) -> Tensor:
+    """log p(x | z_l) for z of shape (L, B, J): shape (L, B), or its sum or mean."""
     if head is not None:
-        return _head_log_likelihood(x, z, decoder, head, likelihood)
+        return _head_log_likelihood(x, z, decoder, head, likelihood, reduction)
     samples, batch = z.shape[0], z.shape[1]
     out = decoder(z.reshape(samples * batch, z.shape[-1]))
     event_dims = x.dim() - 1
@@ -114,11 +135,13 @@ def _log_likelihood(x: Tensor, z: Tensor, decoder: Decoder, likelihood: str, ops
     if likelihood == "bernoulli":
         if not isinstance(out, Tensor):
             raise ValueError("elbo: a Bernoulli decoder must return a tensor of logits")
-        return ops.bernoulli_log_prob(x, out.reshape(shape), event_dims=event_dims)
+        return ops.bernoulli_log_prob(x, out.reshape(shape), event_dims=event_dims, reduction=reduction)
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise ValueError("elbo: a Gaussian decoder must return a (mean, logvar) pair")
     mean, logvar = out
-    return ops.gaussian_log_prob(x, mean.reshape(shape), logvar.reshape(shape), event_dims=event_dims)
+    return ops.gaussian_log_prob(
+        x, mean.reshape(shape), logvar.reshape(shape), event_dims=event_dims, reduction=reduction
+    )
 
 
 def _log_prior_minus_posterior(z: Tensor, mu: Tensor, logvar: Tensor, ops=ops) -> Tensor:
@@ -137,17 +160,24 @@ def _free_bits_kl(mu: Tensor, logvar: Tensor, free_bits: float, ops=ops) -> Tens
     return clamped.expand(mu.shape[0])
 
 
-def log_importance_weights(x: Tensor, mu: Tensor, logvar: Tensor, decoder: Decoder, *,
-                           likelihood: str = "bernoulli", num_samples: int = 1,
-                           generator: torch.Generator | None = None, backend: str = "fused",
-                           fused_head: bool = True) -> Tensor:
+def log_importance_weights(
+    x: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    decoder: Decoder,
+    *,
+    likelihood: str = "bernoulli",
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+    backend: str = "fused",
+    fused_head: bool = True,
+) -> Tensor:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K = num_samples draws: shape (K, B).
     Their logsumexp minus log K estimates log p(x) (see aevb_fast.evaluate)."""
     ops = BACKENDS[backend]
     z = ops.reparameterize(mu, logvar, num_samples=num_samples, generator=generator)
     head = fused_head_of(decoder, likelihood, backend, fused_head)
-    return (_log_likelihood(x, z, decoder, likelihood, ops, head)
-            + _log_prior_minus_posterior(z, mu, logvar, ops))
+    return _log_likelihood(x, z, decoder, likelihood, ops, head) + _log_prior_minus_posterior(z, mu, logvar, ops)
 
 
 def elbo(
@@ -187,9 +217,11 @@ def elbo(
         z, kl = ops.sample_and_kl(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
         if free_bits > 0:
             kl = _free_bits_kl(mu, logvar, free_bits, ops)
-        if head is not None and reduction != "none":
-            # The likelihood summed in the head, whose gradients are then made in its forward pass.
-            total = _head_log_likelihood(x, z, decoder, head, likelihood, "sum") / num_samples - beta * kl.sum()
+        if reduction != "none":
+            # The likelihood summed in its operator (or the fused head), whose gradients are then
+            # made in its forward pass.
+            log_px = _log_likelihood(x, z, decoder, likelihood, ops, head, reduction="sum")
+            total = log_px / num_samples - beta * kl.sum()
             return total / x.shape[0] if reduction == "mean" else total
         bound = _log_likelihood(x, z, decoder, likelihood, ops, head).mean(0) - beta * kl
     else:
@@ -214,9 +246,18 @@ class ELBOLoss(nn.Module):
     (KL warm-up).
     """
 
-    def __init__(self, *, likelihood: str = "bernoulli", num_samples: int = 1,
-                 estimator: str = "analytic", beta: float = 1.0, free_bits: float = 0.0,
-                 reduction: str = "mean", backend: str = "fused", fused_head: bool = True):
+    def __init__(
+        self,
+        *,
+        likelihood: str = "bernoulli",
+        num_samples: int = 1,
+        estimator: str = "analytic",
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        reduction: str = "mean",
+        backend: str = "fused",
+        fused_head: bool = True,
+    ):
         super().__init__()
         _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction, backend)
         self.likelihood, self.num_samples, self.estimator = likelihood, num_samples, estimator
@@ -224,12 +265,24 @@ class ELBOLoss(nn.Module):
         self.fused_head = fused_head
 
     def forward(self, x: Tensor, mu: Tensor, logvar: Tensor, decoder: Decoder) -> Tensor:
-        return -elbo(x, mu, logvar, decoder, likelihood=self.likelihood,
-                     num_samples=self.num_samples, estimator=self.estimator, beta=self.beta,
-                     free_bits=self.free_bits, reduction=self.reduction, backend=self.backend,
-                     fused_head=self.fused_head)
+        return -elbo(
+            x,
+            mu,
+            logvar,
+            decoder,
+            likelihood=self.likelihood,
+            num_samples=self.num_samples,
+            estimator=self.estimator,
+            beta=self.beta,
+            free_bits=self.free_bits,
+            reduction=self.reduction,
+            backend=self.backend,
+            fused_head=self.fused_head,
+        )
 
     def extra_repr(self) -> str:
-        return (f"likelihood={self.likelihood!r}, num_samples={self.num_samples}, "
-                f"estimator={self.estimator!r}, beta={self.beta}, free_bits={self.free_bits}, "
-                f"reduction={self.reduction!r}")
+        return (
+            f"likelihood={self.likelihood!r}, num_samples={self.num_samples}, "
+            f"estimator={self.estimator!r}, beta={self.beta}, free_bits={self.free_bits}, "
+            f"reduction={self.reduction!r}"
+        )

@@ -49,15 +49,23 @@ def reparameterize(
     return mu + torch.exp(0.5 * logvar) * eps
 
 
-def gaussian_kl(mu: Tensor, logvar: Tensor, prior_mu: Tensor | None = None, prior_logvar: Tensor | None = None,
-                *, event_dims: int = 1) -> Tensor:
+def gaussian_kl(
+    mu: Tensor,
+    logvar: Tensor,
+    prior_mu: Tensor | None = None,
+    prior_logvar: Tensor | None = None,
+    *,
+    event_dims: int = 1,
+) -> Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) or, given a prior, || N(prior_mu, exp(prior_logvar)) as
     VDVAE's gaussian_analytical_kl writes it, summed over the trailing event_dims dims."""
     if prior_mu is None and prior_logvar is None:
         return 0.5 * _sum_last(mu.pow(2) + logvar.exp() - 1 - logvar, event_dims)
     prior_mu = torch.zeros_like(mu) if prior_mu is None else prior_mu
     prior_logvar = torch.zeros_like(logvar) if prior_logvar is None else prior_logvar
-    per_element = -0.5 + 0.5 * (prior_logvar - logvar) + 0.5 * (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp()
+    per_element = (
+        -0.5 + 0.5 * (prior_logvar - logvar) + 0.5 * (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp()
+    )
     return _sum_last(per_element, event_dims)
 
 
@@ -76,14 +84,17 @@ def sample_and_kl(
     return z, gaussian_kl(mu, logvar, prior_mu, prior_logvar, event_dims=event_dims)
 
 
-def bernoulli_log_prob(x: Tensor, logits: Tensor, *, event_dims: int = 1) -> Tensor:
+def bernoulli_log_prob(x: Tensor, logits: Tensor, *, event_dims: int = 1, reduction: str = "none") -> Tensor:
     """log Bernoulli(x; sigmoid(logits)) summed over the trailing dims. ``logits`` come before any
     sigmoid: probabilities passed here give a wrong objective with no error."""
-    return _sum_last(x * logits - F.softplus(logits), event_dims)
+    return _reduce(_sum_last(x * logits - F.softplus(logits), event_dims), reduction)
 
 
-def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int = 1) -> Tensor:
-    return _sum_last(-0.5 * (math.log(2 * math.pi) + logvar + (x - mean).pow(2) * torch.exp(-logvar)), event_dims)
+def gaussian_log_prob(
+    x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int = 1, reduction: str = "none"
+) -> Tensor:
+    per_element = -0.5 * (math.log(2 * math.pi) + logvar + (x - mean).pow(2) * torch.exp(-logvar))
+    return _reduce(_sum_last(per_element, event_dims), reduction)
 
 
 def _reduce(rows: Tensor, reduction: str) -> Tensor:
@@ -96,14 +107,28 @@ def _reduce(rows: Tensor, reduction: str) -> Tensor:
     return rows
 
 
-def linear_bernoulli_log_prob(x: Tensor, h: Tensor, weight: Tensor, bias: Tensor | None = None, *,
-                              reduction: str = "none", chunk_size: int | None = None) -> Tensor:
+def linear_bernoulli_log_prob(
+    x: Tensor,
+    h: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    reduction: str = "none",
+    chunk_size: int | None = None,
+) -> Tensor:
     """An nn.Linear and the Bernoulli likelihood: the logits exist whole (chunk_size is ignored)."""
     return _reduce(bernoulli_log_prob(x, F.linear(h, weight, bias)), reduction)
 
 
-def linear_gaussian_log_prob(x: Tensor, h: Tensor, weight: Tensor, bias: Tensor | None = None, *,
-                             reduction: str = "none", chunk_size: int | None = None) -> Tensor:
+def linear_gaussian_log_prob(
+    x: Tensor,
+    h: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    reduction: str = "none",
+    chunk_size: int | None = None,
+) -> Tensor:
     """The paper's Gaussian head: mean = sigmoid of the first half of the linear map's output,
     log-variance the second half."""
     mean_pre, logvar = F.linear(h, weight, bias).chunk(2, dim=-1)

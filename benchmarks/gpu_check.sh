@@ -23,12 +23,15 @@
 #                         Inductor's compilation; a copy before each
 #   bench_prior     60   ~25: the KL to a learned prior and its        (not yet measured)
 #                         sample, (256, 16, 32, 32), f32/bf16 (new)
+#   bench_summed    60   ~50: the likelihoods summed as an ELBO sums    (not yet measured)
+#                         them (gradient made in the forward), 8 cases
+#                         at the op sizes (new)
 #   bench_head      90   ~70: the fused head, B = 65536 (23 s),         37 (B = 64, CPU)
 #                         262144 (46 s), L=1
 #   bench_train    100    61: training steps at M = 4096, 65536, with   66 (M = 64, CPU)
 #                         each step's peak memory (compiled providers
 #                         compile twice: timing and memory)
-#   total          ~515 expected, 570 budget                          ~170-210, 900 budget
+#   total          ~565 expected, 570 budget (the last steps are cut first)                          ~170-210, 900 budget
 #
 # Written to $OUT (default ./gpu_check_out), refreshed as each step ends (at most 8 files come back
 # from a device call):
@@ -99,6 +102,8 @@ MEMCHECK_TESTS=(
   "tests/ops/test_gpu_kernels.py::test_drawn_noise_gradients_match_the_cpu[$d-5-(16, 64)-packed-dtype0]"
   "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-sample_and_kl-1-(37, 64)-packed-dtype0]"
   "tests/ops/test_linear_log_prob.py::TestLinearBernoulliLogProbSum::test_matches_reference_float64[$d]"
+  "tests/ops/test_gpu_kernels.py::test_matches_the_cpu_kernels_on_every_path[$d-gaussian_log_prob_mean-5-(37, 784)-packed-dtype0]"
+  "tests/ops/test_gpu_kernels.py::test_summed_backward_scales_on_the_device[$d-1.0]"
   "tests/ops/test_linear_log_prob.py::TestLinearGaussianLogProb::test_matches_reference_float64[$d]"
 )
 
@@ -177,6 +182,9 @@ step bench_ops 200 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --sizes
 # GPU (issue 30), into the same results file.
 step bench_prior 60 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --ops kl_to_prior,sample_and_kl_to_prior \
   --sizes "$PRIOR_SIZES" --latent "$PRIOR_LATENT" -L 1 --dtype "$OP_DTYPES" --repeats "$REPEATS" --out "$OUT/ops.jsonl"
+# The likelihoods as the ELBO uses them: summed, loss.backward() (issue 30's "summed form").
+step bench_summed 60 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --ops bernoulli_log_prob_sum,gaussian_log_prob_sum \
+  --sizes "$OP_SIZES" --dtype "$OP_DTYPES" --repeats "$REPEATS" --out "$OUT/ops.jsonl"
 step bench_head 90 "$PY" -m aevb_fast.cli bench --head --device "$BENCH_DEVICE" --sizes "$HEAD_SIZES" -L 1 \
   --repeats "$REPEATS" --out "$OUT/head.jsonl"
 step bench_train 100 "$PY" -m aevb_fast.cli bench --train --device "$BENCH_DEVICE" --sizes "$TRAIN_SIZES" \

@@ -18,14 +18,14 @@
 // (benchmarks/call_overhead.py). A forward op's backward is the library's own *_backward
 // operator, called through the dispatcher, so that compiled graphs, FakeTensor and torch.export
 // see both.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/autograd.h>
-#include <torch/library.h>
 
 #include "common/checks.h"
 #include "kernel.h"
@@ -96,10 +96,9 @@ inline LogProbShape check_log_prob_inputs(const char* op, const Tensor& x, const
   TORCH_CHECK_VALUE(event_dims >= 0 && event_dims <= x.dim(), op, ": event_dims must be between 0 ",
                     "and x.dim() = ", x.dim(), ", got ", event_dims);
   const int64_t lead = target.dim() - x.dim();
-  TORCH_CHECK_VALUE(lead >= 0 && target.sizes().slice(lead) == x.sizes(), op, ": x has shape ",
-                    x.sizes(), " but ", target_name, " has shape ", target.sizes(), "; x must equal ",
-                    "the trailing dimensions of ", target_name,
-                    " (a leading sample dimension of ", target_name, " is broadcast over x)");
+  TORCH_CHECK_VALUE(lead >= 0 && target.sizes().slice(lead) == x.sizes(), op, ": x has shape ", x.sizes(), " but ",
+                    target_name, " has shape ", target.sizes(), "; x must equal ", "the trailing dimensions of ",
+                    target_name, " (a leading sample dimension of ", target_name, " is broadcast over x)");
   const int64_t batch_dims = target.dim() - event_dims;
   return {product(target.sizes().slice(0, batch_dims)), product(x.sizes().slice(0, x.dim() - event_dims)),
           product(target.sizes().slice(batch_dims))};
@@ -161,8 +160,7 @@ inline Tensor broadcast_rows(const Tensor& t, int64_t event_dims) {
 // Under symbolic shapes (torch.compile with dynamic sizes) the sizes are not known and the input
 // is kept as it is.
 inline Tensor saved_form(const Tensor& t, int64_t event_dims) {
-  if (!t.defined() || !t.has_storage() || t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() ||
-      t.is_contiguous())
+  if (!t.defined() || !t.has_storage() || t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() || t.is_contiguous())
     return t;
   const auto held = t.storage().sym_nbytes().maybe_as_int();  // a view of a dynamic-size tensor: unknown
   if (!held.has_value() || *held <= t.numel() * static_cast<int64_t>(t.element_size()) ||
@@ -177,8 +175,8 @@ inline Tensor check_log_prob_grad(const char* op, const Tensor& grad, const Tens
   TORCH_CHECK_VALUE(grad.defined() && grad.sizes() == target.sizes().slice(0, target.dim() - event_dims), op,
                     ": grad must have the shape of the forward output ",
                     target.sizes().slice(0, target.dim() - event_dims));
-  TORCH_CHECK_VALUE(grad.device() == target.device(), op, ": grad is on ", grad.device(),
-                    " but the inputs are on ", target.device());
+  TORCH_CHECK_VALUE(grad.device() == target.device(), op, ": grad is on ", grad.device(), " but the inputs are on ",
+                    target.device());
   return grad.to(accumulate_dtype(target.scalar_type())).contiguous().view({rows});
 }
 
@@ -198,6 +196,96 @@ inline Tensor expand_row_grad(const Tensor& grad, int64_t event_dims) {
   std::vector<int64_t> shape(grad.sizes().begin(), grad.sizes().end());
   shape.insert(shape.end(), event_dims, 1);
   return grad.reshape(shape);
+}
+
+// ---- the summed and averaged forms, their gradients made in the forward ---------------------
+// A log-likelihood summed or averaged over its rows (as an ELBO uses it) has a gradient that its
+// forward pass can write while it reads the inputs (the *_with_grad operators); the backward then
+// only scales it by the incoming gradient, which for loss.backward() on the sum is 1: no byte
+// moves (as Liger's cross-entropy does it).
+
+inline void check_reduction(const char* op, c10::string_view reduction, bool allow_none = true) {
+  TORCH_CHECK_VALUE((allow_none && reduction == "none") || reduction == "sum" || reduction == "mean", op,
+                    ": reduction must be ", allow_none ? "'none', 'sum' or 'mean'" : "'sum' or 'mean'", ", got '",
+                    reduction, "'");
+}
+
+// The per-row output reduced: itself, its sum or its mean (the mean of no rows is NaN, as torch's).
+inline Tensor reduce_rows(const Tensor& rows, c10::string_view reduction) {
+  if (reduction == "sum") return rows.sum();
+  if (reduction == "mean") return rows.mean();
+  return rows;
+}
+
+// What each row's gradient weighs in the reduced output: 1 for a sum, 1 / R for a mean.
+inline double row_weight(c10::string_view reduction, int64_t rows) {
+  return reduction == "mean" ? (rows > 0 ? 1.0 / double(rows) : 0.0) : 1.0;
+}
+
+}  // namespace aevb_fast::ops
+
+#if defined(AEVB_WITH_CUDA) || defined(AEVB_EMULATED_CUDA)
+namespace aevb_fast::cuda {
+// t *= *grad in place unless *grad == 1, tested on the device (csrc/cuda/gradient_scale.cu).
+void scale_unless_one(const at::Tensor& t, const at::Tensor& grad);
+}  // namespace aevb_fast::cuda
+#endif
+
+namespace aevb_fast::ops {
+
+// Whether a kernel may touch t's memory itself: not a FakeTensor, functional tensor or functorch
+// wrapper (torch.compile's tracing, vmap), where only dispatcher operators run.
+inline bool holds_data(const Tensor& t) {
+  constexpr c10::DispatchKeySet wrappers({c10::DispatchKey::Python, c10::DispatchKey::Functionalize,
+                                          c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::FuncTorchGradWrapper,
+                                          c10::DispatchKey::PythonTLSSnapshot});
+  return t.has_storage() && !t.is_meta() && (t.key_set() & wrappers).empty();
+}
+
+// t *= grad (the incoming gradient of a 0-dim output) in place, where grad == 1 changes nothing.
+// On CUDA the test is made on the device (no synchronisation; a CUDA graph replays it), on the
+// CPU on the host; traced tensors take the dispatcher's mul_.
+inline void scale_by_grad_(const Tensor& t, const Tensor& grad) {
+  if (!holds_data(t) || !holds_data(grad)) {
+    t.mul_(grad);
+    return;
+  }
+#if defined(AEVB_WITH_CUDA) || defined(AEVB_EMULATED_CUDA)
+#if !defined(AEVB_EMULATED_CUDA)
+  if (t.is_cuda())
+#endif
+  {
+    cuda::scale_unless_one(t, grad.to(t.options().dtype(accumulate_dtype(t.scalar_type()))).contiguous());
+    return;
+  }
+#endif
+  if (grad.item<double>() != 1.0) t.mul_(grad);
+}
+
+// The gradients a forward made, saved for the backward (where undefined, none was needed). A
+// backward that frees the graph (the usual one) scales them in place and hands them on: autograd
+// has released its own reference by then, so it accumulates them without a copy, and no second
+// tensor of their size ever exists. A backward that keeps the graph (retain_graph=True, gradcheck)
+// scales copies.
+inline void keep_gradients(AutogradContext* ctx, const std::vector<Tensor>& gradients) {
+  ctx->save_for_backward(gradients);
+}
+
+inline std::vector<Tensor> hand_on_gradients(AutogradContext* ctx, const Tensor& grad, const char* op) {
+  TORCH_CHECK(!at::GradMode::is_enabled(), op,
+              ": double backward (create_graph=True) is not supported: its gradients were made in the forward "
+              "pass; use reduction='none' and sum the result, or aevb_fast.reference, for higher-order gradients");
+  std::vector<Tensor> made = ctx->get_saved_variables();
+  const bool keep = torch::autograd::get_current_graph_task_keep_graph();
+  for (Tensor& t : made) {
+    if (!t.defined()) continue;
+    if (keep) {
+      t = t * grad;
+    } else {
+      scale_by_grad_(t, grad);
+    }
+  }
+  return made;
 }
 
 }  // namespace aevb_fast::ops

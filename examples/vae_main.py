@@ -10,7 +10,7 @@ What changes from pytorch/examples: the decoder returns logits (no sigmoid at it
 only to show images), ``reparameterize`` and the loss are one fused op each::
 
     z = af.reparameterize(mu, logvar)
-    loss = af.gaussian_kl(mu, logvar).sum() - af.bernoulli_log_prob(x, logits).sum()
+    loss = af.gaussian_kl(mu, logvar).sum() - af.bernoulli_log_prob(x, logits, reduction="sum")
 
 Passing a sigmoid's output as ``logits`` would train the wrong objective with no error. Writes
 reconstructions and samples to ``--out`` (PNG, matplotlib) after each epoch.
@@ -56,7 +56,7 @@ def loss_function(logits, x, mu, logvar, fused: bool = True):
     """-ELBO summed over the batch: reconstruction cross-entropy plus KL to N(0, I)."""
     x = x.view(-1, 784)
     if fused:
-        return af.gaussian_kl(mu, logvar).sum() - af.bernoulli_log_prob(x, logits).sum()
+        return af.gaussian_kl(mu, logvar).sum() - af.bernoulli_log_prob(x, logits, reduction="sum")
     bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
     kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
     return bce + kld
@@ -90,8 +90,9 @@ def compare(train: torch.Tensor, batch_sizes: list[int], repeats: int, min_time:
         with torch.no_grad():  # the same noise for all three: the losses must agree
             mu, logvar = start.encode(x)
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-            losses = {name: loss(start.decode(z), x, mu, logvar).item() / batch_size
-                      for name, (_, loss) in VARIANTS.items()}
+            losses = {
+                name: loss(start.decode(z), x, mu, logvar).item() / batch_size for name, (_, loss) in VARIANTS.items()
+            }
         measures = {}
         for name, (fused, loss) in VARIANTS.items():
             model = VAE()
@@ -115,25 +116,37 @@ def compare(train: torch.Tensor, batch_sizes: list[int], repeats: int, min_time:
 
 def print_comparison(rows: list[dict]) -> None:
     names = list(VARIANTS)
-    print("| batch | " + " | ".join(f"{n} (ms/step)" for n in names)
-          + " | logits change alone | aevb_fast's own share | together |")
+    print(
+        "| batch | "
+        + " | ".join(f"{n} (ms/step)" for n in names)
+        + " | logits change alone | aevb_fast's own share | together |"
+    )
     print("|---:|" + "---:|" * (len(names) + 3))
     for row in rows:
         t = [row["timing"][n]["median_s"] for n in names]
         cells = " | ".join(f"{1e3 * v:.2f}" for v in t)
         print(f"| {row['batch']} | {cells} | {t[1] / t[0]:.2f} | {t[2] / t[1]:.2f} | {t[2] / t[0]:.2f} |")
-    print("(time ratios, medians measured side by side: below 1 is faster. 'logits change alone' ="
-          " plain PyTorch with logits / the original; 'aevb_fast's own share' = fused / plain logits.)")
+    print(
+        "(time ratios, medians measured side by side: below 1 is faster. 'logits change alone' ="
+        " plain PyTorch with logits / the original; 'aevb_fast's own share' = fused / plain logits.)"
+    )
     for row in rows:
-        print(f"batch {row['batch']}: first-step loss per example, same noise: "
-              + ", ".join(f"{n} {v:.4f}" for n, v in row["loss"].items()))
+        print(
+            f"batch {row['batch']}: first-step loss per example, same noise: "
+            + ", ".join(f"{n} {v:.4f}" for n, v in row["loss"].items())
+        )
 
 
 def load_mnist(data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     from aevb_fast.training.data import find_file, read_idx_images
 
-    train, test = (torch.from_numpy(read_idx_images(find_file(name, data_dir, download=False)).copy())
-                   .float().div_(255).reshape(-1, 784) for name in ("mnist_train_images", "mnist_test_images"))
+    train, test = (
+        torch.from_numpy(read_idx_images(find_file(name, data_dir, download=False)).copy())
+        .float()
+        .div_(255)
+        .reshape(-1, 784)
+        for name in ("mnist_train_images", "mnist_test_images")
+    )
     return train, test
 
 
@@ -167,9 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", action="store_true", help="plain PyTorch instead of the fused ops")
     parser.add_argument("--data-dir", default=None, help="where mnist/ is (default ../shared/data)")
     parser.add_argument("--out", default="vae_results", help="folder for the PNGs of reconstructions and samples")
-    parser.add_argument("--compare", action="store_true",
-                        help="time training steps of pytorch/examples as written, with the logits change in "
-                             "plain PyTorch, and with aevb_fast, side by side; trains nothing, writes nothing")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="time training steps of pytorch/examples as written, with the logits change in "
+        "plain PyTorch, and with aevb_fast, side by side; trains nothing, writes nothing",
+    )
     parser.add_argument("--compare-batch-sizes", default="128,2048", help="batch sizes for --compare")
     parser.add_argument("--repeats", type=int, default=11, help="--compare's timed rounds (median)")
     args = parser.parse_args(argv)
@@ -201,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         for step, at in enumerate(range(0, len(train), args.batch_size)):
             if args.max_steps is not None and step >= args.max_steps:
                 break
-            x = train[order[at:at + args.batch_size]]
+            x = train[order[at : at + args.batch_size]]
             optimizer.zero_grad()
             logits, mu, logvar = model(x, fused)
             loss = loss_function(logits, x, mu, logvar, fused)
@@ -220,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             for x in test.split(1000):
                 logits, mu, logvar = model(x, fused)
                 test_loss += loss_function(logits, x, mu, logvar, fused).item()
-        print(f"====> Epoch: {epoch} Average loss: {total / seen:.4f} ({seen / elapsed:.0f} samples/s)"
-              f"\n====> Test set loss: {test_loss / len(test):.4f}")
+        print(
+            f"====> Epoch: {epoch} Average loss: {total / seen:.4f} ({seen / elapsed:.0f} samples/s)"
+            f"\n====> Test set loss: {test_loss / len(test):.4f}"
+        )
         save_images(model, test, out / f"epoch_{epoch}.png", fused)
     return 0
 

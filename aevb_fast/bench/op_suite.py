@@ -49,6 +49,10 @@ class Tensors:
     def per_row(self) -> torch.Tensor:
         return self._make(self.shape[:1], ops.accumulate_dtype(self.dtype))
 
+    def one(self) -> torch.Tensor:
+        """The output gradient of a summed loss's loss.backward()."""
+        return torch.ones((), dtype=ops.accumulate_dtype(self.dtype), device=self.device)
+
     def map_shape(self) -> tuple[int, ...]:
         """A hierarchical VAE's latent map (B, C, H, W) of W = C * H * W elements: (B, 16, S, S)
         when W = 16 S^2 (4096: a VDVAE 16x16 layer), else (B, W, 1, 1)."""
@@ -88,12 +92,14 @@ class BenchedOp:
     draws_z: bool = False
     function: str = ""  # the function of ops and reference it runs (default: its name)
     event_dims: int | None = None  # passed when given
+    reduction: str | None = None  # passed when given
 
     def providers(self, samples: int = 1) -> dict[str, Callable]:
         fused, eager = getattr(ops, self.function or self.name), getattr(reference, self.function or self.name)
-        if self.event_dims is not None:
-            fused = functools.partial(fused, event_dims=self.event_dims)
-            eager = functools.partial(eager, event_dims=self.event_dims)
+        options = {k: v for k, v in (("event_dims", self.event_dims), ("reduction", self.reduction)) if v is not None}
+        if options:
+            fused = functools.partial(fused, **options)
+            eager = functools.partial(eager, **options)
         if self.draws_z:  # z of shape (L, B, J), like the case's grad_z
             fused = functools.partial(fused, num_samples=samples)
             eager = functools.partial(eager, num_samples=samples)
@@ -148,6 +154,27 @@ BENCHED_OPS = {
             grads=lambda t: [t.per_row()],
             bytes_moved=lambda s: (3 * s.n + s.rows, 5 * s.n + s.rows),
         ),
+        # The likelihoods as an ELBO uses them: summed over the batch, loss.backward() (an output
+        # gradient of 1). The least a fused pass moves: read x and the parameters, write their
+        # gradients, in the forward; nothing in the backward.
+        BenchedOp(
+            "bernoulli_log_prob_sum",
+            "data",
+            function="bernoulli_log_prob",
+            reduction="sum",
+            inputs=lambda t: [t.data(), t.param()],
+            grads=lambda t: [t.one()],
+            bytes_moved=lambda s: (3 * s.n, 0),
+        ),
+        BenchedOp(
+            "gaussian_log_prob_sum",
+            "data",
+            function="gaussian_log_prob",
+            reduction="sum",
+            inputs=lambda t: [t.data(), t.param(), t.param()],
+            grads=lambda t: [t.one()],
+            bytes_moved=lambda s: (5 * s.n, 0),
+        ),
         # A hierarchical VAE's layer: (B, C, H, W) latents, the KL to a learned prior summed over
         # (C, H, W); the eager baseline is VDVAE's formula (reference.py).
         BenchedOp(
@@ -176,7 +203,7 @@ OPS = tuple(BENCHED_OPS)
 SAMPLING_OPS = tuple(name for name, op in BENCHED_OPS.items() if op.draws_z)
 # What `aevb-fast bench` times by default: every public function of the op families (read from
 # aevb_fast.ops.FAMILIES) that this suite times; the linear heads have their own suite (--head),
-# the KL to a learned prior runs when named.
+# the KL to a learned prior and the summed likelihoods run when named.
 DEFAULT_OPS = tuple(op for family in ops.FAMILIES for op in family.ops if op in BENCHED_OPS)
 
 
@@ -445,7 +472,9 @@ def run(
         )
         rows[-1]["bandwidth_share"] = rows[-1]["gbps"] / bandwidth
         # Streaming time: the op's bytes at the copy bandwidth; the op's time as a multiple of it.
-        rows[-1]["times_streaming"] = timing["aevb_fast"]["median_s"] / (mode_bytes(case, mode) / (bandwidth * 1e9))
+        # (None where the op need move nothing: the summed likelihoods' backward.)
+        streaming_s = mode_bytes(case, mode) / (bandwidth * 1e9)
+        rows[-1]["times_streaming"] = timing["aevb_fast"]["median_s"] / streaming_s if streaming_s else None
         del case
         if on_row:
             on_row(rows[-1])
@@ -473,14 +502,14 @@ def results_path(device: str, root: Path = Path("benchmarks/results")) -> Path:
 
 def format_table(rows: list[dict]) -> str:
     header = (
-        f"{'op':<20} {'L':>2} {'dtype':<9} {'mode':<17} {'batch':>8} {'aevb_fast':>15} {'eager':>15} {'compiled':>15} "
+        f"{'op':<22} {'L':>2} {'dtype':<9} {'mode':<17} {'batch':>8} {'aevb_fast':>15} {'eager':>15} {'compiled':>15} "
         f"{'vs eager':>9} {'vs compiled':>12} {'GB/s':>7} {'of copy':>8} {'saved MB':>9} {'eager MB':>9}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         t, m = r["timing"], r["memory"]
         lines.append(
-            f"{r['op']:<20} {r.get('samples', 1):>2} {r['dtype']:<9} {r['mode']:<17} {r['batch']:>8} "
+            f"{r['op']:<22} {r.get('samples', 1):>2} {r['dtype']:<9} {r['mode']:<17} {r['batch']:>8} "
             + " ".join(f"{spread(t[p]):>15}" for p in PROVIDERS)
             + " "
             f"{r['speedup_vs_eager']:>8.2f}x {r['speedup_vs_compiled']:>11.2f}x "

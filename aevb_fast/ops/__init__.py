@@ -22,12 +22,12 @@ from . import linear_log_prob as _linear_log_prob
 from . import sample_and_kl as _sample_and_kl
 
 # Re-exported: aevb_fast.ops.accumulate_dtype, draw_seed and the linear heads' constants.
+from ._arguments import REDUCTIONS as REDUCTIONS
 from ._arguments import accumulate_dtype as accumulate_dtype
 from ._arguments import draw_seed as draw_seed
 from .family import OpFamily
 from .linear_log_prob import DEFAULT_CHUNK_ELEMENTS as DEFAULT_CHUNK_ELEMENTS
 from .linear_log_prob import LINEAR_HEAD_OPS as LINEAR_HEAD_OPS
-from .linear_log_prob import REDUCTIONS as REDUCTIONS
 
 try:
     from .. import _C  # loading the module registers torch.ops.aevb_fast

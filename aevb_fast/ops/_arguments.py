@@ -7,6 +7,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# How a log-likelihood's rows are reduced: kept, summed or averaged (whose gradients the forward
+# pass makes, so that loss.backward() on the sum moves no memory).
+REDUCTIONS = ("none", "sum", "mean")
+
+
+def check_reduction(op: str, reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"aevb_fast.{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def reduced_shape(rows_shape, reduction: str):
+    return rows_shape if reduction == "none" else ()
+
 
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype of reduced outputs (KL, log-likelihoods): float64 for float64, else float32."""

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._arguments import accumulate_dtype, check_same_device, promoted_dtype
+from ._arguments import accumulate_dtype, check_reduction, check_same_device, promoted_dtype, reduced_shape
 from .family import OpFamily
-
-REDUCTIONS = ("none", "sum", "mean")
 
 
 class LinearLogProbOps:
@@ -37,7 +35,7 @@ class LinearLogProbOps:
         and the backward only scales them). Gradients flow to ``h``, ``weight`` and ``bias``;
         none to ``x``.
         """
-        _check_reduction("linear_bernoulli_log_prob", reduction)
+        check_reduction("linear_bernoulli_log_prob", reduction)
         x, h, weight, bias = promoted_dtype(x, h, weight, bias)
         chunk = _chunk_rows(x, h, weight, chunk_size)
         return self._ops.linear_bernoulli_log_prob(x, h, weight, bias, reduction, chunk)
@@ -60,15 +58,10 @@ class LinearLogProbOps:
         ``nn.Linear(H, 2 D)`` of ``aevb_fast.models.GaussianDecoder``; ``bias`` is ``(2 D,)``.
         Shapes, ``reduction`` and ``chunk_size`` as in ``linear_bernoulli_log_prob``.
         """
-        _check_reduction("linear_gaussian_log_prob", reduction)
+        check_reduction("linear_gaussian_log_prob", reduction)
         x, h, weight, bias = promoted_dtype(x, h, weight, bias)
         chunk = _chunk_rows(x, h, weight, chunk_size)
         return self._ops.linear_gaussian_log_prob(x, h, weight, bias, reduction, chunk)
-
-
-def _check_reduction(op: str, reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"aevb_fast.{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 # Elements of logits per chunk by default: a few MB on the CPU (cache-sized, and enough rows for
@@ -88,7 +81,7 @@ def _chunk_rows(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None) ->
 def _linear_head_fake(x, h, weight, bias, reduction, chunk_size):
     check_same_device(h=h, x=x, weight=weight, bias=bias)
     dtype = accumulate_dtype(h.dtype)
-    return h.new_empty(h.shape[:-1] if reduction == "none" else (), dtype=dtype)
+    return h.new_empty(reduced_shape(h.shape[:-1], reduction), dtype=dtype)
 
 
 def _linear_head_backward_fake(grad, x, h, weight, bias, chunk_size):

@@ -1,6 +1,8 @@
 // gaussian_log_prob on the CPU, with w = (x - mean) * exp(-logvar / 2):
 // Forward:  out[r] = -E log(2 pi) / 2 - sum_e (logvar + w^2) / 2
 // Backward: grad_mean = grad[r] * w * exp(-logvar / 2);  grad_logvar = grad[r] * (w^2 - 1) / 2
+// The forward also writes both gradients times grad_scale when grad_mean is defined (the summed
+// form's gradients, made in the same pass).
 #include "cpu/loops.h"
 
 namespace aevb_fast {
@@ -8,16 +10,20 @@ inline namespace CPU_CAPABILITY {
 namespace cpu {
 namespace {
 
-template <typename scalar_t>
+template <typename scalar_t, bool kGrad>
 void gaussian_forward_typed(const at::Tensor& x_t, const at::Tensor& mean_t, const at::Tensor& logvar_t,
-                            const at::Tensor& out_t, int64_t cols) {
+                            const at::Tensor& out_t, const at::Tensor& grad_mean_t, const at::Tensor& grad_logvar_t,
+                            double grad_scale, int64_t cols) {
   using acc = acc_t<scalar_t>;
   const int64_t rows = out_t.size(0);
   const RowInput<scalar_t> x_in(x_t), mean_in(mean_t), logvar_in(logvar_t);
   acc* out_p = out_t.data_ptr<acc>();
-  const acc constant = acc(-0.5 * kLog2Pi) * acc(cols);
+  scalar_t* grad_mean_p = kGrad ? grad_mean_t.data_ptr<scalar_t>() : nullptr;
+  scalar_t* grad_logvar_p = kGrad ? grad_logvar_t.data_ptr<scalar_t>() : nullptr;
+  const acc constant = acc(-0.5 * kLog2Pi) * acc(cols), scale = acc(grad_scale);
   at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     InputTile<scalar_t> x_tile, mean_tile, logvar_tile;
+    OutputTile<scalar_t> grad_mean_tile, grad_logvar_tile;
     for (int64_t r = r0; r < r1; ++r) {
       RowSum<acc> sum;
       for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
@@ -25,12 +31,19 @@ void gaussian_forward_typed(const at::Tensor& x_t, const at::Tensor& mean_t, con
         const acc* x = x_in.load(x_tile, r, j0, n);
         const acc* mean = mean_in.load(mean_tile, r, j0, n);
         const acc* logvar = logvar_in.load(logvar_tile, r, j0, n);
+        acc* grad_mean = kGrad ? grad_mean_tile.begin(grad_mean_p + r * cols + j0, n) : nullptr;
+        acc* grad_logvar = kGrad ? grad_logvar_tile.begin(grad_logvar_p + r * cols + j0, n) : nullptr;
         vectorized_loop<acc>(n, [&](auto t, int64_t i) {
           using T = decltype(t);
-          const T lv = load<T>(logvar + i);
-          const T w = standardized_residual(load<T>(x + i), load<T>(mean + i), std_from_logvar(-lv));
+          const T lv = load<T>(logvar + i), inv_std = std_from_logvar(-lv);
+          const T w = standardized_residual(load<T>(x + i), load<T>(mean + i), inv_std);
           sum.add(gaussian_log_prob_term(lv, w));
+          if constexpr (kGrad) {
+            store(T(scale) * gaussian_grad_mean(w, inv_std), grad_mean + i);
+            store(T(scale) * gaussian_grad_logvar(w), grad_logvar + i);
+          }
         });
+        if constexpr (kGrad) grad_mean_tile.finish(), grad_logvar_tile.finish();
       }
       out_p[r] = constant + sum.total();
     }
@@ -38,9 +51,9 @@ void gaussian_forward_typed(const at::Tensor& x_t, const at::Tensor& mean_t, con
 }
 
 template <typename scalar_t>
-void gaussian_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t,
-                             const at::Tensor& mean_t, const at::Tensor& logvar_t,
-                             const at::Tensor& grad_mean_t, const at::Tensor& grad_logvar_t) {
+void gaussian_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t, const at::Tensor& mean_t,
+                             const at::Tensor& logvar_t, const at::Tensor& grad_mean_t,
+                             const at::Tensor& grad_logvar_t) {
   using acc = acc_t<scalar_t>;
   const int64_t rows = grad_mean_t.size(0), cols = grad_mean_t.size(1);
   const acc* grad_p = grad_t.const_data_ptr<acc>();
@@ -75,18 +88,22 @@ void gaussian_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t,
 
 }  // namespace
 
-void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
-                      const at::Tensor& out, int64_t event) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_forward",
-                                  [&] { gaussian_forward_typed<scalar_t>(x, mean, logvar, out, event); });
+void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar, const at::Tensor& out,
+                      const at::Tensor& grad_mean, const at::Tensor& grad_logvar, double grad_scale, int64_t event) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_forward", [&] {
+    if (grad_mean.defined()) {
+      gaussian_forward_typed<scalar_t, true>(x, mean, logvar, out, grad_mean, grad_logvar, grad_scale, event);
+    } else {
+      gaussian_forward_typed<scalar_t, false>(x, mean, logvar, out, grad_mean, grad_logvar, grad_scale, event);
+    }
+  });
 }
 
-void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
-                       const at::Tensor& logvar, const at::Tensor& grad_mean,
-                       const at::Tensor& grad_logvar) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_backward",
-      [&] { gaussian_backward_typed<scalar_t>(grad, x, mean, logvar, grad_mean, grad_logvar); });
+void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
+                       const at::Tensor& grad_mean, const at::Tensor& grad_logvar) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_backward", [&] {
+    gaussian_backward_typed<scalar_t>(grad, x, mean, logvar, grad_mean, grad_logvar);
+  });
 }
 
 }  // namespace cpu

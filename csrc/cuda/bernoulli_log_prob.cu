@@ -1,6 +1,7 @@
 // bernoulli_log_prob on CUDA: the forward is a row sum (a warp per row, a block per long row;
 // deterministic), the backward an elementwise map; both take 128-bit packs when aligned. Inputs
 // may be broadcast without a copy (RowInput in utils.cuh): x over the leading sample dims, say.
+// The summed form's forward also writes the gradient (kGrad), so its backward moves nothing.
 #include <ATen/Dispatch.h>
 
 #include "common/math.h"
@@ -9,19 +10,26 @@
 namespace aevb_fast::cuda {
 namespace {
 
-template <typename scalar_t>
+template <typename scalar_t, bool kGrad>
 struct BernoulliTerm {
   using acc = acc_t<scalar_t>;
   RowInput<scalar_t> x, logits;
+  scalar_t* grad_logits;  // with kGrad: (R, cols), grad_scale * d/dlogits
+  acc grad_scale;
+  int64_t cols;
 
   template <int N>
   __device__ acc sum(int64_t r, int64_t j) const {
-    acc xs[N], ls[N];
+    acc xs[N], ls[N], grads[N];
     x.template load<N>(r, j, xs);
     logits.template load<N>(r, j, ls);
     acc s = 0;
 #pragma unroll
-    for (int k = 0; k < N; ++k) s += bernoulli_log_prob_term(xs[k], ls[k]);
+    for (int k = 0; k < N; ++k) {
+      s += bernoulli_log_prob_term(xs[k], ls[k]);
+      if constexpr (kGrad) grads[k] = grad_scale * bernoulli_grad_logit(xs[k], ls[k]);
+    }
+    if constexpr (kGrad) store_pack<N>(grad_logits, r * cols + j, grads);
     return s;
   }
 };
@@ -49,14 +57,26 @@ struct BernoulliGrad {
 
 }  // namespace
 
-void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out, int64_t cols) {
+void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out,
+                       const at::Tensor& grad_logits, double grad_scale, int64_t cols) {
   const DeviceGuard guard(logits.device());
   const int64_t rows = out.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_forward_cuda", [&] {
     using acc = acc_t<scalar_t>;
-    const BernoulliTerm<scalar_t> term{RowInput<scalar_t>(x), RowInput<scalar_t>(logits)};
-    launch_row_sum<scalar_t>(term, out.data_ptr<acc>(), rows, cols, acc(1), acc(0),
-                             can_pack<scalar_t>(cols, {term.x.pack_pointer(), term.logits.pack_pointer()}));
+    const auto run = [&](auto with_grad) {
+      constexpr bool kGrad = decltype(with_grad)::value;
+      const BernoulliTerm<scalar_t, kGrad> term{RowInput<scalar_t>(x), RowInput<scalar_t>(logits),
+                                                kGrad ? grad_logits.data_ptr<scalar_t>() : nullptr, acc(grad_scale),
+                                                cols};
+      launch_row_sum<scalar_t>(
+          term, out.data_ptr<acc>(), rows, cols, acc(1), acc(0),
+          can_pack<scalar_t>(cols, {term.x.pack_pointer(), term.logits.pack_pointer(), term.grad_logits}));
+    };
+    if (grad_logits.defined()) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
   });
 }
 
@@ -67,9 +87,9 @@ void bernoulli_backward(const at::Tensor& grad, const at::Tensor& x, const at::T
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_backward_cuda", [&] {
     const BernoulliGrad<scalar_t> op{grad.const_data_ptr<acc_t<scalar_t>>(), RowInput<scalar_t>(x),
                                      RowInput<scalar_t>(logits), grad_logits.data_ptr<scalar_t>(), cols};
-    launch_elementwise<scalar_t>(op, grad_logits.numel(),
-                                 can_pack<scalar_t>(cols, {op.x.pack_pointer(), op.logits.pack_pointer(),
-                                                           op.grad_logits}));
+    launch_elementwise<scalar_t>(
+        op, grad_logits.numel(),
+        can_pack<scalar_t>(cols, {op.x.pack_pointer(), op.logits.pack_pointer(), op.grad_logits}));
   });
 }
 

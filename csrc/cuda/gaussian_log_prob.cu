@@ -1,5 +1,6 @@
 // gaussian_log_prob on CUDA, laid out like bernoulli_log_prob.cu: a row sum in the forward, an
 // elementwise map in the backward, 128-bit packs when aligned; inputs may be broadcast (RowInput).
+// The summed form's forward also writes the gradients (kGrad), so its backward moves nothing.
 #include <ATen/Dispatch.h>
 
 #include "common/math.h"
@@ -8,21 +9,35 @@
 namespace aevb_fast::cuda {
 namespace {
 
-template <typename scalar_t>
+template <typename scalar_t, bool kGrad>
 struct GaussianTerm {
   using acc = acc_t<scalar_t>;
   RowInput<scalar_t> x, mean, logvar;
+  scalar_t* grad_mean;  // with kGrad: (R, cols) each, grad_scale * the derivatives
+  scalar_t* grad_logvar;
+  acc grad_scale;
+  int64_t cols;
 
   template <int N>
   __device__ acc sum(int64_t r, int64_t j) const {
-    acc xs[N], ms[N], lvs[N];
+    acc xs[N], ms[N], lvs[N], g_mean[N], g_logvar[N];
     x.template load<N>(r, j, xs);
     mean.template load<N>(r, j, ms);
     logvar.template load<N>(r, j, lvs);
     acc s = 0;
 #pragma unroll
     for (int k = 0; k < N; ++k) {
-      s += gaussian_log_prob_term(lvs[k], standardized_residual(xs[k], ms[k], std_from_logvar(-lvs[k])));
+      const acc inv_std = std_from_logvar(-lvs[k]);
+      const acc w = standardized_residual(xs[k], ms[k], inv_std);
+      s += gaussian_log_prob_term(lvs[k], w);
+      if constexpr (kGrad) {
+        g_mean[k] = grad_scale * gaussian_grad_mean(w, inv_std);
+        g_logvar[k] = grad_scale * gaussian_grad_logvar(w);
+      }
+    }
+    if constexpr (kGrad) {
+      store_pack<N>(grad_mean, r * cols + j, g_mean);
+      store_pack<N>(grad_logvar, r * cols + j, g_logvar);
     }
     return s;
   }
@@ -59,28 +74,45 @@ struct GaussianGrad {
 
 }  // namespace
 
-void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
-                      const at::Tensor& out, int64_t cols) {
+void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar, const at::Tensor& out,
+                      const at::Tensor& grad_mean, const at::Tensor& grad_logvar, double grad_scale, int64_t cols) {
   const DeviceGuard guard(mean.device());
   const int64_t rows = out.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_forward_cuda", [&] {
     using acc = acc_t<scalar_t>;
-    const GaussianTerm<scalar_t> term{RowInput<scalar_t>(x), RowInput<scalar_t>(mean), RowInput<scalar_t>(logvar)};
-    launch_row_sum<scalar_t>(
-        term, out.data_ptr<acc>(), rows, cols, acc(1), acc(-0.5 * kLog2Pi) * acc(cols),
-        can_pack<scalar_t>(cols, {term.x.pack_pointer(), term.mean.pack_pointer(), term.logvar.pack_pointer()}));
+    const auto run = [&](auto with_grad) {
+      constexpr bool kGrad = decltype(with_grad)::value;
+      const GaussianTerm<scalar_t, kGrad> term{RowInput<scalar_t>(x),
+                                               RowInput<scalar_t>(mean),
+                                               RowInput<scalar_t>(logvar),
+                                               kGrad ? grad_mean.data_ptr<scalar_t>() : nullptr,
+                                               kGrad ? grad_logvar.data_ptr<scalar_t>() : nullptr,
+                                               acc(grad_scale),
+                                               cols};
+      launch_row_sum<scalar_t>(
+          term, out.data_ptr<acc>(), rows, cols, acc(1), acc(-0.5 * kLog2Pi) * acc(cols),
+          can_pack<scalar_t>(cols, {term.x.pack_pointer(), term.mean.pack_pointer(), term.logvar.pack_pointer(),
+                                    term.grad_mean, term.grad_logvar}));
+    };
+    if (grad_mean.defined()) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
   });
 }
 
-void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
-                       const at::Tensor& logvar, const at::Tensor& grad_mean,
-                       const at::Tensor& grad_logvar) {
+void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
+                       const at::Tensor& grad_mean, const at::Tensor& grad_logvar) {
   const DeviceGuard guard(mean.device());
   const int64_t cols = grad_mean.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_backward_cuda", [&] {
-    const GaussianGrad<scalar_t> op{grad.const_data_ptr<acc_t<scalar_t>>(), RowInput<scalar_t>(x),
-                                    RowInput<scalar_t>(mean),               RowInput<scalar_t>(logvar),
-                                    grad_mean.data_ptr<scalar_t>(),         grad_logvar.data_ptr<scalar_t>(),
+    const GaussianGrad<scalar_t> op{grad.const_data_ptr<acc_t<scalar_t>>(),
+                                    RowInput<scalar_t>(x),
+                                    RowInput<scalar_t>(mean),
+                                    RowInput<scalar_t>(logvar),
+                                    grad_mean.data_ptr<scalar_t>(),
+                                    grad_logvar.data_ptr<scalar_t>(),
                                     cols};
     launch_elementwise<scalar_t>(op, grad_mean.numel(),
                                  can_pack<scalar_t>(cols, {op.x.pack_pointer(), op.mean.pack_pointer(),

@@ -32,11 +32,12 @@ def test_a_spent_budget_skips_the_remaining_steps_and_fails(tmp_path):
         "memcheck",
         "bench_ops",
         "bench_prior",
+        "bench_summed",
         "bench_head",
         "bench_train",
     ]
     assert lines[0].startswith("build") and "exit 0" in lines[0], lines[0]
-    assert "skipped: 40 s budget spent" in lines[7]
+    assert "skipped: 40 s budget spent" in lines[8]
     assert (tmp_path / "logs.tar").exists()
 
 

@@ -5,13 +5,15 @@ from torch.distributions import Bernoulli, Independent
 import aevb_fast as af
 from aevb_fast import reference
 from op_tester import OpTester
-from testing import DATA_SHAPES, DTYPES, assert_matches, rand, randn
+from testing import DATA_SHAPES, DTYPES, assert_matches, functions, rand, randn, require_device
 
 
 def inputs(shape, num_samples=None, dtype=torch.float64, device="cpu"):
     logits_shape = shape if num_samples is None else (num_samples, *shape)
-    return [rand(*shape, dtype=dtype, device=device, seed=0),
-            randn(*logits_shape, dtype=dtype, device=device, seed=1, scale=3.0)]
+    return [
+        rand(*shape, dtype=dtype, device=device, seed=0),
+        randn(*logits_shape, dtype=dtype, device=device, seed=1, scale=3.0),
+    ]
 
 
 class TestBernoulliLogProb(OpTester):
@@ -25,8 +27,10 @@ class TestBernoulliLogProb(OpTester):
     def make_inputs(self, case, dtype=torch.float64, device="cpu"):
         return inputs(*case, dtype=dtype, device=device)
 
+    reduction = "none"
+
     def call(self, f, x, logits):
-        return f.bernoulli_log_prob(x, logits, event_dims=1)
+        return f.bernoulli_log_prob(x, logits, event_dims=1, reduction=self.reduction)
 
     def distribution(self, x, logits):
         # Bernoulli's formula holds for x in [0, 1]; its validation accepts only {0, 1}.
@@ -34,10 +38,15 @@ class TestBernoulliLogProb(OpTester):
 
     def op_args(self, library, inputs):
         x, logits = inputs
-        return [(x, logits.clone().requires_grad_(), 1), (x.clone().requires_grad_(), logits, 2)]
+        return [
+            (x, logits.clone().requires_grad_(), 1, self.reduction),
+            (x.clone().requires_grad_(), logits, 2, self.reduction),
+        ]
 
     def backward_op_args(self, args, out_grads):
-        return (out_grads[0], *args)
+        x, logits, event_dims, _ = args
+        rows = logits.shape[: logits.dim() - event_dims]
+        return (out_grads[0].expand(rows).contiguous(), x, logits, event_dims)
 
     def bad_inputs(self):
         x, logits, z = torch.zeros(3, 4), torch.zeros(2, 3, 4), torch.zeros
@@ -51,17 +60,49 @@ class TestBernoulliLogProb(OpTester):
             (lambda: f(z(()), z(())), "at least one dimension"),
             (lambda: f(x, logits, event_dims=4), "event_dims must be between"),
             (lambda: f(x, logits, event_dims=-1), "event_dims must be between"),
+            (lambda: f(x, logits, reduction="avg"), "reduction must be one of"),
+            (lambda: torch.ops.aevb_fast.bernoulli_log_prob(x, logits, 1, "avg"), "reduction must be 'none', 'sum'"),
+            (lambda: torch.ops.aevb_fast.bernoulli_log_prob_with_grad(x, logits, 1, "none"), "must be 'sum' or"),
         ]
+
+
+class TestBernoulliLogProbSum(TestBernoulliLogProb):
+    """The summed form, whose gradient for logits the forward pass makes (x bound: a gradient for
+    x takes the per-row path, test_summed_with_a_gradient_for_x)."""
+
+    reduction = "sum"
+    constants = 1
+
+    def distribution(self, *inputs):
+        return super().distribution(*inputs).sum()
+
+    def other_ops(self, library, inputs):
+        x, logits = inputs
+        with_grad = library.bernoulli_log_prob_with_grad.default
+        return [(with_grad, (x, logits, 1, "sum")), (with_grad, (x, logits, 2, "mean"))]
+
+
+class TestBernoulliLogProbMean(TestBernoulliLogProbSum):
+    reduction = "mean"
+
+    def distribution(self, *inputs):
+        return super(TestBernoulliLogProbSum, self).distribution(*inputs).mean()
 
 
 @pytest.mark.parametrize("event_dims", [0, 1, 2, 3])
 def test_event_dims(event_dims):
     x, logits = inputs((2, 3, 17), 4)
-    assert_matches(lambda x, l: af.bernoulli_log_prob(x, l, event_dims=event_dims),
-                   lambda x, l: reference.bernoulli_log_prob(x, l, event_dims=event_dims), (x, logits), torch.float64)
+    assert_matches(
+        lambda x, l: af.bernoulli_log_prob(x, l, event_dims=event_dims),
+        lambda x, l: reference.bernoulli_log_prob(x, l, event_dims=event_dims),
+        (x, logits),
+        torch.float64,
+    )
     assert af.bernoulli_log_prob(x, logits, event_dims=event_dims).shape == logits.shape[: 4 - event_dims]
-    assert torch.autograd.gradcheck(lambda x, l: af.bernoulli_log_prob(x, l, event_dims=event_dims),
-                                    [t[..., :3].clone().requires_grad_() for t in (x, logits)])
+    assert torch.autograd.gradcheck(
+        lambda x, l: af.bernoulli_log_prob(x, l, event_dims=event_dims),
+        [t[..., :3].clone().requires_grad_() for t in (x, logits)],
+    )
 
 
 def test_x_broadcast_is_not_copied():
@@ -101,3 +142,49 @@ def test_binary_x_of_any_dtype_under_autocast(dtype):
     torch.testing.assert_close(ll, reference.bernoulli_log_prob(x.float(), logits.float()))
     ll.sum().backward()
     assert decoder.weight.grad is not None and torch.isfinite(decoder.weight.grad).all()
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_summed_gradient_is_made_in_the_forward_and_handed_on(reduction):
+    x, logits = inputs((6, 5), 2)
+    logits.requires_grad_()
+    total = af.bernoulli_log_prob(x, logits, reduction=reduction)
+    expected = torch.autograd.grad(reference.bernoulli_log_prob(x, logits, reduction=reduction), logits)[0]
+    assert "BernoulliLogProbTotal" in total.grad_fn.name()
+    (2 * total).backward(retain_graph=True)  # scales a copy: the graph is kept
+    total.backward(retain_graph=True)  # an incoming gradient of 1: the forward's gradient as it is
+    (3 * total).backward()  # frees the graph: scales in place and hands the tensor on
+    torch.testing.assert_close(logits.grad, 6 * expected)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        total.backward()
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(af.bernoulli_log_prob(x, logits, reduction=reduction), logits, create_graph=True)
+
+
+@pytest.mark.parametrize("device", ["cpu", "emulated_cuda"])
+def test_summed_gradient_is_the_saved_tensor_itself(device):
+    """What the forward saves is the gradient (no inputs), and the backward hands that very tensor
+    on: one buffer of the logits' size, no copy."""
+    require_device(device)
+    x, logits = inputs((8, 32), 2)
+    logits.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append((t.data_ptr(), t.shape)) or t, lambda t: t):
+        total = functions(device).bernoulli_log_prob(x, logits, reduction="mean")
+    assert saved == [(saved[0][0], logits.shape)]
+    (-total).backward()
+    assert logits.grad.data_ptr() == saved[0][0]
+
+
+def test_summed_with_a_gradient_for_x():
+    x, logits = inputs((4, 7), 3)
+    assert_matches(
+        lambda x, l: af.bernoulli_log_prob(x, l, reduction="sum"),
+        lambda x, l: reference.bernoulli_log_prob(x, l, reduction="sum"),
+        (x, logits),
+        torch.float64,
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            af.bernoulli_log_prob(x, logits, reduction="mean"), reference.bernoulli_log_prob(x, logits).mean()
+        )

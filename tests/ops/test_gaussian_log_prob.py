@@ -30,18 +30,25 @@ class TestGaussianLogProb(OpTester):
     def make_inputs(self, case, dtype=torch.float64, device="cpu"):
         return inputs(*case, dtype=dtype, device=device)
 
+    reduction = "none"
+
     def call(self, f, x, mean, logvar):
-        return f.gaussian_log_prob(x, mean, logvar, event_dims=1)
+        return f.gaussian_log_prob(x, mean, logvar, event_dims=1, reduction=self.reduction)
 
     def distribution(self, x, mean, logvar):
         return Independent(Normal(mean, torch.exp(0.5 * logvar)), 1).log_prob(x)
 
     def op_args(self, library, inputs):
         x, mean, logvar = inputs
-        return [(x, mean.clone().requires_grad_(), logvar, 1), (x.clone().requires_grad_(), mean, logvar, 2)]
+        return [
+            (x, mean.clone().requires_grad_(), logvar, 1, self.reduction),
+            (x.clone().requires_grad_(), mean, logvar, 2, self.reduction),
+        ]
 
     def backward_op_args(self, args, out_grads):
-        return (out_grads[0], *args)
+        x, mean, logvar, event_dims, _ = args
+        rows = mean.shape[: mean.dim() - event_dims]
+        return (out_grads[0].expand(rows).contiguous(), x, mean, logvar, event_dims)
 
     def bad_inputs(self):
         x, mean, z, f = torch.zeros(3, 4), torch.zeros(2, 3, 4), torch.zeros, af.gaussian_log_prob
@@ -54,14 +61,40 @@ class TestGaussianLogProb(OpTester):
             (lambda: torch.ops.aevb_fast.gaussian_log_prob(x, mean, z(2, 3, 5), 1), "logvar has shape"),
             (lambda: f(z(()), z(()), z(())), "at least one dimension"),
             (lambda: f(x, mean, mean, event_dims=4), "event_dims must be between"),
+            (lambda: f(x, mean, mean, reduction="total"), "reduction must be one of"),
         ]
+
+
+class TestGaussianLogProbSum(TestGaussianLogProb):
+    """The summed form, whose gradients for mean and logvar the forward pass makes (x bound: a
+    gradient for x takes the per-row path, test_summed_with_a_gradient_for_x)."""
+
+    reduction = "sum"
+    constants = 1
+
+    def distribution(self, *inputs):
+        return super().distribution(*inputs).sum()
+
+    def other_ops(self, library, inputs):
+        x, mean, logvar = inputs
+        with_grad = library.gaussian_log_prob_with_grad.default
+        return [(with_grad, (x, mean, logvar, 1, "sum")), (with_grad, (x, mean, logvar, 2, "mean"))]
+
+
+class TestGaussianLogProbMean(TestGaussianLogProbSum):
+    reduction = "mean"
+
+    def distribution(self, *inputs):
+        return super(TestGaussianLogProbSum, self).distribution(*inputs).mean()
 
 
 @pytest.mark.parametrize("event_dims", [0, 1, 2, 3])
 def test_event_dims(event_dims):
     args = inputs((2, 3, 17), 4)
     fused = lambda x, m, v: af.gaussian_log_prob(x, m, v, event_dims=event_dims)  # noqa: E731
-    assert_matches(fused, lambda x, m, v: reference.gaussian_log_prob(x, m, v, event_dims=event_dims), args, torch.float64)
+    assert_matches(
+        fused, lambda x, m, v: reference.gaussian_log_prob(x, m, v, event_dims=event_dims), args, torch.float64
+    )
     assert fused(*args).shape == args[1].shape[: 4 - event_dims]
     assert torch.autograd.gradcheck(fused, [t[..., :3].clone().requires_grad_() for t in args])
 
@@ -93,8 +126,11 @@ def test_event_dims_is_required_for_images():
     assert af.gaussian_log_prob(x[0, 0], x[0, 0], x[0, 0]).shape == (4,)  # 2 dims: the last, as before
 
 
-@pytest.mark.parametrize("logvar", [0.5, torch.tensor(0.5), torch.full((1, 1, 1, 1), 0.5), torch.full((3, 1, 1), 0.5)],
-                         ids=["float", "0-dim", "(1,1,1,1)", "(C,1,1)"])
+@pytest.mark.parametrize(
+    "logvar",
+    [0.5, torch.tensor(0.5), torch.full((1, 1, 1, 1), 0.5), torch.full((3, 1, 1), 0.5)],
+    ids=["float", "0-dim", "(1,1,1,1)", "(C,1,1)"],
+)
 def test_fixed_variance_image_likelihood(logvar):
     """A fixed-variance image likelihood: the log-variance broadcasts, as in torch; its gradient
     comes back in its own shape."""
@@ -127,8 +163,12 @@ def test_a_broadcast_input_is_read_without_a_copy(device):
     f = functions(device)
     x = rand(4, 3, 5, 6, dtype=torch.float32, seed=0)
     mean = rand(4, 3, 5, 6, dtype=torch.float32, seed=1)
-    for logvar in (torch.tensor(-1.0), torch.full((1, 1, 1, 1), -1.0), randn(4, 1, 1, 1, dtype=torch.float32),
-                   randn(3, 5, 6, dtype=torch.float32)):
+    for logvar in (
+        torch.tensor(-1.0),
+        torch.full((1, 1, 1, 1), -1.0),
+        randn(4, 1, 1, 1, dtype=torch.float32),
+        randn(3, 5, 6, dtype=torch.float32),
+    ):
         assert _copies(lambda: f.gaussian_log_prob(x, mean, logvar, event_dims=3)) == 0, tuple(logvar.shape)
         assert_close_to_reference(f, x, mean, logvar)
     shared_mean = mean[0]
@@ -142,3 +182,33 @@ def test_a_broadcast_input_is_read_without_a_copy(device):
 def assert_close_to_reference(f, x, mean, logvar):
     ours = f.gaussian_log_prob(x, mean, logvar, event_dims=3)
     torch.testing.assert_close(ours, reference.gaussian_log_prob(x, mean, logvar, event_dims=3))
+
+
+@pytest.mark.parametrize("needs", ["mean", "logvar", "both"])
+def test_summed_gradients_are_made_in_the_forward(needs):
+    x, mean, logvar = inputs((5, 6), 2)
+    leaves = [t.requires_grad_(needs in (name, "both")) for name, t in (("mean", mean), ("logvar", logvar))]
+    total = af.gaussian_log_prob(x, mean, logvar, reduction="mean")
+    assert "GaussianLogProbTotal" in total.grad_fn.name()
+    (-total).backward()
+    (
+        -reference.gaussian_log_prob(x, *(t.detach().requires_grad_(t.requires_grad) for t in leaves), reduction="mean")
+    ).backward()
+    expected = torch.autograd.grad(
+        -reference.gaussian_log_prob(x, mean, logvar, reduction="mean"), [t for t in leaves if t.requires_grad]
+    )
+    for leaf, grad in zip([t for t in leaves if t.requires_grad], expected, strict=True):
+        torch.testing.assert_close(leaf.grad, grad)
+    assert all(t.grad is None for t in leaves if not t.requires_grad)
+
+
+def test_summed_with_a_gradient_for_x():
+    """The prior and posterior terms of the generic estimator take z, which needs a gradient, as x."""
+    x, mean, logvar = inputs((4, 7), 3)
+    x = x.expand(3, 4, 7).clone()
+    assert_matches(
+        lambda x, m, v: af.gaussian_log_prob(x, m, v, event_dims=1, reduction="sum"),
+        lambda x, m, v: reference.gaussian_log_prob(x, m, v, reduction="sum"),
+        (x, mean, logvar),
+        torch.float64,
+    )

@@ -40,6 +40,10 @@ OPS = {
     "gaussian_kl": lambda f, m, v: f.gaussian_kl(m, v),
     "bernoulli_log_prob": lambda f, x, logits: f.bernoulli_log_prob(x, logits),  # x broadcast over L
     "gaussian_log_prob": lambda f, x, m, v: f.gaussian_log_prob(x, m, v),
+    # The summed forms: x needs no gradient, so the forward makes the others' (kGrad) and the
+    # backward scales them in place (scale_unless_one_kernel).
+    "bernoulli_log_prob_sum": lambda f, x, logits: f.bernoulli_log_prob(x.detach(), logits, reduction="sum"),
+    "gaussian_log_prob_mean": lambda f, x, m, v: f.gaussian_log_prob(x.detach(), m, v, reduction="mean"),
 }
 OP_SAMPLES = [(op, L) for op in OPS for L in ((1,) if op == "gaussian_kl" else (1, 5))]
 
@@ -51,6 +55,7 @@ def device(request):
 
 
 def case_inputs(op, shape, samples):
+    op = op.removesuffix("_sum").removesuffix("_mean")
     lead = (samples, *shape)
     if op == "gaussian_kl":
         return [randn(*shape, seed=0, scale=0.5), randn(*shape, seed=1, scale=0.5)]
@@ -77,7 +82,7 @@ def run(device, op, tensors, layout):
         return OPS[op](functions(device), *args)
 
     outs, grads, _ = run_with_grads(call, [t.to(tensor_device(device)) for t in tensors])
-    return [t.cpu() for t in outs + grads]
+    return [t.cpu() for t in outs + grads if t is not None]
 
 
 def launched_kernels(device, fn):
@@ -139,7 +144,7 @@ def test_empty(device, op, shape):
     tensors = case_inputs(op, shape, 2 if op != "gaussian_kl" else 1)
     for a, b in zip(run(device, op, tensors, "packed"), run("cpu", op, tensors, "packed"), strict=True):
         assert a.shape == b.shape
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, equal_nan=True)  # the mean of nothing is NaN
 
 
 def test_grid_stride_loops_take_several_passes(device):
@@ -253,6 +258,18 @@ EXTREME = {
         ],
         "gaussian_log_prob",
     ),
+    "bernoulli_log_prob_sum": (
+        [torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.5]]), torch.tensor([[1e4, 1e4, -1e4, -1e4, 1e4]])],
+        "bernoulli_log_prob_sum",
+    ),
+    "gaussian_log_prob_mean": (
+        [
+            torch.tensor([[0.5, 0.5, 0.5, 0.5]]),
+            torch.tensor([[0.5, 0.25, 0.5, 1e3]]),
+            torch.tensor([[-80.0, -80.0, 80.0, 80.0]]),
+        ],
+        "gaussian_log_prob_mean",
+    ),
     "gaussian_kl": (
         [torch.tensor([[1e3, 0.0, -1e3], [0.0, 0.0, 0.0]]), torch.tensor([[-80.0, 80.0, 0.0], [-80.0, -80.0, -80.0]])],
         "gaussian_kl",
@@ -274,6 +291,24 @@ def test_extreme_values_as_on_the_cpu(device, case, dtype):
     for a, b in zip(ours, cpu, strict=True):
         assert torch.equal(torch.isfinite(a), torch.isfinite(b)) and torch.equal(a.isnan(), b.isnan())
         torch.testing.assert_close(a, b, equal_nan=True, **TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize("incoming", [1.0, -0.5])
+def test_summed_backward_scales_on_the_device(device, incoming):
+    """The summed form's backward is one kernel that reads the incoming gradient on the device
+    (no host synchronisation) and, when it is 1 (loss.backward() on the sum), returns at once:
+    the gradient is the forward's as it was made."""
+    x, logits = (t.to(tensor_device(device)) for t in case_inputs("bernoulli_log_prob", (37, 64), 2))
+    logits.requires_grad_()
+    total = functions(device).bernoulli_log_prob(x, logits, reduction="sum")
+    names = launched_kernels(device, lambda: total.backward(torch.tensor(incoming, device=total.device)))
+    if names is not None:
+        assert [n for n in names if "aevb_fast" in n or "kernel<" in n] and any(
+            "scale_unless_one_kernel" in n for n in names
+        ), names
+    cpu_logits = logits.detach().cpu().requires_grad_()
+    (incoming * functions("cpu").bernoulli_log_prob(x.cpu(), cpu_logits, reduction="sum")).backward()
+    torch.testing.assert_close(logits.grad.cpu(), cpu_logits.grad, **TOLERANCES[torch.float32])
 
 
 def test_run_to_run_identical(device):

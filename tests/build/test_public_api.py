@@ -1,0 +1,47 @@
+"""The public names stay put while the code moves (issue 33): the package's and the trainer's
+exports with their signatures, the operators' schemas, the command's subcommands and options.
+A deliberate change rewrites the record: python tests/build/test_public_api.py"""
+
+import inspect
+import json
+from pathlib import Path
+
+import torch
+
+import aevb_fast
+import aevb_fast.training
+from aevb_fast import cli
+
+RECORD = Path(__file__).with_name("public_api.json")
+
+
+def _signature(obj) -> str:
+    try:
+        return str(inspect.signature(obj))
+    except (TypeError, ValueError):  # a module or a constant
+        return type(obj).__name__
+
+
+def public_api() -> dict:
+    exports = {}
+    for module in (aevb_fast, aevb_fast.training):
+        exports[module.__name__] = {name: _signature(getattr(module, name)) for name in module.__all__}
+    schemas = sorted(str(s) for s in torch._C._jit_get_all_schemas() if s.name.startswith("aevb_fast::"))
+    subcommands = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
+    options = {
+        name: sorted(o for action in parser._actions for o in action.option_strings or [action.dest])
+        for name, parser in sorted(subcommands.items())
+    }
+    return {"exports": exports, "schemas": schemas, "command_options": options}
+
+
+def test_the_public_names_are_the_recorded_ones():
+    recorded = json.loads(RECORD.read_text())
+    now = public_api()
+    for part in recorded:
+        assert now[part] == recorded[part], f"{part} changed: rewrite {RECORD.name} only if that was meant"
+
+
+if __name__ == "__main__":
+    RECORD.write_text(json.dumps(public_api(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {RECORD}")
