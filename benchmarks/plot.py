@@ -27,6 +27,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+# The panels' order and which ops take L: the op suite's registry (aevb_fast.bench.op_suite).
+from aevb_fast.bench.op_suite import OPS as OP_ORDER  # noqa: E402
+from aevb_fast.bench.op_suite import SAMPLING_OPS  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -69,13 +73,17 @@ def _figure(panels: list, title: str):
     columns = min(len(panels), MAX_COLUMNS)
     rows = -(-len(panels) // columns)
     title = textwrap.fill(title, int(13 * PANEL_WIDTH * columns))  # ~13 characters an inch at 10 pt
-    fig, axes = plt.subplots(rows, columns, squeeze=False,
-                             figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows + 0.3 + 0.2 * title.count("\n")))
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        squeeze=False,
+        figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows + 0.3 + 0.2 * title.count("\n")),
+    )
     fig.suptitle(title, fontsize=10)
     axes = list(axes.flat)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    return fig, axes[:len(panels)]
+    return fig, axes[: len(panels)]
 
 
 def _legend_below(fig, axes, columns: int | None = None) -> None:
@@ -98,14 +106,16 @@ def _save(fig, out: Path) -> Path:
 
 def _label_panel(ax, op: str, samples: int) -> None:
     ax.set_xscale("log")
-    ax.set_title(op + (f", L={samples}" if op in ("reparameterize", "sample_and_kl") else ""), fontsize=9)
+    ax.set_title(op + (f", L={samples}" if op in SAMPLING_OPS else ""), fontsize=9)
     ax.set_xlabel("batch size")
 
 
 def plot_speedup(rows: list[dict], out: Path) -> Path:
     panels = _panels(rows)
-    fig, axes = _figure(panels, f"{rows[0]['device']}, {rows[0]['dtype']}, forward+backward, "
-                                f"{rows[0]['date'][:10]}: speed-up of aevb_fast")
+    fig, axes = _figure(
+        panels,
+        f"{rows[0]['device']}, {rows[0]['dtype']}, forward+backward, {rows[0]['date'][:10]}: speed-up of aevb_fast",
+    )
     for ax, (op, samples) in zip(axes, panels):
         points = _points(rows, op, samples)
         batches = [r["batch"] for r in points]
@@ -121,17 +131,29 @@ def plot_speedup(rows: list[dict], out: Path) -> Path:
 
 def plot_bandwidth(rows: list[dict], out: Path) -> Path:
     panels = _panels(rows)
-    fig, axes = _figure(panels, f"{rows[0]['device']}, {rows[0]['dtype']}, forward+backward: effective "
-                                f"bandwidth (bytes the op must move / time)")
+    fig, axes = _figure(
+        panels,
+        f"{rows[0]['device']}, {rows[0]['dtype']}, forward+backward: effective "
+        f"bandwidth (bytes the op must move / time)",
+    )
     for ax, (op, samples) in zip(axes, panels):
         points = _points(rows, op, samples)
         batches = [r["batch"] for r in points]
         ax.plot(batches, [r["gbps"] for r in points], "o-", label="aevb_fast")
         for provider, style in (("eager", "s:"), ("compiled", "^:")):
-            ax.plot(batches, [r["bytes_moved"] / r["timing"][provider]["median_s"] / 1e9 for r in points],
-                    style, label=provider)
-        ax.axhline(statistics.median(r["copy_gbps"] for r in points), color="black", lw=1, ls="--",
-                   label="copy (same run, median over cases)")
+            ax.plot(
+                batches,
+                [r["bytes_moved"] / r["timing"][provider]["median_s"] / 1e9 for r in points],
+                style,
+                label=provider,
+            )
+        ax.axhline(
+            statistics.median(r["copy_gbps"] for r in points),
+            color="black",
+            lw=1,
+            ls="--",
+            label="copy (same run, median over cases)",
+        )
         ax.set_ylim(bottom=0)
         _label_panel(ax, op, samples)
     for ax in axes[::MAX_COLUMNS]:
@@ -160,9 +182,12 @@ def plot_train(path: Path) -> Path | None:
     # Each legend under its panel, off the lines; the right one's colour is the region, its line the provider.
     below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
     left.legend(**below)
-    right.legend([Line2D([], [], color=color) for _, color in regions]
-                 + [Line2D([], [], color="gray", marker=style[0], ls=style[1:]) for _, style in providers],
-                 [region for region, _ in regions] + [provider for provider, _ in providers], **below)
+    right.legend(
+        [Line2D([], [], color=color) for _, color in regions]
+        + [Line2D([], [], color="gray", marker=style[0], ls=style[1:]) for _, style in providers],
+        [region for region, _ in regions] + [provider for provider, _ in providers],
+        **below,
+    )
     fig.suptitle(f"{rows[0]['device']}, {rows[0]['threads']} threads, {last[:10]}", fontsize=10)
     return _save(fig, path.parent / "train_step.png")
 
@@ -189,8 +214,11 @@ def plot_head(path: Path) -> Path | None:
         ax.set_xticks([k + 0.4 - width / 2 for k in range(len(rows))], labels)
         ax.set_title(title, fontsize=9)
     left.legend(fontsize=7)
-    fig.suptitle(f"decoder output layer + Bernoulli likelihood (D={rows[0]['data']}, H={rows[0]['hidden']}), "
-                 f"{rows[0]['device']}, {rows[0]['threads']} threads, {max(r['date'] for r in rows)[:10]}", fontsize=9)
+    fig.suptitle(
+        f"decoder output layer + Bernoulli likelihood (D={rows[0]['data']}, H={rows[0]['hidden']}), "
+        f"{rows[0]['device']}, {rows[0]['threads']} threads, {max(r['date'] for r in rows)[:10]}",
+        fontsize=9,
+    )
     return _save(fig, path.parent / "head.png")
 
 
@@ -207,45 +235,74 @@ def markdown_tables(root: Path) -> str:
     out = []
     for path in sorted(root.glob("*/ops.jsonl")):
         rows = [r for r in latest_runs(path).get("float32", []) if r["batch"] >= 4096]
-        out += [f"{path}:", "", "| op | L | B | aevb_fast | eager | compiled | vs eager | vs compiled | share of copy GB/s |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in sorted(rows, key=lambda r: (OP_ORDER.index(r["op"]) if r["op"] in OP_ORDER else 99, r.get("samples", 1), r["batch"])):
+        out += [
+            f"{path}:",
+            "",
+            "| op | L | B | aevb_fast | eager | compiled | vs eager | vs compiled | share of copy GB/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in sorted(
+            rows,
+            key=lambda r: (OP_ORDER.index(r["op"]) if r["op"] in OP_ORDER else 99, r.get("samples", 1), r["batch"]),
+        ):
             t = r["timing"]
-            out.append(f"| {r['op']} | {r.get('samples', 1)} | {r['batch']} | "
-                       + " | ".join(f"{1e3 * t[p]['median_s']:.3f} ms" for p in ("aevb_fast", "eager", "compiled"))
-                       + f" | {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_compiled']:.2f}x | {100 * r['bandwidth_share']:.0f}% |")
+            out.append(
+                f"| {r['op']} | {r.get('samples', 1)} | {r['batch']} | "
+                + " | ".join(f"{1e3 * t[p]['median_s']:.3f} ms" for p in ("aevb_fast", "eager", "compiled"))
+                + f" | {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_compiled']:.2f}x | {100 * r['bandwidth_share']:.0f}% |"
+            )
         copy = sorted(r["copy_gbps"] for r in rows)
-        out.append(f"\ncopy bandwidth {copy[0]:.1f}-{copy[-1]:.1f} GB/s, {rows[0]['threads']} threads\n" if rows else "")
+        out.append(
+            f"\ncopy bandwidth {copy[0]:.1f}-{copy[-1]:.1f} GB/s, {rows[0]['threads']} threads\n" if rows else ""
+        )
     for path in sorted(root.glob("*/train.jsonl")):
         rows = _newest_train_rows(path)
         providers = _providers(rows)
-        out += [f"{path} (training samples/s; peak MB where measured):", "",
-                "| batch | " + " | ".join(providers) + " | fused vs reference | ELBO share, fused / reference |",
-                "|---:|" + "---:|" * (len(providers) + 2)]
+        out += [
+            f"{path} (training samples/s; peak MB where measured):",
+            "",
+            "| batch | " + " | ".join(providers) + " | fused vs reference | ELBO share, fused / reference |",
+            "|---:|" + "---:|" * (len(providers) + 2),
+        ]
         for r in rows:
             t, shares, peak = r["timing"], r["profile_shares"], r.get("peak_bytes", {})
-            cells = [(f"{t[p]['samples_per_s']:,.0f}" if p in t else "-")
-                     + (f" ({peak[p] / 1e6:,.0f} MB)" if p in peak else "") for p in providers]
-            out.append(f"| {r['batch']} | " + " | ".join(cells)
-                       + f" | {r['fused_vs_reference']:.2f}x | {100 * shares['fused']['elbo']:.1f}% / "
-                       f"{100 * shares['reference']['elbo']:.1f}% |")
+            cells = [
+                (f"{t[p]['samples_per_s']:,.0f}" if p in t else "-")
+                + (f" ({peak[p] / 1e6:,.0f} MB)" if p in peak else "")
+                for p in providers
+            ]
+            out.append(
+                f"| {r['batch']} | "
+                + " | ".join(cells)
+                + f" | {r['fused_vs_reference']:.2f}x | {100 * shares['fused']['elbo']:.1f}% / "
+                f"{100 * shares['reference']['elbo']:.1f}% |"
+            )
         out.append("")
     for path in sorted(root.glob("*/head.jsonl")):
         rows = _newest_train_rows(path, key=lambda r: (r["batch"], r["samples"]))
         providers = _providers(rows)
-        out += [f"{path} (decoder output layer + Bernoulli likelihood, forward+backward):", "",
-                "| B | L | " + " | ".join(f"{p} ms" for p in providers) + " | "
-                + " | ".join(f"{p} MB" for p in providers) + " |", "|---:|---:|" + "---:|" * (2 * len(providers))]
+        out += [
+            f"{path} (decoder output layer + Bernoulli likelihood, forward+backward):",
+            "",
+            "| B | L | "
+            + " | ".join(f"{p} ms" for p in providers)
+            + " | "
+            + " | ".join(f"{p} MB" for p in providers)
+            + " |",
+            "|---:|---:|" + "---:|" * (2 * len(providers)),
+        ]
         for r in rows:
-            out.append(f"| {r['batch']} | {r['samples']} | "
-                       + " | ".join(f"{1e3 * r['timing'][p]['median_s']:.1f} ({r['time_vs_eager'][p]:.2f}x)" for p in providers)
-                       + " | " + " | ".join(f"{r['peak_bytes'][p] / 1e6:,.0f} ({r['memory_vs_eager'][p]:.2f}x)" for p in providers)
-                       + " |")
+            out.append(
+                f"| {r['batch']} | {r['samples']} | "
+                + " | ".join(
+                    f"{1e3 * r['timing'][p]['median_s']:.1f} ({r['time_vs_eager'][p]:.2f}x)" for p in providers
+                )
+                + " | "
+                + " | ".join(f"{r['peak_bytes'][p] / 1e6:,.0f} ({r['memory_vs_eager'][p]:.2f}x)" for p in providers)
+                + " |"
+            )
         out.append("")
     return "\n".join(out)
-
-
-OP_ORDER = ("reparameterize", "gaussian_kl", "sample_and_kl", "bernoulli_log_prob", "gaussian_log_prob")
 
 
 def main(argv: list[str]) -> int:

@@ -2,21 +2,24 @@
 // How an operator's host code (csrc/ops/<op>.cpp) reaches its kernels. The op declares each
 // kernel once, with its signature:
 //
-//   AEVB_KERNEL(bernoulli_forward, (const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out))
+//   AEVB_KERNEL(bernoulli_log_prob_forward_kernel,
+//               (const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out))
 //
-// and calls it on the device of its tensors: bernoulli_forward(logits.device())(x, logits, out).
+// and calls it on the device of its tensors:
+//   bernoulli_log_prob_forward_kernel(logits.device())(x, logits, out).
+// A kernel is named <family>_<what it does>_kernel, after its family's files.
 // Each back end defines a function of that name and signature, with no header in between:
 // csrc/cpu/<op>.cpp in aevb_fast::<ISA>::cpu (compiled once per instruction set) and
 // csrc/cuda/<op>.cu in aevb_fast::cuda. The parameter types are part of the linked name, so a
 // back end whose definition differs leaves the symbol undefined and the module fails to load
-// ("undefined symbol: ...bernoulli_forward..."), never a call through the wrong type.
+// ("undefined symbol: ...bernoulli_log_prob_forward_kernel..."), never a call through the wrong type.
 //
 // Every tensor handed to a kernel is contiguous, on the device, validated and viewed flat by
 // the host code (the op's file says which flat shapes).
-#include <string>
-
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
+
+#include <string>
 
 namespace aevb_fast {
 
@@ -74,13 +77,22 @@ struct KernelChoice {
 // Declares kernel `name` with parameter list `params` in every back end's namespace, and
 // aevb_fast::ops::name, the KernelChoice that picks one for a device. Use it at global scope
 // in an op's host file.
-#define AEVB_KERNEL(name, params)                                                              \
-  namespace aevb_fast::DEFAULT::cpu { void name params; }                                      \
-  namespace aevb_fast::AVX2::cpu { void name params; }                                         \
-  namespace aevb_fast::AVX512::cpu { void name params; }                                       \
-  namespace aevb_fast::cuda { void name params; }                                              \
-  namespace aevb_fast::ops {                                                                   \
-  inline constexpr KernelChoice<void params> name{                                             \
+#define AEVB_KERNEL(name, params)                                                                      \
+  namespace aevb_fast::DEFAULT::cpu {                                                                  \
+  void name params;                                                                                    \
+  }                                                                                                    \
+  namespace aevb_fast::AVX2::cpu {                                                                     \
+  void name params;                                                                                    \
+  }                                                                                                    \
+  namespace aevb_fast::AVX512::cpu {                                                                   \
+  void name params;                                                                                    \
+  }                                                                                                    \
+  namespace aevb_fast::cuda {                                                                          \
+  void name params;                                                                                    \
+  }                                                                                                    \
+  namespace aevb_fast::ops {                                                                           \
+  inline constexpr KernelChoice<void params> name{                                                     \
       {AEVB_CPU_KERNEL_(DEFAULT, name), AEVB_CPU_KERNEL_(AVX2, name), AEVB_CPU_KERNEL_(AVX512, name)}, \
-      AEVB_CUDA_KERNEL_(name), #name};                                                         \
+      AEVB_CUDA_KERNEL_(name),                                                                         \
+      #name};                                                                                          \
   }

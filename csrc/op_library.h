@@ -62,8 +62,10 @@ void impl_autograd(torch::Library& m, const char* name, Fn fn) {
   m.impl(name, torch::dispatch(c10::DispatchKey::Autograd, fn));
 }
 
-// The typed handle of operator `name` of this library, found once per call site:
-//   static const auto backward = find_op<Pair(const Tensor&, ...)>("gaussian_kl_backward");
+// The typed handle of operator `name` of this library, found once per call site. Its signature is
+// the host function's that implements it, so the signature is written once (the host function),
+// and the schema string of m.def is checked against that function when impl_backends registers it:
+//   static const auto backward = find_op<decltype(gaussian_kl_backward)>("gaussian_kl_backward");
 template <typename Signature>
 c10::TypedOperatorHandle<Signature> find_op(const char* name) {
   return c10::Dispatcher::singleton()

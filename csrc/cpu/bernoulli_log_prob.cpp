@@ -73,20 +73,21 @@ void bernoulli_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t, c
 
 }  // namespace
 
-void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out,
-                       const at::Tensor& grad_logits, double grad_scale, int64_t event) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_forward", [&] {
-    if (grad_logits.defined()) {
-      bernoulli_forward_typed<scalar_t, true>(x, logits, out, grad_logits, grad_scale, event);
-    } else {
-      bernoulli_forward_typed<scalar_t, false>(x, logits, out, grad_logits, grad_scale, event);
-    }
-  });
+void bernoulli_log_prob_forward_kernel(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out,
+                                       const at::Tensor& grad_logits, double grad_scale, int64_t event) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_log_prob_forward_kernel", [&] {
+        if (grad_logits.defined()) {
+          bernoulli_forward_typed<scalar_t, true>(x, logits, out, grad_logits, grad_scale, event);
+        } else {
+          bernoulli_forward_typed<scalar_t, false>(x, logits, out, grad_logits, grad_scale, event);
+        }
+      });
 }
 
-void bernoulli_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
-                        const at::Tensor& grad_logits) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_backward",
+void bernoulli_log_prob_backward_kernel(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
+                                        const at::Tensor& grad_logits) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_log_prob_backward_kernel",
                                   [&] { bernoulli_backward_typed<scalar_t>(grad, x, logits, grad_logits); });
 }
 

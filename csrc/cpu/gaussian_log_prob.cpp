@@ -88,22 +88,25 @@ void gaussian_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t, co
 
 }  // namespace
 
-void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar, const at::Tensor& out,
-                      const at::Tensor& grad_mean, const at::Tensor& grad_logvar, double grad_scale, int64_t event) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_forward", [&] {
-    if (grad_mean.defined()) {
-      gaussian_forward_typed<scalar_t, true>(x, mean, logvar, out, grad_mean, grad_logvar, grad_scale, event);
-    } else {
-      gaussian_forward_typed<scalar_t, false>(x, mean, logvar, out, grad_mean, grad_logvar, grad_scale, event);
-    }
-  });
+void gaussian_log_prob_forward_kernel(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
+                                      const at::Tensor& out, const at::Tensor& grad_mean, const at::Tensor& grad_logvar,
+                                      double grad_scale, int64_t event) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_log_prob_forward_kernel", [&] {
+        if (grad_mean.defined()) {
+          gaussian_forward_typed<scalar_t, true>(x, mean, logvar, out, grad_mean, grad_logvar, grad_scale, event);
+        } else {
+          gaussian_forward_typed<scalar_t, false>(x, mean, logvar, out, grad_mean, grad_logvar, grad_scale, event);
+        }
+      });
 }
 
-void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
-                       const at::Tensor& grad_mean, const at::Tensor& grad_logvar) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_backward", [&] {
-    gaussian_backward_typed<scalar_t>(grad, x, mean, logvar, grad_mean, grad_logvar);
-  });
+void gaussian_log_prob_backward_kernel(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
+                                       const at::Tensor& logvar, const at::Tensor& grad_mean,
+                                       const at::Tensor& grad_logvar) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_log_prob_backward_kernel",
+      [&] { gaussian_backward_typed<scalar_t>(grad, x, mean, logvar, grad_mean, grad_logvar); });
 }
 
 }  // namespace cpu

@@ -14,9 +14,8 @@ namespace {
 // The shared row traversal: for every row r, the tiles of x (row r % Rx) and of the chunk's
 // `parts` column blocks of width E, handed to body(x, part pointers, grad pointers, n, sum).
 template <typename scalar_t, int kParts, typename Body>
-void epilogue_rows(const at::Tensor& x_t, const at::Tensor& in_t, const at::Tensor& grad_t,
-                   const at::Tensor& out_t, const at::Tensor& grad_in_t, double row_constant,
-                   const Body& body) {
+void epilogue_rows(const at::Tensor& x_t, const at::Tensor& in_t, const at::Tensor& grad_t, const at::Tensor& out_t,
+                   const at::Tensor& grad_in_t, double row_constant, const Body& body) {
   using acc = acc_t<scalar_t>;
   const int64_t rows = in_t.size(0), width = in_t.size(1), cols = width / kParts, x_rows = x_t.size(0);
   const scalar_t* x_p = x_t.const_data_ptr<scalar_t>();
@@ -54,50 +53,52 @@ template <typename scalar_t>
 void bernoulli_epilogue_typed(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& grad,
                               const at::Tensor& out, const at::Tensor& grad_logits) {
   using acc = acc_t<scalar_t>;
-  epilogue_rows<scalar_t, 1>(x, logits, grad, out, grad_logits, 0.0,
-                             [](const acc* x, const acc* const* in, acc* const* grad_in, acc g, int64_t n,
-                                RowSum<acc>& sum) {
-    vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-      using T = decltype(t);
-      const T xi = load<T>(x + i), l = load<T>(in[0] + i);
-      sum.add(bernoulli_log_prob_term(xi, l));
-      if (grad_in[0] != nullptr) store(T(g) * bernoulli_grad_logit(xi, l), grad_in[0] + i);
-    });
-  });
+  epilogue_rows<scalar_t, 1>(
+      x, logits, grad, out, grad_logits, 0.0,
+      [](const acc* x, const acc* const* in, acc* const* grad_in, acc g, int64_t n, RowSum<acc>& sum) {
+        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+          using T = decltype(t);
+          const T xi = load<T>(x + i), l = load<T>(in[0] + i);
+          sum.add(bernoulli_log_prob_term(xi, l));
+          if (grad_in[0] != nullptr) store(T(g) * bernoulli_grad_logit(xi, l), grad_in[0] + i);
+        });
+      });
 }
 
 template <typename scalar_t>
 void sigmoid_gaussian_epilogue_typed(const at::Tensor& x, const at::Tensor& pre, const at::Tensor& grad,
                                      const at::Tensor& out, const at::Tensor& grad_pre) {
   using acc = acc_t<scalar_t>;
-  epilogue_rows<scalar_t, 2>(x, pre, grad, out, grad_pre, -0.5 * kLog2Pi,
-                             [](const acc* x, const acc* const* in, acc* const* grad_in, acc g, int64_t n,
-                                RowSum<acc>& sum) {
-    vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-      using T = decltype(t);
-      const T mean = sigmoid(load<T>(in[0] + i)), lv = load<T>(in[1] + i);
-      const T inv_std = std_from_logvar(-lv);
-      const T w = standardized_residual(load<T>(x + i), mean, inv_std);
-      sum.add(gaussian_log_prob_term(lv, w));
-      if (grad_in[0] != nullptr) {
-        store(T(g) * sigmoid_grad_from_output(gaussian_grad_mean(w, inv_std), mean), grad_in[0] + i);
-        store(T(g) * gaussian_grad_logvar(w), grad_in[1] + i);
-      }
-    });
-  });
+  epilogue_rows<scalar_t, 2>(
+      x, pre, grad, out, grad_pre, -0.5 * kLog2Pi,
+      [](const acc* x, const acc* const* in, acc* const* grad_in, acc g, int64_t n, RowSum<acc>& sum) {
+        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+          using T = decltype(t);
+          const T mean = sigmoid(load<T>(in[0] + i)), lv = load<T>(in[1] + i);
+          const T inv_std = std_from_logvar(-lv);
+          const T w = standardized_residual(load<T>(x + i), mean, inv_std);
+          sum.add(gaussian_log_prob_term(lv, w));
+          if (grad_in[0] != nullptr) {
+            store(T(g) * sigmoid_grad_from_output(gaussian_grad_mean(w, inv_std), mean), grad_in[0] + i);
+            store(T(g) * gaussian_grad_logvar(w), grad_in[1] + i);
+          }
+        });
+      });
 }
 
 }  // namespace
 
-void bernoulli_epilogue(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& grad,
-                        const at::Tensor& out, const at::Tensor& grad_logits) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_epilogue",
+void linear_bernoulli_log_prob_epilogue_kernel(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& grad,
+                                               const at::Tensor& out, const at::Tensor& grad_logits) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+                                  "linear_bernoulli_log_prob_epilogue_kernel",
                                   [&] { bernoulli_epilogue_typed<scalar_t>(x, logits, grad, out, grad_logits); });
 }
 
-void sigmoid_gaussian_epilogue(const at::Tensor& x, const at::Tensor& pre, const at::Tensor& grad,
-                               const at::Tensor& out, const at::Tensor& grad_pre) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pre.scalar_type(), "sigmoid_gaussian_epilogue",
+void linear_gaussian_log_prob_epilogue_kernel(const at::Tensor& x, const at::Tensor& pre, const at::Tensor& grad,
+                                              const at::Tensor& out, const at::Tensor& grad_pre) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pre.scalar_type(),
+                                  "linear_gaussian_log_prob_epilogue_kernel",
                                   [&] { sigmoid_gaussian_epilogue_typed<scalar_t>(x, pre, grad, out, grad_pre); });
 }
 

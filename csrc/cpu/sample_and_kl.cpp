@@ -45,8 +45,7 @@ template <typename scalar_t>
 struct NoiseTile {
   InputTile<scalar_t> given;
   alignas(64) acc_t<scalar_t> drawn[kTile];
-  const acc_t<scalar_t>* get(const scalar_t* eps, NoiseStream<acc_t<scalar_t>>& stream,
-                             int64_t first, int64_t n) {
+  const acc_t<scalar_t>* get(const scalar_t* eps, NoiseStream<acc_t<scalar_t>>& stream, int64_t first, int64_t n) {
     if (eps != nullptr) return given.load(eps + first, n);
     stream.fill(first, n, drawn);
     return drawn;
@@ -79,9 +78,13 @@ struct LatentParams {
   int64_t rows, cols;
   LatentParams(const at::Tensor& mu_t, const at::Tensor& logvar_t, const at::Tensor& prior_mu_t,
                const at::Tensor& prior_logvar_t, int64_t rows_, int64_t cols_)
-      : mu(mu_t), logvar(logvar_t), prior_mu(prior_mu_t.defined() ? prior_mu_t : mu_t),
-        prior_logvar(prior_logvar_t.defined() ? prior_logvar_t : mu_t), prior(prior_mu_t.defined()),
-        rows(rows_), cols(cols_) {}
+      : mu(mu_t),
+        logvar(logvar_t),
+        prior_mu(prior_mu_t.defined() ? prior_mu_t : mu_t),
+        prior_logvar(prior_logvar_t.defined() ? prior_logvar_t : mu_t),
+        prior(prior_mu_t.defined()),
+        rows(rows_),
+        cols(cols_) {}
 
   struct Tile {
     InputTile<scalar_t> mu_tile, logvar_tile, prior_mu_tile, prior_logvar_tile;
@@ -127,8 +130,8 @@ void sample_forward_typed(const LatentParams<scalar_t>& params, const at::Tensor
         if (samples > 0) store(std_from_logvar(lv), sigma + i);
         if (kl_p == nullptr) return;
         if (params.prior) {
-          const auto k = prior_terms(load<T>(tile.mu + i), lv, load<T>(tile.prior_mu + i),
-                                     load<T>(tile.prior_logvar + i));
+          const auto k =
+              prior_terms(load<T>(tile.mu + i), lv, load<T>(tile.prior_mu + i), load<T>(tile.prior_logvar + i));
           store(T(0.5) * twice_kl_term(k.w, k.d), kl_out + i);
         } else {
           store(T(0.5) * twice_kl_term(load<T>(tile.mu + i), lv), kl_out + i);
@@ -195,9 +198,8 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
       }
       const acc* grad_kl = kl_per_element ? grad_kl_p + p : grad_kl_spread;
       if (grad_kl_p != nullptr && !kl_per_element) {
-        for_each_row_segment(p, n, cols, [&](int64_t r, int64_t i, int64_t m) {
-          std::fill_n(grad_kl_spread + i, m, grad_kl_p[r]);
-        });
+        for_each_row_segment(
+            p, n, cols, [&](int64_t r, int64_t i, int64_t m) { std::fill_n(grad_kl_spread + i, m, grad_kl_p[r]); });
       }
       params.load(tile, p, n);
       acc* grad_mu = grad_mu_tile.begin(grad_mu_p + p, n);
@@ -210,8 +212,8 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
         T g_mu = T(0), g_lv = T(0);
         if (params.prior) {
           const T gkl = grad_kl_p != nullptr ? load<T>(grad_kl + i) : T(0);
-          const auto k = prior_terms(load<T>(tile.mu + i), lv, load<T>(tile.prior_mu + i),
-                                     load<T>(tile.prior_logvar + i));
+          const auto k =
+              prior_terms(load<T>(tile.mu + i), lv, load<T>(tile.prior_mu + i), load<T>(tile.prior_logvar + i));
           g_mu = gkl * k.w * k.inv_std;
           g_lv = gkl * kl_grad_logvar(k.d);
           store(T(0) - g_mu, grad_prior_mu + i);
@@ -240,21 +242,21 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
 
 }  // namespace
 
-void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu,
-                    const at::Tensor& prior_logvar, const at::Tensor& eps, const at::Tensor& seed,
-                    const at::Tensor& z, const at::Tensor& kl) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_forward", [&] {
+void sample_and_kl_forward_kernel(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu,
+                                  const at::Tensor& prior_logvar, const at::Tensor& eps, const at::Tensor& seed,
+                                  const at::Tensor& z, const at::Tensor& kl) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_and_kl_forward_kernel", [&] {
     const LatentParams<scalar_t> params(mu, logvar, prior_mu, prior_logvar, z.size(1), z.size(2));
     sample_forward_typed<scalar_t>(params, eps, seed, z, kl);
   });
 }
 
-void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-                     const at::Tensor& logvar, const at::Tensor& prior_mu, const at::Tensor& prior_logvar,
-                     const at::Tensor& eps, const at::Tensor& seed, const at::Tensor& grad_mu,
-                     const at::Tensor& grad_logvar, const at::Tensor& grad_prior_mu,
-                     const at::Tensor& grad_prior_logvar) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_backward", [&] {
+void sample_and_kl_backward_kernel(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
+                                   const at::Tensor& logvar, const at::Tensor& prior_mu, const at::Tensor& prior_logvar,
+                                   const at::Tensor& eps, const at::Tensor& seed, const at::Tensor& grad_mu,
+                                   const at::Tensor& grad_logvar, const at::Tensor& grad_prior_mu,
+                                   const at::Tensor& grad_prior_logvar) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_and_kl_backward_kernel", [&] {
     const LatentParams<scalar_t> params(mu, logvar, prior_mu, prior_logvar, grad_mu.size(0), grad_mu.size(1));
     sample_backward_typed<scalar_t>(grad_z, grad_kl, params, eps, seed, grad_mu, grad_logvar, grad_prior_mu,
                                     grad_prior_logvar);

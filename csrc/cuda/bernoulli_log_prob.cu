@@ -57,8 +57,8 @@ struct BernoulliGrad {
 
 }  // namespace
 
-void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out,
-                       const at::Tensor& grad_logits, double grad_scale, int64_t cols) {
+void bernoulli_log_prob_forward_kernel(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out,
+                                       const at::Tensor& grad_logits, double grad_scale, int64_t cols) {
   const DeviceGuard guard(logits.device());
   const int64_t rows = out.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_forward_cuda", [&] {
@@ -80,8 +80,8 @@ void bernoulli_forward(const at::Tensor& x, const at::Tensor& logits, const at::
   });
 }
 
-void bernoulli_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
-                        const at::Tensor& grad_logits) {
+void bernoulli_log_prob_backward_kernel(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits,
+                                        const at::Tensor& grad_logits) {
   const DeviceGuard guard(logits.device());
   const int64_t cols = grad_logits.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_backward_cuda", [&] {

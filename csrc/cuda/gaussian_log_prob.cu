@@ -74,8 +74,9 @@ struct GaussianGrad {
 
 }  // namespace
 
-void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar, const at::Tensor& out,
-                      const at::Tensor& grad_mean, const at::Tensor& grad_logvar, double grad_scale, int64_t cols) {
+void gaussian_log_prob_forward_kernel(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
+                                      const at::Tensor& out, const at::Tensor& grad_mean, const at::Tensor& grad_logvar,
+                                      double grad_scale, int64_t cols) {
   const DeviceGuard guard(mean.device());
   const int64_t rows = out.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_forward_cuda", [&] {
@@ -102,8 +103,9 @@ void gaussian_forward(const at::Tensor& x, const at::Tensor& mean, const at::Ten
   });
 }
 
-void gaussian_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
-                       const at::Tensor& grad_mean, const at::Tensor& grad_logvar) {
+void gaussian_log_prob_backward_kernel(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
+                                       const at::Tensor& logvar, const at::Tensor& grad_mean,
+                                       const at::Tensor& grad_logvar) {
   const DeviceGuard guard(mean.device());
   const int64_t cols = grad_mean.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mean.scalar_type(), "gaussian_backward_cuda", [&] {

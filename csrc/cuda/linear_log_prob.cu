@@ -15,7 +15,7 @@ struct BernoulliEpilogue {
   using acc = acc_t<scalar_t>;
   const scalar_t* x;
   const scalar_t* logits;
-  const acc* grad;       // row scales, or null for 1
+  const acc* grad;        // row scales, or null for 1
   scalar_t* grad_logits;  // null: the value only
   int64_t cols, x_rows;
 
@@ -83,29 +83,35 @@ scalar_t* optional_output(const at::Tensor& t) {
 
 }  // namespace
 
-void bernoulli_epilogue(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& grad,
-                        const at::Tensor& out, const at::Tensor& grad_logits) {
+void linear_bernoulli_log_prob_epilogue_kernel(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& grad,
+                                               const at::Tensor& out, const at::Tensor& grad_logits) {
   const DeviceGuard guard(logits.device());
   const int64_t rows = logits.size(0), cols = logits.size(1), x_rows = std::max<int64_t>(x.size(0), 1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_epilogue_cuda", [&] {
     using acc = acc_t<scalar_t>;
-    const BernoulliEpilogue<scalar_t> term{x.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(),
-                                           row_scales<scalar_t>(grad), optional_output<scalar_t>(grad_logits),
-                                           cols, x_rows};
+    const BernoulliEpilogue<scalar_t> term{x.const_data_ptr<scalar_t>(),
+                                           logits.const_data_ptr<scalar_t>(),
+                                           row_scales<scalar_t>(grad),
+                                           optional_output<scalar_t>(grad_logits),
+                                           cols,
+                                           x_rows};
     launch_row_sum<scalar_t>(term, out.data_ptr<acc>(), rows, cols, acc(1), acc(0),
                              can_pack<scalar_t>(cols, {term.x, term.logits, term.grad_logits}));
   });
 }
 
-void sigmoid_gaussian_epilogue(const at::Tensor& x, const at::Tensor& pre, const at::Tensor& grad,
-                               const at::Tensor& out, const at::Tensor& grad_pre) {
+void linear_gaussian_log_prob_epilogue_kernel(const at::Tensor& x, const at::Tensor& pre, const at::Tensor& grad,
+                                              const at::Tensor& out, const at::Tensor& grad_pre) {
   const DeviceGuard guard(pre.device());
   const int64_t rows = pre.size(0), cols = pre.size(1) / 2, x_rows = std::max<int64_t>(x.size(0), 1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pre.scalar_type(), "sigmoid_gaussian_epilogue_cuda", [&] {
     using acc = acc_t<scalar_t>;
-    const SigmoidGaussianEpilogue<scalar_t> term{x.const_data_ptr<scalar_t>(), pre.const_data_ptr<scalar_t>(),
-                                                 row_scales<scalar_t>(grad), optional_output<scalar_t>(grad_pre),
-                                                 cols, x_rows};
+    const SigmoidGaussianEpilogue<scalar_t> term{x.const_data_ptr<scalar_t>(),
+                                                 pre.const_data_ptr<scalar_t>(),
+                                                 row_scales<scalar_t>(grad),
+                                                 optional_output<scalar_t>(grad_pre),
+                                                 cols,
+                                                 x_rows};
     launch_row_sum<scalar_t>(term, out.data_ptr<acc>(), rows, cols, acc(1), acc(-0.5 * kLog2Pi) * acc(cols),
                              can_pack<scalar_t>(cols, {term.x, term.pre, term.grad_pre}));
   });

@@ -441,9 +441,9 @@ void for_layout(GroupLayout layout, const Launch& launch_with) {
 
 }  // namespace
 
-void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu,
-                    const at::Tensor& prior_logvar, const at::Tensor& eps, const at::Tensor& seed, const at::Tensor& z,
-                    const at::Tensor& kl) {
+void sample_and_kl_forward_kernel(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu,
+                                  const at::Tensor& prior_logvar, const at::Tensor& eps, const at::Tensor& seed,
+                                  const at::Tensor& z, const at::Tensor& kl) {
   const DeviceGuard guard(mu.device());
   const int64_t rows = z.size(1), cols = z.size(2), params = rows * cols, total = z.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_forward_cuda", [&] {
@@ -488,11 +488,11 @@ void sample_forward(const at::Tensor& mu, const at::Tensor& logvar, const at::Te
   });
 }
 
-void sample_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-                     const at::Tensor& logvar, const at::Tensor& prior_mu, const at::Tensor& prior_logvar,
-                     const at::Tensor& eps, const at::Tensor& seed, const at::Tensor& grad_mu,
-                     const at::Tensor& grad_logvar, const at::Tensor& grad_prior_mu,
-                     const at::Tensor& grad_prior_logvar) {
+void sample_and_kl_backward_kernel(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
+                                   const at::Tensor& logvar, const at::Tensor& prior_mu, const at::Tensor& prior_logvar,
+                                   const at::Tensor& eps, const at::Tensor& seed, const at::Tensor& grad_mu,
+                                   const at::Tensor& grad_logvar, const at::Tensor& grad_prior_mu,
+                                   const at::Tensor& grad_prior_logvar) {
   const DeviceGuard guard(mu.device());
   const int64_t samples = grad_z.size(0), cols = grad_mu.size(1), params = grad_mu.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mu.scalar_type(), "sample_backward_cuda", [&] {

@@ -9,10 +9,10 @@
 // x, logits: (rows, cols) inputs as broadcast_rows makes them (cols is E or 1; row r of the output
 // reads row r % rows of each). Writes out: (R), and grad_scale * d out[r] / d logits into
 // grad_logits (R, E) unless it is undefined.
-AEVB_KERNEL(bernoulli_forward, (const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out,
-                                const at::Tensor& grad_logits, double grad_scale, int64_t event))
+AEVB_KERNEL(bernoulli_log_prob_forward_kernel, (const at::Tensor& x, const at::Tensor& logits, const at::Tensor& out,
+                                                const at::Tensor& grad_logits, double grad_scale, int64_t event))
 // grad: (R). Writes grad_logits: (R, E).
-AEVB_KERNEL(bernoulli_backward,
+AEVB_KERNEL(bernoulli_log_prob_backward_kernel,
             (const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logits, const at::Tensor& grad_logits))
 
 namespace aevb_fast::ops {
@@ -24,8 +24,8 @@ Tensor bernoulli_log_prob(const Tensor& x, const Tensor& logits, int64_t event_d
   const auto s = check_log_prob_inputs(op, x, "logits", logits, event_dims);
   Tensor out = at::empty(logits.sizes().slice(0, logits.dim() - event_dims),
                          logits.options().dtype(accumulate_dtype(logits.scalar_type())));
-  bernoulli_forward(logits.device())(broadcast_rows(x, event_dims), broadcast_rows(logits, event_dims),
-                                     out.view({s.rows}), Tensor(), 0.0, s.event);
+  bernoulli_log_prob_forward_kernel(logits.device())(broadcast_rows(x, event_dims), broadcast_rows(logits, event_dims),
+                                                     out.view({s.rows}), Tensor(), 0.0, s.event);
   return reduce_rows(out, reduction);
 }
 
@@ -37,8 +37,9 @@ std::tuple<Tensor, Tensor> bernoulli_log_prob_with_grad(const Tensor& x, const T
   const auto s = check_log_prob_inputs(op, x, "logits", logits, event_dims);
   Tensor out = at::empty({s.rows}, logits.options().dtype(accumulate_dtype(logits.scalar_type())));
   Tensor grad_logits = at::empty(logits.sizes(), logits.options());
-  bernoulli_forward(logits.device())(broadcast_rows(x, event_dims), broadcast_rows(logits, event_dims), out,
-                                     grad_logits.view({s.rows, s.event}), row_weight(reduction, s.rows), s.event);
+  bernoulli_log_prob_forward_kernel(logits.device())(broadcast_rows(x, event_dims), broadcast_rows(logits, event_dims),
+                                                     out, grad_logits.view({s.rows, s.event}),
+                                                     row_weight(reduction, s.rows), s.event);
   return {reduce_rows(out, reduction), grad_logits};
 }
 
@@ -47,8 +48,9 @@ Tensor bernoulli_log_prob_backward(const Tensor& grad, const Tensor& x, const Te
   const auto s = check_log_prob_inputs(op, x, "logits", logits, event_dims);
   const Tensor grad_rows = check_log_prob_grad(op, grad, logits, event_dims, s.rows);
   Tensor grad_logits = at::empty(logits.sizes(), logits.options());
-  bernoulli_backward(logits.device())(grad_rows, broadcast_rows(x, event_dims), broadcast_rows(logits, event_dims),
-                                      grad_logits.view({s.rows, s.event}));
+  bernoulli_log_prob_backward_kernel(logits.device())(grad_rows, broadcast_rows(x, event_dims),
+                                                      broadcast_rows(logits, event_dims),
+                                                      grad_logits.view({s.rows, s.event}));
   return grad_logits;
 }
 
@@ -56,8 +58,7 @@ Tensor bernoulli_log_prob_backward(const Tensor& grad, const Tensor& x, const Te
 
 struct BernoulliLogProb : torch::autograd::Function<BernoulliLogProb> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& logits, int64_t event_dims) {
-    static const auto op =
-        find_op<Tensor(const Tensor&, const Tensor&, int64_t, c10::string_view)>("bernoulli_log_prob");
+    static const auto op = find_op<decltype(bernoulli_log_prob)>("bernoulli_log_prob");
     at::AutoDispatchBelowADInplaceOrView below;
     const Tensor x_ = saved_form(x, event_dims), logits_ = saved_form(logits, event_dims);
     ctx->save_for_backward({x_, logits_});
@@ -65,8 +66,7 @@ struct BernoulliLogProb : torch::autograd::Function<BernoulliLogProb> {
     return op.call(x_, logits_, event_dims, "none");
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op =
-        find_op<Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t)>("bernoulli_log_prob_backward");
+    static const auto op = find_op<decltype(bernoulli_log_prob_backward)>("bernoulli_log_prob_backward");
     const auto saved = ctx->get_saved_variables();
     const int64_t event_dims = ctx->saved_data["event_dims"].toInt();
     Tensor grad_logits = op.call(grads[0], saved[0], saved[1], event_dims);
@@ -80,8 +80,7 @@ struct BernoulliLogProb : torch::autograd::Function<BernoulliLogProb> {
 struct BernoulliLogProbTotal : torch::autograd::Function<BernoulliLogProbTotal> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& logits, int64_t event_dims,
                         const std::string& reduction) {
-    static const auto op = find_op<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, int64_t, c10::string_view)>(
-        "bernoulli_log_prob_with_grad");
+    static const auto op = find_op<decltype(bernoulli_log_prob_with_grad)>("bernoulli_log_prob_with_grad");
     at::AutoDispatchBelowADInplaceOrView below;
     auto [total, grad_logits] = op.call(x, logits, event_dims, reduction);
     keep_gradients(ctx, {grad_logits});

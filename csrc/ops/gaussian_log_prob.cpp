@@ -9,12 +9,13 @@
 // x, mean, logvar: (rows, cols) inputs as broadcast_rows makes them (cols is E or 1; row r of the
 // output reads row r % rows of each). Writes out: (R), and grad_scale * d out[r] / d mean, logvar
 // into grad_mean, grad_logvar (R, E) unless they are undefined.
-AEVB_KERNEL(gaussian_forward,
+AEVB_KERNEL(gaussian_log_prob_forward_kernel,
             (const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar, const at::Tensor& out,
              const at::Tensor& grad_mean, const at::Tensor& grad_logvar, double grad_scale, int64_t event))
 // grad: (R). Writes grad_mean, grad_logvar: (R, E).
-AEVB_KERNEL(gaussian_backward, (const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean,
-                                const at::Tensor& logvar, const at::Tensor& grad_mean, const at::Tensor& grad_logvar))
+AEVB_KERNEL(gaussian_log_prob_backward_kernel,
+            (const at::Tensor& grad, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& logvar,
+             const at::Tensor& grad_mean, const at::Tensor& grad_logvar))
 
 namespace aevb_fast::ops {
 namespace {
@@ -35,9 +36,9 @@ Tensor gaussian_log_prob(const Tensor& x, const Tensor& mean, const Tensor& logv
   const auto s = check_inputs(op, x, mean, logvar, event_dims);
   Tensor out = at::empty(mean.sizes().slice(0, mean.dim() - event_dims),
                          mean.options().dtype(accumulate_dtype(mean.scalar_type())));
-  gaussian_forward(mean.device())(broadcast_rows(x, event_dims), broadcast_rows(mean, event_dims),
-                                  broadcast_rows(logvar, event_dims), out.view({s.rows}), Tensor(), Tensor(), 0.0,
-                                  s.event);
+  gaussian_log_prob_forward_kernel(mean.device())(broadcast_rows(x, event_dims), broadcast_rows(mean, event_dims),
+                                                  broadcast_rows(logvar, event_dims), out.view({s.rows}), Tensor(),
+                                                  Tensor(), 0.0, s.event);
   return reduce_rows(out, reduction);
 }
 
@@ -51,9 +52,9 @@ std::tuple<Tensor, Tensor, Tensor> gaussian_log_prob_with_grad(const Tensor& x, 
   Tensor out = at::empty({s.rows}, mean.options().dtype(accumulate_dtype(mean.scalar_type())));
   Tensor grad_mean = at::empty(mean.sizes(), mean.options());
   Tensor grad_logvar = at::empty(mean.sizes(), mean.options());
-  gaussian_forward(mean.device())(broadcast_rows(x, event_dims), broadcast_rows(mean, event_dims),
-                                  broadcast_rows(logvar, event_dims), out, grad_mean.view({s.rows, s.event}),
-                                  grad_logvar.view({s.rows, s.event}), row_weight(reduction, s.rows), s.event);
+  gaussian_log_prob_forward_kernel(mean.device())(
+      broadcast_rows(x, event_dims), broadcast_rows(mean, event_dims), broadcast_rows(logvar, event_dims), out,
+      grad_mean.view({s.rows, s.event}), grad_logvar.view({s.rows, s.event}), row_weight(reduction, s.rows), s.event);
   return {reduce_rows(out, reduction), grad_mean, grad_logvar};
 }
 
@@ -64,9 +65,9 @@ std::tuple<Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad, const 
   const Tensor grad_rows = check_log_prob_grad(op, grad, mean, event_dims, s.rows);
   Tensor grad_mean = at::empty(mean.sizes(), mean.options());
   Tensor grad_logvar = at::empty(mean.sizes(), mean.options());
-  gaussian_backward(mean.device())(grad_rows, broadcast_rows(x, event_dims), broadcast_rows(mean, event_dims),
-                                   broadcast_rows(logvar, event_dims), grad_mean.view({s.rows, s.event}),
-                                   grad_logvar.view({s.rows, s.event}));
+  gaussian_log_prob_backward_kernel(mean.device())(
+      grad_rows, broadcast_rows(x, event_dims), broadcast_rows(mean, event_dims), broadcast_rows(logvar, event_dims),
+      grad_mean.view({s.rows, s.event}), grad_logvar.view({s.rows, s.event}));
   return {grad_mean, grad_logvar};
 }
 
@@ -75,8 +76,7 @@ std::tuple<Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad, const 
 struct GaussianLogProb : torch::autograd::Function<GaussianLogProb> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& mean, const Tensor& logvar,
                         int64_t event_dims) {
-    static const auto op =
-        find_op<Tensor(const Tensor&, const Tensor&, const Tensor&, int64_t, c10::string_view)>("gaussian_log_prob");
+    static const auto op = find_op<decltype(gaussian_log_prob)>("gaussian_log_prob");
     at::AutoDispatchBelowADInplaceOrView below;
     const Tensor x_ = saved_form(x, event_dims), mean_ = saved_form(mean, event_dims),
                  logvar_ = saved_form(logvar, event_dims);
@@ -85,9 +85,7 @@ struct GaussianLogProb : torch::autograd::Function<GaussianLogProb> {
     return op.call(x_, mean_, logvar_, event_dims, "none");
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op =
-        find_op<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t)>(
-            "gaussian_log_prob_backward");
+    static const auto op = find_op<decltype(gaussian_log_prob_backward)>("gaussian_log_prob_backward");
     const auto saved = ctx->get_saved_variables();
     auto [grad_mean, grad_logvar] =
         op.call(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["event_dims"].toInt());
@@ -100,8 +98,7 @@ struct GaussianLogProb : torch::autograd::Function<GaussianLogProb> {
 struct GaussianLogProbTotal : torch::autograd::Function<GaussianLogProbTotal> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& mean, const Tensor& logvar,
                         int64_t event_dims, const std::string& reduction) {
-    static const auto op = find_op<std::tuple<Tensor, Tensor, Tensor>(
-        const Tensor&, const Tensor&, const Tensor&, int64_t, c10::string_view)>("gaussian_log_prob_with_grad");
+    static const auto op = find_op<decltype(gaussian_log_prob_with_grad)>("gaussian_log_prob_with_grad");
     at::AutoDispatchBelowADInplaceOrView below;
     auto [total, grad_mean, grad_logvar] = op.call(x, mean, logvar, event_dims, reduction);
     keep_gradients(ctx, {mean.requires_grad() ? grad_mean : Tensor(), logvar.requires_grad() ? grad_logvar : Tensor()});

@@ -15,12 +15,14 @@
 // The epilogues, on one chunk of rows. x: (Rx, E), row r of the chunk paired with row r % Rx.
 // Write out: (R) always, and grad_logits (grad_pre): (R, E) when defined, scaled by grad[r] when
 // grad (R) is defined, else by 1.
-AEVB_KERNEL(bernoulli_epilogue, (const at::Tensor& x, const at::Tensor& logits, const at::Tensor& grad,
-                                 const at::Tensor& out, const at::Tensor& grad_logits))
+AEVB_KERNEL(linear_bernoulli_log_prob_epilogue_kernel,
+            (const at::Tensor& x, const at::Tensor& logits, const at::Tensor& grad, const at::Tensor& out,
+             const at::Tensor& grad_logits))
 // pre: (R, 2E), per row the mean's pre-activation a (mean = sigmoid(a)), then the log-variance;
 // grad_pre: (R, 2E) likewise.
-AEVB_KERNEL(sigmoid_gaussian_epilogue, (const at::Tensor& x, const at::Tensor& pre, const at::Tensor& grad,
-                                        const at::Tensor& out, const at::Tensor& grad_pre))
+AEVB_KERNEL(linear_gaussian_log_prob_epilogue_kernel,
+            (const at::Tensor& x, const at::Tensor& pre, const at::Tensor& grad, const at::Tensor& out,
+             const at::Tensor& grad_pre))
 
 namespace aevb_fast::ops {
 namespace {
@@ -32,8 +34,7 @@ struct HeadShape {
 };
 
 HeadShape check_head_inputs(const char* op, int parts, const at::Tensor& x, const at::Tensor& h,
-                            const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                            int64_t chunk_size) {
+                            const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t chunk_size) {
   check_float_tensor(op, "x", x);
   check_float_tensor(op, "h", h);
   check_float_tensor(op, "weight", weight);
@@ -46,8 +47,8 @@ HeadShape check_head_inputs(const char* op, int parts, const at::Tensor& x, cons
   if (bias.has_value()) {
     check_float_tensor(op, "bias", *bias);
     check_same_dtype_device(op, "bias", *bias, "h", h);
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == parts * cols, op, ": bias must have shape (",
-                      parts * cols, ",), got ", bias->sizes());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == parts * cols, op, ": bias must have shape (", parts * cols,
+                      ",), got ", bias->sizes());
   }
   const int64_t lead = h.dim() - x.dim();
   TORCH_CHECK_VALUE(lead >= 0 && h.sizes().slice(lead, x.dim() - 1) == x.sizes().slice(0, x.dim() - 1), op,
@@ -84,7 +85,8 @@ void for_each_chunk(const HeadShape& s, int64_t chunk_size, const Body& body) {
 using Epilogue = void(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&);
 
 Epilogue* epilogue_of(LinearHead head, const at::Device& device) {
-  return head == LinearHead::kBernoulli ? bernoulli_epilogue(device) : sigmoid_gaussian_epilogue(device);
+  return head == LinearHead::kBernoulli ? linear_bernoulli_log_prob_epilogue_kernel(device)
+                                        : linear_gaussian_log_prob_epilogue_kernel(device);
 }
 
 int parts_of(LinearHead head) { return head == LinearHead::kBernoulli ? 1 : 2; }
@@ -97,8 +99,8 @@ struct HeadPass {
   const std::optional<at::Tensor>& bias;
   int64_t chunk_size;
 
-  void run(const HeadShape& s, const at::Tensor& grad, const at::Tensor& out,
-           const at::Tensor& grad_h, const at::Tensor& grad_weight_acc, const at::Tensor& grad_bias_acc) const {
+  void run(const HeadShape& s, const at::Tensor& grad, const at::Tensor& out, const at::Tensor& grad_h,
+           const at::Tensor& grad_weight_acc, const at::Tensor& grad_bias_acc) const {
     const at::Tensor x_rows = x.contiguous().view({s.x_rows, s.cols});
     const at::Tensor h_rows = h.contiguous().view({s.rows, s.hidden});
     const at::Tensor weight_t = weight.t();
@@ -116,8 +118,8 @@ struct HeadPass {
       }
       at::Tensor grad_chunk = grad_h.defined() ? grad_pre.narrow(0, 0, c.count) : at::Tensor();
       epilogue_of(head, h.device())(x_rows.narrow(0, c.x_row, c.x_count), pre_chunk,
-                           grad.defined() ? grad.narrow(0, c.row, c.count) : at::Tensor(),
-                           out.narrow(0, c.row, c.count), grad_chunk);
+                                    grad.defined() ? grad.narrow(0, c.row, c.count) : at::Tensor(),
+                                    out.narrow(0, c.row, c.count), grad_chunk);
       if (!grad_h.defined()) return;
       at::Tensor grad_h_chunk = grad_h.narrow(0, c.row, c.count);
       at::mm_out(grad_h_chunk, grad_chunk, weight);
@@ -136,41 +138,40 @@ at::Tensor row_output_shape_like(const at::Tensor& h, const at::Tensor& rows) {
 }
 
 const char* forward_name(LinearHead head) {
-  return head == LinearHead::kBernoulli ? "aevb_fast.linear_bernoulli_log_prob"
-                                        : "aevb_fast.linear_gaussian_log_prob";
+  return head == LinearHead::kBernoulli ? "aevb_fast.linear_bernoulli_log_prob" : "aevb_fast.linear_gaussian_log_prob";
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gradient_buffers(const at::Tensor& h, const at::Tensor& weight,
-                                                                 const HeadShape& s) {
+                                                                const HeadShape& s) {
   const auto acc = accumulate_dtype(weight.scalar_type());
   return {at::empty({s.rows, s.hidden}, h.options()), at::zeros(weight.sizes(), weight.options().dtype(acc)),
           at::zeros({s.width}, weight.options().dtype(acc))};
 }
 
-at::Tensor linear_log_prob(LinearHead head, const at::Tensor& x, const at::Tensor& h,
-                           const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                           c10::string_view reduction, int64_t chunk_size) {
+at::Tensor linear_log_prob(LinearHead head, const at::Tensor& x, const at::Tensor& h, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias, c10::string_view reduction, int64_t chunk_size) {
   const char* op = forward_name(head);
   TORCH_CHECK_VALUE(reduction == "none" || reduction == "sum" || reduction == "mean", op,
                     ": reduction must be 'none', 'sum' or 'mean', got '", reduction, "'");
   const HeadShape s = check_head_inputs(op, parts_of(head), x, h, weight, bias, chunk_size);
   at::Tensor out = at::empty({s.rows}, h.options().dtype(accumulate_dtype(h.scalar_type())));
-  HeadPass{head, x, h, weight, bias, chunk_size}.run(s, at::Tensor(), out, at::Tensor(), at::Tensor(),
-                                                         at::Tensor());
+  HeadPass{head, x, h, weight, bias, chunk_size}.run(s, at::Tensor(), out, at::Tensor(), at::Tensor(), at::Tensor());
   if (reduction == "sum") return out.sum();
   if (reduction == "mean") return out.mean();
   return row_output_shape_like(h, out);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_log_prob_backward(
-    LinearHead head, const at::Tensor& grad, const at::Tensor& x, const at::Tensor& h,
-    const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t chunk_size) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_log_prob_backward(LinearHead head, const at::Tensor& grad,
+                                                                        const at::Tensor& x, const at::Tensor& h,
+                                                                        const at::Tensor& weight,
+                                                                        const std::optional<at::Tensor>& bias,
+                                                                        int64_t chunk_size) {
   const char* op = head == LinearHead::kBernoulli ? "aevb_fast.linear_bernoulli_log_prob_backward"
                                                   : "aevb_fast.linear_gaussian_log_prob_backward";
   const HeadShape s = check_head_inputs(op, parts_of(head), x, h, weight, bias, chunk_size);
   TORCH_CHECK_VALUE(grad.sizes() == h.sizes().slice(0, h.dim() - 1), op,
-                    ": grad must have the shape of the forward output ", h.sizes().slice(0, h.dim() - 1),
-                    ", got ", grad.sizes());
+                    ": grad must have the shape of the forward output ", h.sizes().slice(0, h.dim() - 1), ", got ",
+                    grad.sizes());
   TORCH_CHECK_VALUE(grad.device() == h.device(), op, ": grad is on ", grad.device(), " but h is on ", h.device());
   const at::Tensor grad_rows = grad.to(accumulate_dtype(h.scalar_type())).contiguous().view({s.rows});
   auto [grad_h, grad_weight, grad_bias] = gradient_buffers(h, weight, s);
@@ -221,8 +222,10 @@ struct HeadOps {
 // The heads' gradients come from operators with no derivative of their own (and, for sum/mean,
 // from the forward pass): a graph of them (create_graph=True) would be silently wrong.
 void check_no_double_backward(const char* name) {
-  TORCH_CHECK(!at::GradMode::is_enabled(), "aevb_fast.", name, ": double backward (create_graph=True) is not "
-              "supported; use aevb_fast.reference.", name, " for higher-order gradients");
+  TORCH_CHECK(!at::GradMode::is_enabled(), "aevb_fast.", name,
+              ": double backward (create_graph=True) is not "
+              "supported; use aevb_fast.reference.",
+              name, " for higher-order gradients");
 }
 
 }  // namespace
@@ -242,11 +245,10 @@ struct GaussianHead {
 // The operators of one head, found in this library.
 template <typename Head>
 struct LinearHeadOps {
-  using Forward = Tensor(const Tensor&, const Tensor&, const Tensor&, const Optional&, c10::string_view, int64_t);
-  using Backward = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                                      const Optional&, int64_t);
-  using WithGrads = std::tuple<Tensor, Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
-                                                               const Optional&, c10::string_view, int64_t);
+  // The operators' signatures are their host functions' (HeadOps, registered below).
+  using Forward = decltype(HeadOps<LinearHead::kBernoulli>::forward);
+  using Backward = decltype(HeadOps<LinearHead::kBernoulli>::backward);
+  using WithGrads = decltype(HeadOps<LinearHead::kBernoulli>::with_grads);
   static const LinearHeadOps& get() {
     static const LinearHeadOps ops;
     return ops;
@@ -294,7 +296,8 @@ struct LinearHeadTotal : torch::autograd::Function<LinearHeadTotal<Head>> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     check_no_double_backward(Head::name);
-    TORCH_CHECK(ctx->saved_data.count("grad_h") == 1, "aevb_fast.", Head::name, ": trying to backward through "
+    TORCH_CHECK(ctx->saved_data.count("grad_h") == 1, "aevb_fast.", Head::name,
+                ": trying to backward through "
                 "the graph a second time; pass retain_graph=True to the first backward");
     const bool keep = torch::autograd::get_current_graph_task_keep_graph();
     const auto scaled = [&](const char* name) {
@@ -330,10 +333,14 @@ AEVB_OPS(m) {
   const std::string inputs = "Tensor x, Tensor h, Tensor weight, Tensor? bias";
   for (const std::string name : {"linear_bernoulli_log_prob", "linear_gaussian_log_prob"}) {
     m.def((name + "(" + inputs + ", str reduction, int chunk_size) -> Tensor").c_str());
-    m.def((name + "_backward(Tensor grad, " + inputs + ", int chunk_size) "
-           "-> (Tensor grad_h, Tensor grad_weight, Tensor grad_bias)").c_str());
-    m.def((name + "_with_grads(" + inputs + ", str reduction, int chunk_size) "
-           "-> (Tensor total, Tensor grad_h, Tensor grad_weight, Tensor grad_bias)").c_str());
+    m.def((name + "_backward(Tensor grad, " + inputs +
+           ", int chunk_size) "
+           "-> (Tensor grad_h, Tensor grad_weight, Tensor grad_bias)")
+              .c_str());
+    m.def((name + "_with_grads(" + inputs +
+           ", str reduction, int chunk_size) "
+           "-> (Tensor total, Tensor grad_h, Tensor grad_weight, Tensor grad_bias)")
+              .c_str());
   }
   using Bernoulli = HeadOps<LinearHead::kBernoulli>;
   using Gaussian = HeadOps<LinearHead::kSigmoidGaussian>;

@@ -8,16 +8,16 @@
 // prior undefined for N(0, I). eps: (L, R, J), or undefined to draw noise from seed (int64 [key,
 // offset]). Writes z: (L, R, J) (L may be 0) and, if defined, kl in the accumulation dtype: (R),
 // or (R, J) for the KL of each element.
-AEVB_KERNEL(sample_forward, (const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu,
-                             const at::Tensor& prior_logvar, const at::Tensor& eps, const at::Tensor& seed,
-                             const at::Tensor& z, const at::Tensor& kl))
+AEVB_KERNEL(sample_and_kl_forward_kernel,
+            (const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& prior_mu, const at::Tensor& prior_logvar,
+             const at::Tensor& eps, const at::Tensor& seed, const at::Tensor& z, const at::Tensor& kl))
 // grad_z: (L, R, J); grad_kl: (R), (R, J) or undefined. Writes grad_mu, grad_logvar and, with a
 // prior, grad_prior_mu, grad_prior_logvar: (R, J).
-AEVB_KERNEL(sample_backward, (const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-                              const at::Tensor& logvar, const at::Tensor& prior_mu, const at::Tensor& prior_logvar,
-                              const at::Tensor& eps, const at::Tensor& seed, const at::Tensor& grad_mu,
-                              const at::Tensor& grad_logvar, const at::Tensor& grad_prior_mu,
-                              const at::Tensor& grad_prior_logvar))
+AEVB_KERNEL(sample_and_kl_backward_kernel,
+            (const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu, const at::Tensor& logvar,
+             const at::Tensor& prior_mu, const at::Tensor& prior_logvar, const at::Tensor& eps, const at::Tensor& seed,
+             const at::Tensor& grad_mu, const at::Tensor& grad_logvar, const at::Tensor& grad_prior_mu,
+             const at::Tensor& grad_prior_logvar))
 
 namespace aevb_fast::ops {
 namespace {
@@ -28,14 +28,14 @@ using Quad = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 // mu, logvar and the optional prior, checked, and the kernels' (rows, cols) view of them: cols is
 // the product of the last event_dims dims (of the last dim when event_dims is 0: the KL is then
 // returned per element).
-struct Latents {
+struct LatentBlocks {
   Tensor mu, logvar, prior_mu, prior_logvar;  // as broadcast_rows blocks
   int64_t rows, cols, event_dims;
   std::vector<int64_t> kl_shape;
 };
 
-Latents check_latents(const char* op, const Tensor& mu, const Tensor& logvar, const Optional& prior_mu,
-                      const Optional& prior_logvar, int64_t event_dims) {
+LatentBlocks check_latents(const char* op, const Tensor& mu, const Tensor& logvar, const Optional& prior_mu,
+                           const Optional& prior_logvar, int64_t event_dims) {
   check_float_tensor(op, "mu", mu);
   check_float_tensor(op, "logvar", logvar);
   check_same_dtype_device(op, "logvar", logvar, "mu", mu);
@@ -49,11 +49,11 @@ Latents check_latents(const char* op, const Tensor& mu, const Tensor& logvar, co
       check_same_shape(op, name, t, "mu", mu);
     }
   }
-  TORCH_CHECK_VALUE(event_dims >= 0 && event_dims <= mu.dim(), op, ": event_dims must be between 0 and mu.dim() = ",
-                    mu.dim(), ", got ", event_dims);
+  TORCH_CHECK_VALUE(event_dims >= 0 && event_dims <= mu.dim(), op,
+                    ": event_dims must be between 0 and mu.dim() = ", mu.dim(), ", got ", event_dims);
   const int64_t layout_dims = std::max<int64_t>(event_dims, 1);
   const auto sizes = mu.sizes();
-  Latents l;
+  LatentBlocks l;
   l.mu = broadcast_rows(mu, layout_dims);
   l.logvar = broadcast_rows(logvar, layout_dims);
   if (prior_mu.has_value()) {
@@ -79,14 +79,14 @@ std::vector<int64_t> check_noise(const char* op, const Tensor& mu, const Optiona
   if (eps.has_value()) {
     check_float_tensor(op, "eps", *eps);
     check_same_dtype_device(op, "eps", *eps, "mu", mu);
-    TORCH_CHECK_VALUE(eps->sizes() == at::IntArrayRef(z_shape), op, ": eps must have shape ",
-                      at::IntArrayRef(z_shape), " (num_samples, *mu.shape), got ", eps->sizes());
+    TORCH_CHECK_VALUE(eps->sizes() == at::IntArrayRef(z_shape), op, ": eps must have shape ", at::IntArrayRef(z_shape),
+                      " (num_samples, *mu.shape), got ", eps->sizes());
   } else {
     TORCH_CHECK_VALUE(seed->scalar_type() == at::kLong && seed->numel() == 2, op,
                       ": seed must be an int64 tensor of 2 elements [key, offset], got ", seed->scalar_type(),
                       " of shape ", seed->sizes());
-    TORCH_CHECK_VALUE(seed->device() == mu.device(), op, ": seed is on ", seed->device(), " but mu is on ",
-                      mu.device(), "; they must be on the same device");
+    TORCH_CHECK_VALUE(seed->device() == mu.device(), op, ": seed is on ", seed->device(), " but mu is on ", mu.device(),
+                      "; they must be on the same device");
   }
   return z_shape;
 }
@@ -98,28 +98,28 @@ Tensor noise_rows(const Optional& eps, int64_t num_samples, int64_t rows, int64_
 Tensor seed_or_undefined(const Optional& seed) { return seed.has_value() ? seed->contiguous() : Tensor(); }
 
 // The KL in the kernels' layout: (R), or (R, J) per element.
-std::vector<int64_t> kl_rows(const Latents& l) {
+std::vector<int64_t> kl_rows(const LatentBlocks& l) {
   return l.event_dims == 0 ? std::vector<int64_t>{l.rows, l.cols} : std::vector<int64_t>{l.rows};
 }
 
 Pair forward(const char* op, const Tensor& mu, const Tensor& logvar, const Optional& prior_mu,
              const Optional& prior_logvar, int64_t event_dims, const Optional& eps, const Optional& seed,
              int64_t num_samples, bool need_noise, bool need_kl) {
-  const Latents l = check_latents(op, mu, logvar, prior_mu, prior_logvar, event_dims);
+  const LatentBlocks l = check_latents(op, mu, logvar, prior_mu, prior_logvar, event_dims);
   const auto z_shape = check_noise(op, mu, eps, seed, num_samples, need_noise);
   Tensor z = at::empty(z_shape, mu.options());
   Tensor kl;
   if (need_kl) kl = at::empty(l.kl_shape, mu.options().dtype(accumulate_dtype(mu.scalar_type())));
-  sample_forward(mu.device())(l.mu, l.logvar, l.prior_mu, l.prior_logvar, noise_rows(eps, num_samples, l.rows, l.cols),
-                              seed_or_undefined(seed), z.view({num_samples, l.rows, l.cols}),
-                              need_kl ? kl.view(kl_rows(l)) : Tensor());
+  sample_and_kl_forward_kernel(mu.device())(
+      l.mu, l.logvar, l.prior_mu, l.prior_logvar, noise_rows(eps, num_samples, l.rows, l.cols), seed_or_undefined(seed),
+      z.view({num_samples, l.rows, l.cols}), need_kl ? kl.view(kl_rows(l)) : Tensor());
   return {z, kl};
 }
 
 Quad backward(const char* op, const Tensor& grad_z, const Tensor& grad_kl, const Tensor& mu, const Tensor& logvar,
               const Optional& prior_mu, const Optional& prior_logvar, int64_t event_dims, const Optional& eps,
               const Optional& seed) {
-  const Latents l = check_latents(op, mu, logvar, prior_mu, prior_logvar, event_dims);
+  const LatentBlocks l = check_latents(op, mu, logvar, prior_mu, prior_logvar, event_dims);
   const int64_t num_samples = grad_z.dim() == mu.dim() + 1 ? grad_z.size(0) : -1;
   const bool need_noise = num_samples > 0;
   const auto z_shape = check_noise(op, mu, eps, seed, std::max<int64_t>(num_samples, 0), need_noise);
@@ -131,8 +131,8 @@ Quad backward(const char* op, const Tensor& grad_z, const Tensor& grad_kl, const
   if (grad_kl.defined()) {
     TORCH_CHECK_VALUE(grad_kl.sizes() == at::IntArrayRef(l.kl_shape), op, ": grad_kl must have shape ",
                       at::IntArrayRef(l.kl_shape), " (mu.shape[:mu.dim() - event_dims]), got ", grad_kl.sizes());
-    TORCH_CHECK_VALUE(grad_kl.device() == mu.device(), op, ": grad_kl is on ", grad_kl.device(),
-                      " but mu is on ", mu.device());
+    TORCH_CHECK_VALUE(grad_kl.device() == mu.device(), op, ": grad_kl is on ", grad_kl.device(), " but mu is on ",
+                      mu.device());
     grad_kl_rows = grad_kl.to(accumulate_dtype(mu.scalar_type())).contiguous().view(kl_rows(l));
   }
   const bool prior = prior_mu.has_value();
@@ -142,11 +142,11 @@ Quad backward(const char* op, const Tensor& grad_z, const Tensor& grad_kl, const
   Tensor grad_prior_mu = prior ? at::empty(mu.sizes(), mu.options()) : at::empty({0}, mu.options());
   Tensor grad_prior_logvar = prior ? at::empty(mu.sizes(), mu.options()) : at::empty({0}, mu.options());
   const auto as_block = [&](const Tensor& t) { return prior ? t.view({l.rows, l.cols}) : Tensor(); };
-  sample_backward(mu.device())(grad_z.contiguous().view({z_shape[0], l.rows, l.cols}), grad_kl_rows, l.mu, l.logvar,
-                               l.prior_mu, l.prior_logvar,
-                               need_noise ? noise_rows(eps, z_shape[0], l.rows, l.cols) : Tensor(),
-                               need_noise ? seed_or_undefined(seed) : Tensor(), grad_mu.view({l.rows, l.cols}),
-                               grad_logvar.view({l.rows, l.cols}), as_block(grad_prior_mu), as_block(grad_prior_logvar));
+  sample_and_kl_backward_kernel(mu.device())(
+      grad_z.contiguous().view({z_shape[0], l.rows, l.cols}), grad_kl_rows, l.mu, l.logvar, l.prior_mu, l.prior_logvar,
+      need_noise ? noise_rows(eps, z_shape[0], l.rows, l.cols) : Tensor(),
+      need_noise ? seed_or_undefined(seed) : Tensor(), grad_mu.view({l.rows, l.cols}),
+      grad_logvar.view({l.rows, l.cols}), as_block(grad_prior_mu), as_block(grad_prior_logvar));
   return {grad_mu, grad_logvar, grad_prior_mu, grad_prior_logvar};
 }
 
@@ -161,8 +161,8 @@ Pair sample_and_kl(const Tensor& mu, const Tensor& logvar, const Optional& eps, 
 Quad sample_and_kl_backward(const Tensor& grad_z, const Tensor& grad_kl, const Tensor& mu, const Tensor& logvar,
                             const Optional& eps, const Optional& seed, const Optional& prior_mu,
                             const Optional& prior_logvar, int64_t event_dims) {
-  return backward("aevb_fast.sample_and_kl_backward", grad_z, grad_kl, mu, logvar, prior_mu, prior_logvar,
-                  event_dims, eps, seed);
+  return backward("aevb_fast.sample_and_kl_backward", grad_z, grad_kl, mu, logvar, prior_mu, prior_logvar, event_dims,
+                  eps, seed);
 }
 
 Tensor reparameterize(const Tensor& mu, const Tensor& logvar, const Optional& eps, const Optional& seed,
@@ -173,8 +173,8 @@ Tensor reparameterize(const Tensor& mu, const Tensor& logvar, const Optional& ep
 
 Pair reparameterize_backward(const Tensor& grad_z, const Tensor& mu, const Tensor& logvar, const Optional& eps,
                              const Optional& seed) {
-  auto grads = backward("aevb_fast.reparameterize_backward", grad_z, Tensor(), mu, logvar, std::nullopt,
-                        std::nullopt, 1, eps, seed);
+  auto grads = backward("aevb_fast.reparameterize_backward", grad_z, Tensor(), mu, logvar, std::nullopt, std::nullopt,
+                        1, eps, seed);
   return {std::get<0>(grads), std::get<1>(grads)};
 }
 
@@ -203,7 +203,8 @@ variable_list saved_latents(const Tensor& mu, const Tensor& logvar, const Option
                             const Optional& prior_logvar, int64_t event_dims) {
   const int64_t layout_dims = std::max<int64_t>(event_dims, 1);
   return {saved_form(mu, layout_dims), saved_form(logvar, layout_dims),
-          saved_form(prior_mu.value_or(Tensor()), layout_dims), saved_form(prior_logvar.value_or(Tensor()), layout_dims)};
+          saved_form(prior_mu.value_or(Tensor()), layout_dims),
+          saved_form(prior_logvar.value_or(Tensor()), layout_dims)};
 }
 
 // d z / d eps = sigma: only when a user's eps requires grad (rare; plain ATen is fine).
@@ -219,16 +220,14 @@ Tensor grad_eps(AutogradContext* ctx, const Tensor& grad_z, const Tensor& logvar
 struct Reparameterize : torch::autograd::Function<Reparameterize> {
   static Tensor forward(AutogradContext* ctx, const Tensor& mu, const Tensor& logvar, const Optional& eps,
                         const Optional& seed, int64_t num_samples) {
-    static const auto op =
-        find_op<Tensor(const Tensor&, const Tensor&, const Optional&, const Optional&, int64_t)>("reparameterize");
+    static const auto op = find_op<decltype(reparameterize)>("reparameterize");
     at::AutoDispatchBelowADInplaceOrView below;
     const Tensor mu_ = saved_form(mu, 1), logvar_ = saved_form(logvar, 1);
     ctx->save_for_backward({mu_, logvar_, eps.value_or(Tensor()), seed.value_or(Tensor())});
     return op.call(mu_, logvar_, eps, seed, num_samples);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = find_op<Pair(const Tensor&, const Tensor&, const Tensor&, const Optional&,
-                                        const Optional&)>("reparameterize_backward");
+    static const auto op = find_op<decltype(reparameterize_backward)>("reparameterize_backward");
     const auto saved = ctx->get_saved_variables();
     auto [grad_mu, grad_logvar] =
         op.call(grads[0], saved[0], saved[1], saved_optional(saved[2]), saved_optional(saved[3]));
@@ -240,36 +239,38 @@ struct SampleAndKL : torch::autograd::Function<SampleAndKL> {
   static variable_list forward(AutogradContext* ctx, const Tensor& mu, const Tensor& logvar, const Optional& eps,
                                const Optional& seed, int64_t num_samples, const Optional& prior_mu,
                                const Optional& prior_logvar, int64_t event_dims) {
-    static const auto op = find_op<Pair(const Tensor&, const Tensor&, const Optional&, const Optional&, int64_t,
-                                        const Optional&, const Optional&, int64_t)>("sample_and_kl");
+    static const auto op = find_op<decltype(sample_and_kl)>("sample_and_kl");
     at::AutoDispatchBelowADInplaceOrView below;
     const auto in = saved_latents(mu, logvar, prior_mu, prior_logvar, event_dims);
     ctx->save_for_backward({in[0], in[1], eps.value_or(Tensor()), seed.value_or(Tensor()), in[2], in[3]});
     ctx->saved_data["event_dims"] = event_dims;
-    auto [z, kl] = op.call(in[0], in[1], eps, seed, num_samples, saved_optional(in[2]), saved_optional(in[3]),
-                           event_dims);
+    auto [z, kl] =
+        op.call(in[0], in[1], eps, seed, num_samples, saved_optional(in[2]), saved_optional(in[3]), event_dims);
     return {z, kl};
   }
   // An unused output's gradient arrives as zeros (materialize_grads, the default).
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op =
-        find_op<Quad(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Optional&, const Optional&,
-                     const Optional&, const Optional&, int64_t)>("sample_and_kl_backward");
+    static const auto op = find_op<decltype(sample_and_kl_backward)>("sample_and_kl_backward");
     const auto saved = ctx->get_saved_variables();
     auto [grad_mu, grad_logvar, grad_prior_mu, grad_prior_logvar] =
         op.call(grads[0], grads[1], saved[0], saved[1], saved_optional(saved[2]), saved_optional(saved[3]),
                 saved_optional(saved[4]), saved_optional(saved[5]), ctx->saved_data["event_dims"].toInt());
     const bool prior = saved[4].defined();
-    return {grad_mu,  grad_logvar, grad_eps(ctx, grads[0], saved[1], saved[2]), Tensor(), Tensor(),
-            prior ? grad_prior_mu : Tensor(), prior ? grad_prior_logvar : Tensor(), Tensor()};
+    return {grad_mu,
+            grad_logvar,
+            grad_eps(ctx, grads[0], saved[1], saved[2]),
+            Tensor(),
+            Tensor(),
+            prior ? grad_prior_mu : Tensor(),
+            prior ? grad_prior_logvar : Tensor(),
+            Tensor()};
   }
 };
 
 struct GaussianKL : torch::autograd::Function<GaussianKL> {
   static Tensor forward(AutogradContext* ctx, const Tensor& mu, const Tensor& logvar, const Optional& prior_mu,
                         const Optional& prior_logvar, int64_t event_dims) {
-    static const auto op =
-        find_op<Tensor(const Tensor&, const Tensor&, const Optional&, const Optional&, int64_t)>("gaussian_kl");
+    static const auto op = find_op<decltype(gaussian_kl)>("gaussian_kl");
     at::AutoDispatchBelowADInplaceOrView below;
     const auto in = saved_latents(mu, logvar, prior_mu, prior_logvar, event_dims);
     ctx->save_for_backward(in);
@@ -277,8 +278,7 @@ struct GaussianKL : torch::autograd::Function<GaussianKL> {
     return op.call(in[0], in[1], saved_optional(in[2]), saved_optional(in[3]), event_dims);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = find_op<Quad(const Tensor&, const Tensor&, const Tensor&, const Optional&,
-                                        const Optional&, int64_t)>("gaussian_kl_backward");
+    static const auto op = find_op<decltype(gaussian_kl_backward)>("gaussian_kl_backward");
     const auto saved = ctx->get_saved_variables();
     auto [grad_mu, grad_logvar, grad_prior_mu, grad_prior_logvar] =
         op.call(grads[0], saved[0], saved[1], saved_optional(saved[2]), saved_optional(saved[3]),
@@ -295,42 +295,44 @@ AEVB_OPS(m) {
   // z = mu + exp(logvar / 2) * eps, z of shape (num_samples, *mu.shape). Exactly one of eps
   // (shape of z) and seed (int64 [key, offset]; noise drawn in the kernel) is given.
   m.def("reparameterize(Tensor mu, Tensor logvar, Tensor? eps, Tensor? seed, int num_samples) -> Tensor");
-  m.def("reparameterize_backward(Tensor grad_z, Tensor mu, Tensor logvar, Tensor? eps, Tensor? seed) "
-        "-> (Tensor grad_mu, Tensor grad_logvar)");
+  m.def(
+      "reparameterize_backward(Tensor grad_z, Tensor mu, Tensor logvar, Tensor? eps, Tensor? seed) "
+      "-> (Tensor grad_mu, Tensor grad_logvar)");
   impl_backends(m, "reparameterize", TORCH_FN(reparameterize));
   impl_backends(m, "reparameterize_backward", TORCH_FN(reparameterize_backward));
-  impl_autograd(m, "reparameterize", [](const Tensor& mu, const Tensor& logvar, const Optional& eps,
-                                        const Optional& seed, int64_t num_samples) {
-    return Reparameterize::apply(mu, logvar, eps, seed, num_samples);
-  });
+  impl_autograd(m, "reparameterize",
+                [](const Tensor& mu, const Tensor& logvar, const Optional& eps, const Optional& seed,
+                   int64_t num_samples) { return Reparameterize::apply(mu, logvar, eps, seed, num_samples); });
 
   // KL(N(mu, exp(logvar)) || N(0, I)), or || N(prior_mu, exp(prior_logvar)) (all four of one
   // shape), summed over the last event_dims dims (event_dims=0: per element).
-  m.def("gaussian_kl(Tensor mu, Tensor logvar, Tensor? prior_mu=None, Tensor? prior_logvar=None, "
-        "int event_dims=1) -> Tensor");
-  m.def("gaussian_kl_backward(Tensor grad_kl, Tensor mu, Tensor logvar, Tensor? prior_mu=None, "
-        "Tensor? prior_logvar=None, int event_dims=1) -> (Tensor grad_mu, Tensor grad_logvar, "
-        "Tensor grad_prior_mu, Tensor grad_prior_logvar)");
+  m.def(
+      "gaussian_kl(Tensor mu, Tensor logvar, Tensor? prior_mu=None, Tensor? prior_logvar=None, "
+      "int event_dims=1) -> Tensor");
+  m.def(
+      "gaussian_kl_backward(Tensor grad_kl, Tensor mu, Tensor logvar, Tensor? prior_mu=None, "
+      "Tensor? prior_logvar=None, int event_dims=1) -> (Tensor grad_mu, Tensor grad_logvar, "
+      "Tensor grad_prior_mu, Tensor grad_prior_logvar)");
   impl_backends(m, "gaussian_kl", TORCH_FN(gaussian_kl));
   impl_backends(m, "gaussian_kl_backward", TORCH_FN(gaussian_kl_backward));
-  impl_autograd(m, "gaussian_kl", [](const Tensor& mu, const Tensor& logvar, const Optional& prior_mu,
-                                     const Optional& prior_logvar, int64_t event_dims) {
-    return GaussianKL::apply(mu, logvar, prior_mu, prior_logvar, event_dims);
-  });
+  impl_autograd(m, "gaussian_kl",
+                [](const Tensor& mu, const Tensor& logvar, const Optional& prior_mu, const Optional& prior_logvar,
+                   int64_t event_dims) { return GaussianKL::apply(mu, logvar, prior_mu, prior_logvar, event_dims); });
 
   // reparameterize and gaussian_kl in one pass.
-  m.def("sample_and_kl(Tensor mu, Tensor logvar, Tensor? eps, Tensor? seed, int num_samples, "
-        "Tensor? prior_mu=None, Tensor? prior_logvar=None, int event_dims=1) -> (Tensor z, Tensor kl)");
-  m.def("sample_and_kl_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, Tensor? eps, "
-        "Tensor? seed, Tensor? prior_mu=None, Tensor? prior_logvar=None, int event_dims=1) -> (Tensor grad_mu, "
-        "Tensor grad_logvar, Tensor grad_prior_mu, Tensor grad_prior_logvar)");
+  m.def(
+      "sample_and_kl(Tensor mu, Tensor logvar, Tensor? eps, Tensor? seed, int num_samples, "
+      "Tensor? prior_mu=None, Tensor? prior_logvar=None, int event_dims=1) -> (Tensor z, Tensor kl)");
+  m.def(
+      "sample_and_kl_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, Tensor? eps, "
+      "Tensor? seed, Tensor? prior_mu=None, Tensor? prior_logvar=None, int event_dims=1) -> (Tensor grad_mu, "
+      "Tensor grad_logvar, Tensor grad_prior_mu, Tensor grad_prior_logvar)");
   impl_backends(m, "sample_and_kl", TORCH_FN(sample_and_kl));
   impl_backends(m, "sample_and_kl_backward", TORCH_FN(sample_and_kl_backward));
   impl_autograd(m, "sample_and_kl",
                 [](const Tensor& mu, const Tensor& logvar, const Optional& eps, const Optional& seed,
                    int64_t num_samples, const Optional& prior_mu, const Optional& prior_logvar, int64_t event_dims) {
-                  auto out = SampleAndKL::apply(mu, logvar, eps, seed, num_samples, prior_mu, prior_logvar,
-                                                event_dims);
+                  auto out = SampleAndKL::apply(mu, logvar, eps, seed, num_samples, prior_mu, prior_logvar, event_dims);
                   return std::make_tuple(out[0], out[1]);
                 });
 }
