@@ -521,7 +521,14 @@ def _add_train_parser(sub) -> None:
     _add_train_run_options(option)
     _add_threads_option(train)
     train.set_defaults(
-        func=cmd_train, compile=None, bf16=None, plots=None, fused_head=None, resume=False, overwrite=False
+        func=cmd_train,
+        compile=None,
+        bf16=None,
+        plots=None,
+        fused_head=None,
+        cuda_graph=None,
+        resume=False,
+        overwrite=False,
     )
 
 
@@ -768,6 +775,13 @@ def _add_train_run_options(option) -> None:
         help="keep the decoder's output layer apart from the likelihood (the logits stored whole)",
     )
     option("--compile", action="store_true", default=False, help="torch.compile the training objective")
+    option(
+        "--no-cuda-graph",
+        dest="cuda_graph",
+        action="store_false",
+        default=False,
+        help="CUDA: run every step eagerly instead of replaying it as one captured CUDA graph",
+    )
     option("--bf16", action="store_true", default=False, help="bfloat16 autocast (GPU)")
     option("--no-plots", dest="plots", action="store_false", default=False, help="write no PNG pictures")
     option("--resume", action="store_true", default=False, help="continue the run in --out from its checkpoint")

@@ -59,11 +59,14 @@ def _check_options(likelihood, num_samples, estimator, beta, free_bits, reductio
         raise ValueError(f"elbo: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"elbo: num_samples must be a positive int, got {num_samples!r}")
-    if beta < 0:
+    # A tensor beta is a schedule read on the device (a captured training step): reading it here
+    # would synchronise with the host, so its caller checks it.
+    fixed_beta = not isinstance(beta, Tensor)
+    if fixed_beta and beta < 0:
         raise ValueError(f"elbo: beta must be >= 0, got {beta}")
     if free_bits < 0:
         raise ValueError(f"elbo: free_bits must be >= 0, got {free_bits}")
-    if estimator == "iwae" and beta != 1.0:
+    if estimator == "iwae" and (not fixed_beta or beta != 1.0):
         raise ValueError(
             "elbo: beta weights the KL of the analytic and generic estimators; "
             "the importance-weighted bound takes beta=1.0"

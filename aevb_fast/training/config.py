@@ -87,6 +87,7 @@ class TrainConfig:
     backend: str = "fused"  # or "reference": the same loop in plain PyTorch
     fused_head: bool = True  # the decoder's output layer inside the likelihood op (fused backend)
     compile: bool = False
+    cuda_graph: bool = True  # CUDA: the step captured once as a CUDA graph and replayed
     bf16: bool = False  # autocast to bfloat16 (GPU only)
     plots: bool = True
 
@@ -112,29 +113,43 @@ class TrainConfig:
         checks = [
             (self.optimizer in (None, *OPTIMIZERS), f"optimizer must be one of {OPTIMIZERS}"),
             (self.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}"),
-            (self.algorithm == "aevb" or (self.estimator == "analytic" and self.num_samples == 1
-                                          and self.kl_warmup == 0 and self.free_bits == 0),
-             "wake-sleep takes no estimator, L, KL warm-up or free-bits options"),
+            (
+                self.algorithm == "aevb"
+                or (
+                    self.estimator == "analytic"
+                    and self.num_samples == 1
+                    and self.kl_warmup == 0
+                    and self.free_bits == 0
+                ),
+                "wake-sleep takes no estimator, L, KL warm-up or free-bits options",
+            ),
             (self.estimator in ESTIMATORS, f"estimator must be one of {ESTIMATORS}"),
             (self.likelihood in (None, *LIKELIHOODS), f"likelihood must be one of {LIKELIHOODS}"),
             (self.backend in BACKENDS, f"backend must be one of {tuple(BACKENDS)}"),
             (self.binarize in BINARIZATIONS, f"binarize must be one of {BINARIZATIONS}"),
             (self.lr_scaling in (None, *LR_SCALINGS), f"lr_scaling must be one of {LR_SCALINGS}"),
             (self.lr_decay in (None, *LR_DECAYS), f"lr_decay must be one of {LR_DECAYS}"),
-            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"--lr must be a finite number > 0, got {self.lr}"),
+            (
+                self.lr is None or (math.isfinite(self.lr) and self.lr > 0),
+                f"--lr must be a finite number > 0, got {self.lr}",
+            ),
             (self.warmup is None or self.warmup >= 0, "warmup must be >= 0"),
             (self.final_lr is None or 0 <= self.final_lr <= 1, "final_lr must be in [0, 1]"),
             (0 < self.decay_fraction <= 1, "decay_fraction must be in (0, 1]"),
             (self.clip_grad_norm is None or self.clip_grad_norm >= 0, "clip_grad_norm must be >= 0"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.samples >= 1, f"--samples (training examples to process) must be >= 1, got {self.samples}"),
-            (not self.device.startswith("cuda") or torch.cuda.is_available(),
-             f"--device {self.device}, but torch {torch.__version__} sees no CUDA device; use --device cpu"),
+            (
+                not self.device.startswith("cuda") or torch.cuda.is_available(),
+                f"--device {self.device}, but torch {torch.__version__} sees no CUDA device; use --device cpu",
+            ),
             (self.num_samples >= 1, "num_samples (L) must be >= 1"),
             (self.latent >= 1 and self.hidden >= 1 and self.depth >= 1, "latent, hidden and depth must be >= 1"),
             (0 < self.test_fraction < 1, "test_fraction must be between 0 and 1"),
-            ((self.eval_every is None or self.eval_every >= 1) and self.eval_points >= 1 and self.eval_batch >= 1,
-             "eval_every, eval_points and eval_batch must be >= 1"),
+            (
+                (self.eval_every is None or self.eval_every >= 1) and self.eval_points >= 1 and self.eval_batch >= 1,
+                "eval_every, eval_points and eval_batch must be >= 1",
+            ),
             (not self.bf16 or self.device.startswith("cuda"), "bf16 autocast is for CUDA devices"),
         ]
         for ok, message in checks:

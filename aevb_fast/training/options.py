@@ -12,35 +12,57 @@ from .config import TrainConfig
 # Options that change what is trained, named in the default run directory when given (with the
 # prefix shown), so that a second experiment never collides with the first.
 NAMED_OPTIONS = {
-    "likelihood": "", "algorithm": "", "estimator": "", "num_samples": "L", "optimizer": "", "lr": "lr",
-    "lr_scaling": "scale-", "warmup": "warmup", "lr_decay": "", "final_lr": "final", "decay_fraction": "decay",
-    "clip_grad_norm": "clip", "weight_decay": "wd", "kl_warmup": "klwarmup", "free_bits": "freebits",
-    "depth": "depth", "init_std": "init", "binarize": "", "backend": "", "test_fraction": "test",
+    "likelihood": "",
+    "algorithm": "",
+    "estimator": "",
+    "num_samples": "L",
+    "optimizer": "",
+    "lr": "lr",
+    "lr_scaling": "scale-",
+    "warmup": "warmup",
+    "lr_decay": "",
+    "final_lr": "final",
+    "decay_fraction": "decay",
+    "clip_grad_norm": "clip",
+    "weight_decay": "wd",
+    "kl_warmup": "klwarmup",
+    "free_bits": "freebits",
+    "depth": "depth",
+    "init_std": "init",
+    "binarize": "",
+    "backend": "",
+    "test_fraction": "test",
 }
 
 # Options that a resumed run may take although they differ from its checkpoint's.
-RESUME_MAY_CHANGE = ("samples", "device", "plots", "eval_every", "fused_head", "data_dir")
+RESUME_MAY_CHANGE = ("samples", "device", "plots", "eval_every", "fused_head", "data_dir", "cuda_graph")
 
 
 def short_count(n: int) -> str:
     """1000000 -> 1e6, 2500000 -> 25e5, 1234 -> 1234: exact, so that names never collide."""
     zeros = len(str(n)) - len(str(n).rstrip("0")) if n else 0
-    return f"{n // 10 ** zeros}e{zeros}" if zeros >= 3 else str(n)
+    return f"{n // 10**zeros}e{zeros}" if zeros >= 3 else str(n)
 
 
 def default_run_dir(given: dict) -> str:
     """runs/<dataset>-j<J>-h<H>-b<M>-n<samples>-s<seed>, then each option of NAMED_OPTIONS that was
     given (e.g. -gaussian-adagrad-lr0.128): runs of different settings never collide. `given`
     holds the options the user gave (TrainConfig's field names)."""
-    value = {k: given[k] if given.get(k) is not None else getattr(TrainConfig, k)
-             for k in ("dataset", "latent", "hidden", "batch_size", "samples", "seed")}
+    value = {
+        k: given[k] if given.get(k) is not None else getattr(TrainConfig, k)
+        for k in ("dataset", "latent", "hidden", "batch_size", "samples", "seed")
+    }
     dataset = Path(value["dataset"]).stem if Path(value["dataset"]).suffix else value["dataset"]
-    name = (f"runs/{dataset}-j{value['latent']}-h{value['hidden']}-b{value['batch_size']}"
-            f"-n{short_count(value['samples'])}-s{value['seed']}")
+    name = (
+        f"runs/{dataset}-j{value['latent']}-h{value['hidden']}-b{value['batch_size']}"
+        f"-n{short_count(value['samples'])}-s{value['seed']}"
+    )
     for key, prefix in NAMED_OPTIONS.items():
         shown = given.get(key)
         if shown is not None:
-            shown = short_count(shown) if isinstance(shown, int) else f"{shown:g}" if isinstance(shown, float) else shown
+            shown = (
+                short_count(shown) if isinstance(shown, int) else f"{shown:g}" if isinstance(shown, float) else shown
+            )
             name += f"-{prefix}{shown}"
     return name
 
@@ -55,14 +77,23 @@ def resumed_config(out: str, given: dict, note: Callable[[str], None]) -> tuple[
     config = config_from_state(state)
 
     def had(key):
-        return f"the run has {getattr(config, key)}" if getattr(config, key) is not None else "the run was started without it"
+        return (
+            f"the run has {getattr(config, key)}"
+            if getattr(config, key) is not None
+            else "the run was started without it"
+        )
 
-    conflicts = [f"--{k.replace('_', '-')} {v} ({had(k)})" for k, v in given.items()
-                 if k not in RESUME_MAY_CHANGE and k != "out" and v != getattr(config, k)]
+    conflicts = [
+        f"--{k.replace('_', '-')} {v} ({had(k)})"
+        for k, v in given.items()
+        if k not in RESUME_MAY_CHANGE and k != "out" and v != getattr(config, k)
+    ]
     if conflicts:
-        raise ValueError(f"--resume: {', '.join(conflicts)}: a resumed run keeps its options; only "
-                         f"{', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)} may change "
-                         "(or start a new run with another --out)")
+        raise ValueError(
+            f"--resume: {', '.join(conflicts)}: a resumed run keeps its options; only "
+            f"{', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)} may change "
+            "(or start a new run with another --out)"
+        )
     for key in RESUME_MAY_CHANGE:
         if key in given and given[key] != getattr(config, key):
             note(f"--resume: {key} changed from {getattr(config, key)} to {given[key]}")

@@ -23,14 +23,22 @@ class TrainState:
         torch.manual_seed(seed * 1009 + 2 + dist.rank)
         self.order = torch.randperm(train_points, generator=self.shuffle)
 
+    def advance_cursor(self, batch: int) -> bool:
+        """Moves the cursor past the next minibatch of `batch` points, drawing the next epoch's
+        permutation first when this one has fewer left; returns whether it did (the minibatch then
+        starts at 0). The cursor before the call is where the minibatch starts otherwise."""
+        reshuffled = self.cursor + batch > len(self.order)
+        if reshuffled:
+            self.order = torch.randperm(len(self.order), generator=self.shuffle)
+            self.cursor = 0
+        self.cursor += batch
+        return reshuffled
+
     def next_indices(self, batch_size: int) -> torch.Tensor:
         """This rank's shard of the next global minibatch (epochs of a random permutation)."""
-        n, batch = len(self.order), min(batch_size, len(self.order))
-        if self.cursor + batch > n:
-            self.order = torch.randperm(n, generator=self.shuffle)
-            self.cursor = 0
-        indices = self.order[self.cursor:self.cursor + batch]
-        self.cursor += batch
+        batch = min(batch_size, len(self.order))
+        self.advance_cursor(batch)
+        indices = self.order[self.cursor - batch : self.cursor]
         return self.dist.shard(indices).to(self.dist.device)
 
     def advance(self, batch_size: int) -> None:
@@ -39,14 +47,24 @@ class TrainState:
 
     def _rng_state(self) -> dict:
         device = self.dist.device
-        return {"binarize": self.binarize_rng.get_state(), "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        return {
+            "binarize": self.binarize_rng.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
 
     def state_dict(self) -> dict:
         """The checkpoint's share of the state; every rank's random streams (a collective call)."""
-        return {"step": self.step, "samples_seen": self.samples_seen, "cursor": self.cursor, "order": self.order,
-                "shuffle": self.shuffle.get_state(), "rng": self.dist.gather(self._rng_state()),
-                "world": self.dist.world, "train_wall": self.train_wall}
+        return {
+            "step": self.step,
+            "samples_seen": self.samples_seen,
+            "cursor": self.cursor,
+            "order": self.order,
+            "shuffle": self.shuffle.get_state(),
+            "rng": self.dist.gather(self._rng_state()),
+            "world": self.dist.world,
+            "train_wall": self.train_wall,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.samples_seen, self.cursor = state["step"], state["samples_seen"], state["cursor"]

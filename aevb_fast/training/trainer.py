@@ -38,6 +38,7 @@ from ..models import VAE
 from . import data as datasets
 from .checkpoint import RunDirectory, paper_model_spec, read_metrics
 from .config import TrainConfig
+from .device_step import CapturedStep, DeviceStepInputs
 from .distributed import DistributedContext
 from .divergence import TrainingDiverged, too_short
 from .monitor import RunMonitor
@@ -69,8 +70,9 @@ def _signals_call(handler):
             signal.signal(s, old)
 
 
-def build_run_model(config: TrainConfig, data: datasets.Data, model: nn.Module | None,
-                    device: torch.device) -> tuple[nn.Module, dict, str]:
+def build_run_model(
+    config: TrainConfig, data: datasets.Data, model: nn.Module | None, device: torch.device
+) -> tuple[nn.Module, dict, str]:
     """(model, what rebuilds it, its likelihood): the paper's MLPs unless the user gave a model."""
     if model is None:
         likelihood = config.likelihood or data.likelihood
@@ -82,9 +84,11 @@ def build_run_model(config: TrainConfig, data: datasets.Data, model: nn.Module |
     model = model.to(device)
     likelihood = decoder_likelihood(model, data.train[:2])
     if config.likelihood not in (None, likelihood):
-        raise ValueError(f"train: likelihood {config.likelihood!r} was asked for, but the model's decoder "
-                         f"returns {'logits' if likelihood == 'bernoulli' else 'a (mean, logvar) pair'} "
-                         f"({likelihood})")
+        raise ValueError(
+            f"train: likelihood {config.likelihood!r} was asked for, but the model's decoder "
+            f"returns {'logits' if likelihood == 'bernoulli' else 'a (mean, logvar) pair'} "
+            f"({likelihood})"
+        )
     kind = type(model)
     return model, {"kind": "custom", "class": f"{kind.__module__}.{kind.__qualname__}"}, likelihood
 
@@ -93,9 +97,20 @@ class Trainer:
     """The loop: minibatches, optimizer steps, evaluations and checkpoints (``self.monitor``
     evaluates and judges; ``self.state`` is where the run is)."""
 
-    def __init__(self, config: TrainConfig, *, model: nn.Module | None = None, data: datasets.Data | None = None,
-                 resume: bool = False, overwrite: bool = False):
-        """``data``: the user's data given in Python (else ``config.dataset`` names it)."""
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        model: nn.Module | None = None,
+        data: datasets.Data | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        device_state: bool | None = None,
+    ):
+        """``data``: the user's data given in Python (else ``config.dataset`` names it).
+        ``device_state``: whether each step reads its minibatch, learning rate and KL weight from
+        device tensors (``DeviceStepInputs``; the same values as the host's); None: on CUDA, where
+        it lets ``config.cuda_graph`` replay the step as one CUDA graph."""
         config.validate()
         self.config = config = config.resolved()
         self.dist = DistributedContext(config.device)
@@ -109,20 +124,35 @@ class Trainer:
         if saved is None and self.dist.is_main:
             self.run_dir.refuse_existing(overwrite)
 
-        self.data = (data or datasets.load(config.dataset, config.data_dir, binarize=config.binarize,
-                                           seed=config.seed, test_data=config.test_data,
-                                           test_fraction=config.test_fraction)).to(self.device)
+        self.data = (
+            data
+            or datasets.load(
+                config.dataset,
+                config.data_dir,
+                binarize=config.binarize,
+                seed=config.seed,
+                test_data=config.test_data,
+                test_fraction=config.test_fraction,
+            )
+        ).to(self.device)
         # Where eval and plot find the data again: the config names it, unless it came from Python.
-        self.data_spec = {"source": "config" if data is None else "python", "name": self.data.name,
-                          "event_shape": list(self.data.event_shape)}
+        self.data_spec = {
+            "source": "config" if data is None else "python",
+            "name": self.data.name,
+            "event_shape": list(self.data.event_shape),
+        }
         torch.manual_seed(config.seed)  # the same initial parameters on every rank
         self.model, self.model_spec, likelihood = build_run_model(config, self.data, model, self.device)
         self.data.check_range(likelihood, paper_model=self.model_spec["kind"] == "paper")
         self.objective = ELBOObjective(self.model, likelihood, config.algorithm)
         self.step_fn = torch.compile(self.objective) if config.compile else self.objective
         decay = config.weight_decay if config.weight_decay is not None else 1.0 / len(self.data.train)
+        on_cuda = self.device.type == "cuda"
+        device_state = on_cuda if device_state is None else device_state
+        # Adam keeps its step count on the device when the step is captured.
+        options = {"capturable": True} if config.optimizer == "adam" and device_state and on_cuda else {}
         optimizer = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}[config.optimizer]
-        self.optimizer = optimizer(self.model.parameters(), lr=config.learning_rate(0), weight_decay=decay)
+        self.optimizer = optimizer(self.model.parameters(), lr=config.learning_rate(0), weight_decay=decay, **options)
         self.state = TrainState(config.seed, len(self.data.train), self.dist)
         self.monitor = RunMonitor(self.objective, config, self.state, self.dist, self.run_dir, self.data)
         self.stop_signal: int | None = None
@@ -130,18 +160,42 @@ class Trainer:
             self._restore(saved)
         elif self.dist.is_main:
             self.run_dir.clear()
+        self.device_inputs = DeviceStepInputs(config, self.state, self.device) if device_state else None
+        if self.device_inputs is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.device_inputs.lr
+        self.captured = None
+        if self.device_inputs is not None and on_cuda and config.cuda_graph:
+            if self.dist.world > 1:
+                if self.dist.is_main:
+                    print(
+                        "train: with several processes every step runs eagerly (the gradients' all-reduce "
+                        "is not captured in a CUDA graph)",
+                        file=sys.stderr,
+                    )
+            else:
+                self.captured = CapturedStep(self._device_step, generators=(self.state.binarize_rng,))
 
     # ---- checkpoints -----------------------------------------------------------------------
 
     def save_checkpoint(self) -> None:
         state = self.state.state_dict()  # every rank takes part (it gathers their random streams)
         self.monitor.saved_at = self.state.samples_seen
+        optimizer = self.optimizer.state_dict()
+        for group in optimizer["param_groups"]:  # a rate read on the device is saved as a number
+            group["lr"] = float(group["lr"])
         if self.dist.is_main:
-            self.run_dir.save({
-                "config": dataclasses.asdict(self.config), "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), **state, **self.monitor.state_dict(),
-                "model_spec": self.model_spec, "data_spec": self.data_spec,
-            })
+            self.run_dir.save(
+                {
+                    "config": dataclasses.asdict(self.config),
+                    "model": self.model.state_dict(),
+                    "optimizer": optimizer,
+                    **state,
+                    **self.monitor.state_dict(),
+                    "model_spec": self.model_spec,
+                    "data_spec": self.data_spec,
+                }
+            )
 
     def _restore(self, saved: dict) -> None:
         self.model.load_state_dict(saved["model"])
@@ -156,20 +210,47 @@ class Trainer:
     def _train_step(self) -> torch.Tensor:
         """One optimizer step; returns the minibatch's bound (before the step), on the device."""
         config = self.config
-        x = self.data.batch(self.state.next_indices(config.batch_size), self.state.binarize_rng)
+        if self.device_inputs is not None:
+            self.device_inputs.before_step()
+            bound = self.captured() if self.captured is not None else self._device_step()
+        else:
+            x = self.data.batch(self.state.next_indices(config.batch_size), self.state.binarize_rng)
+            bound = self._forward_backward(x, config.kl_weight(self.state.samples_seen))
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.learning_rate(self.state.step)
+            self.optimizer.step()
+        self.state.advance(config.batch_size)
+        return bound
+
+    def _device_step(self) -> torch.Tensor:
+        """The step with its inputs on the device: nothing in it reads a value from the host, so it
+        can be captured as a CUDA graph (CapturedStep)."""
+        inputs = self.device_inputs
+        x = self.data.batch(inputs.indices(), self.state.binarize_rng)
+        bound = self._forward_backward(x, inputs.kl_weight())
+        inputs.set_learning_rate()
+        self.optimizer.step()
+        inputs.after_step()
+        return bound
+
+    def _forward_backward(self, x: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+        """The loss's gradients on minibatch x, averaged over ranks and clipped; returns its bound."""
+        config = self.config
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16):
-            loss, bound = self.step_fn(x, num_samples=config.num_samples, estimator=config.estimator,
-                                       beta=config.kl_weight(self.state.samples_seen), free_bits=config.free_bits, backend=config.backend,
-                                       fused_head=config.fused_head)
+            loss, bound = self.step_fn(
+                x,
+                num_samples=config.num_samples,
+                estimator=config.estimator,
+                beta=beta,
+                free_bits=config.free_bits,
+                backend=config.backend,
+                fused_head=config.fused_head,
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.dist.average_gradients(list(self.model.parameters()))
         if config.clip_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
-        for group in self.optimizer.param_groups:
-            group["lr"] = config.learning_rate(self.state.step)
-        self.optimizer.step()
-        self.state.advance(config.batch_size)
         return bound.detach()
 
     # ---- the loop --------------------------------------------------------------------------
@@ -196,9 +277,15 @@ class Trainer:
         config, state = self.config, self.state
         records = []
         total = -(-config.samples // config.batch_size) * config.batch_size  # whole minibatches
-        bar = tqdm(total=total, initial=min(state.samples_seen, total), unit="sample",
-                   unit_scale=True, disable=not self.dist.is_main, desc=f"train {self.data.name}",
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0)  # quiet in log files
+        bar = tqdm(
+            total=total,
+            initial=min(state.samples_seen, total),
+            unit="sample",
+            unit_scale=True,
+            disable=not self.dist.is_main,
+            desc=f"train {self.data.name}",
+            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        )  # quiet in log files
         with _signals_call(self._request_stop), bar:
             if state.samples_seen == 0:
                 records.append(self.monitor.evaluate(0.0))
@@ -219,15 +306,20 @@ class Trainer:
                     rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
                     # The last evaluated test bound, and the median minibatch bound of the last
                     # SYNC_EVERY steps (a mean would show one wild step's -1e15 for the run).
-                    bar.set_postfix(test=f"{last_test:.2f}" if last_test is not None else "-",
-                                    minibatch_median=f"{median:.2f}", samples_s=f"{rate:.0f}", refresh=False)
+                    bar.set_postfix(
+                        test=f"{last_test:.2f}" if last_test is not None else "-",
+                        minibatch_median=f"{median:.2f}",
+                        samples_s=f"{rate:.0f}",
+                        refresh=False,
+                    )
                 if evaluate_now:
                     elapsed = time.perf_counter() - window_start
                     state.train_wall += elapsed
                     records.append(self.monitor.evaluate(window_samples / max(elapsed, 1e-9)))
                     last_test = records[-1]["test_elbo"]
-                    bar.set_postfix(test=f"{last_test:.2f}", minibatch_median=f"{median:.2f}",
-                                    samples_s=f"{rate:.0f}")  # the bar ends on the final evaluation
+                    bar.set_postfix(
+                        test=f"{last_test:.2f}", minibatch_median=f"{median:.2f}", samples_s=f"{rate:.0f}"
+                    )  # the bar ends on the final evaluation
                     # Never checkpoint a model below the threshold; but a run too short to judge
                     # that has no checkpoint yet keeps its final state (eval and --resume need one).
                     final = state.samples_seen >= config.samples
@@ -252,8 +344,15 @@ class Trainer:
         return records
 
 
-def train(config: TrainConfig, model: nn.Module | None = None, train_data=None, test_data=None, *,
-          resume: bool = False, overwrite: bool = False) -> dict:
+def train(
+    config: TrainConfig,
+    model: nn.Module | None = None,
+    train_data=None,
+    test_data=None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict:
     """Trains and returns the final evaluation record (``samples_seen``, ``train_elbo``,
     ``test_elbo``, ...); files are written by rank 0 into ``config.out``.
 
@@ -265,8 +364,9 @@ def train(config: TrainConfig, model: nn.Module | None = None, train_data=None, 
     """
     data = None
     if train_data is not None:
-        data = datasets.from_arrays(train_data, test_data, name="data", test_fraction=config.test_fraction,
-                                    seed=config.seed)
+        data = datasets.from_arrays(
+            train_data, test_data, name="data", test_fraction=config.test_fraction, seed=config.seed
+        )
     elif test_data is not None:
         raise ValueError("train: test_data was given without train_data")
     trainer = Trainer(config, model=model, data=data, resume=resume, overwrite=overwrite)
