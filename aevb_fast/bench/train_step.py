@@ -8,7 +8,10 @@ timed side by side and interleaved:
   products are charged to the ELBO region);
 - ``reference``: the same model with ``reference.py`` (plain PyTorch);
 - ``compiled``: the reference step's forward and backward under ``torch.compile``;
-- ``fused+compiled``: the fused step under ``torch.compile``.
+- ``fused+compiled``: the fused step under ``torch.compile``;
+- on CUDA also ``fused+graph``: the fused step captured once as a CUDA graph and replayed (what
+  ``aevb-fast train`` does there), and ``compiled-ro``: the reference step under
+  ``torch.compile(mode="reduce-overhead")`` (Inductor's own CUDA graphs), plain PyTorch's best.
 
 For the two eager providers the profiler splits the step: time in the encoder, the ELBO pieces
 (sample, KL, log-likelihood and the loss), the decoder and the optimizer, forward and backward
@@ -41,6 +44,14 @@ from .memory import (
 from .op_suite import device_name
 
 PROVIDERS = ("fused", "fused-head", "reference", "compiled", "fused+compiled")
+CUDA_PROVIDERS = ("fused+graph", "compiled-ro")
+COMPILE_MODES = {"compiled": "default", "fused+compiled": "default", "compiled-ro": "reduce-overhead"}
+
+
+def providers(device: str) -> tuple[str, ...]:
+    return PROVIDERS + (CUDA_PROVIDERS if device.startswith("cuda") else ())
+
+
 REGIONS = ("encoder", "elbo", "decoder", "optimizer")
 DATA, TRAIN_POINTS = 784, 60_000  # MNIST: the pixels, and the training set size (weight decay 1/N)
 
@@ -61,10 +72,12 @@ def make_loss(model: VAE, backend, regions: bool = True, fused_head: bool = Fals
         with record_function("decoder"):
             out = model.decoder.features(z) if fused_head else model.decoder(z)
         with record_function("elbo"):
+            # Summed as the ELBO sums it (the fused ops then make the gradient in the forward pass).
             if fused_head:
                 log_px = backend.linear_bernoulli_log_prob(x, out, head.weight, head.bias, reduction="sum")
-                return -(log_px - kl.sum()) / x.shape[0]
-            return -(backend.bernoulli_log_prob(x, out) - kl).mean()
+            else:
+                log_px = backend.bernoulli_log_prob(x, out, reduction="sum")
+            return -(log_px - kl.sum()) / x.shape[0]
 
     return loss
 
@@ -74,11 +87,11 @@ class Step:
 
     def __init__(self, provider: str, model: VAE):
         self.provider, self.model = provider, copy.deepcopy(model)
-        backend = reference if provider in ("reference", "compiled") else ops
-        compiled = provider.endswith("compiled")
-        self.loss = make_loss(self.model, backend, regions=not compiled, fused_head=provider == "fused-head")
-        if compiled:
-            self.loss = torch.compile(self.loss, dynamic=False)
+        backend = reference if provider in ("reference", "compiled", "compiled-ro") else ops
+        mode = COMPILE_MODES.get(provider)
+        self.loss = make_loss(self.model, backend, regions=mode is None, fused_head=provider == "fused-head")
+        if mode is not None:
+            self.loss = torch.compile(self.loss, dynamic=False, mode=mode)
         self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=0.02, weight_decay=1 / TRAIN_POINTS)
 
     def __call__(self, x: torch.Tensor) -> None:
@@ -96,6 +109,39 @@ class Step:
         return value.detach(), grads
 
 
+class GraphStep(Step):
+    """The fused step captured as one CUDA graph at its first call (after warm-up steps on a side
+    stream, torch's recipe) and replayed; x is copied into the graph's input first."""
+
+    def __init__(self, provider: str, model: VAE):
+        super().__init__("fused", model)
+        self.provider, self.graph, self.static_x = provider, None, None
+
+    def __call__(self, x: torch.Tensor) -> None:
+        if self.graph is None:
+            self._capture(x)
+        self.static_x.copy_(x)
+        self.graph.replay()
+
+    def _capture(self, x: torch.Tensor) -> None:
+        self.static_x = x.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                super().__call__(self.static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.loss(self.static_x).backward()
+            self.optimizer.step()
+
+
+def make_step(provider: str, model: VAE) -> Step:
+    return GraphStep(provider, model) if provider == "fused+graph" else Step(provider, model)
+
+
 def check(steps: dict[str, Step], x: torch.Tensor, latent: int) -> None:
     """A wrong step never gets a time: with the same noise, every provider's loss and gradients
     match the reference's."""
@@ -105,7 +151,8 @@ def check(steps: dict[str, Step], x: torch.Tensor, latent: int) -> None:
         value, grads = step.gradients(x, eps)
         ok = torch.allclose(value, ref_loss, rtol=1e-4, atol=1e-4) and all(
             torch.allclose(a, b, rtol=1e-3, atol=1e-3 * max(1.0, b.abs().max().item()))
-            for a, b in zip(grads, ref_grads))
+            for a, b in zip(grads, ref_grads)
+        )
         if not ok:
             raise RuntimeError(f"bench --train: the {name} step disagrees with the reference step")
 
@@ -160,13 +207,15 @@ def profile_shares(step: Step, x: torch.Tensor, iterations: int = 3) -> dict[str
 def _setup(provider: str, batch: int, hidden: int, latent: int, device: str) -> tuple[Step, torch.Tensor]:
     torch.manual_seed(0)
     model = VAE.paper(DATA, hidden, latent).to(device)
-    return Step(provider, model), torch.rand(batch, DATA, device=device).bernoulli()
+    return make_step(provider, model), torch.rand(batch, DATA, device=device).bernoulli()
 
 
 def peak_bytes(provider: str, batch: int, hidden: int, latent: int, device: str) -> int:
     """Peak memory of one training step after a warm-up step (bench.memory says how)."""
     if device.startswith("cuda"):
         step, x = _setup(provider, batch, hidden, latent, device)
+        if isinstance(step, GraphStep):  # the graph's memory is taken when it is captured
+            return cuda_peak_bytes(lambda: step(x))
         step(x)
         return cuda_peak_bytes(lambda: step(x))
     spec = dict(provider=provider, batch=batch, hidden=hidden, latent=latent, threads=torch.get_num_threads())
@@ -192,8 +241,11 @@ def largest_batch(rows: list[dict], provider: str, budget: float) -> int | None:
     """The largest minibatch whose step fits in `budget` bytes: the step's peak plus what lives
     before it (resident_before_step), on the straight line through the two largest measured
     batches (both grow linearly with M). An estimate from this device's measurements."""
-    measured = sorted((r["batch"], r["peak_bytes"][provider]
-                       + resident_before_step(r["batch"], r["hidden"], r["latent"])) for r in rows if "peak_bytes" in r)
+    measured = sorted(
+        (r["batch"], r["peak_bytes"][provider] + resident_before_step(r["batch"], r["hidden"], r["latent"]))
+        for r in rows
+        if "peak_bytes" in r
+    )
     if len(measured) < 2:
         return None
     (m1, p1), (m2, p2) = measured[-2:]
@@ -201,8 +253,16 @@ def largest_batch(rows: list[dict], provider: str, budget: float) -> int | None:
     return int((budget - (p2 - per_sample * m2)) / per_sample) if per_sample > 0 else None
 
 
-def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent: int = 20,
-        min_time: float = 0.2, memory: bool = True, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+def run(
+    batches: list[int],
+    device: str,
+    repeats: int,
+    hidden: int = 500,
+    latent: int = 20,
+    min_time: float = 0.2,
+    memory: bool = True,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """One row per batch size, each handed to `on_row` as soon as it is measured."""
     rows = []
     for batch in tqdm(batches, desc="bench --train", unit="batch size"):
@@ -210,7 +270,8 @@ def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent
         torch.manual_seed(0)
         model = VAE.paper(DATA, hidden, latent).to(device)
         x = torch.rand(batch, DATA, device=device).bernoulli()
-        steps = {name: Step(name, model) for name in PROVIDERS}
+        names = providers(device)
+        steps = {name: make_step(name, model) for name in names}
         check(steps, x, latent)
         measures = {name: functools.partial(_time, step, x) for name, step in steps.items()}
         probe = None if device.startswith("cuda") else threads.probe()
@@ -219,44 +280,70 @@ def run(batches: list[int], device: str, repeats: int, hidden: int = 500, latent
             summary["samples_per_s"] = batch / summary["median_s"]
         shares = {name: profile_shares(steps[name], x) for name in ("fused", "reference")}
         del steps
-        peaks = {name: peak_bytes(name, batch, hidden, latent, device) for name in PROVIDERS} if memory else None
-        rows.append({
-            "suite": "train_step", "batch": batch, "hidden": hidden, "latent": latent, "data": DATA,
-            "device": device_name(device), "threads": torch.get_num_threads(), "dtype": "float32",
-            "timing": timing, "profile_shares": shares,
-            "fused_vs_reference": timing["reference"]["median_s"] / timing["fused"]["median_s"],
-            "fused_vs_compiled": timing["compiled"]["median_s"] / timing["fused"]["median_s"],
-            "fused_head_vs_fused": timing["fused"]["median_s"] / timing["fused-head"]["median_s"],
-            **({"peak_bytes": peaks} if peaks else {}), **({"probe": probe} if probe else {}),
-        })
+        peaks = {name: peak_bytes(name, batch, hidden, latent, device) for name in names} if memory else None
+        rows.append(
+            {
+                "suite": "train_step",
+                "batch": batch,
+                "hidden": hidden,
+                "latent": latent,
+                "data": DATA,
+                "device": device_name(device),
+                "threads": torch.get_num_threads(),
+                "dtype": "float32",
+                "timing": timing,
+                "profile_shares": shares,
+                "fused_vs_reference": timing["reference"]["median_s"] / timing["fused"]["median_s"],
+                "fused_vs_compiled": timing["compiled"]["median_s"] / timing["fused"]["median_s"],
+                "fused_head_vs_fused": timing["fused"]["median_s"] / timing["fused-head"]["median_s"],
+                **({"peak_bytes": peaks} if peaks else {}),
+                **({"probe": probe} if probe else {}),
+            }
+        )
         if on_row:
             on_row(rows[-1])
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    header = (f"{'batch':>7} " + " ".join(f"{p + ' /s':>18}" for p in PROVIDERS)
-              + f" {'fused vs ref':>13} {'ELBO share fused':>17} {'ELBO share ref':>15}")
+    shown = [p for p in PROVIDERS + CUDA_PROVIDERS if all(p in r["timing"] for r in rows)]  # CUDA's: on CUDA
+    header = (
+        f"{'batch':>7} "
+        + " ".join(f"{p + ' /s':>18}" for p in shown)
+        + f" {'fused vs ref':>13} {'ELBO share fused':>17} {'ELBO share ref':>15}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         t, s = r["timing"], r["profile_shares"]
-        lines.append(f"{r['batch']:>7} " + " ".join(f"{t[p]['samples_per_s']:>18,.0f}" for p in PROVIDERS)
-                     + f" {r['fused_vs_reference']:>12.2f}x {100 * s['fused']['elbo']:>16.1f}% "
-                     f"{100 * s['reference']['elbo']:>14.1f}%" + row_marks(r))
-    lines.append("samples/s from the median step time; step time median +- half its p20-p80 range: "
-                 + "; ".join(f"batch {r['batch']}: " + ", ".join(f"{p} {spread(r['timing'][p])}" for p in PROVIDERS)
-                             for r in rows))
-    lines.append("fused-head vs fused (time, higher is better): " + ", ".join(
-        f"batch {r['batch']}: {r['fused_head_vs_fused']:.2f}x" for r in rows))
+        lines.append(
+            f"{r['batch']:>7} "
+            + " ".join(f"{t[p]['samples_per_s']:>18,.0f}" for p in shown)
+            + f" {r['fused_vs_reference']:>12.2f}x {100 * s['fused']['elbo']:>16.1f}% "
+            f"{100 * s['reference']['elbo']:>14.1f}%" + row_marks(r)
+        )
+    lines.append(
+        "samples/s from the median step time; step time median +- half its p20-p80 range: "
+        + "; ".join(f"batch {r['batch']}: " + ", ".join(f"{p} {spread(r['timing'][p])}" for p in shown) for r in rows)
+    )
+    lines.append(
+        "fused-head vs fused (time, higher is better): "
+        + ", ".join(f"batch {r['batch']}: {r['fused_head_vs_fused']:.2f}x" for r in rows)
+    )
     if all("peak_bytes" in r for r in rows):
-        lines.append("peak memory of a step (MB): " + "; ".join(
-            f"batch {r['batch']}: " + ", ".join(f"{p} {r['peak_bytes'][p] / 1e6:.0f}" for p in PROVIDERS) for r in rows))
+        lines.append(
+            "peak memory of a step (MB): "
+            + "; ".join(
+                f"batch {r['batch']}: " + ", ".join(f"{p} {r['peak_bytes'][p] / 1e6:.0f}" for p in shown) for r in rows
+            )
+        )
         for budget in (16e9, 80e9):
-            fits = {p: largest_batch(rows, p, budget) for p in PROVIDERS}
+            fits = {p: largest_batch(rows, p, budget) for p in shown}
             if all(v is not None for v in fits.values()):
-                lines.append(f"largest minibatch in {budget / 1e9:.0f} GB (step peak + x + parameters and optimizer "
-                             "state, on the straight line through the two largest batches; an estimate from this "
-                             "device's measurements): " + ", ".join(f"{p} {v:,}" for p, v in fits.items()))
+                lines.append(
+                    f"largest minibatch in {budget / 1e9:.0f} GB (step peak + x + parameters and optimizer "
+                    "state, on the straight line through the two largest batches; an estimate from this "
+                    "device's measurements): " + ", ".join(f"{p} {v:,}" for p, v in fits.items())
+                )
     lines.append("shares of the step's wall time from the profiler:")
     for r in rows:
         for name, shares in r["profile_shares"].items():
