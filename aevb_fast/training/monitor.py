@@ -78,7 +78,7 @@ class RunMonitor:
         record = {
             "step": state.step, "samples_seen": state.samples_seen,
             "train_elbo": self.bound(self.eval_train), "test_elbo": self.bound(self.test),
-            "samples_per_s": samples_per_s, "train_wall_s": state.train_wall,
+            "samples_per_s": samples_per_s, "train_wall_s": state.train_wall, "wall_s": state.wall,
             "beta": self.config.kl_weight(state.samples_seen), "lr": self.config.learning_rate(max(0, state.step - 1)), "world": self.dist.world,
         }
         if self.guard.start is None:

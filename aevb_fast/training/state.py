@@ -18,6 +18,7 @@ class TrainState:
     def __init__(self, seed: int, train_points: int, dist: DistributedContext):
         self.dist = dist
         self.step, self.samples_seen, self.cursor, self.train_wall = 0, 0, 0, 0.0
+        self.wall = 0.0  # seconds since the first step, evaluations and checkpoints included
         self.shuffle = torch.Generator().manual_seed(seed)
         self.binarize_rng = torch.Generator(device=dist.device).manual_seed(seed * 1009 + 1 + dist.rank)
         torch.manual_seed(seed * 1009 + 2 + dist.rank)
@@ -64,11 +65,13 @@ class TrainState:
             "rng": self.dist.gather(self._rng_state()),
             "world": self.dist.world,
             "train_wall": self.train_wall,
+            "wall": self.wall,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.samples_seen, self.cursor = state["step"], state["samples_seen"], state["cursor"]
         self.order, self.train_wall = state["order"], state["train_wall"]
+        self.wall = state.get("wall", self.train_wall)  # checkpoints before 2026-12-04 kept no wall time
         self.shuffle.set_state(state["shuffle"])
         rng = state["rng"][self.dist.rank]
         self.binarize_rng.set_state(rng["binarize"])

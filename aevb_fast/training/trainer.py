@@ -291,6 +291,7 @@ class Trainer:
                 records.append(self.monitor.evaluate(0.0))
             next_eval = (state.samples_seen // config.eval_every + 1) * config.eval_every
             window_start, window_samples, pending = time.perf_counter(), 0, []
+            run_start, wall_before = window_start, state.wall  # wall_s: from the first step, all included
             last_test = records[-1]["test_elbo"] if records else None  # a resumed run: none yet
             while state.samples_seen < config.samples:
                 if self._stop_requested():
@@ -315,6 +316,7 @@ class Trainer:
                 if evaluate_now:
                     elapsed = time.perf_counter() - window_start
                     state.train_wall += elapsed
+                    state.wall = wall_before + time.perf_counter() - run_start
                     records.append(self.monitor.evaluate(window_samples / max(elapsed, 1e-9)))
                     last_test = records[-1]["test_elbo"]
                     bar.set_postfix(
@@ -331,6 +333,7 @@ class Trainer:
                 if pending:
                     self.monitor.minibatch_bound(pending)
                 state.train_wall += time.perf_counter() - window_start  # the steps since the last evaluation
+                state.wall = wall_before + time.perf_counter() - run_start
                 if self.monitor.guard.low_checks == 0:  # never save parameters below the threshold
                     self.save_checkpoint()
         if self.stop_signal is not None:
