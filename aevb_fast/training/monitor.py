@@ -32,8 +32,15 @@ class RunMonitor:
     and test bounds (set at the first evaluation, or restored from the checkpoint); ``saved_at``
     is the samples_seen of the last checkpoint written, named when the run diverges."""
 
-    def __init__(self, objective: ELBOObjective, config: TrainConfig, state: TrainState,
-                 dist: DistributedContext, run_dir: RunDirectory, data: Data):
+    def __init__(
+        self,
+        objective: ELBOObjective,
+        config: TrainConfig,
+        state: TrainState,
+        dist: DistributedContext,
+        run_dir: RunDirectory,
+        data: Data,
+    ):
         self.objective, self.config, self.state, self.dist, self.run_dir = objective, config, state, dist, run_dir
         self.test = data.test
         self.eval_train = data.train[: config.eval_points]  # the train bound's points, fixed for the run
@@ -64,9 +71,14 @@ class RunMonitor:
         total, count = 0.0, 0
         shard = self.dist.shard(x)
         for start in range(0, len(shard), self.config.eval_batch):
-            chunk = shard[start:start + self.config.eval_batch]
-            total += self.objective.bound(chunk, reduction="sum", generator=generator,
-                                          backend=self.config.backend, fused_head=self.config.fused_head).item()
+            chunk = shard[start : start + self.config.eval_batch]
+            total += self.objective.bound(
+                chunk,
+                reduction="sum",
+                generator=generator,
+                backend=self.config.backend,
+                fused_head=self.config.fused_head,
+            ).item()
             count += len(chunk)
         model.train()
         total, count = self.dist.sum([total, count])
@@ -76,10 +88,16 @@ class RunMonitor:
         """One evaluation record, written to metrics.jsonl (rank 0), its train bound checked."""
         state = self.state
         record = {
-            "step": state.step, "samples_seen": state.samples_seen,
-            "train_elbo": self.bound(self.eval_train), "test_elbo": self.bound(self.test),
-            "samples_per_s": samples_per_s, "train_wall_s": state.train_wall, "wall_s": state.wall,
-            "beta": self.config.kl_weight(state.samples_seen), "lr": self.config.learning_rate(max(0, state.step - 1)), "world": self.dist.world,
+            "step": state.step,
+            "samples_seen": state.samples_seen,
+            "train_elbo": self.bound(self.eval_train),
+            "test_elbo": self.bound(self.test),
+            "samples_per_s": samples_per_s,
+            "train_wall_s": state.train_wall,
+            "wall_s": state.wall,
+            "beta": self.config.kl_weight(state.samples_seen),
+            "lr": self.config.learning_rate(max(0, state.step - 1)),
+            "world": self.dist.world,
         }
         if self.guard.start is None:
             self.guard.start, self.start_test = record["train_elbo"], record["test_elbo"]
@@ -102,7 +120,8 @@ class RunMonitor:
         raise TrainingDiverged(
             f"train: diverged at step {state.step} ({state.samples_seen} samples seen, lr "
             f"{self.config.learning_rate(max(0, state.step - 1)):.3g}): the bound {when} is {value:.4g}, {why}; "
-            f"{kept}. Try a lower --lr.")
+            f"{kept}. Try a lower --lr."
+        )
 
     def minibatch_bound(self, bounds: list[torch.Tensor]) -> float:
         """The median of this rank's minibatch bounds since the last call (for the progress bar:
@@ -120,8 +139,12 @@ class RunMonitor:
         transient is judged neither way: a TooShortToJudge warning says so (rank 0)."""
         if too_short(self.state.step):
             if self.dist.is_main:
-                warnings.warn(TooShortToJudge("train: " + too_short_notice(
-                    self.state.samples_seen, self.state.step, self.config.batch_size)), stacklevel=2)
+                warnings.warn(
+                    TooShortToJudge(
+                        "train: " + too_short_notice(self.state.samples_seen, self.state.step, self.config.batch_size)
+                    ),
+                    stacklevel=2,
+                )
             return
         if self.start_test is None or not did_not_learn(self.start_test, final["test_elbo"]):
             return
@@ -129,4 +152,5 @@ class RunMonitor:
             f"train: did not learn: the final test bound {final['test_elbo']:.2f} (at {final['samples_seen']} "
             f"samples) is below the untrained model's {self.start_test:.2f}; the run is kept in "
             f"{self.run_dir.path} for inspection. Try a lower --lr, or look at the learning curve "
-            f"(aevb-fast plot {self.run_dir.path})")
+            f"(aevb-fast plot {self.run_dir.path})"
+        )

@@ -29,8 +29,17 @@ from testing import needs_data
 
 
 def small(tmp_path, **overrides) -> TrainConfig:
-    options = dict(dataset="synthetic", latent=4, hidden=32, batch_size=50, samples=6000,
-                   eval_every=2000, eval_points=1000, out=str(tmp_path / "run"), plots=False)
+    options = dict(
+        dataset="synthetic",
+        latent=4,
+        hidden=32,
+        batch_size=50,
+        samples=6000,
+        eval_every=2000,
+        eval_points=1000,
+        out=str(tmp_path / "run"),
+        plots=False,
+    )
     options.update(overrides)
     return TrainConfig(**options)
 
@@ -128,8 +137,10 @@ def test_a_bound_far_below_the_start_is_divergence(tmp_path):
     with torch.no_grad():
         trainer.model.decoder.net[-1].bias.fill_(-200.0)  # every pixel's logit far below 0
     trainer.monitor.guard.start = -50.0
-    with pytest.raises(TrainingDiverged, match="below -150.0.*past the first 50 steps, for 5 checks in a row; "
-                                               "no checkpoint was written yet"):
+    with pytest.raises(
+        TrainingDiverged,
+        match="below -150.0.*past the first 50 steps, for 5 checks in a row; no checkpoint was written yet",
+    ):
         trainer.run()
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and trainer.state.step == 120
 
@@ -161,8 +172,11 @@ def test_divergence_is_judged_from_the_best_bound_so_far(tmp_path):
     assert trainer.monitor.check_bound(-110.0, "") is True  # below the best, within a margin of it
     for _ in range(4):
         assert trainer.monitor.check_bound(-150.0, "") is False
-    with pytest.raises(TrainingDiverged, match=r"below -120.0, the divergence threshold \(the best bound so far, "
-                                               r"-20.0, minus max\(\|best\|, 100\)\)"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"below -120.0, the divergence threshold \(the best bound so far, "
+        r"-20.0, minus max\(\|best\|, 100\)\)",
+    ):
         trainer.monitor.check_bound(-150.0, "")
     # The best so far is in the checkpoint: a resumed run keeps judging from it.
     assert trainer.monitor.state_dict()["best_bound"] == -20.0
@@ -211,8 +225,11 @@ def test_a_run_within_the_transient_is_too_short_to_judge(tmp_path):
     # "did not learn" but a notice that the run is too short to judge, with the samples a first
     # result needs; the result is returned and kept.
     config = small(tmp_path, samples=150, batch_size=50, eval_every=50, eval_points=200, lr=0.5, optimizer="adagrad")
-    with pytest.warns(TooShortToJudge, match=r"150 samples \(3 steps of 50\) is too short to judge this run: .*"
-                                             r"first 50 steps; a first result needs about 100 steps, 5e3 samples or more"):
+    with pytest.warns(
+        TooShortToJudge,
+        match=r"150 samples \(3 steps of 50\) is too short to judge this run: .*"
+        r"first 50 steps; a first result needs about 100 steps, 5e3 samples or more",
+    ):
         summary = train(config, train_data=torch.zeros(500, 16), test_data=torch.ones(100, 16))
     assert summary["samples_seen"] == 150 and (tmp_path / "run" / "checkpoint.pt").exists()
     assert summary["test_elbo"] < read(config.out)[0]["test_elbo"]  # below its start, and not called unlearned
@@ -222,8 +239,11 @@ def test_a_run_that_ends_below_its_start_did_not_learn(tmp_path):
     # Trained on all-zero images and tested on all-one images: the better it fits the training
     # data, the worse the test bound. An error, with the run kept for inspection.
     config = small(tmp_path, samples=3000, eval_every=1000, eval_points=200)
-    with pytest.raises(TrainingDidNotLearn, match=r"did not learn: the final test bound -\d+.\d+ .at 3000 samples. "
-                                                  r"is below the untrained model's -\d+.\d+; the run is kept in"):
+    with pytest.raises(
+        TrainingDidNotLearn,
+        match=r"did not learn: the final test bound -\d+.\d+ .at 3000 samples. "
+        r"is below the untrained model's -\d+.\d+; the run is kept in",
+    ):
         train(config, train_data=torch.zeros(500, 16), test_data=torch.ones(100, 16))
     records = read(config.out)
     assert records[-1]["test_elbo"] < records[0]["test_elbo"] and records[-1]["healthy"]
@@ -246,8 +266,9 @@ def test_bad_data_file_is_a_clear_error_and_loses_nothing(tmp_path, capsys):
     bad = tmp_path / "data"
     (bad / "mnist").mkdir(parents=True)
     (bad / "mnist" / "train-images-idx3-ubyte").write_bytes(b"\0" * 1000)
-    code = cli.main(["train", "--dataset", "mnist", "--data-dir", str(bad), "--out", str(out), "--samples", "100",
-                     "--overwrite"])
+    code = cli.main(
+        ["train", "--dataset", "mnist", "--data-dir", str(bad), "--out", str(out), "--samples", "100", "--overwrite"]
+    )
     assert code == 2
     assert "SHA-256" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_bytes() == before
@@ -257,9 +278,31 @@ def test_init_std_option_sets_the_initial_parameters(tmp_path):
     # One step with a negligible step size: the weights stay the N(0, init_std^2) samples they began as.
     for std in (0.01, 0.1):
         out = tmp_path / f"std{std}"
-        assert cli.main(["train", "--dataset", "synthetic", "--latent", "4", "--hidden", "300",
-                         "--batch-size", "100", "--samples", "100", "--lr", "1e-9", "--init-std", str(std),
-                         "--out", str(out), "--no-plots"]) == 0
+        assert (
+            cli.main(
+                [
+                    "train",
+                    "--dataset",
+                    "synthetic",
+                    "--latent",
+                    "4",
+                    "--hidden",
+                    "300",
+                    "--batch-size",
+                    "100",
+                    "--samples",
+                    "100",
+                    "--lr",
+                    "1e-9",
+                    "--init-std",
+                    str(std),
+                    "--out",
+                    str(out),
+                    "--no-plots",
+                ]
+            )
+            == 0
+        )
         config, model = load_checkpoint(out / "checkpoint.pt")
         weights = model.encoder.net[0].weight
         assert config.init_std == std
@@ -270,8 +313,9 @@ def test_checkpoint_loads_for_evaluation(tmp_path):
     train(small(tmp_path, samples=2000))
     config, model = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     x = data.load("synthetic").test[:30]
-    log_px = log_marginal_likelihood(model, x, 200, batch_size=7, sample_chunk=64,
-                                     generator=torch.Generator().manual_seed(0))
+    log_px = log_marginal_likelihood(
+        model, x, 200, batch_size=7, sample_chunk=64, generator=torch.Generator().manual_seed(0)
+    )
     elbo = model(x, reduction="none", generator=torch.Generator().manual_seed(0))
     assert log_px.shape == (30,) and (log_px.mean() >= elbo.mean() - 0.05)  # log p(x) >= ELBO
 
@@ -302,11 +346,35 @@ def test_two_process_data_parallel(tmp_path):
     out = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-port", str(29500 + os.getpid() % 1000), "-m", "aevb_fast.cli", "train",
-               "--dataset", "synthetic", "--latent", "4", "--hidden", "32", "--batch-size", "100",
-               "--samples", "4000", "--eval-every", "2000", "--eval-points", "1000", "--out", str(out),
-               "--no-plots"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "aevb_fast.cli",
+        "train",
+        "--dataset",
+        "synthetic",
+        "--latent",
+        "4",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "100",
+        "--samples",
+        "4000",
+        "--eval-every",
+        "2000",
+        "--eval-points",
+        "1000",
+        "--out",
+        str(out),
+        "--no-plots",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     logged = read(out)
@@ -327,8 +395,9 @@ def test_two_process_data_parallel(tmp_path):
 def test_large_batch_defaults_converge_where_the_old_ones_diverged(tmp_path):
     # MNIST at M = 4096 for 120 steps. The old defaults (Adagrad, lr 0.02 x sqrt(M / 100) as the
     # old README's command had it) diverge; the large-batch recipe, with no option given, learns.
-    base = dict(dataset="mnist", batch_size=4096, samples=120 * 4096, eval_every=60 * 4096, eval_points=2000,
-                plots=False)
+    base = dict(
+        dataset="mnist", batch_size=4096, samples=120 * 4096, eval_every=60 * 4096, eval_points=2000, plots=False
+    )
     # The path of an unstable recipe depends on rounding: the fused head (another summation order)
     # spikes to a test bound of -1450 at step 60 and recovers by step 120; the old code path
     # (the decoder's logits stored whole) is what the old defaults ran, and it diverges.
@@ -343,8 +412,9 @@ def test_large_batch_defaults_converge_where_the_old_ones_diverged(tmp_path):
 def test_end_to_end_mnist(tmp_path):
     # 3000 steps of the paper's model at M = 100: a broken gradient stays near the initial
     # -543 nats; working AEVB passes -160 well before.
-    config = TrainConfig(dataset="mnist", samples=300_000, eval_every=150_000, eval_points=2000,
-                         out=str(tmp_path / "mnist"), plots=False)
+    config = TrainConfig(
+        dataset="mnist", samples=300_000, eval_every=150_000, eval_points=2000, out=str(tmp_path / "mnist"), plots=False
+    )
     train(config)  # its time is the bench's business (bench --train), not a test's: no wall-clock bound
     records = read(tmp_path / "mnist")
     assert records[0]["test_elbo"] < -500
@@ -359,7 +429,13 @@ def test_compiled_model_and_two_dimensional_manifold(tmp_path):
 
 def test_the_recipe_follows_the_batch_size():
     paper = TrainConfig(batch_size=100).resolved()
-    assert (paper.optimizer, paper.lr, paper.warmup, paper.lr_decay, paper.clip_grad_norm) == ("adagrad", 0.02, 0, "none", 0)
+    assert (paper.optimizer, paper.lr, paper.warmup, paper.lr_decay, paper.clip_grad_norm) == (
+        "adagrad",
+        0.02,
+        0,
+        "none",
+        0,
+    )
     assert paper.learning_rate(0) == paper.learning_rate(10**6) == 0.02
     for batch, peak in [(1024, 5e-3), (4096, 1e-2), (16384, 1e-2)]:
         large = TrainConfig(batch_size=batch, samples=100 * batch).resolved()
