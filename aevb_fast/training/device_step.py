@@ -100,6 +100,10 @@ class CapturedStep:
                 output = self.step()
         except RuntimeError as error:  # something in the step synchronised with the host
             reason = str(error).strip().splitlines()[0][:200]
+            try:  # let the failed capture's error surface here, not in the next eager kernel
+                torch.cuda.synchronize()
+            except RuntimeError:
+                pass
             print(
                 f"train: the step could not be captured as a CUDA graph ({reason}); it runs eagerly "
                 "(--no-cuda-graph skips the attempt)",

@@ -106,3 +106,34 @@ def test_cuda_graph_step_equals_the_eager_step(tmp_path):
     resumed = Trainer(small(tmp_path, "stopped", **common), resume=True)
     resumed.run()
     assert_same_parameters(eager, resumed)
+
+
+class SyncingVAE(torch.nn.Module):
+    """A user's model whose encoder reads a value on the host (as a logging line might): its step
+    cannot be captured."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def encoder(self, x):
+        mu, logvar = self.inner.encoder(x)
+        if mu.abs().max().item() > 1e9:  # a host synchronisation
+            raise RuntimeError("unreachable")
+        return mu, logvar
+
+    def decoder(self, z):
+        return self.inner.decoder(z)
+
+
+def test_a_step_that_cannot_be_captured_runs_eagerly_with_a_notice(tmp_path, capfd):
+    require_device("cuda")
+    from aevb_fast.models import VAE
+
+    torch.manual_seed(0)
+    model = SyncingVAE(VAE.paper(64, 32, 4))
+    trainer = Trainer(small(tmp_path, "syncing", device="cuda", kl_warmup=0), model=model)
+    trainer.run()
+    assert trainer.captured.eager and trainer.captured.graph is None
+    notice = [line for line in capfd.readouterr().err.splitlines() if "could not be captured" in line]
+    assert len(notice) == 1 and "--no-cuda-graph" in notice[0]
