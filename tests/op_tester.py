@@ -8,6 +8,9 @@ torch.compile(fullgraph=True), bad inputs, mixed devices. Its special cases stay
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import pytest
 import torch
 
@@ -27,6 +30,21 @@ from testing import (
     run_with_grads,
     tensor_device,
 )
+
+
+@dataclass(frozen=True)
+class KernelPaths:
+    """How tests/ops/test_gpu_kernels.py drives one of a family's calls through every CUDA kernel
+    path (packed and one-element, warp and block rows, each L) against the CPU kernels: a family's
+    test file names these in its KERNEL_PATHS. ``call(f, *tensors)`` runs it with ``f`` the
+    functions of a device; ``inputs(shape, samples)`` makes its float64 CPU tensors for rows of
+    ``shape`` and ``samples`` draws (the leading dim of z, logits or mean); ``samples``: the L it
+    takes; ``extreme``: named inputs at its formulas' edges."""
+
+    call: Callable
+    inputs: Callable[[tuple, int], list[torch.Tensor]]
+    samples: tuple[int, ...] = (1, 5)
+    extreme: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
 
 def as_list(out):
@@ -81,8 +99,11 @@ class OpTester:
         """(fused, reference, the inputs they differentiate): the constants bound (in dtype)."""
         fixed = [t if dtype is None else t.to(dtype) for t in inputs[: self.constants]]
         f = functions(device)
-        return ((lambda *t: self.call(f, *fixed, *t)), (lambda *t: self.call(reference, *fixed, *t)),
-                inputs[self.constants:])
+        return (
+            (lambda *t: self.call(f, *fixed, *t)),
+            (lambda *t: self.call(reference, *fixed, *t)),
+            inputs[self.constants :],
+        )
 
     @pytest.mark.parametrize("device", DEVICES)
     def test_matches_reference_float64(self, device):
@@ -103,8 +124,9 @@ class OpTester:
     # opcheck's checks are about the schema, fakes and autograd, which dtype does not change: the
     # quick loop (-m "not slow") runs float32 and float64, the whole suite all four.
     @pytest.mark.parametrize("device", DEVICES)
-    @pytest.mark.parametrize("dtype", [d if d not in LOW_PRECISION else pytest.param(d, marks=pytest.mark.slow)
-                                       for d in DTYPES])
+    @pytest.mark.parametrize(
+        "dtype", [d if d not in LOW_PRECISION else pytest.param(d, marks=pytest.mark.slow) for d in DTYPES]
+    )
     def test_opcheck(self, device, dtype):
         require_device(device)
         library = op_library(device)
@@ -157,7 +179,9 @@ class OpTester:
     @pytest.mark.parametrize("device", ["cpu", "emulated_cuda"])
     def test_compiled_matches_eager(self, device):
         require_device(device)
-        eager, _, inputs = self.bound(device, self.make_inputs(self.gradcheck_case, torch.float32, tensor_device(device)))
+        eager, _, inputs = self.bound(
+            device, self.make_inputs(self.gradcheck_case, torch.float32, tensor_device(device))
+        )
         torch.compiler.reset()  # every op's test compiles the same lambda: no recompile limit
         compiled = torch.compile(lambda *t: eager(*t), fullgraph=True)
         expected = run_with_grads(eager, inputs)
@@ -178,7 +202,7 @@ class OpTester:
             if t.dim() >= 3:
                 smaller.append(t[:, :1])
             for small in smaller:
-                args = [*inputs[:i], small.clone(), *inputs[i + 1:]]
+                args = [*inputs[:i], small.clone(), *inputs[i + 1 :]]
                 assert_matches(*self.bound(device, args), torch.float64)
 
     @pytest.mark.parametrize("device", DEVICES)

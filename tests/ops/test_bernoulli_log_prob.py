@@ -4,7 +4,7 @@ from torch.distributions import Bernoulli, Independent
 
 import aevb_fast as af
 from aevb_fast import reference
-from op_tester import OpTester
+from op_tester import KernelPaths, OpTester
 from testing import DATA_SHAPES, DTYPES, assert_matches, functions, rand, randn, require_device
 
 
@@ -14,6 +14,26 @@ def inputs(shape, num_samples=None, dtype=torch.float64, device="cpu"):
         rand(*shape, dtype=dtype, device=device, seed=0),
         randn(*logits_shape, dtype=dtype, device=device, seed=1, scale=3.0),
     ]
+
+
+def kernel_inputs(shape, samples):
+    return [rand(*shape, seed=0), randn(samples, *shape, seed=1, scale=3.0)]
+
+
+EXTREME = [torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.5]]), torch.tensor([[1e4, 1e4, -1e4, -1e4, 1e4]])]
+KERNEL_PATHS = {
+    # x broadcast over L
+    "bernoulli_log_prob": KernelPaths(
+        lambda f, x, logits: f.bernoulli_log_prob(x, logits), kernel_inputs, extreme={"bernoulli_log_prob": EXTREME}
+    ),
+    # The summed form: x needs no gradient, so the forward makes the logits' (kGrad) and the
+    # backward scales it in place (scale_unless_one_kernel).
+    "bernoulli_log_prob_sum": KernelPaths(
+        lambda f, x, logits: f.bernoulli_log_prob(x.detach(), logits, reduction="sum"),
+        kernel_inputs,
+        extreme={"bernoulli_log_prob_sum": EXTREME},
+    ),
+}
 
 
 class TestBernoulliLogProb(OpTester):

@@ -6,7 +6,7 @@ from torch.distributions import Independent, Normal
 
 import aevb_fast as af
 from aevb_fast import reference
-from op_tester import OpTester
+from op_tester import KernelPaths, OpTester
 from testing import DATA_SHAPES, assert_matches, functions, rand, randn, require_device
 
 
@@ -17,6 +17,28 @@ def inputs(shape, num_samples=None, dtype=torch.float64, device="cpu"):
         rand(*param_shape, dtype=dtype, device=device, seed=1),
         randn(*param_shape, dtype=dtype, device=device, seed=2, scale=0.5, shift=-2.0),
     ]
+
+
+def kernel_inputs(shape, samples):
+    return [rand(*shape, seed=0), rand(samples, *shape, seed=1), randn(samples, *shape, seed=2, scale=0.5, shift=-1.0)]
+
+
+# A huge mean, log-variances of -80 (finite in float32) and 80.
+EXTREME = [
+    torch.tensor([[0.5, 0.5, 0.5, 0.5]]),
+    torch.tensor([[0.5, 0.25, 0.5, 1e3]]),
+    torch.tensor([[-80.0, -80.0, 80.0, 80.0]]),
+]
+KERNEL_PATHS = {
+    "gaussian_log_prob": KernelPaths(
+        lambda f, x, m, v: f.gaussian_log_prob(x, m, v), kernel_inputs, extreme={"gaussian_log_prob": EXTREME}
+    ),
+    "gaussian_log_prob_mean": KernelPaths(
+        lambda f, x, m, v: f.gaussian_log_prob(x.detach(), m, v, reduction="mean"),
+        kernel_inputs,
+        extreme={"gaussian_log_prob_mean": EXTREME},
+    ),
+}
 
 
 class TestGaussianLogProb(OpTester):

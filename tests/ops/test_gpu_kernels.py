@@ -5,6 +5,7 @@ and block rows, given and drawn noise with L = 1 and 5, x broadcast over samples
 grid-stride loops of several passes; the kernels that ran are checked by name, and the noise
 is the CPU's bit for bit."""
 
+import importlib
 import math
 import os
 import re
@@ -12,6 +13,7 @@ import re
 import pytest
 import torch
 
+from aevb_fast.ops import FAMILIES
 from testing import (
     DTYPES,
     GPU_KERNELS,
@@ -33,19 +35,19 @@ SHAPES = [(37, 784), (5, 33), (3, 5000), (2, 4097), (37, 64), (13, 20)]
 WARP, BLOCK = 32, 256  # threads per row: csrc/cuda/utils.cuh's kWarp, kThreads
 BLOCK_ROW_MIN = 4096
 
-# op(functions, *tensors); tensors from case_inputs. L = the leading sample dim of z, logits, mean.
-OPS = {
-    "reparameterize": lambda f, m, v, e: f.reparameterize(m, v, eps=e, num_samples=e.shape[0]),
-    "sample_and_kl": lambda f, m, v, e: f.sample_and_kl(m, v, eps=e, num_samples=e.shape[0]),
-    "gaussian_kl": lambda f, m, v: f.gaussian_kl(m, v),
-    "bernoulli_log_prob": lambda f, x, logits: f.bernoulli_log_prob(x, logits),  # x broadcast over L
-    "gaussian_log_prob": lambda f, x, m, v: f.gaussian_log_prob(x, m, v),
-    # The summed forms: x needs no gradient, so the forward makes the others' (kGrad) and the
-    # backward scales them in place (scale_unless_one_kernel).
-    "bernoulli_log_prob_sum": lambda f, x, logits: f.bernoulli_log_prob(x.detach(), logits, reduction="sum"),
-    "gaussian_log_prob_mean": lambda f, x, m, v: f.gaussian_log_prob(x.detach(), m, v, reduction="mean"),
-}
-OP_SAMPLES = [(op, L) for op in OPS for L in ((1,) if op == "gaussian_kl" else (1, 5))]
+
+def kernel_paths() -> dict:
+    """Every family's calls (op_tester.KernelPaths), read from the KERNEL_PATHS of its test file,
+    tests/ops/test_<family>.py for each family of aevb_fast.ops.FAMILIES: a new family's spec
+    brings its CUDA-path checks along."""
+    paths = {}
+    for family in FAMILIES:
+        paths.update(getattr(importlib.import_module(f"test_{family.name}"), "KERNEL_PATHS", {}))
+    return paths
+
+
+OPS = kernel_paths()
+OP_SAMPLES = [(op, L) for op, case in OPS.items() for L in case.samples]
 
 
 @pytest.fixture(params=GPU_KERNELS)
@@ -55,15 +57,7 @@ def device(request):
 
 
 def case_inputs(op, shape, samples):
-    op = op.removesuffix("_sum").removesuffix("_mean")
-    lead = (samples, *shape)
-    if op == "gaussian_kl":
-        return [randn(*shape, seed=0, scale=0.5), randn(*shape, seed=1, scale=0.5)]
-    if op in ("reparameterize", "sample_and_kl"):
-        return [randn(*shape, seed=0, scale=0.5), randn(*shape, seed=1, scale=0.5), randn(*lead, seed=2)]
-    if op == "bernoulli_log_prob":
-        return [rand(*shape, seed=0), randn(*lead, seed=1, scale=3.0)]
-    return [rand(*shape, seed=0), rand(*lead, seed=1), randn(*lead, seed=2, scale=0.5, shift=-1.0)]
+    return OPS[op].inputs(shape, samples)
 
 
 def misaligned(t):
@@ -79,7 +73,7 @@ def run(device, op, tensors, layout):
 
     def call(*leaves):
         args = [misaligned(t) for t in leaves] if layout == "one-element" else leaves
-        return OPS[op](functions(device), *args)
+        return OPS[op].call(functions(device), *args)
 
     outs, grads, _ = run_with_grads(call, [t.to(tensor_device(device)) for t in tensors])
     return [t.cpu() for t in outs + grads if t is not None]
@@ -141,7 +135,7 @@ def test_matches_the_cpu_kernels_on_every_path(device, op, samples, shape, layou
 @pytest.mark.parametrize("shape", [(0, 5), (5, 0)], ids=str)
 @pytest.mark.parametrize("op", OPS)
 def test_empty(device, op, shape):
-    tensors = case_inputs(op, shape, 2 if op != "gaussian_kl" else 1)
+    tensors = case_inputs(op, shape, min(2, max(OPS[op].samples)))
     for a, b in zip(run(device, op, tensors, "packed"), run("cpu", op, tensors, "packed"), strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, equal_nan=True)  # the mean of nothing is NaN
@@ -244,42 +238,9 @@ def test_drawn_noise_gradients_match_the_cpu(device, dtype, shape, num_samples, 
 # ---- what the CPU tests check, on the CUDA kernels too: extreme values, opcheck, determinism,
 # torch.compile ------------------------------------------------------------------------------
 
-EXTREME = {
-    # (inputs, op); |logits| 1e4, logvar -80..80, a huge mean: finite where the truth is, inf not NaN.
-    "bernoulli_log_prob": (
-        [torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.5]]), torch.tensor([[1e4, 1e4, -1e4, -1e4, 1e4]])],
-        "bernoulli_log_prob",
-    ),
-    "gaussian_log_prob": (
-        [
-            torch.tensor([[0.5, 0.5, 0.5, 0.5]]),
-            torch.tensor([[0.5, 0.25, 0.5, 1e3]]),
-            torch.tensor([[-80.0, -80.0, 80.0, 80.0]]),
-        ],
-        "gaussian_log_prob",
-    ),
-    "bernoulli_log_prob_sum": (
-        [torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.5]]), torch.tensor([[1e4, 1e4, -1e4, -1e4, 1e4]])],
-        "bernoulli_log_prob_sum",
-    ),
-    "gaussian_log_prob_mean": (
-        [
-            torch.tensor([[0.5, 0.5, 0.5, 0.5]]),
-            torch.tensor([[0.5, 0.25, 0.5, 1e3]]),
-            torch.tensor([[-80.0, -80.0, 80.0, 80.0]]),
-        ],
-        "gaussian_log_prob_mean",
-    ),
-    "gaussian_kl": (
-        [torch.tensor([[1e3, 0.0, -1e3], [0.0, 0.0, 0.0]]), torch.tensor([[-80.0, 80.0, 0.0], [-80.0, -80.0, -80.0]])],
-        "gaussian_kl",
-    ),
-    "sample_and_kl": (
-        [torch.tensor([[1e3, -1e3, 0.0, 0.0]]), torch.tensor([[-80.0, 80.0, -80.0, 80.0]]), torch.ones(1, 1, 4)],
-        "sample_and_kl",
-    ),
-    "overflow": ([torch.tensor([[0.0, 1000.0]]), torch.tensor([[0.0, 1000.0]])], "gaussian_kl"),
-}
+# Each family's inputs at its formulas' edges: |logits| 1e4, logvar -80..80, a huge mean: finite
+# where the truth is, inf not NaN.
+EXTREME = {name: (tensors, op) for op, case in OPS.items() for name, tensors in case.extreme.items()}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

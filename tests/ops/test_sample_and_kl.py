@@ -7,7 +7,7 @@ from torch.distributions.transforms import AffineTransform
 
 import aevb_fast as af
 from aevb_fast import reference
-from op_tester import OpTester
+from op_tester import KernelPaths, OpTester
 from testing import (
     LATENT_SHAPES,
     non_contiguous,
@@ -19,6 +19,46 @@ from testing import (
 FUNCTIONS = {
     "reparameterize": (af.reparameterize, reference.reparameterize),
     "sample_and_kl": (af.sample_and_kl, reference.sample_and_kl),
+}
+
+
+def kernel_inputs(shape, samples):
+    return [randn(*shape, seed=0, scale=0.5), randn(*shape, seed=1, scale=0.5), randn(samples, *shape, seed=2)]
+
+
+def kl_kernel_inputs(shape, samples):
+    return [randn(*shape, seed=0, scale=0.5), randn(*shape, seed=1, scale=0.5)]
+
+
+# The family's calls on every CUDA kernel path (tests/ops/test_gpu_kernels.py); mu of 1e3 and
+# log-variances of -80 and 80: finite where the truth is, inf not NaN.
+KERNEL_PATHS = {
+    "reparameterize": KernelPaths(
+        lambda f, m, v, e: f.reparameterize(m, v, eps=e, num_samples=e.shape[0]), kernel_inputs
+    ),
+    "sample_and_kl": KernelPaths(
+        lambda f, m, v, e: f.sample_and_kl(m, v, eps=e, num_samples=e.shape[0]),
+        kernel_inputs,
+        extreme={
+            "sample_and_kl": [
+                torch.tensor([[1e3, -1e3, 0.0, 0.0]]),
+                torch.tensor([[-80.0, 80.0, -80.0, 80.0]]),
+                torch.ones(1, 1, 4),
+            ]
+        },
+    ),
+    "gaussian_kl": KernelPaths(
+        lambda f, m, v: f.gaussian_kl(m, v),
+        kl_kernel_inputs,
+        samples=(1,),
+        extreme={
+            "gaussian_kl": [
+                torch.tensor([[1e3, 0.0, -1e3], [0.0, 0.0, 0.0]]),
+                torch.tensor([[-80.0, 80.0, 0.0], [-80.0, -80.0, -80.0]]),
+            ],
+            "overflow": [torch.tensor([[0.0, 1000.0]]), torch.tensor([[0.0, 1000.0]])],
+        },
+    ),
 }
 
 
@@ -50,14 +90,17 @@ class SampleOpTester(OpTester):
     def call(self, f, mu, logvar, eps):
         rank = len(torch.broadcast_shapes(mu.shape, logvar.shape))
         event = {"event_dims": 1} if self.op == "sample_and_kl" else {}  # reparameterize has none
-        return getattr(f, self.op)(mu, logvar, eps=eps, num_samples=None if eps.dim() == rank else eps.shape[0],
-                                   **event)
+        return getattr(f, self.op)(
+            mu, logvar, eps=eps, num_samples=None if eps.dim() == rank else eps.shape[0], **event
+        )
 
     def op_args(self, library, inputs):
         mu, logvar, eps = inputs
         seed = torch.tensor([123, 456], device=mu.device)
-        return [(mu.clone().requires_grad_(), logvar, eps, None, eps.shape[0]),
-                (mu, logvar.clone().requires_grad_(), None, seed, eps.shape[0])]
+        return [
+            (mu.clone().requires_grad_(), logvar, eps, None, eps.shape[0]),
+            (mu, logvar.clone().requires_grad_(), None, seed, eps.shape[0]),
+        ]
 
 
 class TestReparameterize(SampleOpTester):
@@ -81,8 +124,10 @@ class TestReparameterize(SampleOpTester):
             (lambda: af.reparameterize(torch.zeros(()), torch.zeros(())), "at least one dimension"),
             # event_dims required above 2 dims, as for the log-likelihoods: (B, C, H, W) would
             # silently give a (B, C, H) KL.
-            (lambda: af.sample_and_kl(torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 4, 5)),
-             r"sample_and_kl: mu has 4 dims \(2, 3, 4, 5\); pass event_dims"),
+            (
+                lambda: af.sample_and_kl(torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 4, 5)),
+                r"sample_and_kl: mu has 4 dims \(2, 3, 4, 5\); pass event_dims",
+            ),
             (lambda: af.reparameterize(mu, mu, eps=torch.zeros(3, 5)), "eps must have the shape of mu"),
             (lambda: af.sample_and_kl(mu, mu, eps=torch.zeros(3, 4), num_samples=2), "eps must have shape"),
             (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, mu[None].double(), None, 1), "eps has dtype"),
@@ -111,9 +156,7 @@ def test_kernel_noise_gradients_match_reference(name):
     # backward pass (which regenerates eps from the seed) gives against the reference.
     fused, ref = FUNCTIONS[name]
     mu, logvar, _ = inputs((6, 45))
-    out, grads, out_grads = run_with_grads(
-        lambda m, v: fused(m, v, num_samples=4, generator=seeded(7)), (mu, logvar)
-    )
+    out, grads, out_grads = run_with_grads(lambda m, v: fused(m, v, num_samples=4, generator=seeded(7)), (mu, logvar))
     eps = (out[0] - mu) / torch.exp(0.5 * logvar)
     _, ref_grads, _ = run_with_grads(with_eps(ref, 4), (mu, logvar, eps))
     for ours, theirs in zip(grads, ref_grads[:2]):
