@@ -64,6 +64,14 @@ def cmd_bench(args) -> int:
     if args.train and args.head:
         print("aevb-fast bench: --train and --head are two suites; choose one", file=sys.stderr)
         return 2
+    if args.matmul != "float32" and not args.train:
+        print(
+            "aevb-fast bench: --matmul is an option of --train (the training step's matrix products)", file=sys.stderr
+        )
+        return 2
+    if args.matmul == "tf32" and any(not d.startswith("cuda") for d in devices):
+        print("aevb-fast bench: --matmul tf32 is for CUDA devices (a CPU has no TF32)", file=sys.stderr)
+        return 2
     if args.train:
         return _bench_train(args, devices)
     if args.head:
@@ -125,6 +133,7 @@ def _bench_train(args, devices: list[str]) -> int:
             hidden=args.hidden,
             latent=args.train_latent,
             memory=not args.no_memory,
+            matmul=args.matmul,
             on_row=saver,
         )
         print(bench_train.format_table(rows))
@@ -486,6 +495,12 @@ def _add_bench_parser(sub) -> None:
         help="--train: skip the peak memory of each step (one fresh process per provider and size)",
     )
     bench.add_argument("--train-latent", dest="train_latent", type=int, default=20, help="--train: latent size J")
+    bench.add_argument(
+        "--matmul",
+        choices=["float32", "tf32"],
+        default="float32",
+        help="--train: every provider's matrix products in float32 (default) or TF32, rows labelled so",
+    )
     bench.add_argument("--repeats", type=int, default=11, help="timed rounds per provider")
     bench.add_argument("--min-time", type=float, default=0.02, help="seconds per timed round")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

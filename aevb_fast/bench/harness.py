@@ -85,9 +85,11 @@ def noisy(timing: dict[str, dict[str, float]]) -> bool:
     return any(t["p80_s"] > NOISY_SPREAD * t["p20_s"] for t in timing.values())
 
 
-OVERSUBSCRIBED_NOTE = ("oversubscribed: before the case, a (100, 784) add took many times longer on these "
-                       "threads than on one (aevb_fast.threads.probe): other jobs share the cores; rerun on a "
-                       "quiet machine, with --threads 1, or with OMP_WAIT_POLICY=PASSIVE")
+OVERSUBSCRIBED_NOTE = (
+    "oversubscribed: before the case, a (100, 784) add took many times longer on these "
+    "threads than on one (aevb_fast.threads.probe): other jobs share the cores; rerun on a "
+    "quiet machine, with --threads 1, or with OMP_WAIT_POLICY=PASSIVE"
+)
 
 
 def oversubscribed(row: dict) -> bool:
@@ -103,12 +105,29 @@ def row_marks(row: dict) -> str:
 def noisy_mark(rows: list[dict]) -> list[str]:
     """The table's footnotes when some rows are marked ``noisy`` or ``oversubscribed``."""
     return ([f"rows marked 'noisy': {NOISY_NOTE}"] if any(noisy(r["timing"]) for r in rows) else []) + (
-        [f"rows marked {OVERSUBSCRIBED_NOTE}"] if any(oversubscribed(r) for r in rows) else [])
+        [f"rows marked {OVERSUBSCRIBED_NOTE}"] if any(oversubscribed(r) for r in rows) else []
+    )
 
 
 # The fields that identify a result: a row saved again with the same values replaces the old one.
-KEY_FIELDS = ("suite", "op", "mode", "batch", "samples", "shape", "dtype", "hidden", "latent",
-              "device", "threads", "torch", "aevb_fast", "cpu_isa", "cpu_allocator")
+KEY_FIELDS = (
+    "suite",
+    "op",
+    "mode",
+    "batch",
+    "samples",
+    "shape",
+    "dtype",
+    "matmul",
+    "hidden",
+    "latent",
+    "device",
+    "threads",
+    "torch",
+    "aevb_fast",
+    "cpu_isa",
+    "cpu_allocator",
+)
 
 
 def row_key(row: dict) -> str:
@@ -126,8 +145,9 @@ def read_rows(path: Path) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                raise ValueError(f"{path}:{number}: not a results row (JSON lines expected); "
-                                 "move the file away or pass --out") from None
+                raise ValueError(
+                    f"{path}:{number}: not a results row (JSON lines expected); move the file away or pass --out"
+                ) from None
     return rows
 
 
@@ -139,8 +159,12 @@ def upsert(rows: list[dict], path: Path) -> tuple[int, int]:
     from .. import build_info
 
     info = build_info()
-    stamp = {"torch": torch.__version__, "aevb_fast": info["version"], "cpu_isa": info["cpu_isa"],
-             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    stamp = {
+        "torch": torch.__version__,
+        "aevb_fast": info["version"],
+        "cpu_isa": info["cpu_isa"],
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     new = {}
     for r in rows:
         stamped = {**r, **stamp}

@@ -261,9 +261,20 @@ def run(
     latent: int = 20,
     min_time: float = 0.2,
     memory: bool = True,
+    matmul: str = "float32",
     on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """One row per batch size, each handed to `on_row` as soon as it is measured."""
+    """One row per batch size, each handed to `on_row` as soon as it is measured. ``matmul``:
+    "float32" or "tf32", every provider's matrix products alike (such rows say "matmul": "tf32")."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if matmul == "tf32" else "highest")
+    try:
+        return _run(batches, device, repeats, hidden, latent, min_time, memory, matmul, on_row)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _run(batches, device, repeats, hidden, latent, min_time, memory, matmul, on_row) -> list[dict]:
     rows = []
     for batch in tqdm(batches, desc="bench --train", unit="batch size"):
         torch._dynamo.reset()  # fresh compilations for each batch size (see bench.run)
@@ -291,6 +302,7 @@ def run(
                 "device": device_name(device),
                 "threads": torch.get_num_threads(),
                 "dtype": "float32",
+                **({"matmul": "tf32"} if matmul == "tf32" else {}),
                 "timing": timing,
                 "profile_shares": shares,
                 "fused_vs_reference": timing["reference"]["median_s"] / timing["fused"]["median_s"],
@@ -344,6 +356,8 @@ def format_table(rows: list[dict]) -> str:
                     "state, on the straight line through the two largest batches; an estimate from this "
                     "device's measurements): " + ", ".join(f"{p} {v:,}" for p, v in fits.items())
                 )
+    if any(r.get("matmul") == "tf32" for r in rows):
+        lines.append("matrix products in TF32 on every provider (--matmul tf32)")
     lines.append("shares of the step's wall time from the profiler:")
     for r in rows:
         for name, shares in r["profile_shares"].items():

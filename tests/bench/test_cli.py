@@ -18,19 +18,45 @@ def test_info_prints_build_info(capsys):
 
 def test_bench_small_run(tmp_path, capsys):
     out = tmp_path / "rows.jsonl"
-    code = cli.main(["bench", "--ops", "sample_and_kl,bernoulli_log_prob", "--sizes", "64",
-                     "--data", "50", "--latent", "8", "--samples", "1,3", "--dtype", "float32,bfloat16",
-                     "--device", "cpu", "--fresh-pages", "--repeats", "3", "--min-time", "0.001",
-                     "--out", str(out)])
+    code = cli.main(
+        [
+            "bench",
+            "--ops",
+            "sample_and_kl,bernoulli_log_prob",
+            "--sizes",
+            "64",
+            "--data",
+            "50",
+            "--latent",
+            "8",
+            "--samples",
+            "1,3",
+            "--dtype",
+            "float32,bfloat16",
+            "--device",
+            "cpu",
+            "--fresh-pages",
+            "--repeats",
+            "3",
+            "--min-time",
+            "0.001",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "sample_and_kl" in printed and "vs compiled" in printed
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     # L applies to the sampling ops only; every dtype in one run.
     assert sorted((r["op"], r["samples"], r["dtype"]) for r in rows) == [
-        ("bernoulli_log_prob", 1, "bfloat16"), ("bernoulli_log_prob", 1, "float32"),
-        ("sample_and_kl", 1, "bfloat16"), ("sample_and_kl", 1, "float32"),
-        ("sample_and_kl", 3, "bfloat16"), ("sample_and_kl", 3, "float32")]
+        ("bernoulli_log_prob", 1, "bfloat16"),
+        ("bernoulli_log_prob", 1, "float32"),
+        ("sample_and_kl", 1, "bfloat16"),
+        ("sample_and_kl", 1, "float32"),
+        ("sample_and_kl", 3, "bfloat16"),
+        ("sample_and_kl", 3, "float32"),
+    ]
     for r in rows:
         assert set(r["timing"]) == set(bench.PROVIDERS)
         assert r["speedup_vs_eager"] > 0 and r["torch"] and r["date"] and r["threads"] >= 1
@@ -56,9 +82,33 @@ def test_keep_freed_memory_applies_on_glibc():
 
 def test_bench_modes_and_memory(tmp_path):
     out = tmp_path / "rows.jsonl"
-    assert cli.main(["bench", "--ops", "gaussian_log_prob", "--sizes", "64", "--data", "40",
-                     "--modes", "forward,backward", "--device", "cpu", "--dtype", "float32", "--fresh-pages", "--repeats", "2", "--min-time", "0.001",
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "--ops",
+                "gaussian_log_prob",
+                "--sizes",
+                "64",
+                "--data",
+                "40",
+                "--modes",
+                "forward,backward",
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                "--fresh-pages",
+                "--repeats",
+                "2",
+                "--min-time",
+                "0.001",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["mode"] for r in rows] == ["forward", "backward"]
     # The fused op saves only its inputs (x, mean, logvar); eager saves intermediates instead.
@@ -93,11 +143,53 @@ def test_benchmark_plot(tmp_path):
     from pathlib import Path
 
     out = tmp_path / "somecpu" / "ops.jsonl"
-    assert cli.main(["bench", "--ops", "gaussian_kl", "--sizes", "16,32", "--latent", "4", "--device", "cpu",
-                     "--dtype", "float32", "--fresh-pages", "--repeats", "2", "--min-time", "0.001",
-                     "--out", str(out)]) == 0
-    assert cli.main(["bench", "--train", "--no-memory", "--sizes", "8,16", "--hidden", "16", "--train-latent", "2",
-                     "--device", "cpu", "--repeats", "2", "--out", str(out.with_name("train.jsonl"))]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "--ops",
+                "gaussian_kl",
+                "--sizes",
+                "16,32",
+                "--latent",
+                "4",
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                "--fresh-pages",
+                "--repeats",
+                "2",
+                "--min-time",
+                "0.001",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "bench",
+                "--train",
+                "--no-memory",
+                "--sizes",
+                "8,16",
+                "--hidden",
+                "16",
+                "--train-latent",
+                "2",
+                "--device",
+                "cpu",
+                "--repeats",
+                "2",
+                "--out",
+                str(out.with_name("train.jsonl")),
+            ]
+        )
+        == 0
+    )
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "plot.py"
     spec = importlib.util.spec_from_file_location("bench_plot", script)
     plot = importlib.util.module_from_spec(spec)
@@ -117,9 +209,22 @@ def test_pytest_benchmark_suite_runs():
     pytest.importorskip("pytest_benchmark")
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-disable", "-q", "-p", "no:cacheprovider",
-         "-k", "cpu-batch100 and float32 and not compiled and (gaussian_kl or sample_and_kl-L5)"],
-        cwd=root, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks/",
+            "--benchmark-disable",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "cpu-batch100 and float32 and not compiled and (gaussian_kl or sample_and_kl-L5)",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "3 passed" in result.stdout or "4 passed" in result.stdout
 
@@ -128,7 +233,8 @@ def test_a_wrong_sample_gets_no_time():
     case = bench.make_case("reparameterize", 64, 10, 8, torch.float32, "cpu")
     steps = bench.providers_for("reparameterize")
     steps["aevb_fast"] = bench._forward_backward(
-        lambda mu, logvar: af.reparameterize(mu, 2 * logvar.abs() + 1, num_samples=1))
+        lambda mu, logvar: af.reparameterize(mu, 2 * logvar.abs() + 1, num_samples=1)
+    )
     with pytest.raises(RuntimeError, match="wrong results"):
         bench.bench_case(case, steps, repeats=2, min_time=0.001)
 
@@ -136,8 +242,27 @@ def test_a_wrong_sample_gets_no_time():
 @pytest.mark.slow
 def test_bench_head(tmp_path, capsys):
     out = tmp_path / "head.jsonl"
-    assert cli.main(["bench", "--head", "--sizes", "2048", "-L", "2", "--hidden", "32", "--repeats", "2",
-                     "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "--head",
+                "--sizes",
+                "2048",
+                "-L",
+                "2",
+                "--hidden",
+                "32",
+                "--repeats",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert set(row["timing"]) == set(row["peak_bytes"]) == {"eager", "compiled", "fused-none", "fused-sum"}
     # eager holds the logits and their gradient (2 x 2 x 2048 x 784 x 4 bytes), the fused head h's
@@ -163,9 +288,31 @@ def test_bench_saves_each_row_as_it_is_measured(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(bench, "bench_case", second_case_interrupted)
-    assert cli.main(["bench", "--ops", "gaussian_kl", "--sizes", "32,64", "--latent", "8", "--device", "cpu",
-                     "--dtype", "float32", "--fresh-pages", "--repeats", "1", "--min-time", "0.001",
-                     "--out", str(out)]) == 130
+    assert (
+        cli.main(
+            [
+                "bench",
+                "--ops",
+                "gaussian_kl",
+                "--sizes",
+                "32,64",
+                "--latent",
+                "8",
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                "--fresh-pages",
+                "--repeats",
+                "1",
+                "--min-time",
+                "0.001",
+                "--out",
+                str(out),
+            ]
+        )
+        == 130
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["op"], r["batch"]) for r in rows] == [("gaussian_kl", 32)]
 
@@ -179,15 +326,36 @@ def test_bench_refuses_a_corrupt_results_file_before_timing(tmp_path, capsys, mo
     assert out.read_text() == "not json\n"
 
 
-@pytest.mark.parametrize("argv", [["bench", "--ops", "gaussian_kl", "--sizes", "32", "--device", "cpu"],
-                                  ["bench", "--train", "--sizes", "32", "--device", "cpu"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "--ops", "gaussian_kl", "--sizes", "32", "--device", "cpu"],
+        ["bench", "--train", "--sizes", "32", "--device", "cpu"],
+    ],
+)
 def test_ctrl_c_in_bench_is_one_line_and_exit_130(argv, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(bench, "run", interrupted)
     from aevb_fast.bench import train_step
+
     monkeypatch.setattr(train_step, "run", interrupted)
     assert cli.main(argv) == 130
     err = capsys.readouterr().err.strip()
     assert err == "aevb-fast bench: interrupted (Ctrl-C)"
+
+
+def test_matmul_is_an_option_of_the_training_step_bench(capsys):
+    # An option that would be ignored is refused in one line.
+    assert cli.main(["bench", "--matmul", "tf32", "--sizes", "8"]) == 2
+    assert "--matmul is an option of --train" in capsys.readouterr().err
+    assert cli.main(["bench", "--train", "--matmul", "tf32", "--device", "cpu", "--sizes", "8"]) == 2
+    assert "--matmul tf32 is for CUDA devices" in capsys.readouterr().err
+
+
+def test_tf32_rows_are_labelled_and_keyed_apart():
+    from aevb_fast.bench.harness import row_key
+
+    row = {"suite": "train_step", "batch": 4096, "dtype": "float32"}
+    assert row_key(row) != row_key({**row, "matmul": "tf32"})
