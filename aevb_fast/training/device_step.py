@@ -49,7 +49,10 @@ class DeviceStepInputs:
         """The host's share of a step, outside any graph: its cursor and, at an epoch's end, the
         next permutation copied to the device (the same one TrainState draws)."""
         if self.state.advance_cursor(self.batch):
-            self.order.copy_(self.state.order)
+            source = self.state.order
+            if self.order.is_cuda:  # from pinned memory, so the copy does not wait for the steps in flight
+                source = source.pin_memory()
+            self.order.copy_(source, non_blocking=self.order.is_cuda)
             self.cursor.zero_()
 
     def indices(self) -> Tensor:
