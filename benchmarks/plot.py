@@ -26,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 # The panels' order and which ops take L: the op suite's registry (aevb_fast.bench.op_suite).
 from aevb_fast.bench.op_suite import OPS as OP_ORDER  # noqa: E402
@@ -106,6 +107,7 @@ def _save(fig, out: Path) -> Path:
 
 def _label_panel(ax, op: str, samples: int) -> None:
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range's minor labels run into each other
     ax.set_title(op + (f", L={samples}" if op in SAMPLING_OPS else ""), fontsize=9)
     ax.set_xlabel("batch size")
 
