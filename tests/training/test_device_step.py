@@ -126,7 +126,7 @@ class SyncingVAE(torch.nn.Module):
         return self.inner.decoder(z)
 
 
-def test_a_step_that_cannot_be_captured_runs_eagerly_with_a_notice(tmp_path, capfd):
+def test_a_cuda_step_that_cannot_be_captured_runs_eagerly_with_a_notice(tmp_path, capfd):
     require_device("cuda")
     from aevb_fast.models import VAE
 
