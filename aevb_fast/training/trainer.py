@@ -236,7 +236,9 @@ class Trainer:
     def _forward_backward(self, x: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
         """The loss's gradients on minibatch x, averaged over ranks and clipped; returns its bound."""
         config = self.config
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16):
+        # No cast cache: a captured step's cached casts would be freed inside its graph (torch's
+        # advice for autocast under CUDA graphs); each weight is cast once a step anyway.
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16, cache_enabled=False):
             loss, bound = self.step_fn(
                 x,
                 num_samples=config.num_samples,

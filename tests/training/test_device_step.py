@@ -80,17 +80,20 @@ def test_no_cuda_graph_option():
 # ---- on a GPU (run by benchmarks/gpu_check.sh) ---------------------------------------------------
 
 
-def test_cuda_graph_step_equals_the_eager_step(tmp_path):
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
+def test_cuda_graph_step_equals_the_eager_step(tmp_path, bf16):
     """A few hundred steps replayed as one captured graph give the eager run's parameters bit for
-    bit, and a run stopped by a signal under capture resumes exactly."""
+    bit (under bfloat16 autocast too), and a run stopped by a signal under capture resumes exactly."""
     require_device("cuda")
-    common = dict(device="cuda", samples=15000, eval_every=5000)
+    common = dict(device="cuda", samples=15000, eval_every=5000, bf16=bf16)
     eager = Trainer(small(tmp_path, "eager", cuda_graph=False, **common))
     eager.run()
     captured = Trainer(small(tmp_path, "captured", **common))
     captured.run()
     assert captured.captured is not None and captured.captured.graph is not None and not captured.captured.eager
     assert_same_parameters(eager, captured)
+    if bf16:
+        return
 
     stopped = Trainer(small(tmp_path, "stopped", **common))
     step = stopped._train_step
