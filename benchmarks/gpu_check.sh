@@ -26,17 +26,20 @@
 #   bench_summed    60   ~50: the likelihoods summed as an ELBO sums    (not yet measured)
 #                         them (gradient made in the forward), 8 cases
 #                         at the op sizes (new)
+#   noise_cost      30   ~10: the noise identity's cost, 4 ways x      ~5 (compiled, not run)
+#                         f32/bf16 x L=1,5 at 2^26 parameters (new)
 #   bench_head      90   ~70: the fused head, B = 65536 (23 s),         37 (B = 64, CPU)
 #                         262144 (46 s), L=1
 #   bench_train    100    61: training steps at M = 4096, 65536, with   66 (M = 64, CPU)
 #                         each step's peak memory (compiled providers
 #                         compile twice: timing and memory)
-#   total          ~565 expected, 570 budget (the last steps are cut first)                          ~170-210, 900 budget
+#   total          ~575 expected, 570 budget (the last steps are cut first)                          ~170-210, 900 budget
 #
 # Written to $OUT (default ./gpu_check_out), refreshed as each step ends (at most 8 files come back
 # from a device call):
 #   summary.txt                          one line per step: name, exit code, seconds, limit, note
 #   logs.tar                             every step's log so far, nvidia-smi's and build_info()'s
+#   noise_cost.jsonl                     the noise identity's cost (benchmarks/noise_cost.cu)
 #   ops.jsonl, head.jsonl, train.jsonl   benchmark rows, each saved as soon as its case is measured;
 #                                        commit them under benchmarks/results/<gpu>/ (summary.txt
 #                                        names the folder)
@@ -65,7 +68,7 @@ LOGS=$(mktemp -d)/logs
 mkdir -p "$LOGS"
 trap 'rm -rf "$(dirname "$LOGS")"' EXIT
 : > "$OUT/summary.txt"
-rm -f "$OUT"/{ops,head,train}.jsonl "$OUT/logs.tar"
+rm -f "$OUT"/{ops,head,train,noise_cost}.jsonl "$OUT/logs.tar"
 
 # What changes between the GPU and the dry run: the device, the sizes, the test selection. The
 # commands and their flags below are the same for both.
@@ -129,7 +132,7 @@ step() {  # step NAME LIMIT COMMAND...: runs under min(LIMIT, what is left), log
   local start=$SECONDS rc note
   timeout --kill-after=10 "$limit" "$@" >> "$LOGS/$name.log" 2>&1
   rc=$?
-  note=$(grep -a -E "[0-9]+ (passed|failed)|rows added|Successfully installed|Would install|Error|error:" "$LOGS/$name.log" | tail -n 1 | cut -c1-160)
+  note=$(grep -a -E "[0-9]+ (passed|failed)|rows added|identity costs|Successfully installed|Would install|Error|error:" "$LOGS/$name.log" | tail -n 1 | cut -c1-160)
   case $rc in
     0) ;;
     124|137) note="timed out at the step's limit; ${note}"; failed=1 ;;
@@ -185,6 +188,13 @@ step bench_prior 60 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --ops 
 # The likelihoods as the ELBO uses them: summed, loss.backward() (issue 30's "summed form").
 step bench_summed 60 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --ops bernoulli_log_prob_sum,gaussian_log_prob_sum \
   --sizes "$OP_SIZES" --dtype "$OP_DTYPES" --repeats "$REPEATS" --out "$OUT/ops.jsonl"
+# What the CPU/CUDA noise identity costs (issue 30, section 3): the drawn-noise sampling op's
+# pattern with the library's generator and with the hardware's approximations, and with eps saved,
+# beside a copy (benchmarks/noise_cost.cu; the dry run compiles it only).
+NOISE_COST_BIN=$(dirname "$LOGS")/noise_cost
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+step noise_cost 30 bash -c "'$NVCC' -std=c++20 --expt-relaxed-constexpr -O3 -arch=sm_90 -Icsrc benchmarks/noise_cost.cu \
+  -o '$NOISE_COST_BIN' && { [ '$DRY_RUN' = 1 ] || '$NOISE_COST_BIN' --jsonl '$OUT/noise_cost.jsonl'; }"
 step bench_head 90 "$PY" -m aevb_fast.cli bench --head --device "$BENCH_DEVICE" --sizes "$HEAD_SIZES" -L 1 \
   --repeats "$REPEATS" --out "$OUT/head.jsonl"
 step bench_train 100 "$PY" -m aevb_fast.cli bench --train --device "$BENCH_DEVICE" --sizes "$TRAIN_SIZES" \
