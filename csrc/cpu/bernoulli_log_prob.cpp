@@ -33,8 +33,13 @@ void bernoulli_forward_typed(const at::Tensor& x_t, const at::Tensor& logits_t, 
         vectorized_loop<acc>(n, [&](auto t, int64_t i) {
           using T = decltype(t);
           const T xi = load<T>(x + i), li = load<T>(logits + i);
-          sum.add(bernoulli_log_prob_term(xi, li));
-          if constexpr (kGrad) store(T(scale) * bernoulli_grad_logit(xi, li), grad_logits + i);
+          if constexpr (kGrad) {
+            const auto both = bernoulli_log_prob_and_grad(xi, li);
+            sum.add(both.term);
+            store(T(scale) * both.grad, grad_logits + i);
+          } else {
+            sum.add(bernoulli_log_prob_term(xi, li));
+          }
         });
         if constexpr (kGrad) grad_tile.finish();
       }

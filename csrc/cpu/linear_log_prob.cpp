@@ -59,8 +59,13 @@ void bernoulli_epilogue_typed(const at::Tensor& x, const at::Tensor& logits, con
         vectorized_loop<acc>(n, [&](auto t, int64_t i) {
           using T = decltype(t);
           const T xi = load<T>(x + i), l = load<T>(in[0] + i);
-          sum.add(bernoulli_log_prob_term(xi, l));
-          if (grad_in[0] != nullptr) store(T(g) * bernoulli_grad_logit(xi, l), grad_in[0] + i);
+          if (grad_in[0] != nullptr) {
+            const auto both = bernoulli_log_prob_and_grad(xi, l);
+            sum.add(both.term);
+            store(T(g) * both.grad, grad_in[0] + i);
+          } else {
+            sum.add(bernoulli_log_prob_term(xi, l));
+          }
         });
       });
 }

@@ -26,8 +26,13 @@ struct BernoulliTerm {
     acc s = 0;
 #pragma unroll
     for (int k = 0; k < N; ++k) {
-      s += bernoulli_log_prob_term(xs[k], ls[k]);
-      if constexpr (kGrad) grads[k] = grad_scale * bernoulli_grad_logit(xs[k], ls[k]);
+      if constexpr (kGrad) {
+        const auto both = bernoulli_log_prob_and_grad(xs[k], ls[k]);
+        s += both.term;
+        grads[k] = grad_scale * both.grad;
+      } else {
+        s += bernoulli_log_prob_term(xs[k], ls[k]);
+      }
     }
     if constexpr (kGrad) store_pack<N>(grad_logits, r * cols + j, grads);
     return s;

@@ -25,13 +25,18 @@ struct BernoulliEpilogue {
     load_pack<N>(x, (r % x_rows) * cols + j, xs);
     load_pack<N>(logits, r * cols + j, ls);
     acc s = 0;
-#pragma unroll
-    for (int k = 0; k < N; ++k) s += bernoulli_log_prob_term(xs[k], ls[k]);
     if (grad_logits != nullptr) {
       const acc g = grad != nullptr ? grad[r] : acc(1);
 #pragma unroll
-      for (int k = 0; k < N; ++k) gs[k] = g * bernoulli_grad_logit(xs[k], ls[k]);
+      for (int k = 0; k < N; ++k) {
+        const auto both = bernoulli_log_prob_and_grad(xs[k], ls[k]);
+        s += both.term;
+        gs[k] = g * both.grad;
+      }
       store_pack<N>(grad_logits, r * cols + j, gs);
+    } else {
+#pragma unroll
+      for (int k = 0; k < N; ++k) s += bernoulli_log_prob_term(xs[k], ls[k]);
     }
     return s;
   }
