@@ -8,7 +8,6 @@
 // Chunks never mix the rows of x: with R = L * Rx rows (row r pairs with row r % Rx of x), a chunk
 // is either whole samples (x passed whole) or part of one sample (the matching rows of x).
 #include <ATen/ATen.h>
-#include <torch/csrc/autograd/graph_task.h>
 
 #include "op_library.h"
 
@@ -278,10 +277,9 @@ struct LinearHeadRows : torch::autograd::Function<LinearHeadRows<Head>> {
   }
 };
 
-// The gradients made in the forward are kept in saved_data rather than saved as variables, so
-// that a backward that frees the graph (the usual one) can take them out, scale them in place
-// and hand them on: autograd then accumulates them without a copy, and no second (R x H) tensor
-// ever exists. A backward that keeps the graph (retain_graph=True, gradcheck) scales copies.
+// The gradients made in the forward are kept for the backward, which scales them in place by the
+// incoming gradient (on CUDA on the device, and not at all when it is one) and hands them on
+// (op_library.h: keep_gradients, hand_on_gradients): no second (R x H) tensor ever exists.
 template <typename Head>
 struct LinearHeadTotal : torch::autograd::Function<LinearHeadTotal<Head>> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& h, const Tensor& weight,
@@ -289,25 +287,13 @@ struct LinearHeadTotal : torch::autograd::Function<LinearHeadTotal<Head>> {
     at::AutoDispatchBelowADInplaceOrView below;
     auto [total, grad_h, grad_weight, grad_bias] =
         LinearHeadOps<Head>::get().with_grads.call(x, h, weight, bias, reduction, chunk_size);
-    ctx->saved_data["grad_h"] = grad_h;
-    ctx->saved_data["grad_weight"] = grad_weight;
-    ctx->saved_data["grad_bias"] = bias.has_value() ? grad_bias : Tensor();
+    keep_gradients(ctx, {grad_h, grad_weight, bias.has_value() ? grad_bias : Tensor()});
     return total;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    check_no_double_backward(Head::name);
-    TORCH_CHECK(ctx->saved_data.count("grad_h") == 1, "aevb_fast.", Head::name,
-                ": trying to backward through "
-                "the graph a second time; pass retain_graph=True to the first backward");
-    const bool keep = torch::autograd::get_current_graph_task_keep_graph();
-    const auto scaled = [&](const char* name) {
-      Tensor t = ctx->saved_data[name].toTensor();
-      if (!t.defined()) return t;
-      if (keep) return t * grads[0];
-      ctx->saved_data.erase(name);
-      return t.mul_(grads[0]);
-    };
-    return {Tensor(), scaled("grad_h"), scaled("grad_weight"), scaled("grad_bias"), Tensor(), Tensor()};
+    const std::string op = std::string("aevb_fast.") + Head::name;
+    const std::vector<Tensor> made = hand_on_gradients(ctx, grads[0], op.c_str());
+    return {Tensor(), made[0], made[1], made[2], Tensor(), Tensor()};
   }
 };
 
