@@ -69,6 +69,62 @@ def interleaved(measures: dict[str, Measure], repeats: int, min_time: float) -> 
     return {name: timing_summary(t) for name, t in times.items()}
 
 
+def time_profile(run_once: Callable[[], object], cuda: bool, top: int = 8) -> dict:
+    """Where one call of ``run_once`` spends its time, from torch.profiler: on a GPU its kernels by
+    device time, on the CPU its operators by self time (the GPU figures of a suite say how long;
+    this says which kernel). ``{"total_ms", "top": [{"name", "calls", "ms"}, ...]}`` with the
+    ``top`` largest, or ``{"error": why}`` where the profiler cannot run (some sandboxes refuse
+    the GPU's tracing)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activity = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU
+    if cuda:
+        torch.cuda.synchronize()
+    prof = profile(activities=[activity])
+    try:
+        prof.start()
+    except Exception as error:  # the profiler's failure must not lose the suite's figures
+        return {"error": f"{type(error).__name__}: {error}"[:300]}
+    try:
+        run_once()  # its own errors are the suite's: they propagate
+        if cuda:
+            torch.cuda.synchronize()
+    finally:
+        try:
+            prof.stop()
+            averages = prof.key_averages()
+        except Exception as error:
+            averages = error
+    if isinstance(averages, Exception):
+        return {"error": f"{type(averages).__name__}: {averages}"[:300]}
+    events = []
+    for e in averages:
+        if cuda and e.device_type != DeviceType.CUDA:
+            continue
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if us > 0:
+            events.append({"name": e.key[:120], "calls": e.count, "ms": round(us / 1e3, 4)})
+    if not events:
+        return {"error": "the profiler recorded no " + ("kernels" if cuda else "operators")}
+    events.sort(key=lambda e: -e["ms"])
+    return {"total_ms": round(sum(e["ms"] for e in events), 4), "top": events[:top]}
+
+
+def format_profiles(title: str, profiles: dict[str, dict], width: int = 70) -> list[str]:
+    """Lines of a table of time_profile results, one block per provider."""
+    lines = [title]
+    for provider, p in profiles.items():
+        if "error" in p:
+            lines.append(f"  {provider}: no profile ({p['error']})")
+            continue
+        lines.append(f"  {provider}: {p['total_ms']:.3f} ms in all")
+        for e in p["top"]:
+            name = e["name"] if len(e["name"]) <= width else e["name"][: width - 3] + "..."
+            lines.append(f"    {e['ms']:>9.3f} ms {e['calls']:>5}x  {name}")
+    return lines
+
+
 def spread(summary: dict[str, float]) -> str:
     """'1.234ms +-3%': the median and half the p20-p80 range relative to it."""
     half = (summary["p80_s"] - summary["p20_s"]) / 2 / summary["median_s"]

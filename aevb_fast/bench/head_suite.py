@@ -10,6 +10,8 @@ Bernoulli log-likelihood, forward and backward (gradients of h, weight and bias)
 
 Time: medians of interleaved rounds (``harness.interleaved``). Peak memory: ``bench.memory``
 (each provider in a fresh process on the CPU), including the gradients every provider returns.
+Each row also holds one step of each provider under torch.profiler (``harness.time_profile``):
+on a GPU, which kernels the time went to.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import ops
-from .harness import interleaved, noisy, noisy_mark, spread
+from .harness import format_profiles, interleaved, noisy, noisy_mark, spread, time_profile
 from .memory import (
     cuda_peak_bytes,
     map_large_allocations,
@@ -83,8 +85,13 @@ def check(inputs: list[torch.Tensor], losses: dict[str, Callable]) -> None:
     first = results["eager"]
     for name, got in results.items():
         for a, b in zip(got, first):
-            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * max(1.0, b.abs().max().item()),
-                                       msg=lambda m: f"bench --head: {name} disagrees with eager: {m}")
+            torch.testing.assert_close(
+                a,
+                b,
+                rtol=1e-3,
+                atol=1e-3 * max(1.0, b.abs().max().item()),
+                msg=lambda m: f"bench --head: {name} disagrees with eager: {m}",
+            )
 
 
 def _time(loss: Callable, inputs: list[torch.Tensor], iterations: int) -> float:
@@ -106,8 +113,9 @@ def peak_bytes(provider: str, batch: int, samples: int, data: int, hidden: int, 
         step(loss, inputs)  # warm-up (compilation)
         clear_grads(inputs)
         return cuda_peak_bytes(lambda: step(loss, inputs))
-    spec = dict(provider=provider, batch=batch, samples=samples, data=data, hidden=hidden,
-                threads=torch.get_num_threads())
+    spec = dict(
+        provider=provider, batch=batch, samples=samples, data=data, hidden=hidden, threads=torch.get_num_threads()
+    )
     return peak_bytes_in_fresh_process("aevb_fast.bench.head_suite", spec)
 
 
@@ -120,8 +128,16 @@ def _measure_memory_here(spec: dict) -> int:
     return sampled_peak_bytes(lambda: step(loss, inputs), reset=lambda: clear_grads(inputs))
 
 
-def run(batches: list[int], samples: list[int], device: str, repeats: int, data: int = 784,
-        hidden: int = 500, min_time: float = 0.2, on_row: Callable[[dict], None] | None = None) -> list[dict]:
+def run(
+    batches: list[int],
+    samples: list[int],
+    device: str,
+    repeats: int,
+    data: int = 784,
+    hidden: int = 500,
+    min_time: float = 0.2,
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """One row per (batch, L), each handed to `on_row` as soon as it is measured."""
     rows = []
     cases = [(b, l) for b in batches for l in samples]
@@ -130,40 +146,78 @@ def run(batches: list[int], samples: list[int], device: str, repeats: int, data:
         inputs = make_inputs(batch, samples_, data, hidden, device)
         losses = {name: make_loss(name) for name in PROVIDERS}
         check(inputs, losses)
-        timing = interleaved({name: functools.partial(_time, loss, inputs) for name, loss in losses.items()},
-                             repeats, min_time)
+        timing = interleaved(
+            {name: functools.partial(_time, loss, inputs) for name, loss in losses.items()}, repeats, min_time
+        )
+        profiles = {
+            name: time_profile(functools.partial(step, loss, inputs), inputs[0].is_cuda)
+            for name, loss in losses.items()
+        }
         del inputs
         peaks = {name: peak_bytes(name, batch, samples_, data, hidden, device) for name in PROVIDERS}
         eager_t, eager_m = timing["eager"]["median_s"], peaks["eager"]
-        rows.append({
-            "suite": "head", "op": "linear_bernoulli_log_prob", "batch": batch, "samples": samples_,
-            "data": data, "hidden": hidden, "device": device_name(device), "threads": torch.get_num_threads(),
-            "dtype": "float32", "timing": timing, "peak_bytes": peaks,
-            "time_vs_eager": {p: timing[p]["median_s"] / eager_t for p in PROVIDERS},
-            "memory_vs_eager": {p: peaks[p] / eager_m for p in PROVIDERS},
-            "memory_vs_compiled": {p: peaks[p] / peaks["compiled"] for p in PROVIDERS},
-        })
+        rows.append(
+            {
+                "suite": "head",
+                "op": "linear_bernoulli_log_prob",
+                "batch": batch,
+                "samples": samples_,
+                "data": data,
+                "hidden": hidden,
+                "device": device_name(device),
+                "threads": torch.get_num_threads(),
+                "dtype": "float32",
+                "timing": timing,
+                "peak_bytes": peaks,
+                "time_vs_eager": {p: timing[p]["median_s"] / eager_t for p in PROVIDERS},
+                "memory_vs_eager": {p: peaks[p] / eager_m for p in PROVIDERS},
+                "memory_vs_compiled": {p: peaks[p] / peaks["compiled"] for p in PROVIDERS},
+                "profile": profiles,
+            }
+        )
         if on_row:
             on_row(rows[-1])
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    header = (f"{'batch':>7} {'L':>2} " + " ".join(f"{p + ' ms':>14}" for p in PROVIDERS) + " "
-              + " ".join(f"{p + ' MB':>14}" for p in PROVIDERS))
+    header = (
+        f"{'batch':>7} {'L':>2} "
+        + " ".join(f"{p + ' ms':>14}" for p in PROVIDERS)
+        + " "
+        + " ".join(f"{p + ' MB':>14}" for p in PROVIDERS)
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         t, m = r["timing"], r["peak_bytes"]
-        lines.append(f"{r['batch']:>7} {r['samples']:>2} " + " ".join(f"{t[p]['median_s'] * 1e3:>14.1f}" for p in PROVIDERS)
-                     + " " + " ".join(f"{m[p] / 1e6:>14.1f}" for p in PROVIDERS) + ("  noisy" if noisy(t) else ""))
+        lines.append(
+            f"{r['batch']:>7} {r['samples']:>2} "
+            + " ".join(f"{t[p]['median_s'] * 1e3:>14.1f}" for p in PROVIDERS)
+            + " "
+            + " ".join(f"{m[p] / 1e6:>14.1f}" for p in PROVIDERS)
+            + ("  noisy" if noisy(t) else "")
+        )
     lines.append("time and peak memory relative to eager (lower is better):")
     for r in rows:
-        lines.append(f"  batch {r['batch']} L={r['samples']}: " + ", ".join(
-            f"{p} time {r['time_vs_eager'][p]:.2f}x mem {r['memory_vs_eager'][p]:.2f}x" for p in PROVIDERS[1:])
-            + f"; fused-sum memory vs compiled {r['memory_vs_compiled']['fused-sum']:.2f}x")
-    lines.append("time: median step +- half its p20-p80 range: " + "; ".join(
-        f"batch {r['batch']} L={r['samples']}: " + ", ".join(f"{p} {spread(r['timing'][p])}" for p in PROVIDERS)
-        for r in rows))
+        lines.append(
+            f"  batch {r['batch']} L={r['samples']}: "
+            + ", ".join(
+                f"{p} time {r['time_vs_eager'][p]:.2f}x mem {r['memory_vs_eager'][p]:.2f}x" for p in PROVIDERS[1:]
+            )
+            + f"; fused-sum memory vs compiled {r['memory_vs_compiled']['fused-sum']:.2f}x"
+        )
+    lines.append(
+        "time: median step +- half its p20-p80 range: "
+        + "; ".join(
+            f"batch {r['batch']} L={r['samples']}: " + ", ".join(f"{p} {spread(r['timing'][p])}" for p in PROVIDERS)
+            for r in rows
+        )
+    )
+    for r in rows:
+        if "profile" in r:
+            lines += format_profiles(
+                f"where one step's time goes (torch.profiler), batch {r['batch']} L={r['samples']}:", r["profile"]
+            )
     return "\n".join(lines + noisy_mark(rows))
 
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from .. import ops, reference, threads
 from ..models import VAE
-from .harness import interleaved, noisy_mark, row_marks, spread
+from .harness import format_profiles, interleaved, noisy_mark, row_marks, spread, time_profile
 from .memory import (
     cuda_peak_bytes,
     map_large_allocations,
@@ -290,6 +290,12 @@ def _run(batches, device, repeats, hidden, latent, min_time, memory, matmul, on_
         for summary in timing.values():
             summary["samples_per_s"] = batch / summary["median_s"]
         shares = {name: profile_shares(steps[name], x) for name in ("fused", "reference")}
+        # On a GPU, which kernels a step's time goes to (launch-bound or product-bound).
+        kernels = (
+            {name: time_profile(functools.partial(step, x), cuda=True) for name, step in steps.items()}
+            if device.startswith("cuda")
+            else None
+        )
         del steps
         peaks = {name: peak_bytes(name, batch, hidden, latent, device) for name in names} if memory else None
         rows.append(
@@ -305,6 +311,7 @@ def _run(batches, device, repeats, hidden, latent, min_time, memory, matmul, on_
                 **({"matmul": "tf32"} if matmul == "tf32" else {}),
                 "timing": timing,
                 "profile_shares": shares,
+                **({"kernels": kernels} if kernels else {}),
                 "fused_vs_reference": timing["reference"]["median_s"] / timing["fused"]["median_s"],
                 "fused_vs_compiled": timing["compiled"]["median_s"] / timing["fused"]["median_s"],
                 "fused_head_vs_fused": timing["fused"]["median_s"] / timing["fused-head"]["median_s"],
@@ -363,6 +370,9 @@ def format_table(rows: list[dict]) -> str:
         for name, shares in r["profile_shares"].items():
             parts = ", ".join(f"{k} {100 * v:.1f}%" for k, v in shares.items())
             lines.append(f"  batch {r['batch']:>6} {name:<9}: {parts}")
+    for r in rows:
+        if "kernels" in r:
+            lines += format_profiles(f"the GPU kernels of one step (torch.profiler), batch {r['batch']}:", r["kernels"])
     return "\n".join(lines + noisy_mark(rows))
 
 

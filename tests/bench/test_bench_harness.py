@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from aevb_fast.bench import harness
 
@@ -98,3 +99,16 @@ def test_the_default_ops_are_the_op_families_functions():
     functions = [op for family in ops.FAMILIES for op in family.ops]
     assert list(op_suite.DEFAULT_OPS) == [op for op in functions if op not in ops.LINEAR_HEAD_OPS]
     assert all(op in op_suite.BENCHED_OPS for op in op_suite.DEFAULT_OPS)
+
+
+def test_time_profile_names_where_the_time_goes_and_lets_errors_through():
+    a = torch.randn(256, 256)
+    profile = harness.time_profile(lambda: (a @ a).sum(), cuda=False, top=2)
+    assert len(profile["top"]) == 2 and profile["total_ms"] >= sum(e["ms"] for e in profile["top"]) > 0
+    assert "aten::mm" in [e["name"] for e in profile["top"]]
+    assert all(e["calls"] >= 1 for e in profile["top"])
+    with pytest.raises(ValueError, match="the step's own"):  # not an {"error"} row: the step failed
+        harness.time_profile(lambda: (_ for _ in ()).throw(ValueError("the step's own")), cuda=False)
+    lines = harness.format_profiles("title", {"eager": profile, "fused": {"error": "CUPTI refused"}}, width=12)
+    assert lines[0] == "title" and lines[-1] == "  fused: no profile (CUPTI refused)"
+    assert all(len(line.split("x  ", 1)[-1]) <= 12 for line in lines[2:4])

@@ -33,6 +33,7 @@ def test_a_spent_budget_skips_the_remaining_steps_and_fails(tmp_path):
         "bench_ops",
         "bench_prior",
         "bench_summed",
+        "noise_cost",
         "bench_head",
         "bench_train",
     ]
