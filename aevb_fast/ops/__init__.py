@@ -26,7 +26,6 @@ from ._arguments import REDUCTIONS as REDUCTIONS
 from ._arguments import accumulate_dtype as accumulate_dtype
 from ._arguments import draw_seed as draw_seed
 from .family import OpFamily
-from .linear_log_prob import DEFAULT_CHUNK_ELEMENTS as DEFAULT_CHUNK_ELEMENTS
 from .linear_log_prob import LINEAR_HEAD_OPS as LINEAR_HEAD_OPS
 
 try:

@@ -4,6 +4,9 @@ chunking and fakes. No autocast rule: they promote h, weight and x to one dtype 
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor
 
 from ._arguments import accumulate_dtype, check_reduction, check_same_device, promoted_dtype, reduced_shape
@@ -28,8 +31,9 @@ class LinearLogProbOps:
         ``h`` is the decoder's last hidden layer, ``(..., H)``; ``weight`` is ``(D, H)`` and
         ``bias`` ``(D,)``, as in ``nn.Linear(H, D)``; ``x`` is ``(..., D)``, broadcast over
         leading (sample) dims of ``h`` as in ``bernoulli_log_prob``. Rows are processed
-        ``chunk_size`` at a time (default: about 2**20 logits per chunk on the CPU, 2**24 on a
-        GPU), so at most ``chunk_size x D`` logits exist at once. ``reduction``: ``"none"`` (one
+        ``chunk_size`` at a time (default: about 2**20 logits per chunk on the CPU; on a GPU
+        equal chunks of at least 2**24 logits and an eighth of them all), so at most
+        ``chunk_size x D`` logits exist at once. ``reduction``: ``"none"`` (one
         value per row of ``h``, shape ``h.shape[:-1]``; the backward recomputes each chunk's
         logits), ``"sum"`` or ``"mean"`` (a scalar; the gradients are computed in the forward pass
         and the backward only scales them). Gradients flow to ``h``, ``weight`` and ``bias``;
@@ -64,9 +68,16 @@ class LinearLogProbOps:
         return self._ops.linear_gaussian_log_prob(x, h, weight, bias, reduction, chunk)
 
 
-# Elements of logits per chunk by default: a few MB on the CPU (cache-sized, and enough rows for
-# MKL's GEMM), more on a GPU, where a large product is what keeps it busy.
-DEFAULT_CHUNK_ELEMENTS = {"cpu": 2**20, "cuda": 2**24}
+# Elements of logits per chunk by default on the CPU: a few MB (cache-sized, and enough rows for
+# MKL's GEMM).
+CPU_CHUNK_ELEMENTS = 2**20
+# On a GPU a large product is what keeps it busy: chunks of at least 2**24 logits, and at least an
+# eighth of all the logits (the two chunk buffers then hold a quarter of what the unfused layer's
+# logits and their gradient do, at most a 32nd of the device's memory), cut into equal chunks
+# so that none is a small remainder (issue 30: 8 chunks of 32768 rows at B = 262144, D = 784,
+# where a fixed 2**24 made 12 and a quarter).
+CUDA_MIN_CHUNK_ELEMENTS = 2**24
+CUDA_CHUNKS_AT_MOST = 8
 
 
 def _chunk_rows(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None) -> int:
@@ -74,8 +85,20 @@ def _chunk_rows(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None) ->
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"aevb_fast: chunk_size must be a positive int or None, got {chunk_size!r}")
         return chunk_size
-    elements = DEFAULT_CHUNK_ELEMENTS.get(h.device.type, 2**20)
-    return max(1, elements // max(1, weight.shape[0] if weight.dim() == 2 else 1))
+    width = max(1, weight.shape[0] if weight.dim() == 2 else 1)
+    if h.device.type != "cuda":
+        return max(1, CPU_CHUNK_ELEMENTS // width)
+    total_memory = torch.cuda.get_device_properties(h.device).total_memory
+    return cuda_chunk_rows(math.prod(h.shape[:-1]), width, h.element_size(), total_memory)
+
+
+def cuda_chunk_rows(rows: int, width: int, element_size: int, total_memory: int) -> int:
+    """Rows per chunk on a GPU: equal chunks of at least CUDA_MIN_CHUNK_ELEMENTS logits and an
+    eighth of them all, the two buffers within a 32nd of the device's memory."""
+    elements = max(CUDA_MIN_CHUNK_ELEMENTS, -(-rows * width // CUDA_CHUNKS_AT_MOST))
+    most_rows = max(1, min(elements, total_memory // (64 * element_size)) // width)
+    chunks = max(1, -(-rows // most_rows))
+    return max(1, -(-rows // chunks))  # <= most_rows
 
 
 def _linear_head_fake(x, h, weight, bias, reduction, chunk_size):

@@ -9,6 +9,7 @@ from torch.distributions import Bernoulli, Independent, Normal
 
 import aevb_fast as af
 from aevb_fast import reference
+from aevb_fast.ops.linear_log_prob import cuda_chunk_rows
 from op_tester import OpTester
 from testing import DEVICES, assert_matches, functions, rand, randn, require_device, tensor_device
 
@@ -20,8 +21,12 @@ def inputs(case, dtype=torch.float64, device="cpu", parts=1):
     batch, samples, cols = case
     lead = batch if samples is None else (samples, *batch)
     t = lambda *shape, seed, **kw: randn(*shape, dtype=dtype, device=device, seed=seed, **kw)  # noqa: E731
-    return [rand(*batch, cols, dtype=dtype, device=device, seed=0), t(*lead, HIDDEN, seed=1),
-            t(parts * cols, HIDDEN, seed=2, scale=0.5), t(parts * cols, seed=3, scale=0.5)]
+    return [
+        rand(*batch, cols, dtype=dtype, device=device, seed=0),
+        t(*lead, HIDDEN, seed=1),
+        t(parts * cols, HIDDEN, seed=2, scale=0.5),
+        t(parts * cols, seed=3, scale=0.5),
+    ]
 
 
 class LinearHeadTester(OpTester):
@@ -49,8 +54,10 @@ class LinearHeadTester(OpTester):
 
     def op_args(self, library, inputs):
         x, h, weight, bias = inputs
-        return [(x, h.clone().requires_grad_(), weight.clone().requires_grad_(), bias, self.reduction, 2),
-                (x, h, weight, bias.clone().requires_grad_(), self.reduction, 100)]
+        return [
+            (x, h.clone().requires_grad_(), weight.clone().requires_grad_(), bias, self.reduction, 2),
+            (x, h, weight, bias.clone().requires_grad_(), self.reduction, 100),
+        ]
 
     def backward_op_args(self, args, out_grads):
         x, h, weight, bias, _, chunk = args
@@ -75,7 +82,10 @@ class LinearHeadTester(OpTester):
             (lambda: f(x.long(), h.long(), w.long(), b.long()), "x must be a float"),
             (lambda: f(x, h, w, b, reduction="avg"), "reduction must be one of"),
             (lambda: f(x, h, w, b, chunk_size=0), "chunk_size must be a positive int"),
-            (lambda: torch.ops.aevb_fast.linear_bernoulli_log_prob(x, h, z(5, 3), None, "none", 0), "chunk_size must be at least 1"),
+            (
+                lambda: torch.ops.aevb_fast.linear_bernoulli_log_prob(x, h, z(5, 3), None, "none", 0),
+                "chunk_size must be at least 1",
+            ),
         ]
 
 
@@ -191,8 +201,9 @@ def test_extreme_pre_activations(head):
     out = getattr(af, name)(x, h, weight)
     out.backward()
     assert torch.isfinite(out).all() and torch.isfinite(h.grad).all() and torch.isfinite(weight.grad).all()
-    torch.testing.assert_close(out.double(), getattr(reference, name)(x.double(), h.double(), weight.double()),
-                               rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(
+        out.double(), getattr(reference, name)(x.double(), h.double(), weight.double()), rtol=1e-5, atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum"])
@@ -215,3 +226,16 @@ def test_compiled_with_a_transposed_weight():
     compiled = torch.autograd.grad(torch.compile(fn, fullgraph=True)(h, weight, bias), (h, weight))
     for a, b in zip(compiled, eager):
         torch.testing.assert_close(a, b)
+
+
+def test_gpu_chunks_are_equal_and_sized_by_the_problem_and_the_device():
+    h200 = 143_771_000_000  # bytes
+    # B = 262144, D = 784: 8 equal chunks (a fixed 2**24 logits made 12 and a quarter)
+    assert cuda_chunk_rows(262144, 784, 4, h200) == 32768
+    # 2**24 logits at least: B = 65536 in 4 equal chunks, a small batch in one
+    assert cuda_chunk_rows(65536, 784, 4, h200) == 16384
+    assert cuda_chunk_rows(100, 784, 4, h200) == 100
+    # the two buffers within a 32nd of a small device's memory, never less than a row
+    rows = cuda_chunk_rows(262144, 784, 4, 2**30)
+    assert 2 * rows * 784 * 4 <= 2**30 // 32 and rows * -(-262144 // rows) >= 262144
+    assert cuda_chunk_rows(10, 784, 4, 1) == 1
