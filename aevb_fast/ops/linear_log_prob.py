@@ -72,7 +72,7 @@ class LinearLogProbOps:
 # MKL's GEMM).
 CPU_CHUNK_ELEMENTS = 2**20
 # On a GPU a large product is what keeps it busy: chunks of at least 2**24 logits, and at least an
-# eighth of all the logits (the two chunk buffers then hold a quarter of what the unfused layer's
+# eighth of all the logits (the two chunk buffers then hold an eighth of what the unfused layer's
 # logits and their gradient do, at most a 32nd of the device's memory), cut into equal chunks
 # so that none is a small remainder (issue 30: 8 chunks of 32768 rows at B = 262144, D = 784,
 # where a fixed 2**24 made 12 and a quarter).
