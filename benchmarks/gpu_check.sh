@@ -3,6 +3,11 @@
 # Python 3.12, nvcc 13.0, no network):
 #     bash benchmarks/gpu_check.sh              # the device tool's run, timeout_s=600
 #     bash benchmarks/gpu_check.sh --dry-run    # the same steps on this CPU, as CI runs them
+#     bash benchmarks/gpu_check.sh --prepare    # here, before the device call: MNIST gzipped into
+#                                               # .device_data/ (ignored, ~11 MB) for the speedrun;
+#                                               # then call with carry=[".device_data"]
+#     GPU_CHECK_ONLY=speedrun,bench_train bash benchmarks/gpu_check.sh   # the build, then only these
+#                                               # steps (a second call on the warm machine)
 # It ends within GPU_CHECK_BUDGET_S seconds (default 570, inside one device call's 10 minutes; 900
 # for the dry run, whose limits are 3 times the GPU's):
 # each step runs under its own limit, cut to what is left of the budget, and a step with no time
@@ -33,6 +38,9 @@
 #   bench_train    100    61: training steps at M = 4096, 65536, with   66 (M = 64, CPU)
 #                         each step's peak memory (compiled providers
 #                         compile twice: timing and memory)
+#   speedrun       150     -: time to each MNIST test bound, the M =     (a 20000-sample CPU run)
+#                         4096 recipe (issue 31; needs --prepare's
+#                         data carried, else skipped: one more call)
 #   total          ~575 expected, 570 budget (the last steps are cut first)                          ~170-210, 900 budget
 #
 # Written to $OUT (default ./gpu_check_out), refreshed as each step ends (at most 8 files come back
@@ -40,6 +48,7 @@
 #   summary.txt                          one line per step: name, exit code, seconds, limit, note
 #   logs.tar                             every step's log so far, nvidia-smi's and build_info()'s
 #   noise_cost.jsonl                     the noise identity's cost (benchmarks/noise_cost.cu)
+#   speedrun.jsonl                       the speedrun's row (its learning curve is in logs.tar)
 #   ops.jsonl, head.jsonl, train.jsonl   benchmark rows, each saved as soon as its case is measured;
 #                                        commit them under benchmarks/results/<gpu>/ (summary.txt
 #                                        names the folder)
@@ -49,14 +58,37 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 DRY_RUN=${GPU_CHECK_DRY_RUN:-0}
+PREPARE=0
 for arg in "$@"; do
   case $arg in
     --dry-run) DRY_RUN=1 ;;
+    --prepare) PREPARE=1 ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "gpu_check: unknown argument '$arg' (use --dry-run or --help)" >&2; exit 2 ;;
+    *) echo "gpu_check: unknown argument '$arg' (use --dry-run, --prepare or --help)" >&2; exit 2 ;;
   esac
 done
 
+# MNIST for the speedrun on the device machine, where ../shared does not travel: gzipped into an
+# ignored folder that the device call carries.
+DATA_DIR=${GPU_CHECK_DATA_DIR:-.device_data}
+if [ "$PREPARE" = 1 ]; then
+  src=${AEVB_FAST_DATA:-../shared/data}/mnist
+  mkdir -p "$DATA_DIR/mnist"
+  for f in train-images-idx3-ubyte t10k-images-idx3-ubyte; do
+    if [ -f "$src/$f.gz" ]; then
+      cp "$src/$f.gz" "$DATA_DIR/mnist/"
+    elif [ -f "$src/$f" ]; then
+      gzip -c "$src/$f" > "$DATA_DIR/mnist/$f.gz.tmp" && mv "$DATA_DIR/mnist/$f.gz.tmp" "$DATA_DIR/mnist/$f.gz"
+    else
+      echo "gpu_check: --prepare: neither $src/$f nor $src/$f.gz exists (set AEVB_FAST_DATA to the folder holding mnist/)" >&2
+      exit 1
+    fi
+  done
+  echo "gpu_check: MNIST in $DATA_DIR ($(du -sh "$DATA_DIR" | cut -f1)); call the device with carry=[\"$DATA_DIR\"]"
+  exit 0
+fi
+
+ONLY=${GPU_CHECK_ONLY:-}
 OUT=${OUT:-$PWD/gpu_check_out}
 BUDGET=${GPU_CHECK_BUDGET_S:-570}
 PY=${PYTHON:-python3}
@@ -68,7 +100,7 @@ LOGS=$(mktemp -d)/logs
 mkdir -p "$LOGS"
 trap 'rm -rf "$(dirname "$LOGS")"' EXIT
 : > "$OUT/summary.txt"
-rm -f "$OUT"/{ops,head,train,noise_cost}.jsonl "$OUT/logs.tar"
+rm -f "$OUT"/{ops,head,train,noise_cost,speedrun}.jsonl "$OUT/logs.tar"
 
 # What changes between the GPU and the dry run: the device, the sizes, the test selection. The
 # commands and their flags below are the same for both.
@@ -115,6 +147,10 @@ failed=0
 save() {  # the logs so far into $OUT (the results rows are written there directly)
   tar -cf "$OUT/logs.tar.tmp" -C "$(dirname "$LOGS")" logs && mv "$OUT/logs.tar.tmp" "$OUT/logs.tar"
 }
+selected() {  # whether step NAME runs: every step, or those GPU_CHECK_ONLY names (the build always)
+  local name=${1%_probe}  # memcheck_probe goes with memcheck
+  [ -z "$ONLY" ] || [ "$name" = build ] || [[ ",$ONLY," == *",$name,"* ]]
+}
 record() {  # record NAME CODE SECONDS LIMIT NOTE: one line of summary.txt, echoed
   local line
   line=$(printf '%-15s exit %-4s %4s s  (limit %3s s)  %s' "$1" "$2" "$3" "$4" "$5")
@@ -123,6 +159,9 @@ record() {  # record NAME CODE SECONDS LIMIT NOTE: one line of summary.txt, echo
 }
 step() {  # step NAME LIMIT COMMAND...: runs under min(LIMIT, what is left), logs to NAME.log
   local name=$1 limit=$(($2 * LIMIT_SCALE)); shift 2
+  if ! selected "$name"; then
+    record "$name" - 0 "$limit" "not selected (GPU_CHECK_ONLY=$ONLY)"; return 1
+  fi
   local left=$((deadline - SECONDS - 5))
   if [ "$left" -lt 15 ]; then
     record "$name" - 0 "$limit" "skipped: ${BUDGET} s budget spent"; failed=1; return 1
@@ -132,7 +171,7 @@ step() {  # step NAME LIMIT COMMAND...: runs under min(LIMIT, what is left), log
   local start=$SECONDS rc note
   timeout --kill-after=10 "$limit" "$@" >> "$LOGS/$name.log" 2>&1
   rc=$?
-  note=$(grep -a -E "[0-9]+ (passed|failed)|rows added|identity costs|Successfully installed|Would install|Error|error:" "$LOGS/$name.log" | tail -n 1 | cut -c1-160)
+  note=$(grep -a -E "[0-9]+ (passed|failed)|rows added|identity costs|sustained:|Successfully installed|Would install|Error|error:" "$LOGS/$name.log" | tail -n 1 | cut -c1-160)
   case $rc in
     0) ;;
     124|137) note="timed out at the step's limit; ${note}"; failed=1 ;;
@@ -172,7 +211,7 @@ else
       "$PY" -c "import torch; assert torch.ones(8, device='cuda').sum().item() == 8"; then
     step memcheck 60 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 AEVB_FAST_UNDER_SANITIZER=1 "$SANITIZER" --tool memcheck --error-exitcode 1 \
       "$PY" -m pytest -q -p no:cacheprovider "${MEMCHECK_TESTS[@]}"
-  else
+  elif selected memcheck; then
     failed=$failed_before  # a refused tool is a note, not a failure of the code
     record memcheck - 0 0 "skipped: compute-sanitizer refused this machine ($(grep -a -m1 -i -E "error|not supported" "$LOGS/memcheck_probe.log" | cut -c1-100))"
   fi
@@ -190,19 +229,38 @@ step bench_summed 60 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --ops
   --sizes "$OP_SIZES" --dtype "$OP_DTYPES" --repeats "$REPEATS" --out "$OUT/ops.jsonl"
 # What the CPU/CUDA noise identity costs (issue 30, section 3): the drawn-noise sampling op's
 # pattern with the library's generator and with the hardware's approximations, and with eps saved,
-# beside a copy (benchmarks/noise_cost.cu; the dry run compiles it only).
+# beside a copy (benchmarks/noise_cost.cu; the dry run compiles it only). nvcc runs without the
+# ASan preload that the tests' dry run inherits (it crashes under it).
 NOISE_COST_BIN=$(dirname "$LOGS")/noise_cost
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-step noise_cost 30 bash -c "'$NVCC' -std=c++20 --expt-relaxed-constexpr -O3 -arch=sm_90 -Icsrc benchmarks/noise_cost.cu \
+step noise_cost 30 env -u LD_PRELOAD bash -c "'$NVCC' -std=c++20 --expt-relaxed-constexpr -O3 -arch=sm_90 -Icsrc benchmarks/noise_cost.cu \
   -o '$NOISE_COST_BIN' && { [ '$DRY_RUN' = 1 ] || '$NOISE_COST_BIN' --jsonl '$OUT/noise_cost.jsonl'; }"
 step bench_head 90 "$PY" -m aevb_fast.cli bench --head --device "$BENCH_DEVICE" --sizes "$HEAD_SIZES" -L 1 \
   --repeats "$REPEATS" --out "$OUT/head.jsonl"
 step bench_train 100 "$PY" -m aevb_fast.cli bench --train --device "$BENCH_DEVICE" --sizes "$TRAIN_SIZES" \
   --repeats "$REPEATS" --out "$OUT/train.jsonl"
 
+# 5. Time to quality (issue 31): the speedrun recipe on MNIST, when the data came along
+#    (--prepare here, carry=[".device_data"]); its row into $OUT, its learning curve into the logs.
+SPEEDRUN_RUN=$(dirname "$LOGS")/speedrun_run
+if [ "$DRY_RUN" = 1 ]; then
+  SPEEDRUN_ARGS=(--device cpu --batch-size 1000 --samples 20000)
+else
+  SPEEDRUN_ARGS=(--device cuda)
+fi
+if [ -f "$DATA_DIR/mnist/train-images-idx3-ubyte.gz" ]; then
+  export AEVB_FAST_DATA=$(cd "$DATA_DIR" && pwd)
+fi
+if "$PY" -c "from aevb_fast.training.data import find_file as f; f('mnist_train_images', download=False); f('mnist_test_images', download=False)" > /dev/null 2>&1; then
+  step speedrun 150 "$PY" benchmarks/speedrun.py "${SPEEDRUN_ARGS[@]}" --out "$SPEEDRUN_RUN" \
+    --save-to "$OUT/speedrun.jsonl" && cp "$SPEEDRUN_RUN/learning_curve_wall.png" "$LOGS/" && save
+elif selected speedrun; then
+  record speedrun - 0 0 "skipped: no MNIST here (bash benchmarks/gpu_check.sh --prepare, then carry .device_data)"
+fi
+
 folder=$("$PY" -c "from aevb_fast.bench.op_suite import results_path; print(results_path('$BENCH_DEVICE').parent)" 2>/dev/null)
 grep -a -h "copy bandwidth" "$LOGS/bench_ops.log" >> "$OUT/summary.txt" 2>/dev/null
-echo "results: commit $OUT/{ops,head,train}.jsonl under ${folder:-benchmarks/results/<gpu>}/" >> "$OUT/summary.txt"
+echo "results: commit $OUT/{ops,head,train,noise_cost,speedrun}.jsonl under ${folder:-benchmarks/results/<gpu>}/" >> "$OUT/summary.txt"
 save
 echo "gpu_check: done in $SECONDS s, $([ $failed = 0 ] && echo "every step passed" || echo "FAILED (see summary.txt)")"
 cat "$OUT/summary.txt"

@@ -2,6 +2,7 @@
 learning curve against seconds (a short CPU run on the synthetic data stands in for MNIST)."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +55,20 @@ def test_a_short_run_prints_its_times_and_plots_its_curve(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "test bound" in printed and "the command took" in printed and "-97" in printed
+    assert "sustained:" in printed
     assert (out / "learning_curve_wall.png").is_file()
     walls = [r["wall_s"] for r in speedrun.read_metrics(out)]
     assert walls == sorted(walls) and walls[-1] > 0
+
+
+def test_save_to_appends_one_row_with_the_sustained_throughput(tmp_path):
+    speedrun = load_speedrun()
+    results = tmp_path / "out" / "speedrun.jsonl"
+    results.parent.mkdir()
+    argv = ["--device", "cpu", "--batch-size", "50", "--samples", "1000", "--out", str(tmp_path / "run")]
+    argv += ["--save-to", str(results), "--", "--dataset", "synthetic", "--hidden", "16", "--latent", "2"]
+    assert speedrun.main(argv) == 0 and speedrun.main(argv) == 0  # the same command twice: two rows
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(rows) == 2
+    records = rows[0]["records"]
+    assert rows[0]["sustained_samples_per_s"] == records[-1]["samples_seen"] / records[-1]["wall_s"] > 0
