@@ -12,8 +12,8 @@
 // timed: identical equals the CPU's normals bit for bit; the others' largest difference from
 // them is printed (the same Philox words through a cheaper transform, so the same distribution
 // up to that difference). Build and run on the GPU machine from the project's root:
-//   nvcc -std=c++20 --expt-relaxed-constexpr -O3 -arch=sm_90 -Icsrc benchmarks/noise_cost.cu \
-//        -o /tmp/noise_cost && /tmp/noise_cost [--params N] [--jsonl FILE]
+//   nvcc -std=c++20 --expt-relaxed-constexpr -O3 -arch=sm_90 -Xcompiler -ffp-contract=off -Icsrc \
+//        benchmarks/noise_cost.cu -o /tmp/noise_cost && /tmp/noise_cost [--params N] [--jsonl FILE]
 // (benchmarks/gpu_check.sh does, as its noise_cost step.)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -226,10 +226,11 @@ __global__ void copy_kernel(const float4* __restrict__ in, float4* __restrict__ 
   }
 }
 
+// value + step (i % 97); step == 0 writes value itself (-0 stays -0).
 template <typename T>
 __global__ void fill_kernel(T* p, int64_t n, float value, float step) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    p[i] = T(value + step * float(i % 97));
+    p[i] = T(step == 0.0f ? value : value + step * float(i % 97));
   }
 }
 
@@ -281,14 +282,16 @@ void run_op(const Buffers& b, int64_t samples, int64_t params) {
                                                  static_cast<T*>(b.grad_logvar), samples, params);
 }
 
-// The forward's z for mu = 0, logvar = 0 (z = the normals exactly, in float32), copied back.
+// The forward's z for mu = -0, logvar = 0 (z = -0 + 1 * n: the normals exactly, the sign of a
+// zero included), copied back.
 template <Generator kGen>
 std::vector<float> normals_from_gpu(const Buffers& b, int64_t params) {
-  fill_kernel<float><<<blocks_for(params), kThreads>>>(static_cast<float*>(b.mu), params, 0.0f, 0.0f);
+  fill_kernel<float><<<blocks_for(params), kThreads>>>(static_cast<float*>(b.mu), params, -0.0f, 0.0f);
   fill_kernel<float><<<blocks_for(params), kThreads>>>(static_cast<float*>(b.logvar), params, 0.0f, 0.0f);
   forward_kernel<float, kGen>
       <<<blocks_for(params / 16), kThreads>>>(static_cast<const float*>(b.mu), static_cast<const float*>(b.logvar),
                                               b.seed, static_cast<float*>(b.z), static_cast<float*>(b.eps), 1, params);
+  CHECK_CUDA(cudaGetLastError());
   std::vector<float> out(static_cast<size_t>(params));
   CHECK_CUDA(cudaMemcpy(out.data(), b.z, sizeof(float) * size_t(params), cudaMemcpyDeviceToHost));
   return out;
@@ -362,6 +365,7 @@ int main(int argc, char** argv) {
   // 2. The op, forward + backward, each way, beside the copy.
   fill_kernel<float><<<blocks_for(params), kThreads>>>(static_cast<float*>(b.mu), params, -1.0f, 0.02f);
   fill_kernel<float><<<blocks_for(params), kThreads>>>(static_cast<float*>(b.logvar), params, -2.0f, 0.04f);
+  CHECK_CUDA(cudaGetLastError());
   const int repeats = 15;
   const int64_t copy_bytes = int64_t(sample_bytes);
   const double copy_ms = median_ms(repeats, [&] {
@@ -373,7 +377,7 @@ int main(int argc, char** argv) {
               (long long)(params / 64), copy_gbs);
   std::printf("%-9s %2s %-12s %10s %10s %10s %12s\n", "dtype", "L", "noise", "ms", "GB/s", "of copy", "vs identical");
   FILE* out = jsonl ? std::fopen(jsonl, "a") : nullptr;
-  std::string costs;
+  std::string costs, saved;
   for (const char* dtype : {"float32", "bfloat16"}) {
     const bool bf16 = dtype[0] == 'b';
     if (bf16) {  // the same parameter values, as bfloat16 (reusing the float32 buffers' space)
@@ -381,10 +385,11 @@ int main(int argc, char** argv) {
           <<<blocks_for(params), kThreads>>>(static_cast<__nv_bfloat16*>(b.mu), params, -1.0f, 0.02f);
       fill_kernel<__nv_bfloat16>
           <<<blocks_for(params), kThreads>>>(static_cast<__nv_bfloat16*>(b.logvar), params, -2.0f, 0.04f);
+      CHECK_CUDA(cudaGetLastError());
     }
     const double element = bf16 ? 2.0 : 4.0;
     for (int64_t samples : {int64_t(1), kMaxSamples}) {
-      double identical_ms = 0, fastest_mufu_ms = 0;
+      double identical_ms = 0, fastest_mufu_ms = 0, saved_eps_ms = 0;
       for (int gen = 0; gen < 4; ++gen) {
         const auto op = [&] {
           const auto variant = [&](auto tag) {
@@ -408,6 +413,7 @@ int main(int argc, char** argv) {
         };
         const double ms = median_ms(repeats, op);
         if (gen == 0) identical_ms = ms;
+        if (Generator(gen) == Generator::kSavedEps) saved_eps_ms = ms;
         if (Generator(gen) == Generator::kMufuSincos || Generator(gen) == Generator::kMufu) {
           fastest_mufu_ms = fastest_mufu_ms == 0 ? ms : std::min(fastest_mufu_ms, ms);
         }
@@ -426,13 +432,17 @@ int main(int argc, char** argv) {
                        identical_ms / ms);
         }
       }
-      costs += std::string(costs.empty() ? "" : ", ") +
-               std::to_string(int(std::lround(100.0 * (identical_ms - fastest_mufu_ms) / identical_ms))) + " % (" +
-               dtype + ", L = " + std::to_string(samples) + ")";
+      const auto share = [&](double other_ms) {
+        return std::to_string(int(std::lround(100.0 * (identical_ms - other_ms) / identical_ms)));
+      };
+      const std::string which = std::string(" % (") + dtype + ", L = " + std::to_string(samples) + ")";
+      costs += std::string(costs.empty() ? "" : ", ") + share(fastest_mufu_ms) + which;
+      saved += std::string(saved.empty() ? "" : ", ") + share(saved_eps_ms) + which;
     }
   }
   if (out) std::fclose(out);
   // The issue's rule: keep the identity if it costs <= 5 % of the op's time.
   std::printf("noise_cost: the identity costs %s of the op's time against the faster MUFU transform\n", costs.c_str());
+  std::printf("noise_cost: saving eps instead of drawing it again saves %s of it (negative: costs)\n", saved.c_str());
   return ok ? 0 : 1;
 }

@@ -149,10 +149,6 @@ def run(
         timing = interleaved(
             {name: functools.partial(_time, loss, inputs) for name, loss in losses.items()}, repeats, min_time
         )
-        profiles = {
-            name: time_profile(functools.partial(step, loss, inputs), inputs[0].is_cuda)
-            for name, loss in losses.items()
-        }
         del inputs
         peaks = {name: peak_bytes(name, batch, samples_, data, hidden, device) for name in PROVIDERS}
         eager_t, eager_m = timing["eager"]["median_s"], peaks["eager"]
@@ -172,9 +168,18 @@ def run(
                 "time_vs_eager": {p: timing[p]["median_s"] / eager_t for p in PROVIDERS},
                 "memory_vs_eager": {p: peaks[p] / eager_m for p in PROVIDERS},
                 "memory_vs_compiled": {p: peaks[p] / peaks["compiled"] for p in PROVIDERS},
-                "profile": profiles,
             }
         )
+        if on_row:
+            on_row(rows[-1])
+        # One step of each provider under the profiler, once the row is saved (a profiler that
+        # takes the process down loses no figure), and saved again with it.
+        inputs = make_inputs(batch, samples_, data, hidden, device)
+        rows[-1]["profile"] = {
+            name: time_profile(functools.partial(step, loss, inputs), inputs[0].is_cuda)
+            for name, loss in losses.items()
+        }
+        del inputs
         if on_row:
             on_row(rows[-1])
     return rows

@@ -88,8 +88,11 @@ def _chunk_rows(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None) ->
     width = max(1, weight.shape[0] if weight.dim() == 2 else 1)
     if h.device.type != "cuda":
         return max(1, CPU_CHUNK_ELEMENTS // width)
+    rows = math.prod(h.shape[:-1])
+    if not isinstance(rows, int):  # a symbolic batch (torch.compile, dynamic shapes): no guard on it
+        return max(1, CUDA_MIN_CHUNK_ELEMENTS // width)
     total_memory = torch.cuda.get_device_properties(h.device).total_memory
-    return cuda_chunk_rows(math.prod(h.shape[:-1]), width, h.element_size(), total_memory)
+    return cuda_chunk_rows(rows, width, h.element_size(), total_memory)
 
 
 def cuda_chunk_rows(rows: int, width: int, element_size: int, total_memory: int) -> int:

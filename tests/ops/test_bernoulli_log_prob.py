@@ -196,6 +196,20 @@ def test_summed_gradient_is_the_saved_tensor_itself(device):
     assert logits.grad.data_ptr() == saved[0][0]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("device", ["cpu", "emulated_cuda"])
+def test_per_row_and_summed_gradients_agree_to_the_bit(device, dtype):
+    """The summed form makes its gradient in the forward, the per-row form in its backward: one
+    formula (math.h: sigmoid from exp(-|l|)), so the same bits, at extreme logits too."""
+    require_device(device)
+    x, logits = inputs((64, 100), 4, dtype=dtype)
+    logits = (logits * torch.logspace(-3, 2, 100, dtype=dtype)).requires_grad_()  # |l| up to ~500
+    f = functions(device).bernoulli_log_prob
+    per_row = torch.autograd.grad(f(x, logits).sum(), logits)[0]
+    summed = torch.autograd.grad(f(x, logits, reduction="sum"), logits)[0]
+    assert torch.equal(per_row, summed)
+
+
 def test_summed_with_a_gradient_for_x():
     x, logits = inputs((4, 7), 3)
     assert_matches(
