@@ -138,7 +138,7 @@ def short_name(demangled: str) -> str:
             break
     for prefix in ("aevb_fast::cuda::", "aevb_fast::", "c10::", "at::"):
         name = name.replace(prefix, "")
-    for value, layout in enumerate(("aligned", "packed", "any layout")):  # sample_and_kl.cu's GroupLayout
+    for value, layout in enumerate(("packed", "any layout")):  # sample_and_kl.cu's GroupLayout
         name = name.replace(f"(GroupLayout){value}", layout)
     return name.replace("BFloat16", "bf16").replace("Half", "f16").replace(" >", ">")
 

@@ -1,6 +1,6 @@
 // What the CPU/CUDA noise identity costs on a GPU (issue 30, section 3), measured in one run.
 //
-// The drawn-noise sampling op, forward and backward, as the library's aligned kernels do it
+// The drawn-noise sampling op, forward and backward, as the library's packed kernels do it
 // (csrc/cuda/sample_and_kl.cu: a thread per 4 Philox counters, 16 parameters read once, L
 // samples written; the backward regenerates the noise), with the normal made four ways:
 //   identical    the library's generator (csrc/common/philox.h), bit-identical to the CPU's
@@ -139,7 +139,8 @@ struct Pack<__nv_bfloat16> {
 };
 
 // Thread g owns the parameters base + 16 w + k (w, k = 0..3; base = 64 (g / 4) + 4 (g % 4)), whose
-// sample-l elements take the normals of counters (l params + base) / 4 .. + 3 (params % 64 == 0).
+// sample-l normals are words w of the 4 counters from that of stream element
+// noise_element(l, params, base) on (here params % 64 == 0, so that is l params + base).
 __device__ __forceinline__ int64_t group_base(int64_t g) { return g / 4 * kNoiseBlock + g % 4 * 4; }
 __device__ __forceinline__ uint64_t group_counter(int64_t first) {
   return uint64_t(first / kNoiseBlock * kNoiseLanes + first % kNoiseLanes);
@@ -163,7 +164,7 @@ __global__ void forward_kernel(const T* __restrict__ mu, const T* __restrict__ l
     }
     for (int64_t l = 0; l < samples; ++l) {
       float normals[4][4];
-      group_normals_variant<kGen>(seed, group_counter(l * params + base), normals);
+      group_normals_variant<kGen>(seed, group_counter(int64_t(noise_element(l, params, base))), normals);
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         float out[4];
@@ -191,7 +192,7 @@ __global__ void backward_kernel(const T* __restrict__ grad_z, const T* __restric
 #pragma unroll
         for (int w = 0; w < 4; ++w) Pack<T>::load(eps + l * params + base + 16 * w, normals[w]);
       } else {
-        group_normals_variant<kGen>(seed, group_counter(l * params + base), normals);
+        group_normals_variant<kGen>(seed, group_counter(int64_t(noise_element(l, params, base))), normals);
       }
 #pragma unroll
       for (int w = 0; w < 4; ++w) {

@@ -3,8 +3,11 @@
 // followed by a Box-Muller transform written with our own polynomials, so that a given
 // (seed, offset, element index) produces the same normal on every back end.
 //
-// The normal for flat element index i comes from Philox counter i / 4, output lane i % 4.
-// Counter = (lo(i/4), hi(i/4), lo(offset), hi(offset)), key = (lo(seed), hi(seed)).
+// The stream's elements come in blocks of 64 from 16 counters: element i is word (i % 64) / 16 of
+// counter 16 (i / 64) + i % 16 (normal_at). Counter c = (lo(c), hi(c), lo(offset), hi(offset)),
+// key = (lo(seed), hi(seed)). L samples of P parameters: sample l starts at a block boundary,
+// parameter p of it being element l * ceil(P / 64) * 64 + p (noise_element), so that a GPU thread
+// that owns 4 counters' worth of parameters draws every sample from whole counters.
 //
 // The float arithmetic is IEEE multiply, add, fused multiply-add and square root, each written out
 // (mul_rn, add_rn, fma_rn, sqrt_rn): the CPU kernels are built with -ffp-contract=off, the vector
@@ -111,8 +114,7 @@ AEVB_HOST_DEVICE void philox_rounds(U& c0, U& c1, U& c2, U& c3, uint32_t key0, u
 }
 
 // Philox4x32-10 on N lanes: c[w][lane] holds word w of each lane's counter, replaced by the output.
-// The words are kept in 64-bit slots (upper half zero) so that the GPU's group_normals keeps them
-// in registers as before.
+// The words are kept in 64-bit slots (upper half zero), as the CPU's vector lanes keep them.
 template <int N>
 AEVB_HOST_DEVICE void philox4x32_10(uint64_t (&c)[4][N], uint32_t key0, uint32_t key1) {
   for (int lane = 0; lane < N; ++lane) {
@@ -194,6 +196,11 @@ AEVB_HOST_DEVICE void box_muller(U a, U b, F& n0, F& n1) {
 constexpr int kNoiseLanes = 16;               // counters per block
 constexpr int kNoiseBlock = 4 * kNoiseLanes;  // elements per block
 
+// The stream element of parameter p of sample l, with `params` parameters a sample.
+AEVB_HOST_DEVICE uint64_t noise_element(int64_t l, int64_t params, int64_t p) {
+  return uint64_t(l) * uint64_t((params + kNoiseBlock - 1) / kNoiseBlock * kNoiseBlock) + uint64_t(p);
+}
+
 // The normals of counters counter .. counter + N - 1: out[w][lane] comes from word w of counter
 // `counter + lane`. With N = kNoiseLanes and counter = 16 b, out is block b in element order.
 template <int N>
@@ -225,50 +232,6 @@ AEVB_HOST_DEVICE float normal_at(PhiloxSeed seed, uint64_t element) {
   const bool high_pair = (word & 2) != 0;
   box_muller<float, uint32_t>(uint32_t(high_pair ? c[2][0] : c[0][0]), uint32_t(high_pair ? c[3][0] : c[1][0]), n0, n1);
   return (word & 1) ? n1 : n0;
-}
-
-// The normals of the 16 elements first + 16 w + k (w, k = 0..3; first % 4 == 0) into out[w][k]:
-// for each k, words w0 + w (w0 = first % 64 / 16) of counter 16 b + first % 16 + k, running on
-// into block b + 1 past word 3 (b = first / 64). With w0 = 0 these are exactly the forward's
-// four counters (philox_normals<4>, nothing discarded); otherwise the next block's four as well,
-// and only the Box-Muller pairs that hold a needed word. Every array index is a compile-time
-// constant, so that a GPU thread keeps all of it in registers.
-AEVB_HOST_DEVICE void group_normals(PhiloxSeed seed, uint64_t first, float (&out)[4][4]) {
-  const uint64_t counter = first / kNoiseBlock * kNoiseLanes + first % kNoiseLanes;
-  const int w0 = int(first % kNoiseBlock / kNoiseLanes);
-  uint64_t words[2][4][4];  // [block b or b + 1][word][k]
-  AEVB_UNROLL
-  for (int h = 0; h < 2; ++h) {
-    AEVB_UNROLL
-    for (int k = 0; k < 4; ++k) {
-      const uint64_t index = counter + uint64_t(h * kNoiseLanes + k);
-      words[h][0][k] = index & 0xFFFFFFFFu;
-      words[h][1][k] = index >> 32;
-      words[h][2][k] = seed.offset & 0xFFFFFFFFu;
-      words[h][3][k] = seed.offset >> 32;
-    }
-  }
-  philox4x32_10<4>(words[0], uint32_t(seed.key), uint32_t(seed.key >> 32));
-  if (w0 != 0) philox4x32_10<4>(words[1], uint32_t(seed.key), uint32_t(seed.key >> 32));
-  // Pair p of the sequence (block b words 0-1, 2-3, block b + 1 words 0-1, 2-3) holds words
-  // 2p and 2p + 1; element w needs word w0 + w, so pairs w0 / 2 .. (w0 + 3) / 2. Each normal is
-  // moved straight to the element that needs it (a predicated move; an intermediate array read
-  // with w0 + w would be a run-time index).
-  AEVB_UNROLL
-  for (int p = 0; p < 4; ++p) {
-    if (p < w0 / 2 || p > (w0 + 3) / 2) continue;
-    AEVB_UNROLL
-    for (int k = 0; k < 4; ++k) {
-      float n0, n1;
-      box_muller<float, uint32_t>(uint32_t(words[p / 2][2 * (p % 2)][k]), uint32_t(words[p / 2][2 * (p % 2) + 1][k]),
-                                  n0, n1);
-      AEVB_UNROLL
-      for (int w = 0; w < 4; ++w) {
-        if (w0 + w == 2 * p) out[w][k] = n0;
-        if (w0 + w == 2 * p + 1) out[w][k] = n1;
-      }
-    }
-  }
 }
 
 }  // namespace AEVB_ISA_NAMESPACE

@@ -40,14 +40,16 @@ inline acc sum_of(const acc* p, int64_t n) {
   return sum.total();
 }
 
-// The noise of flat elements [first, first + n): the given eps, or drawn from the stream.
+// The noise of n elements of z: the given eps, or drawn from the stream (philox.h: noise_element).
 template <typename scalar_t>
 struct NoiseTile {
   InputTile<scalar_t> given;
   alignas(64) acc_t<scalar_t> drawn[kTile];
-  const acc_t<scalar_t>* get(const scalar_t* eps, NoiseStream<acc_t<scalar_t>>& stream, int64_t first, int64_t n) {
+  // eps given: its elements first .. first + n - 1; drawn: the stream's from noise_first on.
+  const acc_t<scalar_t>* get(const scalar_t* eps, NoiseStream<acc_t<scalar_t>>& stream, int64_t first,
+                             uint64_t noise_first, int64_t n) {
     if (eps != nullptr) return given.load(eps + first, n);
-    stream.fill(first, n, drawn);
+    stream.fill(int64_t(noise_first), n, drawn);
     return drawn;
   }
 };
@@ -142,7 +144,7 @@ void sample_forward_typed(const LatentParams<scalar_t>& params, const at::Tensor
       }
       for (int64_t l = 0; l < samples; ++l) {
         const int64_t z_offset = l * rows * cols;
-        const acc* eps = noise_tile.get(eps_p, streams[l], z_offset + p, n);
+        const acc* eps = noise_tile.get(eps_p, streams[l], z_offset + p, noise_element(l, rows * cols, p), n);
         acc* z = z_tile.begin(z_p + z_offset + p, n);
         vectorized_loop<acc>(n, [&](auto t, int64_t i) {
           using T = decltype(t);
@@ -188,7 +190,7 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
       for (int64_t l = 0; l < samples; ++l) {
         const int64_t z_offset = l * rows * cols;
         const acc* grad_z = grad_z_tile.load(grad_z_p + z_offset + p, n);
-        const acc* eps = noise_tile.get(eps_p, streams[l], z_offset + p, n);
+        const acc* eps = noise_tile.get(eps_p, streams[l], z_offset + p, noise_element(l, rows * cols, p), n);
         vectorized_loop<acc>(n, [&](auto t, int64_t i) {
           using T = decltype(t);
           const T g = load<T>(grad_z + i);

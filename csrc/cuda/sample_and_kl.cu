@@ -188,31 +188,25 @@ __device__ __forceinline__ int64_t group_first_element(int64_t g) {
   return g / kGroupsPerBlock * kNoiseBlock + g % kGroupsPerBlock * kCountersPerThread;
 }
 
-// How a group's first element lies against the noise counters, which decides how its normals are
-// made: kAligned when params % 64 == 0 (every sample's group is the 4 counters of a forward thread;
-// with cols % 4 == 0 and aligned pointers, runs of 4 are packed accesses), kPacked when only
-// cols % 4 == 0 and the pointers are aligned, kAnyLayout otherwise (one element at a time).
-enum class GroupLayout { kAligned, kPacked, kAnyLayout };
+// How the drawn-noise kernels access memory: kPacked when cols % 4 == 0 and the pointers are
+// aligned (each run of 4 parameters is one packed access), kAnyLayout otherwise (one element at a
+// time). Either way a group's normals are whole counters: every sample starts at a noise block
+// (philox.h: noise_element).
+enum class GroupLayout { kPacked, kAnyLayout };
 
-// A group's normals for sample l: those of elements first + 16 w + k (w, k = 0..3; first =
-// l * params + base): the 4 counters from the group's own when first % 64 < 16 (always when
-// kAligned), by whole counters otherwise when first % 4 == 0 (always when params % 4 == 0), else
-// one element at a time.
+// A group's normals for sample l: those of parameters base + 16 w + k (w, k = 0..3), stream
+// elements first + 16 w + k with first = noise_element(l, params, base), whose first % 64 < 16:
+// the 4 counters from first's on (one element at a time for kAnyLayout, which cannot keep them).
 template <GroupLayout kLayout>
-__device__ __forceinline__ void sample_normals(PhiloxSeed seed, int64_t first,
+__device__ __forceinline__ void sample_normals(PhiloxSeed seed, uint64_t first,
                                                float (&normals)[4][kCountersPerThread]) {
-  if (kLayout == GroupLayout::kAligned) {
-    philox_normals<kCountersPerThread>(seed, uint64_t(first / kNoiseBlock * kNoiseLanes + first % kNoiseLanes),
-                                       normals);
-  } else if (kLayout == GroupLayout::kPacked || first % kCountersPerThread == 0) {
-    group_normals(seed, uint64_t(first), normals);
+  if (kLayout == GroupLayout::kPacked) {
+    philox_normals<kCountersPerThread>(seed, first / kNoiseBlock * kNoiseLanes + first % kNoiseLanes, normals);
   } else {
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
 #pragma unroll
-      for (int k = 0; k < kCountersPerThread; ++k) {
-        normals[w][k] = normal_at(seed, uint64_t(first + w * kNoiseLanes + k));
-      }
+      for (int k = 0; k < kCountersPerThread; ++k) normals[w][k] = normal_at(seed, first + w * kNoiseLanes + k);
     }
   }
 }
@@ -228,12 +222,12 @@ struct RowCol {
 
 // z with drawn noise. Thread g owns the 16 parameters base + 16 w + k (w, k = 0..3; base =
 // 64 (g / 4) + 4 (g % 4)): it reads their mu and logvar once, and for each sample l writes
-// z[l * params + p] with the normal of that flat element (sample_normals). Sample 0's elements
-// are exactly the counters 4g .. 4g + 3. Packed (any layout but kAnyLayout): each run of 4 is in
-// one row and one packed access; otherwise one element at a time. (Held to 64 registers with
+// z[l * params + p] with the normal of stream element noise_element(l, params, p) (sample_normals):
+// for every sample, the counters 4g .. 4g + 3 of its first block. Packed: each run of 4 is in one
+// row and one packed access; otherwise one element at a time. (Held to 64 registers with
 // __launch_bounds__, 4 blocks an SM instead of 2, it spills 72-200 bytes a thread: left to nvcc.)
 //
-// kKLRowThreads > 0 (sample_and_kl with aligned groups and rows of 16 kKLRowThreads elements:
+// kKLRowThreads > 0 (sample_and_kl with packed groups and rows of 16 kKLRowThreads elements:
 // 64 or 128 latents) also writes the KL's row sums, so that mu and logvar are read once, not
 // twice: a row is then kKLRowThreads consecutive threads, each adding its 16 elements' terms,
 // summed across them in a fixed order. The loop's trip count is then uniform across a warp (the
@@ -245,7 +239,7 @@ __global__ void sample_drawn_kernel(const Latents<scalar_t> in, const int64_t* _
   using acc = acc_t<scalar_t>;
   constexpr int G = kCountersPerThread;
   constexpr bool kPacked = kLayout != GroupLayout::kAnyLayout;
-  static_assert(kKLRowThreads == 0 || kLayout == GroupLayout::kAligned, "the fused KL needs aligned groups");
+  static_assert(kKLRowThreads == 0 || kLayout == GroupLayout::kPacked, "the fused KL needs packed groups");
   const PhiloxSeed seed = read_seed(seed_ptr);
   const int64_t groups = noise_groups(params);
   const int lane = kKLRowThreads > 0 ? int(threadIdx.x % kWarp) : 0;
@@ -297,7 +291,7 @@ __global__ void sample_drawn_kernel(const Latents<scalar_t> in, const int64_t* _
     if (!active) continue;
     for (int64_t l = 0; l < samples; ++l) {
       float normals[4][G];
-      sample_normals<kLayout>(seed, l * params + base, normals);
+      sample_normals<kLayout>(seed, noise_element(l, params, base), normals);
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         const int64_t p0 = base + w * kNoiseLanes;
@@ -356,8 +350,8 @@ struct SampleGrad {
 // The same gradients with drawn noise, regenerated by the forward's counter groups: thread g owns
 // the 16 parameters base + 16 w + k (w, k = 0..3; base = 64 (g / 4) + 4 (g % 4)), whose sample-0
 // elements are what the forward's thread g filled; for sample l it regenerates the normals of
-// elements l * params + base + 16 w + k with sample_normals, as the forward made them. Packed
-// (any layout but kAnyLayout): each run of 4 is one packed access; otherwise one element at a time.
+// parameters base + 16 w + k with sample_normals, as the forward made them. Packed: each run of 4
+// is one packed access; otherwise one element at a time.
 template <typename scalar_t, GroupLayout kLayout>
 __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z, const acc_t<scalar_t>* grad_kl,
                                              bool kl_per_element, const Latents<scalar_t> in,
@@ -373,7 +367,7 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
     acc sum_grad[4][G] = {}, sum_grad_eps[4][G] = {};
     for (int64_t l = 0; l < samples; ++l) {
       float normals[4][G];
-      sample_normals<kLayout>(seed, l * params + base, normals);
+      sample_normals<kLayout>(seed, noise_element(l, params, base), normals);
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         const int64_t p0 = base + w * kNoiseLanes;
@@ -419,19 +413,16 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
   }
 }
 
-// The drawn-noise kernels' GroupLayout for these parameters and the outputs' pointers.
+// The drawn-noise kernels' GroupLayout for these parameters' and the outputs' pointers.
 template <typename scalar_t>
-GroupLayout group_layout(const Latents<scalar_t>& in, int64_t params, std::initializer_list<const void*> outputs) {
-  if (!in.template can_pack_with<kCountersPerThread>(outputs)) return GroupLayout::kAnyLayout;
-  return params % kNoiseBlock == 0 ? GroupLayout::kAligned : GroupLayout::kPacked;
+GroupLayout group_layout(const Latents<scalar_t>& in, std::initializer_list<const void*> outputs) {
+  return in.template can_pack_with<kCountersPerThread>(outputs) ? GroupLayout::kPacked : GroupLayout::kAnyLayout;
 }
 
 // launch_with(std::integral_constant<GroupLayout, layout>{}): a kernel per layout, chosen at run time.
 template <typename Launch>
 void for_layout(GroupLayout layout, const Launch& launch_with) {
   switch (layout) {
-    case GroupLayout::kAligned:
-      return launch_with(std::integral_constant<GroupLayout, GroupLayout::kAligned>{});
     case GroupLayout::kPacked:
       return launch_with(std::integral_constant<GroupLayout, GroupLayout::kPacked>{});
     case GroupLayout::kAnyLayout:
@@ -450,11 +441,11 @@ void sample_and_kl_forward_kernel(const at::Tensor& mu, const at::Tensor& logvar
     using acc = acc_t<scalar_t>;
     const Latents<scalar_t> in(mu, logvar, prior_mu, prior_logvar, cols);
     scalar_t* z_p = total > 0 ? z.data_ptr<scalar_t>() : nullptr;
-    const GroupLayout layout = group_layout(in, params, {z_p});
-    // The KL's row sums inside the drawn-noise kernel: aligned groups, rows of 64 or 128 latents.
+    const GroupLayout layout = group_layout(in, {z_p});
+    // The KL's row sums inside the drawn-noise kernel: packed groups, rows of 64 or 128 latents.
     const bool kl_rows = kl.defined() && kl.dim() != 2;
     const int fused_kl_threads =
-        kl_rows && total > 0 && !eps.defined() && layout == GroupLayout::kAligned && (cols == 64 || cols == 128)
+        kl_rows && total > 0 && !eps.defined() && layout == GroupLayout::kPacked && (cols == 64 || cols == 128)
             ? int(cols / kNoiseLanes)
             : 0;
     if (kl.defined() && kl.dim() == 2) {
@@ -474,11 +465,11 @@ void sample_and_kl_forward_kernel(const at::Tensor& mu, const at::Tensor& logvar
     const int64_t* seed_p = seed.const_data_ptr<int64_t>();
     const int64_t samples = z.size(0);
     if (fused_kl_threads == 4) {
-      launch<sample_drawn_kernel<scalar_t, GroupLayout::kAligned, 4>>(blocks, kThreads, in, seed_p, z_p,
-                                                                      kl.data_ptr<acc>(), samples, params);
+      launch<sample_drawn_kernel<scalar_t, GroupLayout::kPacked, 4>>(blocks, kThreads, in, seed_p, z_p,
+                                                                     kl.data_ptr<acc>(), samples, params);
     } else if (fused_kl_threads == 8) {
-      launch<sample_drawn_kernel<scalar_t, GroupLayout::kAligned, 8>>(blocks, kThreads, in, seed_p, z_p,
-                                                                      kl.data_ptr<acc>(), samples, params);
+      launch<sample_drawn_kernel<scalar_t, GroupLayout::kPacked, 8>>(blocks, kThreads, in, seed_p, z_p,
+                                                                     kl.data_ptr<acc>(), samples, params);
     } else {
       for_layout(layout, [&](auto layout_constant) {
         launch<sample_drawn_kernel<scalar_t, decltype(layout_constant)::value>>(blocks, kThreads, in, seed_p, z_p,
@@ -508,8 +499,7 @@ void sample_and_kl_backward_kernel(const at::Tensor& grad_z, const at::Tensor& g
     if (samples > 0 && !eps.defined()) {
       const int64_t* seed_p = seed.const_data_ptr<int64_t>();
       const unsigned int blocks = blocks_for(noise_groups(params));
-      const GroupLayout layout =
-          group_layout(in, params, {grad_z_p, out.mu, out.logvar, out.prior_mu, out.prior_logvar});
+      const GroupLayout layout = group_layout(in, {grad_z_p, out.mu, out.logvar, out.prior_mu, out.prior_logvar});
       for_layout(layout, [&](auto layout_constant) {
         launch<sample_backward_drawn_kernel<scalar_t, decltype(layout_constant)::value>>(
             blocks, kThreads, grad_z_p, grad_kl_p, kl_per_element, in, seed_p, out, samples, params);

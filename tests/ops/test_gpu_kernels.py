@@ -181,11 +181,11 @@ def test_drawn_noise_is_the_cpus_bit_for_bit(device, dtype, shape, num_samples, 
     assert torch.equal(ours[1], grad_cpu), "the backward's regenerated noise differs from the CPU's"
     if names is None:
         return
-    # The kernels' GroupLayout: aligned when the runs of 4 are packed and params % 64 == 0 (every
-    # sample's group is whole counters), packed for other packed runs, else any layout.
+    # The kernels' GroupLayout: packed when the runs of 4 are (every sample's group is whole
+    # counters, whatever params % 64), else any layout.
     packed = layout == "packed" and shape[-1] % 4 == 0
-    group_layout = ("kAligned" if math.prod(shape) % 64 == 0 else "kPacked") if packed else "kAnyLayout"
-    value = ("kAligned", "kPacked", "kAnyLayout").index(group_layout)
+    group_layout = "kPacked" if packed else "kAnyLayout"
+    value = ("kPacked", "kAnyLayout").index(group_layout)
     dtype_name = "float" if dtype == torch.float32 else "double"
     for kernel in ("sample_drawn_kernel", "sample_backward_drawn_kernel"):
         # The emulation names the enumerator, a GPU profile its value.

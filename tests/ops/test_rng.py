@@ -28,9 +28,7 @@ def expected_normals(key, offset, n):
     for i in range(n):
         block, w, j = i // 64, (i % 64) // 16, i % 16
         counter = 16 * block + j
-        words = philox4x32_10(
-            (counter & M32, counter >> 32, offset & M32, offset >> 32), (key & M32, key >> 32)
-        )
+        words = philox4x32_10((counter & M32, counter >> 32, offset & M32, offset >> 32), (key & M32, key >> 32))
         a, b = words[w & 2], words[(w & 2) + 1]
         u = ((a >> 8) + 0.5) * 2.0**-24
         v = (b >> 8) * 2.0**-24
@@ -50,9 +48,12 @@ def test_philox_known_answers():
     # Known-answer vectors of the Random123 reference implementation.
     assert philox4x32_10((0, 0, 0, 0), (0, 0)) == (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)
     assert philox4x32_10((M32,) * 4, (M32, M32)) == (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)
-    assert philox4x32_10(
-        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0)
-    ) == (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)
+    assert philox4x32_10((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0)) == (
+        0xD16CFE09,
+        0x94FDCCEB,
+        0x5001E420,
+        0x24126EA1,
+    )
 
 
 @pytest.mark.parametrize("key, offset", [(0, 0), (123456789, 987654321), (2**62 - 1, 2**40 + 7)])
@@ -70,6 +71,21 @@ def test_index_not_layout_decides_the_draw():
     flat = kernel_normals(5, 6, (4 * 700,))
     torch.testing.assert_close(kernel_normals(5, 6, (4, 700)).reshape(-1), flat, rtol=0, atol=0)
     torch.testing.assert_close(kernel_normals(5, 6, (700, 4)).reshape(-1), flat, rtol=0, atol=0)
+
+
+def test_each_sample_starts_at_a_noise_block():
+    # L samples of P parameters: sample l is the stream from element l * ceil(P / 64) * 64 on
+    # (philox.h: noise_element), so its normals are P elements of one long draw at that offset.
+    params, samples = 100, 3  # 100 parameters: 128 elements of the stream a sample
+    zeros = torch.zeros(4, 25)
+    z = torch.ops.aevb_fast.reparameterize(zeros, zeros, None, torch.tensor([5, 6]), samples)
+    stream = kernel_normals(5, 6, (samples * 128,))
+    for l in range(samples):
+        torch.testing.assert_close(z[l].reshape(-1), stream[l * 128 : l * 128 + params], rtol=0, atol=0)
+    # 64 parameters a sample: the samples follow one another with no gap
+    zeros = torch.zeros(2, 32)
+    z = torch.ops.aevb_fast.reparameterize(zeros, zeros, None, torch.tensor([5, 6]), samples)
+    torch.testing.assert_close(z.reshape(-1), kernel_normals(5, 6, (samples * 64,)), rtol=0, atol=0)
 
 
 def test_moments_and_distribution():
