@@ -4,7 +4,7 @@
 // (seed, offset, element index) produces the same normal on every back end.
 //
 // The stream's elements come in blocks of 64 from 16 counters: element i is word (i % 64) / 16 of
-// counter 16 (i / 64) + i % 16 (normal_at). Counter c = (lo(c), hi(c), lo(offset), hi(offset)),
+// counter 16 (i / 64) + i % 16. Counter c = (lo(c), hi(c), lo(offset), hi(offset)),
 // key = (lo(seed), hi(seed)). L samples of P parameters: sample l starts at a block boundary,
 // parameter p of it being element l * ceil(P / 64) * 64 + p (noise_element), so that a GPU thread
 // that owns 4 counters' worth of parameters draws every sample from whole counters.
@@ -218,20 +218,6 @@ AEVB_HOST_DEVICE void philox_normals(PhiloxSeed seed, uint64_t counter, float (&
     box_muller<float, uint32_t>(uint32_t(c[0][lane]), uint32_t(c[1][lane]), out[0][lane], out[1][lane]);
     box_muller<float, uint32_t>(uint32_t(c[2][lane]), uint32_t(c[3][lane]), out[2][lane], out[3][lane]);
   }
-}
-
-// The normal of one flat element, for a kernel that cannot visit whole counters (it computes a
-// counter's four words and one Box-Muller pair to return one of them). The word is picked with
-// selects, not an index, so that no array lands in a GPU thread's local memory.
-AEVB_HOST_DEVICE float normal_at(PhiloxSeed seed, uint64_t element) {
-  const uint64_t counter = element / kNoiseBlock * kNoiseLanes + element % kNoiseLanes;
-  const int word = int(element % kNoiseBlock / kNoiseLanes);
-  uint64_t c[4][1] = {{counter & 0xFFFFFFFFu}, {counter >> 32}, {seed.offset & 0xFFFFFFFFu}, {seed.offset >> 32}};
-  philox4x32_10<1>(c, uint32_t(seed.key), uint32_t(seed.key >> 32));
-  float n0, n1;
-  const bool high_pair = (word & 2) != 0;
-  box_muller<float, uint32_t>(uint32_t(high_pair ? c[2][0] : c[0][0]), uint32_t(high_pair ? c[3][0] : c[1][0]), n0, n1);
-  return (word & 1) ? n1 : n0;
 }
 
 }  // namespace AEVB_ISA_NAMESPACE

@@ -195,20 +195,11 @@ __device__ __forceinline__ int64_t group_first_element(int64_t g) {
 enum class GroupLayout { kPacked, kAnyLayout };
 
 // A group's normals for sample l: those of parameters base + 16 w + k (w, k = 0..3), stream
-// elements first + 16 w + k with first = noise_element(l, params, base), whose first % 64 < 16:
-// the 4 counters from first's on (one element at a time for kAnyLayout, which cannot keep them).
-template <GroupLayout kLayout>
+// elements first + 16 w + k with first = noise_element(l, params, base). first % 64 < 16, so they
+// are words w of the 4 counters from first's on, whatever the layout.
 __device__ __forceinline__ void sample_normals(PhiloxSeed seed, uint64_t first,
                                                float (&normals)[4][kCountersPerThread]) {
-  if (kLayout == GroupLayout::kPacked) {
-    philox_normals<kCountersPerThread>(seed, first / kNoiseBlock * kNoiseLanes + first % kNoiseLanes, normals);
-  } else {
-#pragma unroll
-    for (int w = 0; w < 4; ++w) {
-#pragma unroll
-      for (int k = 0; k < kCountersPerThread; ++k) normals[w][k] = normal_at(seed, first + w * kNoiseLanes + k);
-    }
-  }
+  philox_normals<kCountersPerThread>(seed, first / kNoiseBlock * kNoiseLanes + first % kNoiseLanes, normals);
 }
 
 // The row and column of a flat parameter index, stepped along without a 64-bit division per step.
@@ -291,7 +282,7 @@ __global__ void sample_drawn_kernel(const Latents<scalar_t> in, const int64_t* _
     if (!active) continue;
     for (int64_t l = 0; l < samples; ++l) {
       float normals[4][G];
-      sample_normals<kLayout>(seed, noise_element(l, params, base), normals);
+      sample_normals(seed, noise_element(l, params, base), normals);
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         const int64_t p0 = base + w * kNoiseLanes;
@@ -367,7 +358,7 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
     acc sum_grad[4][G] = {}, sum_grad_eps[4][G] = {};
     for (int64_t l = 0; l < samples; ++l) {
       float normals[4][G];
-      sample_normals<kLayout>(seed, noise_element(l, params, base), normals);
+      sample_normals(seed, noise_element(l, params, base), normals);
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
         const int64_t p0 = base + w * kNoiseLanes;
