@@ -94,6 +94,13 @@ if [ "$PREPARE" = 1 ]; then
 fi
 
 ONLY=${GPU_CHECK_ONLY:-}
+STEPS=(build tests memcheck bench_ops bench_prior bench_summed noise_cost bench_head bench_train speedrun)
+for name in ${ONLY//,/ }; do  # a misspelt step would run nothing and pass
+  if [[ " ${STEPS[*]} " != *" $name "* ]]; then
+    echo "gpu_check: GPU_CHECK_ONLY names '$name', which is not a step (steps: ${STEPS[*]})" >&2
+    exit 2
+  fi
+done
 OUT=${OUT:-$PWD/gpu_check_out}
 BUDGET=${GPU_CHECK_BUDGET_S:-570}
 PY=${PYTHON:-python3}

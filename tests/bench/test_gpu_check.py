@@ -68,6 +68,12 @@ def test_prepare_gzips_mnist_into_the_folder_a_device_call_carries(tmp_path):
     assert result.returncode == 1 and "t10k-images-idx3-ubyte" in result.stderr
 
 
+def test_a_selection_naming_no_step_is_a_one_line_error(tmp_path):
+    result = run_script("--dry-run", out=tmp_path, GPU_CHECK_ONLY="noise_cost,bench_trian")
+    assert result.returncode == 2 and not (tmp_path / "summary.txt").exists()
+    assert result.stderr.startswith("gpu_check: GPU_CHECK_ONLY names 'bench_trian', which is not a step (steps: build")
+
+
 @pytest.mark.slow
 def test_only_the_selected_steps_run_after_the_build(tmp_path):
     result = run_script("--dry-run", out=tmp_path, GPU_CHECK_ONLY="noise_cost")
