@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 import aevb_fast as af
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Devices are listed, not probed: a CUDA case skips inside the test (require_device), so nothing
 # queries the GPU at import time. "emulated_cuda" is the CUDA kernels' code run on CPU tensors by
@@ -127,10 +130,9 @@ def assert_low_precision_ok(fused, reference, inputs, dtype, grad_seed=1):
     torch.autograd.backward(outs, [g.double() for g in grads])
     truth_out, truth_grad = [o.detach() for o in outs], [t.grad for t in leaves]
     atol = LOW_PRECISION_ATOL[dtype]
-    for name, ours, torchs, truth in (
-        [("output", a, b, c) for a, b, c in zip(out_f, out_t, truth_out)]
-        + [("gradient", a, b, c) for a, b, c in zip(grad_f, grad_t, truth_grad)]
-    ):
+    for name, ours, torchs, truth in [("output", a, b, c) for a, b, c in zip(out_f, out_t, truth_out)] + [
+        ("gradient", a, b, c) for a, b, c in zip(grad_f, grad_t, truth_grad)
+    ]:
         scale = max(1.0, truth.abs().max().item()) if truth.numel() else 1.0
         err_ours, err_torch = _max_error(ours, truth), _max_error(torchs, truth)
         assert err_ours <= 2 * err_torch + atol * scale, (
@@ -155,12 +157,35 @@ def data_present(dataset: str) -> bool:
     keys = [k for k in data.FILES if k == dataset or k.startswith(dataset + "_")]
     assert keys, f"no built-in dataset {dataset!r}"
     dirs = data.data_dirs()
-    return all(any((d / data.FILES[k].path).is_file() or (d / (data.FILES[k].path + ".gz")).is_file() for d in dirs)
-               for k in keys)
+    return all(
+        any((d / data.FILES[k].path).is_file() or (d / (data.FILES[k].path + ".gz")).is_file() for d in dirs)
+        for k in keys
+    )
 
 
 def needs_data(*datasets: str):
     """Skips a test, with the reason, unless the built-in datasets' files are on this machine."""
     missing = [d for d in datasets if not data_present(d)]
-    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not in $AEVB_FAST_DATA or ../shared/data "
-                                                    "(see ../shared/data/MANIFEST.txt)")
+    return pytest.mark.skipif(
+        bool(missing),
+        reason=f"{', '.join(missing)} not in $AEVB_FAST_DATA or ../shared/data (see ../shared/data/MANIFEST.txt)",
+    )
+
+
+def load_script(path: str, name: str | None = None):
+    """A script of the project that is not a package module (benchmarks/, examples/, .ci/), by its
+    path from the project's root, loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name or Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def small_train_config(**overrides):
+    """A TrainConfig for a quick run on the synthetic data (seconds on a CPU), without plots; give
+    it ``out`` (the run's folder) and what else the test needs."""
+    from aevb_fast.training import TrainConfig
+
+    options = dict(dataset="synthetic", latent=4, hidden=32, batch_size=50, plots=False)
+    options.update(overrides)
+    return TrainConfig(**options)

@@ -8,6 +8,7 @@ import torch
 import aevb_fast as af
 from aevb_fast import cli
 from aevb_fast.bench import op_suite as bench
+from testing import load_script
 
 
 def test_info_prints_build_info(capsys):
@@ -139,8 +140,6 @@ def test_a_wrong_kernel_gets_no_time():
 
 @pytest.mark.slow
 def test_benchmark_plot(tmp_path):
-    import importlib.util
-    from pathlib import Path
 
     out = tmp_path / "somecpu" / "ops.jsonl"
     assert (
@@ -190,10 +189,7 @@ def test_benchmark_plot(tmp_path):
         )
         == 0
     )
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "plot.py"
-    spec = importlib.util.spec_from_file_location("bench_plot", script)
-    plot = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot)
+    plot = load_script("benchmarks/plot.py", "bench_plot")
     assert plot.main([str(tmp_path)]) == 0
     for name in ("speedup_float32.png", "bandwidth_float32.png", "train_step.png"):
         assert (tmp_path / "somecpu" / name).stat().st_size > 1000

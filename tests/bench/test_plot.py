@@ -1,13 +1,14 @@
 """benchmarks/plot.py draws figures a README page shows readable: at most 900 px wide (a page is
 ~880 px), panels wrapped at most MAX_COLUMNS a row, no text below 7 pt (9 px tall at 100 dpi)."""
 
-import importlib.util
 import json
 import shutil
 import struct
 from pathlib import Path
 
 import pytest
+
+from testing import load_script
 
 pytest.importorskip("matplotlib")
 
@@ -16,10 +17,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def load_plot():
-    spec = importlib.util.spec_from_file_location("bench_plot", ROOT / "benchmarks" / "plot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/plot.py", "bench_plot")
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -1,12 +1,9 @@
 """.ci/sass_report.py's reading of cuobjdump's output (the compile itself needs nvcc and is run by
 hand: python .ci/sass_report.py)."""
 
-import importlib.util
-from pathlib import Path
+from testing import load_script
 
-spec = importlib.util.spec_from_file_location("sass_report", Path(__file__).resolve().parents[2] / ".ci" / "sass_report.py")
-sass_report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sass_report)
+sass_report = load_script(".ci/sass_report.py")
 
 SASS = """
 \t\tFunction : _Z6kernelPf
@@ -44,6 +41,8 @@ def test_the_main_loop_and_its_mix():
 
 
 def test_kernel_names_are_shortened():
-    demangled = ("void aevb_fast::cuda::(anonymous namespace)::row_sum_kernel<1, 256, aevb_fast::cuda::"
-                 "(anonymous namespace)::BernoulliForward<c10::BFloat16> >(long, float*)")
+    demangled = (
+        "void aevb_fast::cuda::(anonymous namespace)::row_sum_kernel<1, 256, aevb_fast::cuda::"
+        "(anonymous namespace)::BernoulliForward<c10::BFloat16> >(long, float*)"
+    )
     assert sass_report.short_name(demangled) == "row_sum_kernel<1, 256, BernoulliForward<bf16>>"

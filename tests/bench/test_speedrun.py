@@ -1,18 +1,16 @@
 """benchmarks/speedrun.py: the time to each test bound, read from a real run's wall_s, and the
 learning curve against seconds (a short CPU run on the synthetic data stands in for MNIST)."""
 
-import importlib.util
 import json
 from pathlib import Path
+
+from testing import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_speedrun():
-    spec = importlib.util.spec_from_file_location("speedrun", ROOT / "benchmarks" / "speedrun.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/speedrun.py")
 
 
 def test_time_to_bounds_takes_the_first_evaluation_at_or_above_each():

@@ -1,22 +1,19 @@
 """The README's migrations of other people's VAE programs (issue 34): the pytorch/examples program
 in its three variants, what its guide says changes, and the Pyro guide's prior."""
 
-import importlib.util
 import re
 from pathlib import Path
 
 import torch
 
 import aevb_fast as af
+from testing import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_vae_main():
-    spec = importlib.util.spec_from_file_location("vae_main", ROOT / "examples" / "vae_main.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/vae_main.py")
 
 
 def test_compare_runs_three_programs_that_agree(capsys):
@@ -41,8 +38,13 @@ def test_the_migrated_program_shows_probabilities_not_logits():
     assert "torch.sigmoid(model(x[:8], fused)[0])" in source  # reconstructions
     assert "torch.sigmoid(model.decode(" in source  # samples
     readme = (ROOT / "README.md").read_text()
-    for place in ("torch.sigmoid(recon_batch)", "torch.sigmoid(model.decode(sample))", "reconstruct_img",
-                  "model_sample", "plot_vae_samples"):
+    for place in (
+        "torch.sigmoid(recon_batch)",
+        "torch.sigmoid(model.decode(sample))",
+        "reconstruct_img",
+        "model_sample",
+        "plot_vae_samples",
+    ):
         assert place in readme, place
 
 

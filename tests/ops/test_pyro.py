@@ -1,7 +1,6 @@
 """aevb_fast's distributions inside Pyro: the tutorial's VAE (examples/pyro_vae.py) trained with
 Pyro's distributions and with ours, under Trace_ELBO and TraceMeanField_ELBO."""
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -12,16 +11,13 @@ pyro = pytest.importorskip("pyro")
 
 from aevb_fast import ops  # noqa: E402
 from aevb_fast.contrib.pyro import BernoulliLogits, DiagonalNormal, StandardNormal  # noqa: E402
-from testing import data_present  # noqa: E402
+from testing import data_present, load_script  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pyro_vae.py"
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("pyro_vae", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/pyro_vae.py")
 
 
 @pytest.fixture(scope="module")

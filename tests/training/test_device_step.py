@@ -13,24 +13,13 @@ from aevb_fast.training import TrainConfig, Trainer, TrainingStopped
 from aevb_fast.training.device_step import DeviceStepInputs
 from aevb_fast.training.distributed import DistributedContext
 from aevb_fast.training.state import TrainState
-from testing import require_device
+from testing import require_device, small_train_config
 
 
 def small(tmp_path, name, **overrides) -> TrainConfig:
-    options = dict(
-        dataset="synthetic",
-        latent=4,
-        hidden=32,
-        batch_size=50,
-        samples=3000,
-        eval_every=1000,
-        eval_points=500,
-        out=str(tmp_path / name),
-        plots=False,
-        kl_warmup=2000,
-    )
+    options = dict(samples=3000, eval_every=1000, eval_points=500, kl_warmup=2000, out=str(tmp_path / name))
     options.update(overrides)
-    return TrainConfig(**options)
+    return small_train_config(**options)
 
 
 def assert_same_parameters(a: Trainer, b: Trainer) -> None:

@@ -1,6 +1,5 @@
 """The programs in examples/ run as their docstrings say (a few steps each)."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -10,16 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from testing import needs_data
+from testing import load_script, needs_data
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"examples/{name}.py")
 
 
 def average_loss(out: str) -> float:
@@ -52,8 +48,20 @@ def test_vae_main_refuses_bad_flags(tmp_path, capsys):
 @pytest.mark.slow
 def test_hvae_trains_both_ways(tmp_path, capsys):
     hvae = load("hvae")
-    common = ["--max-steps", "3", "--batch-size", "16", "--width", "16", "--zdim", "4", "--log-interval", "1",
-              "--test-images", "64"]
+    common = [
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "16",
+        "--width",
+        "16",
+        "--zdim",
+        "4",
+        "--log-interval",
+        "1",
+        "--test-images",
+        "64",
+    ]
     assert hvae.main(common) == 0
     fused = capsys.readouterr().out
     assert hvae.main(common + ["--reference"]) == 0
@@ -67,8 +75,11 @@ def test_hvae_trains_both_ways(tmp_path, capsys):
         with torch.profiler.profile() as prof:
             model(x, fused_ops)
         # Calls from Python, not the same op's dispatch to its kernel nested inside one.
-        calls = [e for e in prof.events() if e.name == "aevb_fast::sample_and_kl"
-                 and (e.cpu_parent is None or e.cpu_parent.name != e.name)]
+        calls = [
+            e
+            for e in prof.events()
+            if e.name == "aevb_fast::sample_and_kl" and (e.cpu_parent is None or e.cpu_parent.name != e.name)
+        ]
         assert len(calls) == expected
 
 
@@ -79,8 +90,9 @@ def test_hvae_compare_writes_only_its_figure_and_no_profiler_lines(tmp_path):
     # runs/ (which the repository's .gitignore ignores), and the console has the table, without
     # the profiler's "USDT ... profiler_start" lines or CPUAllocator's warning.
     args = ["--compare", "--batch-sizes", "4,8", "--repeats", "1", "--width", "8", "--zdim", "2"]
-    result = subprocess.run([sys.executable, str(EXAMPLES / "hvae.py"), *args], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "hvae.py"), *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert float(re.search(r"relative difference ([0-9.e+-]+)", out).group(1)) < 1e-5
@@ -106,8 +118,11 @@ def test_hvae_profiler_filter_keeps_other_stderr_lines(capfd):
 
 def test_hvae_legend_beside_the_bars():
     hvae = load("hvae")
-    rows = [{"batch": b, "ops": ops, "step_s": 0.01 * (1 + k), "peak_bytes": 2**20 * b, "sampling_share": 0.1}
-            for b in (32, 128) for k, ops in enumerate(("fused", "reference"))]
+    rows = [
+        {"batch": b, "ops": ops, "step_s": 0.01 * (1 + k), "peak_bytes": 2**20 * b, "sampling_share": 0.1}
+        for b in (32, 128)
+        for k, ops in enumerate(("fused", "reference"))
+    ]
     fig = hvae.figure(rows)
     fig.canvas.draw()
     legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
@@ -118,15 +133,29 @@ def test_hvae_legend_beside_the_bars():
     assert fig.get_figwidth() * 90 <= 900  # readable at page width (saved at 90 dpi)
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--lr", "inf"], "--lr"), (["--lr", "nan"], "--lr"), (["--lr", "0"], "--lr"), (["--lr", "-1e-3"], "--lr"),
-    (["--max-steps", "0"], "--max-steps"), (["--max-steps", "-2"], "--max-steps"),
-    (["--log-interval", "0"], "--log-interval"), (["--batch-size", "0"], "--batch-size"),
-    (["--batch-size", "1.5"], "--batch-size"), (["--repeats", "0"], "--repeats"), (["--width", "3"], "--width"),
-    (["--zdim", "0"], "--zdim"), (["--test-images", "-1"], "--test-images"), (["--seed", "-1"], "--seed"),
-    (["--seed", str(2**70)], "--seed"), (["--compare", "--batch-sizes", "8"], "--batch-sizes"),
-    (["--compare", "--reference"], "--reference"), (["--compare", "--out", "a-file"], "--out"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "0"], "--lr"),
+        (["--lr", "-1e-3"], "--lr"),
+        (["--max-steps", "0"], "--max-steps"),
+        (["--max-steps", "-2"], "--max-steps"),
+        (["--log-interval", "0"], "--log-interval"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "1.5"], "--batch-size"),
+        (["--repeats", "0"], "--repeats"),
+        (["--width", "3"], "--width"),
+        (["--zdim", "0"], "--zdim"),
+        (["--test-images", "-1"], "--test-images"),
+        (["--seed", "-1"], "--seed"),
+        (["--seed", str(2**70)], "--seed"),
+        (["--compare", "--batch-sizes", "8"], "--batch-sizes"),
+        (["--compare", "--reference"], "--reference"),
+        (["--compare", "--out", "a-file"], "--out"),
+    ],
+)
 def test_hvae_refuses_bad_options_in_one_line(argv, says, tmp_path, monkeypatch, capsys):
     hvae = load("hvae")
     monkeypatch.chdir(tmp_path)

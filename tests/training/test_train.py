@@ -25,23 +25,13 @@ from aevb_fast.training import (
     train,
 )
 from aevb_fast.training.evaluate import log_marginal_likelihood
-from testing import needs_data
+from testing import needs_data, small_train_config
 
 
 def small(tmp_path, **overrides) -> TrainConfig:
-    options = dict(
-        dataset="synthetic",
-        latent=4,
-        hidden=32,
-        batch_size=50,
-        samples=6000,
-        eval_every=2000,
-        eval_points=1000,
-        out=str(tmp_path / "run"),
-        plots=False,
-    )
+    options = dict(samples=6000, eval_every=2000, eval_points=1000, out=str(tmp_path / "run"))
     options.update(overrides)
-    return TrainConfig(**options)
+    return small_train_config(**options)
 
 
 def read(run) -> list[dict]:
