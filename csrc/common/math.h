@@ -197,17 +197,53 @@ AEVB_HOST_DEVICE PriorTerms<T> prior_terms(T mu, T logvar, T prior_mu, T prior_l
 }
 
 // ---- Bernoulli likelihood from logits ------------------------------------------------------
+// Each formula is written from e = exp(-|l|), log(1 + e) and (1 or e) / (1 + e). kStored16: the
+// results are stored in 16 bits (bfloat16, float16: 8 or 11 bits of mantissa), computed in float.
+// There the GPU takes the three from its hardware approximations (ex2, lg2, rcp: relative errors
+// near 2^-21, absolute 2^-22 for the log on [1, 2]; far below the stored result's rounding) in 2, 3
+// and 2 instructions where the float versions take 10, 11 and about 10: the 16-bit kernels were
+// short of instructions, not of bandwidth (issue 30). The CPU and the emulated device compute
+// them in full float either way.
 
-// log(1 + exp(l)) without overflow for any finite l.
-template <typename T>
-AEVB_HOST_DEVICE T softplus(T logit) {
-  return Math<T>::relu(logit) + log1p_unit_interval(exponential(-Math<T>::abs(logit)));
+template <typename T, bool kStored16>
+AEVB_HOST_DEVICE T exp_minus_abs(T logit) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (kStored16 && std::is_same_v<T, float>) {
+    return __expf(-::fabsf(logit));
+  }
+#endif
+  return exponential(-Math<T>::abs(logit));
 }
 
-// log p(x | l) = x * l - softplus(l)
-template <typename T>
+// log(1 + e) for e = exp(-|l|) in [0, 1].
+template <typename T, bool kStored16>
+AEVB_HOST_DEVICE T log1p_of_exp(T e) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (kStored16 && std::is_same_v<T, float>) {
+    return __logf(1.0f + e);
+  }
+#endif
+  return log1p_unit_interval(e);
+}
+
+// sigmoid(l) from e = exp(-|l|): 1 / (1 + e) for l >= 0, e / (1 + e) below (where it keeps
+// exp(l)'s relative accuracy).
+template <typename T, bool kStored16 = false>
+AEVB_HOST_DEVICE T sigmoid_from_exp_minus_abs(T logit, T e) {
+  const T numerator = Math<T>::select(logit < T(0), e, T(1));
+#if defined(__CUDA_ARCH__)
+  if constexpr (kStored16 && std::is_same_v<T, float>) {
+    return __fdividef(numerator, 1.0f + e);
+  }
+#endif
+  return numerator / (T(1) + e);
+}
+
+// log p(x | l) = x * l - softplus(l), softplus(l) = max(l, 0) + log(1 + exp(-|l|)): no overflow
+// for any finite l.
+template <typename T, bool kStored16 = false>
 AEVB_HOST_DEVICE T bernoulli_log_prob_term(T x, T logit) {
-  return x * logit - softplus(logit);
+  return x * logit - (Math<T>::relu(logit) + log1p_of_exp<T, kStored16>(exp_minus_abs<T, kStored16>(logit)));
 }
 
 // 1 / (1 + exp(-l)); exp(-l) overflowing to inf gives 0, never NaN.
@@ -216,18 +252,11 @@ AEVB_HOST_DEVICE T sigmoid(T logit) {
   return T(1) / (T(1) + exponential(-logit));
 }
 
-// sigmoid(l) from e = exp(-|l|): 1 / (1 + e) for l >= 0, e / (1 + e) below (where it keeps
-// exp(l)'s relative accuracy).
-template <typename T>
-AEVB_HOST_DEVICE T sigmoid_from_exp_minus_abs(T logit, T e) {
-  return Math<T>::select(logit < T(0), e, T(1)) / (T(1) + e);
-}
-
 // d/dl = x - sigmoid(l), by the same formula as bernoulli_log_prob_and_grad (so the per-row and
 // summed forms' gradients agree to the bit).
-template <typename T>
+template <typename T, bool kStored16 = false>
 AEVB_HOST_DEVICE T bernoulli_grad_logit(T x, T logit) {
-  return x - sigmoid_from_exp_minus_abs(logit, exponential(-Math<T>::abs(logit)));
+  return x - sigmoid_from_exp_minus_abs<T, kStored16>(logit, exp_minus_abs<T, kStored16>(logit));
 }
 
 // log p(x | l) and d/dl together, from one exponential e = exp(-|l|) (the summed form and the
@@ -237,12 +266,11 @@ struct BernoulliTermGrad {
   T term, grad;
 };
 
-template <typename T>
+template <typename T, bool kStored16 = false>
 AEVB_HOST_DEVICE BernoulliTermGrad<T> bernoulli_log_prob_and_grad(T x, T logit) {
-  using M = Math<T>;
-  const T e = exponential(-M::abs(logit));
-  const T softplus_l = M::relu(logit) + log1p_unit_interval(e);
-  return {x * logit - softplus_l, x - sigmoid_from_exp_minus_abs(logit, e)};
+  const T e = exp_minus_abs<T, kStored16>(logit);
+  const T softplus_l = Math<T>::relu(logit) + log1p_of_exp<T, kStored16>(e);
+  return {x * logit - softplus_l, x - sigmoid_from_exp_minus_abs<T, kStored16>(logit, e)};
 }
 
 // ---- Gaussian likelihood with learned diagonal variance --------------------------------------

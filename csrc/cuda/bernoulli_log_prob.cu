@@ -27,11 +27,11 @@ struct BernoulliTerm {
 #pragma unroll
     for (int k = 0; k < N; ++k) {
       if constexpr (kGrad) {
-        const auto both = bernoulli_log_prob_and_grad(xs[k], ls[k]);
+        const auto both = bernoulli_log_prob_and_grad<acc, kStored16<scalar_t>>(xs[k], ls[k]);
         s += both.term;
         grads[k] = grad_scale * both.grad;
       } else {
-        s += bernoulli_log_prob_term(xs[k], ls[k]);
+        s += bernoulli_log_prob_term<acc, kStored16<scalar_t>>(xs[k], ls[k]);
       }
     }
     if constexpr (kGrad) store_pack<N>(grad_logits, r * cols + j, grads);
@@ -55,7 +55,7 @@ struct BernoulliGrad {
     x.template load<N>(r, j, xs);
     logits.template load<N>(r, j, ls);
 #pragma unroll
-    for (int k = 0; k < N; ++k) out[k] = g * bernoulli_grad_logit(xs[k], ls[k]);
+    for (int k = 0; k < N; ++k) out[k] = g * bernoulli_grad_logit<acc, kStored16<scalar_t>>(xs[k], ls[k]);
     store_pack<N>(grad_logits, i, out);
   }
 };

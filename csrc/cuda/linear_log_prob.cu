@@ -29,14 +29,14 @@ struct BernoulliEpilogue {
       const acc g = grad != nullptr ? grad[r] : acc(1);
 #pragma unroll
       for (int k = 0; k < N; ++k) {
-        const auto both = bernoulli_log_prob_and_grad(xs[k], ls[k]);
+        const auto both = bernoulli_log_prob_and_grad<acc, kStored16<scalar_t>>(xs[k], ls[k]);
         s += both.term;
         gs[k] = g * both.grad;
       }
       store_pack<N>(grad_logits, r * cols + j, gs);
     } else {
 #pragma unroll
-      for (int k = 0; k < N; ++k) s += bernoulli_log_prob_term(xs[k], ls[k]);
+      for (int k = 0; k < N; ++k) s += bernoulli_log_prob_term<acc, kStored16<scalar_t>>(xs[k], ls[k]);
     }
     return s;
   }

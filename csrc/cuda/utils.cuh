@@ -3,11 +3,11 @@
 // (a warp per row, or a block per row for long rows), and the two kernel shapes every operator
 // uses: a row sum and an elementwise map. An operator supplies a small functor with its math
 // (from csrc/common/math.h) and these helpers do the traversal.
-#include <algorithm>
-#include <cstdint>
-
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <cstdint>
 
 #include "common/philox.h"
 #include "cuda/platform.cuh"
@@ -17,6 +17,11 @@ namespace aevb_fast::cuda {
 // float for float/float16/bfloat16, double for double.
 template <typename scalar_t>
 using acc_t = at::opmath_type<scalar_t>;
+
+// Whether results are stored in 16 bits (float16, bfloat16): math.h's Bernoulli formulas then take
+// the GPU's approximate exp, log and division.
+template <typename scalar_t>
+constexpr bool kStored16 = sizeof(scalar_t) == 2;
 
 constexpr int kThreads = 256;
 constexpr int kWarp = 32;
@@ -126,8 +131,7 @@ __device__ __forceinline__ T row_sum(T v, T* shared) {
 // loop, so that a warp's threads take the same iterations (its shuffles need them all); a thread
 // whose row is past the end adds nothing and writes nothing.
 template <int kVec, int kRowThreads, typename Term, typename acc>
-__global__ void row_sum_kernel(Term term, acc* __restrict__ out, int64_t rows, int64_t cols, acc scale,
-                               acc offset) {
+__global__ void row_sum_kernel(Term term, acc* __restrict__ out, int64_t rows, int64_t cols, acc scale, acc offset) {
   __shared__ acc shared[kThreads / kWarp];
   constexpr int kRowsPerBlock = kThreads / kRowThreads;
   const int t = threadIdx.x % kRowThreads;
@@ -150,8 +154,7 @@ __global__ void row_sum_kernel(Term term, acc* __restrict__ out, int64_t rows, i
 // and, for packed rows of at most 16 packs (a latent of 64 floats), 8 or 16 threads per row, so
 // that no lane of a warp idles.
 template <typename scalar_t, typename Term, typename acc>
-void launch_row_sum(const Term& term, acc* out, int64_t rows, int64_t cols, acc scale, acc offset,
-                    bool packed) {
+void launch_row_sum(const Term& term, acc* out, int64_t rows, int64_t cols, acc scale, acc offset, bool packed) {
   if (rows == 0) return;
   constexpr int P = kPack<scalar_t>;
   const bool block_rows = cols >= kBlockRowMin;
@@ -176,8 +179,7 @@ void launch_row_sum(const Term& term, acc* out, int64_t rows, int64_t cols, acc 
 template <int kVec, typename Op>
 __global__ void elementwise_kernel(Op op, int64_t total) {
   const int64_t packs = total / kVec;
-  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < packs;
-       k += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < packs; k += int64_t(gridDim.x) * blockDim.x) {
     op.template apply<kVec>(k * kVec);
   }
 }
