@@ -28,6 +28,12 @@ def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _tensor_like(value, like: Tensor) -> Tensor:
+    """A Python number as a tensor of ``like``'s dtype and device (as torch's wrapped numbers
+    promote), so that a number works wherever the fused operators take one (``logvar=0.0``)."""
+    return value if isinstance(value, Tensor) else torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
 def _sum_last(t: Tensor, dims: int) -> Tensor:
     dtype = _accumulate_dtype(t.dtype)
     if dims == 0:
@@ -43,6 +49,7 @@ def reparameterize(
     num_samples: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
+    logvar = _tensor_like(logvar, mu)
     shape = mu.shape if num_samples is None else (num_samples, *mu.shape)
     if eps is None:
         eps = torch.randn(shape, dtype=mu.dtype, device=mu.device, generator=generator)
@@ -59,10 +66,11 @@ def gaussian_kl(
 ) -> Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) or, given a prior, || N(prior_mu, exp(prior_logvar)) as
     VDVAE's gaussian_analytical_kl writes it, summed over the trailing event_dims dims."""
+    logvar = _tensor_like(logvar, mu)
     if prior_mu is None and prior_logvar is None:
         return 0.5 * _sum_last(mu.pow(2) + logvar.exp() - 1 - logvar, event_dims)
-    prior_mu = torch.zeros_like(mu) if prior_mu is None else prior_mu
-    prior_logvar = torch.zeros_like(logvar) if prior_logvar is None else prior_logvar
+    prior_mu = torch.zeros_like(mu) if prior_mu is None else _tensor_like(prior_mu, mu)
+    prior_logvar = torch.zeros_like(logvar) if prior_logvar is None else _tensor_like(prior_logvar, mu)
     per_element = (
         -0.5 + 0.5 * (prior_logvar - logvar) + 0.5 * (logvar.exp() + (mu - prior_mu).pow(2)) / prior_logvar.exp()
     )
@@ -87,12 +95,14 @@ def sample_and_kl(
 def bernoulli_log_prob(x: Tensor, logits: Tensor, *, event_dims: int = 1, reduction: str = "none") -> Tensor:
     """log Bernoulli(x; sigmoid(logits)) summed over the trailing dims. ``logits`` come before any
     sigmoid: probabilities passed here give a wrong objective with no error."""
+    logits = _tensor_like(logits, x)
     return _reduce(_sum_last(x * logits - F.softplus(logits), event_dims), reduction)
 
 
 def gaussian_log_prob(
     x: Tensor, mean: Tensor, logvar: Tensor, *, event_dims: int = 1, reduction: str = "none"
 ) -> Tensor:
+    mean, logvar = _tensor_like(mean, x), _tensor_like(logvar, x)
     per_element = -0.5 * (math.log(2 * math.pi) + logvar + (x - mean).pow(2) * torch.exp(-logvar))
     return _reduce(_sum_last(per_element, event_dims), reduction)
 

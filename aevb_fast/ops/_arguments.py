@@ -29,6 +29,18 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 # ---- noise -----------------------------------------------------------------------------------
 
 
+def check_int(op: str, name: str, value) -> None:
+    """An int argument (event_dims, num_samples) given as another type is this one-line error, not
+    the schema's multi-line cast message."""
+    if isinstance(value, bool) or not isinstance(value, (int, torch.SymInt)):
+        raise TypeError(f"aevb_fast.{op}: {name} must be an int, got {type(value).__name__} {value!r}")
+
+
+def check_generator(op: str, generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"aevb_fast.{op}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
 def draw_seed(device: torch.device, generator: torch.Generator | None = None) -> Tensor:
     """The kernel's RNG seed, [key, offset], drawn from torch's generator on ``device``.
 
@@ -39,15 +51,18 @@ def draw_seed(device: torch.device, generator: torch.Generator | None = None) ->
     return torch.randint(0, 2**62, (2,), dtype=torch.int64, device=device, generator=generator)
 
 
-def noise_arguments(mu: Tensor, eps: Tensor | None, num_samples: int | None):
+def noise_arguments(op: str, mu: Tensor, eps: Tensor | None, num_samples: int | None, generator):
     """(samples, eps with a leading sample dim or None) for the operators' schema."""
+    if num_samples is not None:
+        check_int(op, "num_samples", num_samples)
+    check_generator(op, generator)
     samples = 1 if num_samples is None else num_samples
     if isinstance(eps, Tensor) and isinstance(mu, Tensor) and eps.dtype != mu.dtype and mu.dtype.is_floating_point:
         eps = eps.to(torch.promote_types(mu.dtype, eps.dtype))
     if eps is not None and num_samples is None:
         if eps.shape != mu.shape:
             raise ValueError(
-                f"aevb_fast: eps must have the shape of mu {tuple(mu.shape)} when num_samples is "
+                f"aevb_fast.{op}: eps must have the shape of mu {tuple(mu.shape)} when num_samples is "
                 f"None, got {tuple(eps.shape)}"
             )
         eps = eps.unsqueeze(0)
@@ -115,6 +130,7 @@ def required_event_dims(op: str, name: str, t, event_dims: int | None) -> int:
     last dim of an image batch (B, C, H, W) returns (B, C, H), a silently wrong shape. One rule for
     every op, so the mistake stops here rather than far away."""
     if event_dims is not None:
+        check_int(op, "event_dims", event_dims)
         return event_dims
     if isinstance(t, Tensor) and t.dim() > 2:
         raise ValueError(

@@ -38,7 +38,7 @@ class SampleAndKLOps:
         summed back to its shape.
         """
         mu, logvar = promoted("reparameterize", ("mu", "logvar"), (mu, logvar))
-        samples, eps = noise_arguments(mu, eps, num_samples)
+        samples, eps = noise_arguments("reparameterize", mu, eps, num_samples, generator)
         if eps is not None and isinstance(mu, Tensor) and eps.dtype != mu.dtype:
             mu, logvar = mu.to(eps.dtype), logvar.to(eps.dtype)
         seed = None if eps is not None else draw_seed(mu.device, generator)
@@ -82,7 +82,7 @@ class SampleAndKLOps:
         ``event_dims``, required as there) fused in one pass over the parameters: ``(z, kl)``."""
         mu, logvar, prior_mu, prior_logvar = latent_arguments("sample_and_kl", mu, logvar, prior_mu, prior_logvar)
         event_dims = required_event_dims("sample_and_kl", "mu", mu, event_dims)
-        samples, eps = noise_arguments(mu, eps, num_samples)
+        samples, eps = noise_arguments("sample_and_kl", mu, eps, num_samples, generator)
         if eps is not None and isinstance(mu, Tensor) and eps.dtype != mu.dtype:
             mu, logvar = mu.to(eps.dtype), logvar.to(eps.dtype)
             if prior_mu is not None:

@@ -81,6 +81,7 @@ class TestBernoulliLogProb(OpTester):
             (lambda: f(x, logits, event_dims=4), "event_dims must be between"),
             (lambda: f(x, logits, event_dims=-1), "event_dims must be between"),
             (lambda: f(x, logits, reduction="avg"), "reduction must be one of"),
+            (lambda: af.bernoulli_log_prob(x, logits, event_dims=1.0), "event_dims must be an int, got float 1.0"),
             (lambda: torch.ops.aevb_fast.bernoulli_log_prob(x, logits, 1, "avg"), "reduction must be 'none', 'sum'"),
             (lambda: torch.ops.aevb_fast.bernoulli_log_prob_with_grad(x, logits, 1, "none"), "must be 'sum' or"),
         ]

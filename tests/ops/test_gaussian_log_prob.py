@@ -234,3 +234,9 @@ def test_summed_with_a_gradient_for_x():
         (x, mean, logvar),
         torch.float64,
     )
+
+
+def test_reference_takes_python_numbers_where_the_op_does():
+    x, mean = torch.rand(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(af.gaussian_log_prob(x, mean, -1.0), reference.gaussian_log_prob(x, mean, -1.0))
+    torch.testing.assert_close(af.gaussian_log_prob(x, 0.5, -1.0), reference.gaussian_log_prob(x, 0.5, -1.0))

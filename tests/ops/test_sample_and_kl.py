@@ -132,6 +132,12 @@ class TestReparameterize(SampleOpTester):
             (lambda: af.sample_and_kl(mu, mu, eps=torch.zeros(3, 4), num_samples=2), "eps must have shape"),
             (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, mu[None].double(), None, 1), "eps has dtype"),
             (lambda: af.reparameterize(mu, mu, num_samples=0), "num_samples must be at least 1"),
+            (
+                lambda: af.reparameterize(mu, mu, num_samples=2.0),
+                "reparameterize: num_samples must be an int, got float",
+            ),
+            (lambda: af.sample_and_kl(mu, mu, generator=0), "sample_and_kl: generator must be a torch.Generator"),
+            (lambda: af.sample_and_kl(mu, mu, event_dims=1.0), "sample_and_kl: event_dims must be an int, got float"),
             (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, None, None, 1), "exactly one of eps"),
             (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, None, torch.zeros(3).long(), 1), "seed must be"),
         ]
@@ -235,3 +241,14 @@ def test_a_per_latent_logvar_broadcasts_over_the_batch():
     z.sum().backward()
     assert logvar.grad.shape == (3,)
     torch.testing.assert_close(logvar.grad, (0.5 * torch.exp(0.5 * logvar) * eps).sum(0).detach())
+
+
+def test_reference_takes_python_numbers_where_the_ops_do():
+    """logvar=0.0 and a prior of numbers work in aevb_fast.reference as in the fused ops."""
+    mu = torch.randn(3, 4, dtype=torch.float64)
+    eps = torch.randn(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(af.reparameterize(mu, 0.5, eps=eps), reference.reparameterize(mu, 0.5, eps=eps))
+    torch.testing.assert_close(af.gaussian_kl(mu, 0.0), reference.gaussian_kl(mu, 0.0))
+    torch.testing.assert_close(af.gaussian_kl(mu, 0.3, 0.1, -0.2), reference.gaussian_kl(mu, 0.3, 0.1, -0.2))
+    z, kl = reference.sample_and_kl(mu, -1.0, eps=eps)
+    torch.testing.assert_close(z, af.sample_and_kl(mu, -1.0, eps=eps)[0])
