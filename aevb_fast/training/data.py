@@ -3,7 +3,8 @@ fixed binarized MNIST, Frey Face, a synthetic set for quick runs, and the user's
 tensor, a numpy array, a Dataset, or a .npy/.npz/.pt file) of any event shape.
 
 Files are looked up in, first to last: the ``data_dir`` argument (``--data-dir``), the
-``AEVB_FAST_DATA`` environment variable, and ``../shared/data`` beside the project's root. Each
+``AEVB_FAST_DATA`` environment variable, and ``../shared/data`` beside the project's root (a
+``data_dir`` that does not exist is an error, not passed over: a typo, most likely). Each
 file's SHA-256 is checked. A missing file is downloaded from its public source when the network
 allows; otherwise the error names the file and where to put it. The project never commits data.
 
@@ -47,18 +48,24 @@ FILES = {
     "mnist_train_images": DataFile(
         "mnist/train-images-idx3-ubyte",
         "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        _MNIST_URL + "train-images-idx3-ubyte.gz", gzipped_url=True),
+        _MNIST_URL + "train-images-idx3-ubyte.gz",
+        gzipped_url=True,
+    ),
     "mnist_test_images": DataFile(
         "mnist/t10k-images-idx3-ubyte",
         "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        _MNIST_URL + "t10k-images-idx3-ubyte.gz", gzipped_url=True),
+        _MNIST_URL + "t10k-images-idx3-ubyte.gz",
+        gzipped_url=True,
+    ),
     # Larochelle & Murray's fixed binarization, as MATLAB files (variable X) kept in a public
     # repository under .amat names.
     **{
         f"binarized_mnist_{split}": DataFile(
-            f"binarized_mnist/binarized_mnist_{split}.mat", sha,
+            f"binarized_mnist/binarized_mnist_{split}.mat",
+            sha,
             "https://raw.githubusercontent.com/mingzhang-yin/ARM-gradient/"
-            f"bac893cfcec486bbd00b755b12cf8402053b0e84/binarized_mnist_{split}.amat")
+            f"bac893cfcec486bbd00b755b12cf8402053b0e84/binarized_mnist_{split}.amat",
+        )
         for split, sha in [
             ("train", "79a0312c7389d855cfc97e3812de3998417c5829d8a51543b56a90a91252ae7e"),
             ("valid", "7436afc856959075c7787025bb8a4ba2b520b9230ee39667c66aa7dd2819dd68"),
@@ -68,7 +75,8 @@ FILES = {
     "frey": DataFile(
         "frey/frey_rawface.mat",
         "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64",
-        "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"),
+        "https://cs.nyu.edu/~roweis/data/frey_rawface.mat",
+    ),
 }
 
 
@@ -153,6 +161,11 @@ def find_file(name: str, data_dir: str | os.PathLike | None = None, download: bo
         gz = path.with_name(path.name + ".gz")
         for candidate in (path, gz) if spec.gzipped_url else (path,):
             if candidate.is_file():
+                if i > 0 and data_dir is not None and not Path(data_dir).exists():  # a typo, most likely
+                    raise FileNotFoundError(
+                        f"aevb_fast.data: the data folder {data_dir} (--data-dir) does not exist; create it, "
+                        f"or leave --data-dir out to read {candidate}"
+                    )
                 _announce(candidate, dirs[:i])
                 return _verified(candidate, spec.sha256)
     target = dirs[0] / spec.path
@@ -214,8 +227,9 @@ class Data:
         return x
 
     def to(self, device: torch.device | str) -> "Data":
-        return Data(self.name, self.train.to(device), self.test.to(device), self.image_shape,
-                    self.likelihood, self.binarize)
+        return Data(
+            self.name, self.train.to(device), self.test.to(device), self.image_shape, self.likelihood, self.binarize
+        )
 
     def check_range(self, likelihood: str, paper_model: bool) -> None:
         """Values a model can fit, else a one-line user error: Bernoulli targets lie in [0, 1], and
@@ -227,23 +241,28 @@ class Data:
                 f"data: {self.name} is binary (every value 0 or 1{drawn}), and a Gaussian with a "
                 "learned variance has no maximum there: its variance shrinks towards zero around each "
                 "0 and 1 and the bound runs off to +-inf instead of learning; use --likelihood "
-                "bernoulli for binary data")
+                "bernoulli for binary data"
+            )
         if likelihood != "bernoulli" and not paper_model:
             return
         for split, x in (("training", self.train), ("test", self.test)):
             if x.numel() and (x.min() < 0 or x.max() > 1):
-                needs = ("a Bernoulli likelihood needs values in [0, 1]" if likelihood == "bernoulli" else
-                         "the paper's Gaussian decoder (a sigmoid mean) needs values in [0, 1]")
+                needs = (
+                    "a Bernoulli likelihood needs values in [0, 1]"
+                    if likelihood == "bernoulli"
+                    else "the paper's Gaussian decoder (a sigmoid mean) needs values in [0, 1]"
+                )
                 raise ValueError(
                     f"data: the {split} data of {self.name} has values in [{x.min().item():g}, "
                     f"{x.max().item():g}], but {needs}: scale the data (e.g. divide 8-bit pixels by 255)"
-                    + (" or use --likelihood gaussian" if likelihood == "bernoulli" and not paper_model else ""))
-
+                    + (" or use --likelihood gaussian" if likelihood == "bernoulli" and not paper_model else "")
+                )
 
     def is_binary(self) -> bool:
         """Whether the model sees only 0s and 1s: binarized for every minibatch, or so stored."""
         return self.binarize == "dynamic" or all(
-            bool(((x == 0) | (x == 1)).all()) for x in (self.train, self.test) if x.numel())
+            bool(((x == 0) | (x == 1)).all()) for x in (self.train, self.test) if x.numel()
+        )
 
 
 def _binarize_fixed(x: Tensor, how: str, seed: int) -> Tensor:
@@ -252,9 +271,17 @@ def _binarize_fixed(x: Tensor, how: str, seed: int) -> Tensor:
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, *, binarize: str = "dynamic",
-         download: bool = True, synthetic_size: int = 10000, seed: int = 0,
-         test_data: str | os.PathLike | None = None, test_fraction: float = 0.1) -> Data:
+def load(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    binarize: str = "dynamic",
+    download: bool = True,
+    synthetic_size: int = 10000,
+    seed: int = 0,
+    test_data: str | os.PathLike | None = None,
+    test_fraction: float = 0.1,
+) -> Data:
     """Loads a built-in dataset by name, or a user's data file by path (see ``load_file``), on
     the CPU; ``Data.to(device)`` moves it."""
     if name not in DATASETS:
@@ -264,8 +291,10 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, binarize: str 
     if name == "mnist":
         if binarize not in BINARIZATIONS:
             raise ValueError(f"aevb_fast.data: binarize must be one of {BINARIZATIONS}, got {binarize!r}")
-        train, test = (torch.from_numpy(read_idx_images(find_file(f, data_dir, download)).copy()).float() / 255
-                       for f in ("mnist_train_images", "mnist_test_images"))
+        train, test = (
+            torch.from_numpy(read_idx_images(find_file(f, data_dir, download)).copy()).float() / 255
+            for f in ("mnist_train_images", "mnist_test_images")
+        )
         if binarize == "threshold":
             train = _binarize_fixed(train, "threshold", seed)
         test = _binarize_fixed(test, binarize, seed)
@@ -273,8 +302,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, binarize: str 
     if name == "binarized_mnist":
         from scipy.io import loadmat
 
-        split = {k: loadmat(find_file(f"binarized_mnist_{k}", data_dir, download))["X"]
-                 for k in ("train", "valid", "test")}
+        split = {
+            k: loadmat(find_file(f"binarized_mnist_{k}", data_dir, download))["X"] for k in ("train", "valid", "test")
+        }
         # train + valid for training, as is usual for this set; the test set is sorted by label,
         # which does not matter for evaluation.
         train = torch.from_numpy(np.concatenate([split["train"], split["valid"]])).float()
@@ -318,10 +348,10 @@ def as_tensor(values, what: str = "data") -> Tensor:
     elif isinstance(values, np.ndarray):
         values = torch.from_numpy(values)
     if not isinstance(values, Tensor):
-        raise TypeError(f"data: {what} must be a tensor, a numpy array or a torch Dataset, "
-                        f"got {type(values).__name__}")
-    if values.dtype == torch.bool or not (values.is_floating_point() or values.dtype in (
-            torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+        raise TypeError(f"data: {what} must be a tensor, a numpy array or a torch Dataset, got {type(values).__name__}")
+    if values.dtype == torch.bool or not (
+        values.is_floating_point() or values.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+    ):
         raise ValueError(f"data: {what} must hold numbers, got dtype {values.dtype}")
     if values.dim() < 2 or len(values) == 0:
         raise ValueError(f"data: {what} must have shape (N, *event_shape) with N >= 1, got {tuple(values.shape)}")
@@ -357,8 +387,10 @@ def from_arrays(train, test=None, *, name: str = "data", test_fraction: float = 
     else:
         test = as_tensor(test, "the test data")
         if test.shape[1:] != train.shape[1:]:
-            raise ValueError(f"data: the test points have shape {tuple(test.shape[1:])}, "
-                             f"the training points {tuple(train.shape[1:])}")
+            raise ValueError(
+                f"data: the test points have shape {tuple(test.shape[1:])}, "
+                f"the training points {tuple(train.shape[1:])}"
+            )
     binary = bool(((train == 0) | (train == 1)).all())
     in_unit = bool(train.min() >= 0 and train.max() <= 1)
     likelihood = "bernoulli" if binary or in_unit else "gaussian"
@@ -370,11 +402,16 @@ def read_data_file(path: str | os.PathLike, what: str = "data file") -> tuple[ob
     ``test``) or .pt file (a tensor, or a dict with ``train`` and optionally ``test``)."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"data: {what} {path} is a directory; give the .npy/.npz/.pt file inside it "
-                         f"(or --data-dir for the folder of the built-in datasets {', '.join(DATASETS)})")
+        raise ValueError(
+            f"data: {what} {path} is a directory; give the .npy/.npz/.pt file inside it "
+            f"(or --data-dir for the folder of the built-in datasets {', '.join(DATASETS)})"
+        )
     if not path.is_file():
-        hint = "" if path.suffix in DATA_FILE_SUFFIXES else (
-            f"; --dataset takes a file path or one of {', '.join(DATASETS)}")
+        hint = (
+            ""
+            if path.suffix in DATA_FILE_SUFFIXES
+            else (f"; --dataset takes a file path or one of {', '.join(DATASETS)}")
+        )
         raise FileNotFoundError(f"data: {what} {path} does not exist{hint}")
     if path.suffix not in DATA_FILE_SUFFIXES:
         raise ValueError(f"data: {what} {path} must be a {', '.join(DATA_FILE_SUFFIXES)} file")
@@ -393,12 +430,14 @@ def read_data_file(path: str | os.PathLike, what: str = "data file") -> tuple[ob
     if isinstance(content, dict) and "train" in content:
         return content["train"], content.get("test")
     keys = sorted(content) if isinstance(content, dict) else type(content).__name__
-    raise ValueError(f"data: {what} {path} must hold an array, or arrays named 'train' and optionally "
-                     f"'test' (found {keys})")
+    raise ValueError(
+        f"data: {what} {path} must hold an array, or arrays named 'train' and optionally 'test' (found {keys})"
+    )
 
 
-def load_file(path: str | os.PathLike, test_path: str | os.PathLike | None = None, *,
-              test_fraction: float = 0.1, seed: int = 0) -> Data:
+def load_file(
+    path: str | os.PathLike, test_path: str | os.PathLike | None = None, *, test_fraction: float = 0.1, seed: int = 0
+) -> Data:
     """The user's data from files (see ``read_data_file``); the test points from ``test_path``,
     else from the file's ``test`` array, else a held-out split."""
     train, test = read_data_file(path)

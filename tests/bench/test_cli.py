@@ -124,6 +124,13 @@ def test_bench_rejects_unknown_op(capsys):
     assert "unknown --ops" in capsys.readouterr().err
 
 
+def test_bench_rejects_sizes_that_are_not_integers(capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error
+        cli.main(["bench", "--sizes", "abc"])
+    assert exit_info.value.code == 2
+    assert "--sizes: expected comma-separated integers (4096,65536), got 'abc'" in capsys.readouterr().err
+
+
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "aevb_fast.cli", "info"], capture_output=True, text=True)
     assert result.returncode == 0 and "cpu_isa" in result.stdout

@@ -38,8 +38,10 @@ def test_binarized_mnist_and_frey():
 @needs_data("mnist")
 def test_gzipped_idx_is_read_and_leaves_nothing_behind(tmp_path, monkeypatch):
     (tmp_path / "mnist").mkdir()
-    with data._open(data.find_file("mnist_test_images", download=False)) as src, \
-            gzip.open(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz", "wb") as dst:
+    with (
+        data._open(data.find_file("mnist_test_images", download=False)) as src,
+        gzip.open(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz", "wb") as dst,
+    ):
         shutil.copyfileobj(src, dst)
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
@@ -47,7 +49,8 @@ def test_gzipped_idx_is_read_and_leaves_nothing_behind(tmp_path, monkeypatch):
     path = data.find_file("mnist_test_images", tmp_path, download=False)
     assert data.read_idx_images(path).shape == (10000, 784)
     assert list(private_tmp.iterdir()) == [] and sorted(p.name for p in (tmp_path / "mnist").iterdir()) == [
-        "t10k-images-idx3-ubyte.gz"]  # decompressed in memory: no temporary file anywhere
+        "t10k-images-idx3-ubyte.gz"
+    ]  # decompressed in memory: no temporary file anywhere
 
 
 @pytest.mark.parametrize("failure", ["no network", "wrong file"])
@@ -63,6 +66,14 @@ def test_a_failed_download_leaves_nothing_behind(tmp_path, monkeypatch, failure)
     with pytest.raises(FileNotFoundError, match="could not be downloaded"):
         data.find_file("frey", tmp_path / "data")
     assert not (tmp_path / "data").exists()  # no 0-byte file, no partial file, no empty folder
+
+
+@needs_data("frey")
+def test_a_data_dir_that_does_not_exist_is_an_error_not_a_silent_fallback(tmp_path, monkeypatch):
+    frey = data.find_file("frey", download=False)
+    monkeypatch.setenv("AEVB_FAST_DATA", str(frey.parents[1]))
+    with pytest.raises(FileNotFoundError, match=r"the data folder .*typo \(--data-dir\) does not exist; create it"):
+        data.find_file("frey", tmp_path / "typo", download=False)
 
 
 @needs_data("frey")
