@@ -10,7 +10,7 @@
 #                                               # steps (a second call on the warm machine)
 # The whole check no longer fits one call (about 660 s expected, below). In two calls, the second
 # within 30 s of the first (the machine stays warm that long; the build is then seconds):
-#     GPU_CHECK_ONLY=tests,memcheck,bench_ops,bench_prior,bench_summed,noise_cost bash benchmarks/gpu_check.sh
+#     GPU_CHECK_ONLY=tests,memcheck,noise_cost,bench_ops,bench_prior,bench_summed bash benchmarks/gpu_check.sh
 #     GPU_CHECK_ONLY=bench_head,bench_train,speedrun bash benchmarks/gpu_check.sh   # carry .device_data
 # It ends within GPU_CHECK_BUDGET_S seconds (default 570, inside one device call's 10 minutes; 900
 # for the dry run, whose limits are 3 times the GPU's):
@@ -27,6 +27,8 @@
 #                         compute-sanitizer memcheck (the kernel-path      stands in for memcheck)
 #                         names are checked in `tests`: the profiler
 #                         gets no events under the sanitizer)
+#   noise_cost      30   ~10: the noise identity's cost, 4 ways x      ~5 (compiled, not run)
+#                         f32/bf16 x L=1,5 at 2^26 parameters (new)
 #   bench_ops      200  ~170: 5 ops x L=1,5 x f32/bf16 x B=65536,     14-51 (B = 64, float32, CPU;
 #                         1048576: 28 cases, ~6 s each, most of it        Inductor's cache warm or cold)
 #                         Inductor's compilation; a copy before each
@@ -35,8 +37,6 @@
 #   bench_summed    60   ~50: the likelihoods summed as an ELBO sums    (not yet measured)
 #                         them (gradient made in the forward), 8 cases
 #                         at the op sizes (new)
-#   noise_cost      30   ~10: the noise identity's cost, 4 ways x      ~5 (compiled, not run)
-#                         f32/bf16 x L=1,5 at 2^26 parameters (new)
 #   bench_head      90   ~70: the fused head, B = 65536 (23 s),         37 (B = 64, CPU)
 #                         262144 (46 s), L=1
 #   bench_train    100    61: training steps at M = 4096, 65536, with   66 (M = 64, CPU)
@@ -94,7 +94,7 @@ if [ "$PREPARE" = 1 ]; then
 fi
 
 ONLY=${GPU_CHECK_ONLY:-}
-STEPS=(build tests memcheck bench_ops bench_prior bench_summed noise_cost bench_head bench_train speedrun)
+STEPS=(build tests memcheck noise_cost bench_ops bench_prior bench_summed bench_head bench_train speedrun)
 for name in ${ONLY//,/ }; do  # a misspelt step would run nothing and pass
   if [[ " ${STEPS[*]} " != *" $name "* ]]; then
     echo "gpu_check: GPU_CHECK_ONLY names '$name', which is not a step (steps: ${STEPS[*]})" >&2
@@ -229,7 +229,17 @@ else
   fi
 fi
 
-# 4. The benchmarks: the op suite times a copy before every case (the bandwidth its shares are of).
+# 4. What the CPU/CUDA noise identity costs (issue 30, section 3): the drawn-noise sampling op's
+#    pattern with the library's generator and with the hardware's approximations, and with eps
+#    saved, beside a copy (benchmarks/noise_cost.cu; the dry run compiles it only). First of the
+#    measurements: ten seconds that decide the noise contract, never skipped for a budget the
+#    benchmarks spent. nvcc runs without the ASan preload that the tests' dry run inherits (it
+#    crashes under it).
+NOISE_COST_BIN=$(dirname "$LOGS")/noise_cost
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+step noise_cost 30 env -u LD_PRELOAD bash -c "'$NVCC' -std=c++20 --expt-relaxed-constexpr -O3 -arch=sm_90 -Xcompiler -ffp-contract=off -Icsrc benchmarks/noise_cost.cu \
+  -o '$NOISE_COST_BIN' && { [ '$DRY_RUN' = 1 ] || '$NOISE_COST_BIN' --jsonl '$OUT/noise_cost.jsonl'; }"
+# 5. The benchmarks: the op suite times a copy before every case (the bandwidth its shares are of).
 step bench_ops 200 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --sizes "$OP_SIZES" \
   --dtype "$OP_DTYPES" --repeats "$REPEATS" --out "$OUT/ops.jsonl"
 # The KL to a learned prior and its sample at a VDVAE-sized latent map, (256, 16, 32, 32) on the
@@ -239,20 +249,12 @@ step bench_prior 60 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --ops 
 # The likelihoods as the ELBO uses them: summed, loss.backward() (issue 30's "summed form").
 step bench_summed 60 "$PY" -m aevb_fast.cli bench --device "$BENCH_DEVICE" --ops bernoulli_log_prob_sum,gaussian_log_prob_sum \
   --sizes "$OP_SIZES" --dtype "$OP_DTYPES" --repeats "$REPEATS" --out "$OUT/ops.jsonl"
-# What the CPU/CUDA noise identity costs (issue 30, section 3): the drawn-noise sampling op's
-# pattern with the library's generator and with the hardware's approximations, and with eps saved,
-# beside a copy (benchmarks/noise_cost.cu; the dry run compiles it only). nvcc runs without the
-# ASan preload that the tests' dry run inherits (it crashes under it).
-NOISE_COST_BIN=$(dirname "$LOGS")/noise_cost
-NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-step noise_cost 30 env -u LD_PRELOAD bash -c "'$NVCC' -std=c++20 --expt-relaxed-constexpr -O3 -arch=sm_90 -Xcompiler -ffp-contract=off -Icsrc benchmarks/noise_cost.cu \
-  -o '$NOISE_COST_BIN' && { [ '$DRY_RUN' = 1 ] || '$NOISE_COST_BIN' --jsonl '$OUT/noise_cost.jsonl'; }"
 step bench_head 90 "$PY" -m aevb_fast.cli bench --head --device "$BENCH_DEVICE" --sizes "$HEAD_SIZES" -L 1 \
   --repeats "$REPEATS" --out "$OUT/head.jsonl"
 step bench_train 100 "$PY" -m aevb_fast.cli bench --train --device "$BENCH_DEVICE" --sizes "$TRAIN_SIZES" \
   --repeats "$REPEATS" --out "$OUT/train.jsonl"
 
-# 5. Time to quality (issue 31): the speedrun recipe on MNIST, when the data came along
+# 6. Time to quality (issue 31): the speedrun recipe on MNIST, when the data came along
 #    (--prepare here, carry=[".device_data"]); its row into $OUT, its learning curve into the logs.
 SPEEDRUN_RUN=$(dirname "$LOGS")/speedrun_run
 if [ "$DRY_RUN" = 1 ]; then
