@@ -129,9 +129,16 @@ AEVB_HOST_DEVICE T exponential(T x) {
 }
 
 // exp(x) - 1 - x without the cancellation of the direct form near 0: for |x| <= ln2/2 (k = 0,
-// r = x) it is q itself.
+// r = x) it is q itself. On the GPU in float, the same series for |x| <= ln2/2 and CUDA's expf
+// beyond (exponential above): 22 instructions where the shared reduction takes 33 (issue 30).
 template <typename T>
 AEVB_HOST_DEVICE T exp_minus_1_minus_x(T x) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<T, float>) {
+    const float series = x * x * horner(x, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040);
+    return ::fabsf(x) <= 0.3465735903f ? series : (::expf(x) - 1.0f) - x;
+  }
+#endif
   const ExpReduction<T> e = reduce_exp(x);
   const T direct = (exp_from_reduction(x, e) - T(1)) - x;
   return Math<T>::select(e.k == T(0), e.q, direct);
