@@ -17,7 +17,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 def _int_list(text: str) -> list[int]:
     try:
         return [int(float(v)) for v in text.split(",") if v]
-    except ValueError:
+    except (ValueError, OverflowError):  # 'abc', 'inf'
         raise argparse.ArgumentTypeError(f"expected comma-separated integers (4096,65536), got {text!r}") from None
 
 

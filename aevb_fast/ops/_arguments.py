@@ -4,6 +4,8 @@ checks (the C++ checks do not run for meta and fake tensors)."""
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -32,7 +34,7 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 def check_int(op: str, name: str, value) -> None:
     """An int argument (event_dims, num_samples) given as another type is this one-line error, not
     the schema's multi-line cast message."""
-    if isinstance(value, bool) or not isinstance(value, (int, torch.SymInt)):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):  # numpy ints too
         raise TypeError(f"aevb_fast.{op}: {name} must be an int, got {type(value).__name__} {value!r}")
 
 

@@ -3,8 +3,8 @@ fixed binarized MNIST, Frey Face, a synthetic set for quick runs, and the user's
 tensor, a numpy array, a Dataset, or a .npy/.npz/.pt file) of any event shape.
 
 Files are looked up in, first to last: the ``data_dir`` argument (``--data-dir``), the
-``AEVB_FAST_DATA`` environment variable, and ``../shared/data`` beside the project's root (a
-``data_dir`` that does not exist is an error, not passed over: a typo, most likely). Each
+``AEVB_FAST_DATA`` environment variable, and ``../shared/data`` beside the project's root (the
+file read is announced, with the folders passed over, a missing one said to be missing). Each
 file's SHA-256 is checked. A missing file is downloaded from its public source when the network
 allows; otherwise the error names the file and where to put it. The project never commits data.
 
@@ -147,7 +147,10 @@ def _announce(path: Path, looked_first: list[Path]) -> None:
     if path in _announced or os.environ.get("RANK", "0") != "0":
         return
     _announced.add(path)
-    skipped = f" (not in {', '.join(map(str, looked_first))})" if looked_first else ""
+    # A folder that does not exist is said so: a mistyped --data-dir (the file read instead has the
+    # same SHA-256, so the run is the same; a run moved since, resumed or evaluated, goes on).
+    skipped = ", ".join(f"{d}, which does not exist" if not d.exists() else str(d) for d in looked_first)
+    skipped = f" (not in {skipped})" if looked_first else ""
     print(f"aevb_fast.data: reading {path}{skipped}", file=sys.stderr)
 
 
@@ -161,11 +164,6 @@ def find_file(name: str, data_dir: str | os.PathLike | None = None, download: bo
         gz = path.with_name(path.name + ".gz")
         for candidate in (path, gz) if spec.gzipped_url else (path,):
             if candidate.is_file():
-                if i > 0 and data_dir is not None and not Path(data_dir).exists():  # a typo, most likely
-                    raise FileNotFoundError(
-                        f"aevb_fast.data: the data folder {data_dir} (--data-dir) does not exist; create it, "
-                        f"or leave --data-dir out to read {candidate}"
-                    )
                 _announce(candidate, dirs[:i])
                 return _verified(candidate, spec.sha256)
     target = dirs[0] / spec.path

@@ -205,13 +205,14 @@ AEVB_HOST_DEVICE PriorTerms<T> prior_terms(T mu, T logvar, T prior_mu, T prior_l
 
 // ---- Bernoulli likelihood from logits ------------------------------------------------------
 // Each formula is written from e = exp(-|l|), log(1 + e) and (1 or e) / (1 + e). kStored16: the
-// results are stored in 16 bits (bfloat16, float16: 8 or 11 bits of mantissa), computed in float.
-// There the GPU takes the three from its hardware approximations (__expf: 2 + 1.17 |l| ulp, at
-// most about 2^-16 relative before exp(-|l|) underflows; __logf: 2^-21 absolute on [1, 2];
-// __fdividef: 2 ulp), all far below a 16-bit result's rounding (2^-8 for bfloat16, 2^-11 for
-// float16), in 2, 3 and 2 instructions where the float versions take 10, 11 and about 10: the
-// 16-bit kernels were short of instructions, not of bandwidth (issue 30). The CPU and the emulated
-// device compute them in full float either way.
+// inputs are bfloat16 or float16 (computed in float; the gradient is stored in 16 bits, the row
+// sums in float32). There the GPU takes e from __expf and the division from __fdividef, 2 and 2
+// instructions where expf and the IEEE division take 10 and about 10 (issue 30: the 16-bit
+// kernels were short of instructions, not of bandwidth). Both stay within about 2.4e-7 of e and
+// 2 ulp of the quotient, as expf and the division do in absolute terms; for a tiny e, __expf's
+// relative error grows (2 + 1.17 |l| ulp), a negligible amount next to the other terms. log(1 + e)
+// keeps its polynomial: __logf's absolute error (2^-21) would show in the float32 row sums. The CPU
+// and the emulated device compute everything in full float either way.
 
 template <typename T, bool kStored16>
 AEVB_HOST_DEVICE T exp_minus_abs(T logit) {
@@ -221,17 +222,6 @@ AEVB_HOST_DEVICE T exp_minus_abs(T logit) {
   }
 #endif
   return exponential(-Math<T>::abs(logit));
-}
-
-// log(1 + e) for e = exp(-|l|) in [0, 1].
-template <typename T, bool kStored16>
-AEVB_HOST_DEVICE T log1p_of_exp(T e) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (kStored16 && std::is_same_v<T, float>) {
-    return __logf(1.0f + e);
-  }
-#endif
-  return log1p_unit_interval(e);
 }
 
 // sigmoid(l) from e = exp(-|l|): 1 / (1 + e) for l >= 0, e / (1 + e) below (where it keeps
@@ -251,7 +241,7 @@ AEVB_HOST_DEVICE T sigmoid_from_exp_minus_abs(T logit, T e) {
 // for any finite l.
 template <typename T, bool kStored16 = false>
 AEVB_HOST_DEVICE T bernoulli_log_prob_term(T x, T logit) {
-  return x * logit - (Math<T>::relu(logit) + log1p_of_exp<T, kStored16>(exp_minus_abs<T, kStored16>(logit)));
+  return x * logit - (Math<T>::relu(logit) + log1p_unit_interval(exp_minus_abs<T, kStored16>(logit)));
 }
 
 // 1 / (1 + exp(-l)); exp(-l) overflowing to inf gives 0, never NaN.
@@ -277,7 +267,7 @@ struct BernoulliTermGrad {
 template <typename T, bool kStored16 = false>
 AEVB_HOST_DEVICE BernoulliTermGrad<T> bernoulli_log_prob_and_grad(T x, T logit) {
   const T e = exp_minus_abs<T, kStored16>(logit);
-  const T softplus_l = Math<T>::relu(logit) + log1p_of_exp<T, kStored16>(e);
+  const T softplus_l = Math<T>::relu(logit) + log1p_unit_interval(e);
   return {x * logit - softplus_l, x - sigmoid_from_exp_minus_abs<T, kStored16>(logit, e)};
 }
 

@@ -1,5 +1,6 @@
 """reparameterize and sample_and_kl: one kernel, so both are driven through the same spec."""
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
@@ -252,3 +253,9 @@ def test_reference_takes_python_numbers_where_the_ops_do():
     torch.testing.assert_close(af.gaussian_kl(mu, 0.3, 0.1, -0.2), reference.gaussian_kl(mu, 0.3, 0.1, -0.2))
     z, kl = reference.sample_and_kl(mu, -1.0, eps=eps)
     torch.testing.assert_close(z, af.sample_and_kl(mu, -1.0, eps=eps)[0])
+
+
+def test_numpy_integers_count_as_ints():
+    mu = torch.zeros(3, 4)
+    assert af.reparameterize(mu, mu, num_samples=np.int64(2)).shape == (2, 3, 4)
+    assert af.gaussian_kl(mu, mu, event_dims=np.int32(0)).shape == (3, 4)
