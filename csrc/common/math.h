@@ -130,7 +130,8 @@ AEVB_HOST_DEVICE T exponential(T x) {
 
 // exp(x) - 1 - x without the cancellation of the direct form near 0: for |x| <= ln2/2 (k = 0,
 // r = x) it is q itself. On the GPU in float, the same series for |x| <= ln2/2 and CUDA's expf
-// beyond (exponential above): 22 instructions where the shared reduction takes 33 (issue 30).
+// beyond (exponential above): the KL row sum's hot loop (4 elements) went from 533 to 453 SASS
+// instructions (benchmarks/results/sass_sm90.md; issue 30).
 template <typename T>
 AEVB_HOST_DEVICE T exp_minus_1_minus_x(T x) {
 #if defined(__CUDA_ARCH__)
@@ -206,13 +207,14 @@ AEVB_HOST_DEVICE PriorTerms<T> prior_terms(T mu, T logvar, T prior_mu, T prior_l
 // ---- Bernoulli likelihood from logits ------------------------------------------------------
 // Each formula is written from e = exp(-|l|), log(1 + e) and (1 or e) / (1 + e). kStored16: the
 // inputs are bfloat16 or float16 (computed in float; the gradient is stored in 16 bits, the row
-// sums in float32). There the GPU takes e from __expf and the division from __fdividef, 2 and 2
-// instructions where expf and the IEEE division take 10 and about 10 (issue 30: the 16-bit
-// kernels were short of instructions, not of bandwidth). Both stay within about 2.4e-7 of e and
-// 2 ulp of the quotient, as expf and the division do in absolute terms; for a tiny e, __expf's
-// relative error grows (2 + 1.17 |l| ulp), a negligible amount next to the other terms. log(1 + e)
-// keeps its polynomial: __logf's absolute error (2^-21) would show in the float32 row sums. The CPU
-// and the emulated device compute everything in full float either way.
+// sums in float32). There the GPU takes e from __expf and the division from __fdividef: the
+// bfloat16 per-row backward's hot loop (8 elements) went from 393 to 253 SASS instructions
+// (benchmarks/results/sass_sm90.md; issue 30: the 16-bit kernels were short of instructions, not
+// of bandwidth). Both stay within about 2.4e-7 of e and 2 ulp of the quotient, as expf and the
+// division do in absolute terms; for a tiny e, __expf's relative error grows (2 + 1.17 |l| ulp), a
+// negligible amount next to the other terms. log(1 + e) keeps its polynomial: __logf's absolute
+// error (2^-21) would show in the float32 row sums. The CPU and the emulated device compute
+// everything in full float either way.
 
 template <typename T, bool kStored16>
 AEVB_HOST_DEVICE T exp_minus_abs(T logit) {
