@@ -21,6 +21,18 @@
 // inline code lives in an inline namespace named after the instruction set being compiled.
 #if defined(CPU_CAPABILITY)
 #define AEVB_ISA_NAMESPACE CPU_CAPABILITY
+#elif defined(AEVB_EMULATED_DEVICE_MATH)
+#define AEVB_ISA_NAMESPACE emulated_device
 #else
 #define AEVB_ISA_NAMESPACE portable
+#endif
+
+// The GPU's own math (CUDA's expf and intrinsics, csrc/common/math.h): on the device, and in the
+// emulated kernels with the host stand-ins of csrc/emulation/device_math.h, so that the CUDA tests
+// run those lines without a GPU. The CPU kernels keep the formulas shared with the vector code.
+#if defined(__CUDA_ARCH__)
+#define AEVB_DEVICE_MATH 1
+#elif defined(AEVB_EMULATED_DEVICE_MATH)
+#define AEVB_DEVICE_MATH 1
+#include "emulation/device_math.h"
 #endif

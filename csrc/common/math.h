@@ -117,10 +117,11 @@ AEVB_HOST_DEVICE T exp_from_reduction(T x, const ExpReduction<T>& e) {
 // exp(x). On the GPU in float it is CUDA's own expf (a range reduction and the hardware's 2^x):
 // at most 2 ulp where ours has 1, in 10 instructions where ours takes 28, and the likelihoods'
 // kernels are short of instructions there (issue 30). It also keeps the values ours flushes to 0
-// below -86 (denormals). The CPU, and the emulated device, keep the polynomial.
+// below -86 (denormals). The CPU keeps the polynomial; the emulated device takes this branch with
+// the host's expf (csrc/emulation/device_math.h), so the CUDA tests run it without a GPU.
 template <typename T>
 AEVB_HOST_DEVICE T exponential(T x) {
-#if defined(__CUDA_ARCH__)
+#if defined(AEVB_DEVICE_MATH)
   if constexpr (std::is_same_v<T, float>) {
     return ::expf(x);
   }
@@ -134,7 +135,7 @@ AEVB_HOST_DEVICE T exponential(T x) {
 // instructions (benchmarks/results/sass_sm90.md; issue 30).
 template <typename T>
 AEVB_HOST_DEVICE T exp_minus_1_minus_x(T x) {
-#if defined(__CUDA_ARCH__)
+#if defined(AEVB_DEVICE_MATH)
   if constexpr (std::is_same_v<T, float>) {
     const float series = x * x * horner(x, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040);
     return ::fabsf(x) <= 0.3465735903f ? series : (::expf(x) - 1.0f) - x;
@@ -213,12 +214,13 @@ AEVB_HOST_DEVICE PriorTerms<T> prior_terms(T mu, T logvar, T prior_mu, T prior_l
 // of bandwidth). Both stay within about 2.4e-7 of e and 2 ulp of the quotient, as expf and the
 // division do in absolute terms; for a tiny e, __expf's relative error grows (2 + 1.17 |l| ulp), a
 // negligible amount next to the other terms. log(1 + e) keeps its polynomial: __logf's absolute
-// error (2^-21) would show in the float32 row sums. The CPU and the emulated device compute
-// everything in full float either way.
+// error (2^-21) would show in the float32 row sums. The CPU computes everything in full float
+// either way; the emulated device runs these branches with host stand-ins for the intrinsics
+// (csrc/emulation/device_math.h).
 
 template <typename T, bool kStored16>
 AEVB_HOST_DEVICE T exp_minus_abs(T logit) {
-#if defined(__CUDA_ARCH__)
+#if defined(AEVB_DEVICE_MATH)
   if constexpr (kStored16 && std::is_same_v<T, float>) {
     return __expf(-::fabsf(logit));
   }
@@ -231,7 +233,7 @@ AEVB_HOST_DEVICE T exp_minus_abs(T logit) {
 template <typename T, bool kStored16 = false>
 AEVB_HOST_DEVICE T sigmoid_from_exp_minus_abs(T logit, T e) {
   const T numerator = Math<T>::select(logit < T(0), e, T(1));
-#if defined(__CUDA_ARCH__)
+#if defined(AEVB_DEVICE_MATH)
   if constexpr (kStored16 && std::is_same_v<T, float>) {
     return __fdividef(numerator, 1.0f + e);
   }
