@@ -6,6 +6,14 @@
 #define AEVB_HOST_DEVICE inline
 #endif
 
+// Keeps a rarely taken path's code out of the caller's loop (the GPU's i-cache and the SASS report's
+// count, benchmarks/results/sass_sm90.md).
+#if defined(__CUDACC__)
+#define AEVB_NOINLINE __noinline__
+#else
+#define AEVB_NOINLINE __attribute__((noinline))
+#endif
+
 // Unrolls a loop whose trip count is a constant, so that the arrays it indexes stay in registers
 // on the GPU (a run-time index would put them in local memory).
 #if defined(__CUDACC__)

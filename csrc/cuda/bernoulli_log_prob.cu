@@ -45,11 +45,11 @@ struct BernoulliGrad {
   const acc* grad;
   RowInput<scalar_t> x, logits;
   scalar_t* grad_logits;
-  int64_t cols;
+  Divider cols;
 
   template <int N>
   __device__ void apply(int64_t i) const {
-    const int64_t r = i / cols, j = i - r * cols;
+    const int64_t r = cols.div(i), j = i - r * cols.value;
     const acc g = grad[r];
     acc xs[N], ls[N], out[N];
     x.template load<N>(r, j, xs);
@@ -91,7 +91,7 @@ void bernoulli_log_prob_backward_kernel(const at::Tensor& grad, const at::Tensor
   const int64_t cols = grad_logits.size(1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_backward_cuda", [&] {
     const BernoulliGrad<scalar_t> op{grad.const_data_ptr<acc_t<scalar_t>>(), RowInput<scalar_t>(x),
-                                     RowInput<scalar_t>(logits), grad_logits.data_ptr<scalar_t>(), cols};
+                                     RowInput<scalar_t>(logits), grad_logits.data_ptr<scalar_t>(), Divider(cols)};
     launch_elementwise<scalar_t>(
         op, grad_logits.numel(),
         can_pack<scalar_t>(cols, {op.x.pack_pointer(), op.logits.pack_pointer(), op.grad_logits}));

@@ -50,11 +50,11 @@ struct GaussianGrad {
   RowInput<scalar_t> x, mean, logvar;
   scalar_t* grad_mean;
   scalar_t* grad_logvar;
-  int64_t cols;
+  Divider cols;
 
   template <int N>
   __device__ void apply(int64_t i) const {
-    const int64_t r = i / cols, j = i - r * cols;
+    const int64_t r = cols.div(i), j = i - r * cols.value;
     const acc g = grad[r];
     acc xs[N], ms[N], lvs[N], g_mean[N], g_logvar[N];
     x.template load<N>(r, j, xs);
@@ -115,7 +115,7 @@ void gaussian_log_prob_backward_kernel(const at::Tensor& grad, const at::Tensor&
                                     RowInput<scalar_t>(logvar),
                                     grad_mean.data_ptr<scalar_t>(),
                                     grad_logvar.data_ptr<scalar_t>(),
-                                    cols};
+                                    Divider(cols)};
     launch_elementwise<scalar_t>(op, grad_mean.numel(),
                                  can_pack<scalar_t>(cols, {op.x.pack_pointer(), op.mean.pack_pointer(),
                                                            op.logvar.pack_pointer(), op.grad_mean, op.grad_logvar}));

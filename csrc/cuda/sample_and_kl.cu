@@ -23,7 +23,7 @@ struct Latents {
   using acc = acc_t<scalar_t>;
   RowInput<scalar_t> mu, logvar, prior_mu, prior_logvar;  // without a prior, both read mu (unused)
   bool prior;
-  int64_t cols;
+  Divider cols;
 
   Latents(const at::Tensor& mu_t, const at::Tensor& logvar_t, const at::Tensor& prior_mu_t,
           const at::Tensor& prior_logvar_t, int64_t cols_)
@@ -37,9 +37,9 @@ struct Latents {
   // Whether N-element packs of every parameter and of `others` are aligned (see can_pack).
   template <int N = kPack<scalar_t>>
   bool can_pack_with(std::initializer_list<const void*> others) const {
-    return can_pack<scalar_t, N>(cols, others) &&
-           can_pack<scalar_t, N>(
-               cols, {mu.pack_pointer(), logvar.pack_pointer(), prior_mu.pack_pointer(), prior_logvar.pack_pointer()});
+    return can_pack<scalar_t, N>(cols.value, others) &&
+           can_pack<scalar_t, N>(cols.value, {mu.pack_pointer(), logvar.pack_pointer(), prior_mu.pack_pointer(),
+                                              prior_logvar.pack_pointer()});
   }
 
   // Twice the KL of elements j .. j + N - 1 of row r.
@@ -148,7 +148,8 @@ struct KLPerElement {
   template <int N>
   __device__ void apply(int64_t i) const {
     acc_t<scalar_t> terms[N];
-    in.template twice_kl<N>(i / in.cols, i % in.cols, terms);
+    const int64_t r = in.cols.div(i);
+    in.template twice_kl<N>(r, i - r * in.cols.value, terms);
 #pragma unroll
     for (int k = 0; k < N; ++k) terms[k] *= acc_t<scalar_t>(0.5);
     store_pack<N>(kl, i, terms);
@@ -161,14 +162,15 @@ struct SampleGiven {
   Latents<scalar_t> in;
   const scalar_t* eps;
   scalar_t* z;
-  int64_t params;
+  Divider params;
 
   template <int N>
   __device__ void apply(int64_t i) const {
-    const int64_t p = i % params;
+    const int64_t p = params.mod(i);
     acc_t<scalar_t> es[N], out[N];
     load_pack<N>(eps, i, es);
-    in.template sample<N>(p / in.cols, p % in.cols, es, out);
+    const int64_t r = in.cols.div(p);
+    in.template sample<N>(r, p - r * in.cols.value, es, out);
     store_pack<N>(z, i, out);
   }
 };
@@ -205,7 +207,7 @@ __device__ __forceinline__ void sample_normals(PhiloxSeed seed, uint64_t first,
 // The row and column of a flat parameter index, stepped along without a 64-bit division per step.
 struct RowCol {
   int64_t r, j;
-  __device__ __forceinline__ RowCol(int64_t p, int64_t cols) : r(p / cols), j(p % cols) {}
+  __device__ __forceinline__ RowCol(int64_t p, const Divider& cols) : r(cols.div(p)), j(p - r * cols.value) {}
   __device__ __forceinline__ void step(int64_t by, int64_t cols) {
     for (j += by; j >= cols; j -= cols) ++r;  // one test when cols >= by
   }
@@ -245,7 +247,7 @@ __global__ void sample_drawn_kernel(const Latents<scalar_t> in, const int64_t* _
       const int64_t row = at.r;
 #pragma unroll
       for (int w = 0; w < 4; ++w) {
-        if (w > 0) at.step(kNoiseLanes, in.cols);
+        if (w > 0) at.step(kNoiseLanes, in.cols.value);
         if (!active || base + w * kNoiseLanes >= params) break;
         acc lvs[G];
         in.mu.template load<G>(at.r, at.j, ms[w]);
@@ -271,8 +273,9 @@ __global__ void sample_drawn_kernel(const Latents<scalar_t> in, const int64_t* _
           const int64_t p = base + w * kNoiseLanes + k;
           acc m[1] = {acc(0)}, lv[1] = {acc(0)};
           if (p < params) {
-            in.mu.template load<1>(p / in.cols, p % in.cols, m);
-            in.logvar.template load<1>(p / in.cols, p % in.cols, lv);
+            const RowCol at(p, in.cols);
+            in.mu.template load<1>(at.r, at.j, m);
+            in.logvar.template load<1>(at.r, at.j, lv);
           }
           ms[w][k] = m[0];
           sigmas[w][k] = std_from_logvar(lv[0]);
@@ -329,12 +332,12 @@ struct SampleGrad {
         sum_grad_eps[k] += gs[k] * es[k];
       }
     }
-    const int64_t r = p / in.cols;  // the N elements share a row
+    const int64_t r = in.cols.div(p);  // the N elements share a row
 #pragma unroll
     for (int k = 0; k < N; ++k) {
       gkl[k] = grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p + k] : grad_kl[r];
     }
-    out.template write<N>(in, r, p % in.cols, p, gkl, sum_grad, sum_grad_eps, samples > 0);
+    out.template write<N>(in, r, p - r * in.cols.value, p, gkl, sum_grad, sum_grad_eps, samples > 0);
   }
 };
 
@@ -382,7 +385,7 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
     for (int w = 0; w < 4; ++w) {
       const int64_t p0 = base + w * kNoiseLanes;
       if constexpr (kPacked) {
-        if (w > 0) at.step(kNoiseLanes, in.cols);
+        if (w > 0) at.step(kNoiseLanes, in.cols.value);
         if (p0 >= params) break;
         acc gkl[G];
 #pragma unroll
@@ -394,10 +397,10 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
         for (int k = 0; k < G; ++k) {
           const int64_t p = p0 + k;
           if (p >= params) break;
-          const int64_t r = p / in.cols;
+          const int64_t r = in.cols.div(p);
           const acc gkl[1] = {grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p] : grad_kl[r]};
           const acc sg[1] = {sum_grad[w][k]}, sge[1] = {sum_grad_eps[w][k]};
-          out.template write<1>(in, r, p % in.cols, p, gkl, sg, sge, true);
+          out.template write<1>(in, r, p - r * in.cols.value, p, gkl, sg, sge, true);
         }
       }
     }
@@ -448,7 +451,7 @@ void sample_and_kl_forward_kernel(const at::Tensor& mu, const at::Tensor& logvar
     }
     if (total == 0) return;
     if (eps.defined()) {
-      const SampleGiven<scalar_t> op{in, eps.const_data_ptr<scalar_t>(), z_p, params};
+      const SampleGiven<scalar_t> op{in, eps.const_data_ptr<scalar_t>(), z_p, Divider(params)};
       launch_elementwise<scalar_t>(op, total, in.can_pack_with({op.eps, op.z}));
       return;
     }

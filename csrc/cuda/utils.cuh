@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "common/philox.h"
+#include "cuda/divider.cuh"
 #include "cuda/platform.cuh"
 
 namespace aevb_fast::cuda {
@@ -78,7 +79,8 @@ __device__ __forceinline__ void store_pack(scalar_t* p, int64_t i, const acc_t<s
 template <typename scalar_t>
 struct RowInput {
   const scalar_t* data;
-  int64_t rows, cols;
+  Divider rows;
+  int64_t cols;
 
   explicit RowInput(const at::Tensor& t)
       : data(t.const_data_ptr<scalar_t>()), rows(std::max<int64_t>(t.size(0), 1)), cols(t.size(1)) {}
@@ -88,7 +90,7 @@ struct RowInput {
   // Elements j .. j + N - 1 of output row r. A full input (rows == R) needs no division.
   template <int N>
   __device__ __forceinline__ void load(int64_t r, int64_t j, acc_t<scalar_t> (&out)[N]) const {
-    const int64_t row = r < rows ? r : r % rows;
+    const int64_t row = r < rows.value ? r : rows.mod(r);
     if (cols == 1) {
       const acc_t<scalar_t> v = static_cast<acc_t<scalar_t>>(data[row]);
 #pragma unroll

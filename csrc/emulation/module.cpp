@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 #include <torch/library.h>
 
+#include "cuda/divider.cuh"
 #include "emulation/cuda_emulation.h"
 
 TORCH_LIBRARY(aevb_fast_emulated, m) {}
@@ -60,6 +61,19 @@ __global__ void misaligned_load_kernel(const float* in, float* out) {
   out[0] = reinterpret_cast<const Float4*>(in + 1)->v[0];  // a 16-byte load 4 bytes off
 }
 
+// Divider(d).div(n) for each n, on the device (tests/build/test_emulation.py against Python's //).
+__global__ void divide_kernel(aevb_fast::cuda::Divider d, const int64_t* n, int64_t* out, int64_t count) {
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) out[i] = d.div(n[i]);
+}
+
+std::vector<int64_t> divide(int64_t d, const std::vector<int64_t>& n) {
+  TORCH_CHECK_VALUE(d >= 1, "divide: d must be positive, got ", d);
+  std::vector<int64_t> out(n.size());
+  aevb_fast::emulation::launch<divide_kernel>(1, 64, aevb_fast::cuda::Divider(d), n.data(), out.data(),
+                                              int64_t(n.size()));
+  return out;
+}
+
 std::vector<int64_t> self_test(const std::string& name) {
   if (name == "block_sum") {
     std::vector<int64_t> out(3);
@@ -67,11 +81,13 @@ std::vector<int64_t> self_test(const std::string& name) {
     return out;
   }
   std::vector<int> ints(256);
-  if (name == "partial_warp_shuffle") launch<partial_warp_shuffle_kernel>(1, 64, ints.data());
+  if (name == "partial_warp_shuffle")
+    launch<partial_warp_shuffle_kernel>(1, 64, ints.data());
   else if (name == "early_exit_barrier") {
     launch<early_exit_barrier_kernel>(1, 64, ints.data());
     return std::vector<int64_t>(ints.begin(), ints.begin() + 128);
-  } else if (name == "barrier_shuffle_deadlock") launch<barrier_shuffle_deadlock_kernel>(1, 32, ints.data());
+  } else if (name == "barrier_shuffle_deadlock")
+    launch<barrier_shuffle_deadlock_kernel>(1, 32, ints.data());
   else if (name == "read_past_end") {
     std::vector<float> in(8), out(1);
     launch<read_past_end_kernel>(1, 1, in.data(), out.data(), 8);
@@ -96,6 +112,7 @@ PYBIND11_MODULE(_emulated_cuda, m) {
         "Start (clearing the log) or stop logging the name of each launched kernel.");
   m.def("launch_log", &aevb_fast::emulation::launch_log);
   m.def("self_test", &self_test, pybind11::arg("name"));
+  m.def("divide", &divide, pybind11::arg("d"), pybind11::arg("n"), "n // d by csrc/cuda/divider.cuh's Divider");
   m.def("sanitizers", [] {
 #if defined(__SANITIZE_ADDRESS__)
     return std::string("address,undefined");

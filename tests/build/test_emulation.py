@@ -1,6 +1,7 @@
 """The CUDA emulation itself (csrc/emulation/): barriers, shuffles and shared memory work, the
 mistakes that hang or corrupt a GPU are reported, and the sanitizers are really on."""
 
+import random
 import subprocess
 import sys
 
@@ -33,7 +34,10 @@ def test_a_barrier_waits_for_the_threads_that_have_not_exited(emulation):
 
 
 def test_a_deadlock_between_a_barrier_and_a_shuffle_is_an_error(emulation):
-    with pytest.raises(RuntimeError, match=r"shuffle in warp 0 was reached by 31 of its 32 lanes \(0 exited the kernel, 1 wait at __syncthreads\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"shuffle in warp 0 was reached by 31 of its 32 lanes \(0 exited the kernel, 1 wait at __syncthreads\)",
+    ):
         emulation._emulated_cuda.self_test("barrier_shuffle_deadlock")
 
 
@@ -58,3 +62,17 @@ def test_sanitizers_stop_a_bad_access(emulation, test, report):
     )
     assert result.returncode != 0 and "ran on" not in result.stdout
     assert report in result.stderr, result.stderr[-2000:]
+
+
+def test_the_kernels_divider_divides_as_python_does(emulation):
+    """csrc/cuda/divider.cuh: the multiply-and-shift path below 2^31 and the division above it, at
+    the edges of each (n and d around 2^31, d = 1 and powers of two) and at random."""
+    from aevb_fast import _emulated_cuda
+
+    rng = random.Random(0)
+    edges = [1, 2, 3, 7, 20, 64, 784, 1001, 4097, 2**16 + 1, 2**30, 2**30 + 1, 2**31 - 1, 2**31, 2**31 + 1, 2**40 + 3]
+    for d in edges + [rng.randrange(1, 2**31) for _ in range(40)]:
+        n = {0, 1, d - 1, d, d + 1, 2 * d - 1, 2 * d, 2**31 - 2, 2**31 - 1, 2**31, 2**32 + 5, 2**40, 2**62}
+        n |= {rng.randrange(0, 2**31) for _ in range(200)} | {rng.randrange(0, 2**63) for _ in range(20)}
+        n = sorted(n)
+        assert _emulated_cuda.divide(d, n) == [v // d for v in n], d
