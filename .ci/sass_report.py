@@ -186,55 +186,57 @@ def mix(instructions: list[tuple[int, str, str]]) -> dict[str, int]:
 def largest_loop(instructions: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
     """The instructions spanned by the backward branch that spans the most (the kernel's main
     loop); empty for a kernel without a loop."""
-    best: list = []
+    return max(loops(instructions), key=len, default=[])
+
+
+def loops(instructions: list[tuple[int, str, str]]) -> list[list[tuple[int, str, str]]]:
+    """Each backward branch's loop: the instructions from its target to it (NOPs left out)."""
+    found = []
     for i, (address, opcode, operands) in enumerate(instructions):
-        if opcode.split(".")[0] not in ("BRA", "BRX"):
-            continue
-        target = BRANCH.search(f"{opcode}{operands}")
-        if not target or int(target.group(1), 16) >= address:
-            continue
-        start = int(target.group(1), 16)
-        body = [ins for ins in instructions[: i + 1] if ins[0] >= start]
-        if len(body) > len(best):
-            best = body
-    return [ins for ins in best if ins[1] != "NOP"]
+        target = BRANCH.search(f"{opcode}{operands}") if opcode.split(".")[0] in ("BRA", "BRX") else None
+        if target and int(target.group(1), 16) < address:
+            start = int(target.group(1), 16)
+            found.append([ins for ins in instructions[: i + 1] if ins[0] >= start and ins[1] != "NOP"])
+    return found
 
 
 def hot_loop(instructions: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
-    """The shortest loop that loads global memory: the streaming loop (one iteration per element,
-    pack or unrolled group of packs); empty for a kernel without one."""
-    best: list = []
-    for i, (address, opcode, operands) in enumerate(instructions):
-        target = BRANCH.search(f"{opcode}{operands}") if opcode.split(".")[0] in ("BRA", "BRX") else None
-        if not target or int(target.group(1), 16) >= address:
-            continue
-        start = int(target.group(1), 16)
-        body = [ins for ins in instructions[: i + 1] if ins[0] >= start and ins[1] != "NOP"]
-        if any(ins[1].startswith("LDG") for ins in body) and (not best or len(body) < len(best)):
-            best = body
-    return best
+    """The streaming loop (one iteration per element, pack or unrolled group of packs): of the
+    innermost loops that load global memory, the one that moves the most bytes, the shorter of a
+    tie. nvcc compiles a loop once per case of a branch that does not change inside it (an input
+    broadcast per row or not): the copy for full inputs moves the most. Empty for a kernel without
+    one."""
+    loading = [body for body in loops(instructions) if any(ins[1].startswith("LDG") for ins in body)]
+    inner = [
+        body
+        for body in loading
+        if not any(other is not body and set(other) < set(body) for other in loading)  # holds no other
+    ]
+    return max(inner, key=lambda body: (bytes_moved(body), -len(body)), default=[])
+
+
+def access_bytes(opcode: str) -> int:
+    """A global load's or store's width (.128 16 bytes, .64 8, .U16/.S16 2, .U8/.S8 1, else 4)."""
+    parts = set(opcode.split("."))
+    return (
+        16
+        if "128" in parts
+        else 8
+        if "64" in parts
+        else 2
+        if {"U16", "S16"} & parts
+        else 1
+        if {"U8", "S8"} & parts
+        else 4
+    )
 
 
 def bytes_moved(instructions: list[tuple[int, str, str]]) -> int:
-    """Bytes one thread loads and stores to global memory in these instructions (LDG/STG, by the
-    width in the opcode: .128 16 bytes, .64 8, .U16/.S16 2, .U8/.S8 1, else 4)."""
-    total = 0
-    for _, opcode, _ in instructions:
-        if opcode.split(".")[0] not in ("LDG", "STG"):
-            continue
-        parts = opcode.split(".")
-        total += (
-            16
-            if "128" in parts
-            else 8
-            if "64" in parts
-            else 2
-            if {"U16", "S16"} & set(parts)
-            else 1
-            if {"U8", "S8"} & set(parts)
-            else 4
-        )
-    return total
+    """Bytes one thread loads and stores to global memory in these instructions (LDG/STG). Where
+    some accesses are 128-bit packs, the narrower ones are per-row values (an input broadcast along
+    its row, a row's sum), read from the cache or written once a row: not counted."""
+    widths = [access_bytes(opcode) for _, opcode, _ in instructions if opcode.split(".")[0] in ("LDG", "STG")]
+    return sum(w for w in widths if w == 16) if 16 in widths else sum(widths)
 
 
 def report(files: list[Path]) -> list[dict]:
@@ -328,11 +330,13 @@ def main() -> int:
     print(
         f"(sm_90, nvcc -O3, {len(rows)} kernels. 'stack B': a thread's stack frame, where spilled registers "
         "go (ptxas -v; check_cuda_compile.sh fails on any); 'local B': other local memory. 'main loop': the instructions spanned by the kernel's widest "
-        "backward branch; 'hot loop': its shortest loop that loads global memory (the streaming loop), "
-        "whose mix the last columns count; 'bytes': what one thread loads and stores in an iteration of it; "
+        "backward branch; 'hot loop': of its innermost loops that load global memory, the one that moves "
+        "the most bytes (the streaming loop for full inputs), whose mix the last columns count; 'bytes': what "
+        "one thread loads and stores in an iteration of it (next to 128-bit packs, narrower accesses are "
+        "per-row values and not counted); "
         "'instr/byte': the hot loop's instructions per byte, against the H200's budget of about 9 "
         "thread-instructions per byte moved at its copy bandwidth. Static counts: a branch not taken "
-        "(a slow path inside the loop) counts as if it ran.)"
+        "(a broadcast input's load, the KL's prior terms without a prior) counts as if it ran.)"
     )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

@@ -18,24 +18,34 @@ struct BernoulliTerm {
   acc grad_scale;
   int64_t cols;
 
-  template <int N>
-  __device__ acc sum(int64_t r, int64_t j) const {
-    acc xs[N], ls[N], grads[N];
-    x.template load<N>(r, j, xs);
-    logits.template load<N>(r, j, ls);
-    acc s = 0;
+  struct Row {
+    InputRow<scalar_t> x, logits;
+    scalar_t* grad_logits;  // the row's, with kGrad
+    acc grad_scale;
+
+    template <int N>
+    __device__ acc sum(int64_t j) const {
+      acc xs[N], ls[N], grads[N];
+      x.template load<N>(j, xs);
+      logits.template load<N>(j, ls);
+      acc s = 0;
 #pragma unroll
-    for (int k = 0; k < N; ++k) {
-      if constexpr (kGrad) {
-        const auto both = bernoulli_log_prob_and_grad<acc, kStored16<scalar_t>>(xs[k], ls[k]);
-        s += both.term;
-        grads[k] = grad_scale * both.grad;
-      } else {
-        s += bernoulli_log_prob_term<acc, kStored16<scalar_t>>(xs[k], ls[k]);
+      for (int k = 0; k < N; ++k) {
+        if constexpr (kGrad) {
+          const auto both = bernoulli_log_prob_and_grad<acc, kStored16<scalar_t>>(xs[k], ls[k]);
+          s += both.term;
+          grads[k] = grad_scale * both.grad;
+        } else {
+          s += bernoulli_log_prob_term<acc, kStored16<scalar_t>>(xs[k], ls[k]);
+        }
       }
+      if constexpr (kGrad) store_pack<N>(grad_logits, j, grads);
+      return s;
     }
-    if constexpr (kGrad) store_pack<N>(grad_logits, r * cols + j, grads);
-    return s;
+  };
+
+  __device__ Row row(int64_t r) const {
+    return {x.row(r), logits.row(r), kGrad ? grad_logits + r * cols : nullptr, grad_scale};
   }
 };
 

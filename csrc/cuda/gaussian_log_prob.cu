@@ -18,28 +18,44 @@ struct GaussianTerm {
   acc grad_scale;
   int64_t cols;
 
-  template <int N>
-  __device__ acc sum(int64_t r, int64_t j) const {
-    acc xs[N], ms[N], lvs[N], g_mean[N], g_logvar[N];
-    x.template load<N>(r, j, xs);
-    mean.template load<N>(r, j, ms);
-    logvar.template load<N>(r, j, lvs);
-    acc s = 0;
+  struct Row {
+    InputRow<scalar_t> x, mean, logvar;
+    scalar_t* grad_mean;  // the row's, with kGrad
+    scalar_t* grad_logvar;
+    acc grad_scale;
+
+    template <int N>
+    __device__ acc sum(int64_t j) const {
+      acc xs[N], ms[N], lvs[N], g_mean[N], g_logvar[N];
+      x.template load<N>(j, xs);
+      mean.template load<N>(j, ms);
+      logvar.template load<N>(j, lvs);
+      acc s = 0;
 #pragma unroll
-    for (int k = 0; k < N; ++k) {
-      const acc inv_std = std_from_logvar(-lvs[k]);
-      const acc w = standardized_residual(xs[k], ms[k], inv_std);
-      s += gaussian_log_prob_term(lvs[k], w);
-      if constexpr (kGrad) {
-        g_mean[k] = grad_scale * gaussian_grad_mean(w, inv_std);
-        g_logvar[k] = grad_scale * gaussian_grad_logvar(w);
+      for (int k = 0; k < N; ++k) {
+        const acc inv_std = std_from_logvar(-lvs[k]);
+        const acc w = standardized_residual(xs[k], ms[k], inv_std);
+        s += gaussian_log_prob_term(lvs[k], w);
+        if constexpr (kGrad) {
+          g_mean[k] = grad_scale * gaussian_grad_mean(w, inv_std);
+          g_logvar[k] = grad_scale * gaussian_grad_logvar(w);
+        }
       }
+      if constexpr (kGrad) {
+        store_pack<N>(grad_mean, j, g_mean);
+        store_pack<N>(grad_logvar, j, g_logvar);
+      }
+      return s;
     }
-    if constexpr (kGrad) {
-      store_pack<N>(grad_mean, r * cols + j, g_mean);
-      store_pack<N>(grad_logvar, r * cols + j, g_logvar);
-    }
-    return s;
+  };
+
+  __device__ Row row(int64_t r) const {
+    return {x.row(r),
+            mean.row(r),
+            logvar.row(r),
+            kGrad ? grad_mean + r * cols : nullptr,
+            kGrad ? grad_logvar + r * cols : nullptr,
+            grad_scale};
   }
 };
 

@@ -4,41 +4,55 @@
 // csrc/cpu/linear_log_prob.cpp.
 #include <ATen/Dispatch.h>
 
+#include <type_traits>
+
 #include "common/math.h"
 #include "cuda/utils.cuh"
 
 namespace aevb_fast::cuda {
 namespace {
 
-template <typename scalar_t>
+// kGrad: also the logits' gradient, scaled by the row's incoming gradient (grad, or 1 if null).
+template <typename scalar_t, bool kGrad>
 struct BernoulliEpilogue {
   using acc = acc_t<scalar_t>;
   const scalar_t* x;
   const scalar_t* logits;
   const acc* grad;        // row scales, or null for 1
-  scalar_t* grad_logits;  // null: the value only
+  scalar_t* grad_logits;  // with kGrad
   int64_t cols, x_rows;
 
-  template <int N>
-  __device__ acc sum(int64_t r, int64_t j) const {
-    acc xs[N], ls[N], gs[N];
-    load_pack<N>(x, (r % x_rows) * cols + j, xs);
-    load_pack<N>(logits, r * cols + j, ls);
-    acc s = 0;
-    if (grad_logits != nullptr) {
-      const acc g = grad != nullptr ? grad[r] : acc(1);
+  struct Row {  // row r's x, logits, gradient and scale
+    const scalar_t* x;
+    const scalar_t* logits;
+    scalar_t* grad_logits;
+    acc g;
+
+    template <int N>
+    __device__ acc sum(int64_t j) const {
+      acc xs[N], ls[N], gs[N];
+      load_pack<N>(x, j, xs);
+      load_pack<N>(logits, j, ls);
+      acc s = 0;
+      if constexpr (kGrad) {
 #pragma unroll
-      for (int k = 0; k < N; ++k) {
-        const auto both = bernoulli_log_prob_and_grad<acc, kStored16<scalar_t>>(xs[k], ls[k]);
-        s += both.term;
-        gs[k] = g * both.grad;
+        for (int k = 0; k < N; ++k) {
+          const auto both = bernoulli_log_prob_and_grad<acc, kStored16<scalar_t>>(xs[k], ls[k]);
+          s += both.term;
+          gs[k] = g * both.grad;
+        }
+        store_pack<N>(grad_logits, j, gs);
+      } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) s += bernoulli_log_prob_term<acc, kStored16<scalar_t>>(xs[k], ls[k]);
       }
-      store_pack<N>(grad_logits, r * cols + j, gs);
-    } else {
-#pragma unroll
-      for (int k = 0; k < N; ++k) s += bernoulli_log_prob_term<acc, kStored16<scalar_t>>(xs[k], ls[k]);
+      return s;
     }
-    return s;
+  };
+
+  __device__ Row row(int64_t r) const {
+    return {x + (r % x_rows) * cols, logits + r * cols, kGrad ? grad_logits + r * cols : nullptr,
+            kGrad && grad != nullptr ? grad[r] : acc(1)};
   }
 };
 
@@ -51,28 +65,45 @@ struct SigmoidGaussianEpilogue {
   scalar_t* grad_pre;
   int64_t cols, x_rows;
 
-  template <int N>
-  __device__ acc sum(int64_t r, int64_t j) const {
-    acc xs[N], as[N], lvs[N], ga[N], glv[N];
-    const int64_t a_at = 2 * r * cols + j, lv_at = a_at + cols;
-    load_pack<N>(x, (r % x_rows) * cols + j, xs);
-    load_pack<N>(pre, a_at, as);
-    load_pack<N>(pre, lv_at, lvs);
-    const acc g = grad != nullptr ? grad[r] : acc(1);
-    acc s = 0;
+  struct Row {  // row r's x, a and logvar, their gradients and the row's scale
+    const scalar_t* x;
+    const scalar_t* a;
+    const scalar_t* logvar;
+    scalar_t* grad_a;
+    scalar_t* grad_logvar;
+    acc g;
+
+    template <int N>
+    __device__ acc sum(int64_t j) const {
+      acc xs[N], as[N], lvs[N], ga[N], glv[N];
+      load_pack<N>(x, j, xs);
+      load_pack<N>(a, j, as);
+      load_pack<N>(logvar, j, lvs);
+      acc s = 0;
 #pragma unroll
-    for (int k = 0; k < N; ++k) {
-      const acc mean = sigmoid(as[k]), inv_std = std_from_logvar(-lvs[k]);
-      const acc w = standardized_residual(xs[k], mean, inv_std);
-      s += gaussian_log_prob_term(lvs[k], w);
-      ga[k] = g * sigmoid_grad_from_output(gaussian_grad_mean(w, inv_std), mean);
-      glv[k] = g * gaussian_grad_logvar(w);
+      for (int k = 0; k < N; ++k) {
+        const acc mean = sigmoid(as[k]), inv_std = std_from_logvar(-lvs[k]);
+        const acc w = standardized_residual(xs[k], mean, inv_std);
+        s += gaussian_log_prob_term(lvs[k], w);
+        ga[k] = g * sigmoid_grad_from_output(gaussian_grad_mean(w, inv_std), mean);
+        glv[k] = g * gaussian_grad_logvar(w);
+      }
+      if (grad_a != nullptr) {
+        store_pack<N>(grad_a, j, ga);
+        store_pack<N>(grad_logvar, j, glv);
+      }
+      return s;
     }
-    if (grad_pre != nullptr) {
-      store_pack<N>(grad_pre, a_at, ga);
-      store_pack<N>(grad_pre, lv_at, glv);
-    }
-    return s;
+  };
+
+  __device__ Row row(int64_t r) const {
+    const int64_t a_at = 2 * r * cols;
+    return {x + (r % x_rows) * cols,
+            pre + a_at,
+            pre + a_at + cols,
+            grad_pre != nullptr ? grad_pre + a_at : nullptr,
+            grad_pre != nullptr ? grad_pre + a_at + cols : nullptr,
+            grad != nullptr ? grad[r] : acc(1)};
   }
 };
 
@@ -94,14 +125,21 @@ void linear_bernoulli_log_prob_epilogue_kernel(const at::Tensor& x, const at::Te
   const int64_t rows = logits.size(0), cols = logits.size(1), x_rows = std::max<int64_t>(x.size(0), 1);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "bernoulli_epilogue_cuda", [&] {
     using acc = acc_t<scalar_t>;
-    const BernoulliEpilogue<scalar_t> term{x.const_data_ptr<scalar_t>(),
-                                           logits.const_data_ptr<scalar_t>(),
-                                           row_scales<scalar_t>(grad),
-                                           optional_output<scalar_t>(grad_logits),
-                                           cols,
-                                           x_rows};
-    launch_row_sum<scalar_t>(term, out.data_ptr<acc>(), rows, cols, acc(1), acc(0),
-                             can_pack<scalar_t>(cols, {term.x, term.logits, term.grad_logits}));
+    const auto run = [&](auto with_grad) {
+      const BernoulliEpilogue<scalar_t, decltype(with_grad)::value> term{x.const_data_ptr<scalar_t>(),
+                                                                         logits.const_data_ptr<scalar_t>(),
+                                                                         row_scales<scalar_t>(grad),
+                                                                         optional_output<scalar_t>(grad_logits),
+                                                                         cols,
+                                                                         x_rows};
+      launch_row_sum<scalar_t>(term, out.data_ptr<acc>(), rows, cols, acc(1), acc(0),
+                               can_pack<scalar_t>(cols, {term.x, term.logits, term.grad_logits}));
+    };
+    if (grad_logits.defined()) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
   });
 }
 

@@ -42,25 +42,40 @@ struct Latents {
                                               prior_logvar.pack_pointer()});
   }
 
-  // Twice the KL of elements j .. j + N - 1 of row r.
+  // Row r's view of the parameters.
+  struct Row {
+    InputRow<scalar_t> mu, logvar, prior_mu, prior_logvar;
+    bool prior;
+
+    // Twice the KL of elements j .. j + N - 1 of the row.
+    template <int N>
+    __device__ __forceinline__ void twice_kl(int64_t j, acc (&out)[N]) const {
+      acc ms[N], lvs[N];
+      mu.template load<N>(j, ms);
+      logvar.template load<N>(j, lvs);
+      if (prior) {
+        acc pms[N], plvs[N];
+        prior_mu.template load<N>(j, pms);
+        prior_logvar.template load<N>(j, plvs);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+          const auto t = prior_terms(ms[k], lvs[k], pms[k], plvs[k]);
+          out[k] = twice_kl_term(t.w, t.d);
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) out[k] = twice_kl_term(ms[k], lvs[k]);
+      }
+    }
+  };
+
+  __device__ __forceinline__ Row row(int64_t r) const {
+    return {mu.row(r), logvar.row(r), prior_mu.row(r), prior_logvar.row(r), prior};
+  }
+
   template <int N>
   __device__ __forceinline__ void twice_kl(int64_t r, int64_t j, acc (&out)[N]) const {
-    acc ms[N], lvs[N];
-    mu.template load<N>(r, j, ms);
-    logvar.template load<N>(r, j, lvs);
-    if (prior) {
-      acc pms[N], plvs[N];
-      prior_mu.template load<N>(r, j, pms);
-      prior_logvar.template load<N>(r, j, plvs);
-#pragma unroll
-      for (int k = 0; k < N; ++k) {
-        const auto t = prior_terms(ms[k], lvs[k], pms[k], plvs[k]);
-        out[k] = twice_kl_term(t.w, t.d);
-      }
-    } else {
-#pragma unroll
-      for (int k = 0; k < N; ++k) out[k] = twice_kl_term(ms[k], lvs[k]);
-    }
+    row(r).template twice_kl<N>(j, out);
   }
 
   // z = mu + exp(logvar / 2) * eps for elements j .. j + N - 1 of row r.
@@ -129,15 +144,21 @@ struct LatentGrads {
 template <typename scalar_t>
 struct KLTerm {
   Latents<scalar_t> in;
-  template <int N>
-  __device__ acc_t<scalar_t> sum(int64_t r, int64_t j) const {
-    acc_t<scalar_t> terms[N];
-    in.template twice_kl<N>(r, j, terms);
-    acc_t<scalar_t> s = 0;
+
+  struct Row {
+    typename Latents<scalar_t>::Row in;
+    template <int N>
+    __device__ acc_t<scalar_t> sum(int64_t j) const {
+      acc_t<scalar_t> terms[N];
+      in.template twice_kl<N>(j, terms);
+      acc_t<scalar_t> s = 0;
 #pragma unroll
-    for (int k = 0; k < N; ++k) s += terms[k];
-    return s;
-  }
+      for (int k = 0; k < N; ++k) s += terms[k];
+      return s;
+    }
+  };
+
+  __device__ Row row(int64_t r) const { return {in.row(r)}; }
 };
 
 // The KL of each element (event_dims=0), in the accumulation type.

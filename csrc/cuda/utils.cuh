@@ -74,6 +74,25 @@ __device__ __forceinline__ void store_pack(scalar_t* p, int64_t i, const acc_t<s
   *reinterpret_cast<Pack<scalar_t, N>*>(p + i) = pack;
 }
 
+// Row r of a RowInput: where its elements start, or (one_value) the one value of the whole row.
+template <typename scalar_t>
+struct InputRow {
+  const scalar_t* data;
+  bool one_value;
+
+  // Elements j .. j + N - 1 of the row.
+  template <int N>
+  __device__ __forceinline__ void load(int64_t j, acc_t<scalar_t> (&out)[N]) const {
+    if (one_value) {
+      const acc_t<scalar_t> v = static_cast<acc_t<scalar_t>>(data[0]);
+#pragma unroll
+      for (int k = 0; k < N; ++k) out[k] = v;
+    } else {
+      load_pack<N>(data, j, out);
+    }
+  }
+};
+
 // An input as csrc/op_library.h's broadcast_rows makes it: `rows` rows of `cols` elements, cols
 // being the event's size or 1 (one value for a whole row); row r of the output reads row r % rows.
 template <typename scalar_t>
@@ -87,17 +106,17 @@ struct RowInput {
   // What can_pack must check: a per-row value is read alone, whatever its alignment.
   const void* pack_pointer() const { return cols == 1 ? nullptr : data; }
 
-  // Elements j .. j + N - 1 of output row r. A full input (rows == R) needs no division.
+  // Output row r's view of this input. A full input (rows == R) needs no division. The row sums
+  // take it once a row, so that their loop over the row's packs holds none of this (issue 30).
+  __device__ __forceinline__ InputRow<scalar_t> row(int64_t r) const {
+    const int64_t at = r < rows.value ? r : rows.mod(r);
+    return {data + at * cols, cols == 1};
+  }
+
+  // Elements j .. j + N - 1 of output row r.
   template <int N>
   __device__ __forceinline__ void load(int64_t r, int64_t j, acc_t<scalar_t> (&out)[N]) const {
-    const int64_t row = r < rows.value ? r : rows.mod(r);
-    if (cols == 1) {
-      const acc_t<scalar_t> v = static_cast<acc_t<scalar_t>>(data[row]);
-#pragma unroll
-      for (int k = 0; k < N; ++k) out[k] = v;
-    } else {
-      load_pack<N>(data, row * cols + j, out);
-    }
+    row(r).template load<N>(j, out);
   }
 };
 
@@ -127,13 +146,17 @@ __device__ __forceinline__ T row_sum(T v, T* shared) {
   }
 }
 
-// out[r] = scale * sum_j term(r, j) + offset. Term::sum<N>(r, j) returns the sum of the terms of
-// elements j .. j + N - 1 of row r. A row is kRowThreads threads, each taking kVec elements at a
+// out[r] = scale * sum_j term(r, j) + offset. Term::row(r) is row r's view of the inputs (taken
+// once a row, outside the loop over its packs), whose sum<N>(j) returns the sum of the terms of
+// elements j .. j + N - 1. A row is kRowThreads threads, each taking kVec elements at a
 // time, grid-stride over rows. With rows narrower than a warp, the warp's first row decides the
 // loop, so that a warp's threads take the same iterations (its shuffles need them all); a thread
 // whose row is past the end adds nothing and writes nothing.
+// At most 64 registers a thread (4 blocks of 256 an SM: half the H200's threads), which every row
+// sum fits without spilling; the 16-bit KL's would otherwise take 70 and run 3 blocks.
 template <int kVec, int kRowThreads, typename Term, typename acc>
-__global__ void row_sum_kernel(Term term, acc* __restrict__ out, int64_t rows, int64_t cols, acc scale, acc offset) {
+__global__ void __launch_bounds__(kThreads, 4)
+    row_sum_kernel(Term term, acc* __restrict__ out, int64_t rows, int64_t cols, acc scale, acc offset) {
   __shared__ acc shared[kThreads / kWarp];
   constexpr int kRowsPerBlock = kThreads / kRowThreads;
   const int t = threadIdx.x % kRowThreads;
@@ -142,8 +165,9 @@ __global__ void row_sum_kernel(Term term, acc* __restrict__ out, int64_t rows, i
        r += int64_t(gridDim.x) * kRowsPerBlock) {
     acc sum = 0;
     if (r < rows) {
+      const auto row = term.row(r);
       for (int64_t j = int64_t(t) * kVec; j < cols; j += int64_t(kRowThreads) * kVec) {
-        sum += term.template sum<kVec>(r, j);
+        sum += row.template sum<kVec>(j);
       }
     }
     sum = row_sum<kRowThreads>(sum, shared);

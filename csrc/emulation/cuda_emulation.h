@@ -20,6 +20,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __launch_bounds__(...)
 // One copy per OS thread; the fibers of a block share it, and blocks run one at a time.
 #define __shared__ static thread_local
 

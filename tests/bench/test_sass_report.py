@@ -37,6 +37,32 @@ def test_the_main_loop_and_its_mix():
     assert [a for a, *_ in hot] == [0x20, 0x30, 0x40, 0x50, 0x60]
     assert sass_report.bytes_moved(hot) == 16
     assert sass_report.bytes_moved([(0, "STG.E", ""), (1, "LDG.E.U16", ""), (2, "LDG.E.64", "")]) == 14
+    # next to 128-bit packs, a narrower access is a per-row value: not counted
+    assert sass_report.bytes_moved([(0, "LDG.E.128", ""), (1, "LDG.E", ""), (2, "STG.E.128", "")]) == 32
+
+
+def test_the_hot_loop_is_the_inner_loop_over_full_inputs():
+    """nvcc unswitches a row's loop on a broadcast input: the copy for full inputs (two packs a
+    step) is the hot loop, not the shorter broadcast copy or the loop over rows around both."""
+    ins = [
+        (0x00, "S2R", " R0, SR_TID.X "),
+        (0x10, "LDG.E", " R1, desc[UR4][R2.64] "),  # broadcast copy: one value and one pack
+        (0x20, "LDG.E.128", " R4, desc[UR4][R2.64] "),
+        (0x30, "FFMA", " R5, R4, R4, R1 "),
+        (0x40, "BRA", " 0x10 "),
+        (0x50, "LDG.E.128", " R4, desc[UR4][R2.64] "),  # full copy: two packs
+        (0x60, "LDG.E.128", " R8, desc[UR4][R6.64] "),
+        (0x70, "FFMA", " R5, R4, R8, R5 "),
+        (0x80, "FFMA", " R5, R5, R8, R5 "),
+        (0x90, "LDG.E", " R1, desc[UR4][R2.64] "),  # its cold per-row value
+        (0xA0, "BRA", " 0x50 "),
+        (0xB0, "STG.E", " desc[UR4][R2.64], R5 "),
+        (0xC0, "BRA", " 0x00 "),  # the loop over rows
+    ]
+    hot = sass_report.hot_loop(ins)
+    assert [a for a, *_ in hot] == [0x50, 0x60, 0x70, 0x80, 0x90, 0xA0]
+    assert sass_report.bytes_moved(hot) == 32
+    assert len(sass_report.largest_loop(ins)) == len(ins)
     assert sass_report.parse_resources(RESOURCES) == {"_Z6kernelPf": {"registers": 40, "stack": 0, "local": 8}}
 
 
