@@ -5,7 +5,7 @@ sign split), values and gradients against the float64 reference. The op tests' r
 hundreds of terms, which hides one element's error (a series used up to |x| = 1 instead of ln2/2
 passed them); here each result is held to K ulp of the size of its formula's largest term.
 
-On CUDA the float exponential is CUDA's expf and the 16-bit Bernoulli kernels use __expf and
+On CUDA the float exponential is CUDA's expf and the 16-bit Bernoulli kernels use ex2.approx.ftz and
 __fdividef; the emulated device runs those branches with host stand-ins, so these bounds hold
 for the GPU's formulas before a GPU runs them (and tests/ops/test_cuda's device runs them there)."""
 
@@ -161,7 +161,7 @@ def test_float32_error_per_element(device, name):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("reduction", ["none", "sum"])
 def test_16_bit_bernoulli_error_per_element(device, dtype, reduction):
-    """The 16-bit Bernoulli kernels (on CUDA: __expf and __fdividef): the float32 log-probability
+    """The 16-bit Bernoulli kernels (on CUDA: ex2.approx.ftz and __fdividef): the float32 log-probability
     within K ulp of |l| + 1; the 16-bit gradient within one of its own ulp plus that."""
     require_device(device)
     x, logits = (t.to(dtype) for t in bernoulli_inputs())  # logits rounded to the dtype
