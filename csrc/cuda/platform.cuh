@@ -41,7 +41,9 @@ inline int64_t max_grid_blocks() { return 65535LL * 8; }
 // Kernel<<<blocks, threads>>>(args...) on the current stream, launch errors checked.
 template <auto Kernel, typename... Args>
 void launch(unsigned int blocks, unsigned int threads, Args&&... args) {
+  // clang-format off: it reads a .cuh as C++ and would split <<< >>> into a comparison
   Kernel<<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(std::forward<Args>(args)...);
+  // clang-format on
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
