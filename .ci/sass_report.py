@@ -233,8 +233,10 @@ def access_bytes(opcode: str) -> int:
 
 def bytes_moved(instructions: list[tuple[int, str, str]]) -> int:
     """Bytes one thread loads and stores to global memory in these instructions (LDG/STG). Where
-    some accesses are 128-bit packs, the narrower ones are per-row values (an input broadcast along
-    its row, a row's sum), read from the cache or written once a row: not counted."""
+    some accesses are 128-bit packs, the narrower ones are taken for per-row values (an input
+    broadcast along its row, a row's sum: read from the cache or written once a row) and not
+    counted. A heuristic: it holds for csrc/cuda's packed loops today, where every per-element
+    access is a pack; a per-element scalar access beside packs would be missed."""
     widths = [access_bytes(opcode) for _, opcode, _ in instructions if opcode.split(".")[0] in ("LDG", "STG")]
     return sum(w for w in widths if w == 16) if 16 in widths else sum(widths)
 
@@ -333,7 +335,7 @@ def main() -> int:
         "backward branch; 'hot loop': of its innermost loops that load global memory, the one that moves "
         "the most bytes (the streaming loop for full inputs), whose mix the last columns count; 'bytes': what "
         "one thread loads and stores in an iteration of it (next to 128-bit packs, narrower accesses are "
-        "per-row values and not counted); "
+        "taken for per-row values and not counted: a heuristic); "
         "'instr/byte': the hot loop's instructions per byte, against the H200's budget of about 9 "
         "thread-instructions per byte moved at its copy bandwidth. Static counts: a branch not taken "
         "(a broadcast input's load, the KL's prior terms without a prior) counts as if it ran.)"

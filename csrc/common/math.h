@@ -210,15 +210,15 @@ AEVB_HOST_DEVICE PriorTerms<T> prior_terms(T mu, T logvar, T prior_mu, T prior_l
 // inputs are bfloat16 or float16 (computed in float; the gradient is stored in 16 bits, the row
 // sums in float32). There the GPU takes e as 2^(-|l| log2 e) from the hardware's ex2.approx.ftz
 // and the division from __fdividef: the bfloat16 per-row backward's hot loop (8 elements) went
-// from 393 to 253 SASS instructions (benchmarks/results/sass_sm90.md; issue 30: the 16-bit
-// kernels were short of instructions, not of bandwidth). Both stay within about 2.4e-7 of e and
-// 2 ulp of the quotient, as expf and the division do in absolute terms; for a tiny e the relative
-// error grows (2 + 1.17 |l| ulp, from rounding the product), a negligible amount next to the
-// other terms. The .ftz form flushes e below 2^-126 (|l| > 87.3) to 0, as the CPU's exponential
-// does below -86, and saves __expf's 3 instructions an element that keep subnormal results.
-// log(1 + e) keeps its polynomial: __logf's absolute error (2^-21) would show in the float32 row
-// sums. The CPU computes everything in full float either way; the emulated device runs these
-// branches with host stand-ins for the hardware's functions (csrc/emulation/device_math.h).
+// from 393 SASS instructions with expf and IEEE division to 218 (benchmarks/results/sass_sm90.md;
+// issue 30: the 16-bit kernels were short of instructions, not of bandwidth). Both stay within
+// about 2.4e-7 of e and 2 ulp of the quotient, as expf and the division do in absolute terms; for
+// a tiny e the relative error grows (about 2 + 0.6 |l| ulp, from rounding the product), a
+// negligible amount next to the other terms. The .ftz form flushes e below 2^-126 (|l| > 87.3) to 0, as the CPU's
+// exponential does below -86, and saves __expf's 3 instructions an element that keep subnormal results. log(1 + e)
+// keeps its polynomial: __logf's absolute error (2^-21) would show in the float32 row sums. The CPU computes everything
+// in full float either way; the emulated device runs these branches with host stand-ins for the hardware's functions
+// (csrc/emulation/device_math.h).
 
 #if defined(AEVB_DEVICE_MATH)
 // 2^p by the hardware's approximation (MUFU.EX2: about 2 ulp), results below 2^-126 flushed to 0.

@@ -3,7 +3,6 @@
 #include <cstdint>
 
 #include "common/macros.h"
-#include "common/philox.h"
 #include "cuda/platform.cuh"  // __device__, also under the emulation
 
 namespace aevb_fast::cuda {
@@ -27,8 +26,11 @@ struct Divider {
   __device__ __forceinline__ int64_t div(int64_t n) const {
     if (uint64_t(n) < fast_below) {
       const uint32_t n32 = uint32_t(n);
-      uint32_t hi, lo;
-      mul_hi_lo(n32, magic, hi, lo);        // philox.h: __umulhi on the GPU
+#if defined(__CUDA_ARCH__)
+      const uint32_t hi = __umulhi(n32, magic);
+#else
+      const uint32_t hi = uint32_t((uint64_t(n32) * magic) >> 32);
+#endif
       return int64_t((hi + n32) >> shift);  // hi + n32 < 2^32 for n32 < 2^31
     }
     return divide_out_of_line(n, value);
