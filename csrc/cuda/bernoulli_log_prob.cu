@@ -59,7 +59,8 @@ struct BernoulliGrad {
 
   template <int N>
   __device__ void apply(int64_t i) const {
-    const int64_t r = cols.div(i), j = i - r * cols.value;
+    const RowCol at(i, cols);
+    const int64_t r = at.r, j = at.j;
     const acc g = grad[r];
     acc xs[N], ls[N], out[N];
     x.template load<N>(r, j, xs);

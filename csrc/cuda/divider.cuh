@@ -41,4 +41,14 @@ struct Divider {
   static __device__ AEVB_NOINLINE int64_t divide_out_of_line(int64_t n, int64_t d) { return n / d; }
 };
 
+// The row and column of flat index p in rows of cols.value elements; step() moves along without
+// dividing again.
+struct RowCol {
+  int64_t r, j;
+  __device__ __forceinline__ RowCol(int64_t p, const Divider& cols) : r(cols.div(p)), j(p - r * cols.value) {}
+  __device__ __forceinline__ void step(int64_t by, int64_t cols) {
+    for (j += by; j >= cols; j -= cols) ++r;  // one test when cols >= by
+  }
+};
+
 }  // namespace aevb_fast::cuda

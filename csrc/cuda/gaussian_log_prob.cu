@@ -70,7 +70,8 @@ struct GaussianGrad {
 
   template <int N>
   __device__ void apply(int64_t i) const {
-    const int64_t r = cols.div(i), j = i - r * cols.value;
+    const RowCol at(i, cols);
+    const int64_t r = at.r, j = at.j;
     const acc g = grad[r];
     acc xs[N], ms[N], lvs[N], g_mean[N], g_logvar[N];
     x.template load<N>(r, j, xs);

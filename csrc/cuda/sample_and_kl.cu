@@ -169,8 +169,8 @@ struct KLPerElement {
   template <int N>
   __device__ void apply(int64_t i) const {
     acc_t<scalar_t> terms[N];
-    const int64_t r = in.cols.div(i);
-    in.template twice_kl<N>(r, i - r * in.cols.value, terms);
+    const RowCol at(i, in.cols);
+    in.template twice_kl<N>(at.r, at.j, terms);
 #pragma unroll
     for (int k = 0; k < N; ++k) terms[k] *= acc_t<scalar_t>(0.5);
     store_pack<N>(kl, i, terms);
@@ -190,8 +190,8 @@ struct SampleGiven {
     const int64_t p = params.mod(i);
     acc_t<scalar_t> es[N], out[N];
     load_pack<N>(eps, i, es);
-    const int64_t r = in.cols.div(p);
-    in.template sample<N>(r, p - r * in.cols.value, es, out);
+    const RowCol at(p, in.cols);
+    in.template sample<N>(at.r, at.j, es, out);
     store_pack<N>(z, i, out);
   }
 };
@@ -224,15 +224,6 @@ __device__ __forceinline__ void sample_normals(PhiloxSeed seed, uint64_t first,
                                                float (&normals)[4][kCountersPerThread]) {
   philox_normals<kCountersPerThread>(seed, first / kNoiseBlock * kNoiseLanes + first % kNoiseLanes, normals);
 }
-
-// The row and column of a flat parameter index, stepped along without a 64-bit division per step.
-struct RowCol {
-  int64_t r, j;
-  __device__ __forceinline__ RowCol(int64_t p, const Divider& cols) : r(cols.div(p)), j(p - r * cols.value) {}
-  __device__ __forceinline__ void step(int64_t by, int64_t cols) {
-    for (j += by; j >= cols; j -= cols) ++r;  // one test when cols >= by
-  }
-};
 
 // z with drawn noise. Thread g owns the 16 parameters base + 16 w + k (w, k = 0..3; base =
 // 64 (g / 4) + 4 (g % 4)): it reads their mu and logvar once, and for each sample l writes
@@ -353,12 +344,12 @@ struct SampleGrad {
         sum_grad_eps[k] += gs[k] * es[k];
       }
     }
-    const int64_t r = in.cols.div(p);  // the N elements share a row
+    const RowCol at(p, in.cols);  // the N elements share a row
 #pragma unroll
     for (int k = 0; k < N; ++k) {
-      gkl[k] = grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p + k] : grad_kl[r];
+      gkl[k] = grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p + k] : grad_kl[at.r];
     }
-    out.template write<N>(in, r, p - r * in.cols.value, p, gkl, sum_grad, sum_grad_eps, samples > 0);
+    out.template write<N>(in, at.r, at.j, p, gkl, sum_grad, sum_grad_eps, samples > 0);
   }
 };
 
@@ -418,10 +409,10 @@ __global__ void sample_backward_drawn_kernel(const scalar_t* __restrict__ grad_z
         for (int k = 0; k < G; ++k) {
           const int64_t p = p0 + k;
           if (p >= params) break;
-          const int64_t r = in.cols.div(p);
-          const acc gkl[1] = {grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p] : grad_kl[r]};
+          const RowCol at(p, in.cols);
+          const acc gkl[1] = {grad_kl == nullptr ? acc(0) : kl_per_element ? grad_kl[p] : grad_kl[at.r]};
           const acc sg[1] = {sum_grad[w][k]}, sge[1] = {sum_grad_eps[w][k]};
-          out.template write<1>(in, r, p - r * in.cols.value, p, gkl, sg, sge, true);
+          out.template write<1>(in, at.r, at.j, p, gkl, sg, sge, true);
         }
       }
     }
