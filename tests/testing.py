@@ -189,3 +189,18 @@ def small_train_config(**overrides):
     options = dict(dataset="synthetic", latent=4, hidden=32, batch_size=50, plots=False)
     options.update(overrides)
     return TrainConfig(**options)
+
+
+def signal_during_step(monkeypatch, step: int, signum: int) -> None:
+    """Every training run sends ``signum`` to this process while it takes its step ``step``
+    (0-based), as a Ctrl-C mid-step would; the trainer acts on it before the next step."""
+    from aevb_fast.training.step import TrainStep
+
+    take_step = TrainStep.__call__
+
+    def step_then_signal(self):
+        if self.state.step == step:
+            os.kill(os.getpid(), signum)
+        return take_step(self)
+
+    monkeypatch.setattr(TrainStep, "__call__", step_then_signal)

@@ -38,12 +38,12 @@ from ..models import VAE
 from . import data as datasets
 from .checkpoint import RunDirectory, paper_model_spec, read_metrics
 from .config import TrainConfig
-from .device_step import CapturedStep, DeviceStepInputs
 from .distributed import DistributedContext
 from .divergence import TrainingDiverged, too_short
 from .monitor import RunMonitor
 from .objective import ELBOObjective, check_model, decoder_likelihood
 from .state import TrainState
+from .step import TrainStep
 
 # Steps between host synchronisations: the bound of each step stays on the device until then
 # (checked for divergence, shown in the progress bar), and ranks agree on a stop request.
@@ -94,8 +94,9 @@ def build_run_model(
 
 
 class Trainer:
-    """The loop: minibatches, optimizer steps, evaluations and checkpoints (``self.monitor``
-    evaluates and judges; ``self.state`` is where the run is)."""
+    """The loop: optimizer steps, evaluations, checkpoints, signals and progress
+    (``self.train_step`` takes a step, ``self.monitor`` evaluates and judges, ``self.state`` is
+    where the run is)."""
 
     def __init__(
         self,
@@ -109,7 +110,7 @@ class Trainer:
     ):
         """``data``: the user's data given in Python (else ``config.dataset`` names it).
         ``device_state``: whether each step reads its minibatch, learning rate and KL weight from
-        device tensors (``DeviceStepInputs``; the same values as the host's); None: on CUDA, where
+        device tensors (``step.TrainStep``; the same values as the host's); None: on CUDA, where
         it lets ``config.cuda_graph`` replay the step as one CUDA graph."""
         config.validate()
         self.config = config = config.resolved()
@@ -144,46 +145,35 @@ class Trainer:
         torch.manual_seed(config.seed)  # the same initial parameters on every rank
         self.model, self.model_spec, likelihood = build_run_model(config, self.data, model, self.device)
         self.data.check_range(likelihood, paper_model=self.model_spec["kind"] == "paper")
-        self.objective = ELBOObjective(self.model, likelihood, config.algorithm)
-        self.step_fn = torch.compile(self.objective) if config.compile else self.objective
-        decay = config.weight_decay if config.weight_decay is not None else 1.0 / len(self.data.train)
-        on_cuda = self.device.type == "cuda"
-        device_state = on_cuda if device_state is None else device_state
-        # Adam keeps its step count on the device when the step is captured.
-        options = {"capturable": True} if config.optimizer == "adam" and device_state and on_cuda else {}
-        optimizer = {"adagrad": torch.optim.Adagrad, "adam": torch.optim.Adam}[config.optimizer]
-        self.optimizer = optimizer(self.model.parameters(), lr=config.learning_rate(0), weight_decay=decay, **options)
+        objective = ELBOObjective(self.model, likelihood, config.algorithm)
         self.state = TrainState(config.seed, len(self.data.train), self.dist)
-        self.monitor = RunMonitor(self.objective, config, self.state, self.dist, self.run_dir, self.data)
+        self.monitor = RunMonitor(objective, config, self.state, self.dist, self.run_dir, self.data)
         self.stop_signal: int | None = None
         if saved is not None:
-            self._restore(saved)
+            self.model.load_state_dict(saved["model"])
+            self.state.load_state_dict(saved)
+            self.monitor.load_state_dict(saved)
+            if self.dist.is_main:
+                self.run_dir.drop_metrics_after(self.state.samples_seen)
         elif self.dist.is_main:
             self.run_dir.clear()
-        self.device_inputs = DeviceStepInputs(config, self.state, self.device) if device_state else None
-        if self.device_inputs is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.device_inputs.lr
-        self.captured = None
-        if self.device_inputs is not None and on_cuda and config.cuda_graph:
-            if self.dist.world > 1:
-                if self.dist.is_main:
-                    print(
-                        "train: with several processes every step runs eagerly (the gradients' all-reduce "
-                        "is not captured in a CUDA graph)",
-                        file=sys.stderr,
-                    )
-            else:
-                self.captured = CapturedStep(self._device_step, generators=(self.state.binarize_rng,))
+        self.train_step = TrainStep(
+            config,
+            objective,
+            self.data,
+            self.state,
+            self.dist,
+            optimizer_state=saved["optimizer"] if saved is not None else None,
+            device_state=device_state,
+        )
+        self.optimizer = self.train_step.optimizer
 
     # ---- checkpoints -----------------------------------------------------------------------
 
     def save_checkpoint(self) -> None:
         state = self.state.state_dict()  # every rank takes part (it gathers their random streams)
         self.monitor.saved_at = self.state.samples_seen
-        optimizer = self.optimizer.state_dict()
-        for group in optimizer["param_groups"]:  # a rate read on the device is saved as a number
-            group["lr"] = float(group["lr"])
+        optimizer = self.train_step.optimizer_state_dict()
         if self.dist.is_main:
             self.run_dir.save(
                 {
@@ -196,64 +186,6 @@ class Trainer:
                     "data_spec": self.data_spec,
                 }
             )
-
-    def _restore(self, saved: dict) -> None:
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.state.load_state_dict(saved)
-        self.monitor.load_state_dict(saved)
-        if self.dist.is_main:
-            self.run_dir.drop_metrics_after(self.state.samples_seen)
-
-    # ---- one step --------------------------------------------------------------------------
-
-    def _train_step(self) -> torch.Tensor:
-        """One optimizer step; returns the minibatch's bound (before the step), on the device."""
-        config = self.config
-        if self.device_inputs is not None:
-            self.device_inputs.before_step()
-            bound = self.captured() if self.captured is not None else self._device_step()
-        else:
-            x = self.data.batch(self.state.next_indices(config.batch_size), self.state.binarize_rng)
-            bound = self._forward_backward(x, config.kl_weight(self.state.samples_seen))
-            for group in self.optimizer.param_groups:
-                group["lr"] = config.learning_rate(self.state.step)
-            self.optimizer.step()
-        self.state.advance(config.batch_size)
-        return bound
-
-    def _device_step(self) -> torch.Tensor:
-        """The step with its inputs on the device: nothing in it reads a value from the host, so it
-        can be captured as a CUDA graph (CapturedStep)."""
-        inputs = self.device_inputs
-        x = self.data.batch(inputs.indices(), self.state.binarize_rng)
-        bound = self._forward_backward(x, inputs.kl_weight())
-        inputs.set_learning_rate()
-        self.optimizer.step()
-        inputs.after_step()
-        return bound
-
-    def _forward_backward(self, x: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
-        """The loss's gradients on minibatch x, averaged over ranks and clipped; returns its bound."""
-        config = self.config
-        # No cast cache: a captured step's cached casts would be freed inside its graph (torch's
-        # advice for autocast under CUDA graphs); each weight is cast once a step anyway.
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16, cache_enabled=False):
-            loss, bound = self.step_fn(
-                x,
-                num_samples=config.num_samples,
-                estimator=config.estimator,
-                beta=beta,
-                free_bits=config.free_bits,
-                backend=config.backend,
-                fused_head=config.fused_head,
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.dist.average_gradients(list(self.model.parameters()))
-        if config.clip_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad_norm)
-        return bound.detach()
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -299,7 +231,7 @@ class Trainer:
                 if self._stop_requested():
                     self.stop_signal = self.stop_signal or signal.SIGTERM
                     break
-                pending.append(self._train_step())
+                pending.append(self.train_step())
                 window_samples += config.batch_size
                 bar.update(config.batch_size)
                 evaluate_now = state.samples_seen >= next_eval or state.samples_seen >= config.samples

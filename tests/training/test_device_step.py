@@ -2,7 +2,6 @@
 KL weights it reads from device tensors are the host's, so a run goes on bit for bit whichever
 drove it, resumed or not; on a GPU, the step replayed as one CUDA graph equals the eager step."""
 
-import os
 import signal
 
 import pytest
@@ -13,7 +12,7 @@ from aevb_fast.training import TrainConfig, Trainer, TrainingStopped
 from aevb_fast.training.device_step import DeviceStepInputs
 from aevb_fast.training.distributed import DistributedContext
 from aevb_fast.training.state import TrainState
-from testing import require_device, small_train_config
+from testing import require_device, signal_during_step, small_train_config
 
 
 def small(tmp_path, name, **overrides) -> TrainConfig:
@@ -70,7 +69,7 @@ def test_no_cuda_graph_option():
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
-def test_cuda_graph_step_equals_the_eager_step(tmp_path, bf16):
+def test_cuda_graph_step_equals_the_eager_step(tmp_path, bf16, monkeypatch):
     """A few hundred steps replayed as one captured graph give the eager run's parameters bit for
     bit (under bfloat16 autocast too), and a run stopped by a signal under capture resumes exactly."""
     require_device("cuda")
@@ -79,22 +78,17 @@ def test_cuda_graph_step_equals_the_eager_step(tmp_path, bf16):
     eager.run()
     captured = Trainer(small(tmp_path, "captured", **common))
     captured.run()
-    assert captured.captured is not None and captured.captured.graph is not None and not captured.captured.eager
+    graph = captured.train_step.captured
+    assert graph is not None and graph.graph is not None and not graph.eager
     assert_same_parameters(eager, captured)
     if bf16:
         return
 
     stopped = Trainer(small(tmp_path, "stopped", **common))
-    step = stopped._train_step
-
-    def step_then_signal():
-        if stopped.state.step == 137:
-            os.kill(os.getpid(), signal.SIGINT)
-        return step()
-
-    stopped._train_step = step_then_signal
+    signal_during_step(monkeypatch, 137, signal.SIGINT)
     with pytest.raises(TrainingStopped):
         stopped.run()
+    monkeypatch.undo()
     resumed = Trainer(small(tmp_path, "stopped", **common), resume=True)
     resumed.run()
     assert_same_parameters(eager, resumed)
@@ -126,6 +120,6 @@ def test_a_cuda_step_that_cannot_be_captured_runs_eagerly_with_a_notice(tmp_path
     model = SyncingVAE(VAE.paper(64, 32, 4))
     trainer = Trainer(small(tmp_path, "syncing", device="cuda", kl_warmup=0), model=model)
     trainer.run()
-    assert trainer.captured.eager and trainer.captured.graph is None
+    assert trainer.train_step.captured.eager and trainer.train_step.captured.graph is None
     notice = [line for line in capfd.readouterr().err.splitlines() if "could not be captured" in line]
     assert len(notice) == 1 and "--no-cuda-graph" in notice[0]

@@ -37,8 +37,10 @@ def test_a_run_too_short_to_learn_exits_0_with_a_notice(tmp_path, own_npy, capsy
     # that eval and --resume work (no checkpoint was written before).
     assert (out / "checkpoint.pt").is_file()
     notice = [line for line in err.splitlines() if "too short to judge" in line]
-    assert notice == ["aevb-fast train: 200 samples (2 steps of 100) is too short to judge this run: a fresh model's "
-                      "bound swings for its first 50 steps; a first result needs about 100 steps, 1e4 samples or more"]
+    assert notice == [
+        "aevb-fast train: 200 samples (2 steps of 100) is too short to judge this run: a fresh model's "
+        "bound swings for its first 50 steps; a first result needs about 100 steps, 1e4 samples or more"
+    ]
 
 
 @needs_data("mnist")
@@ -61,13 +63,19 @@ def test_train_refuses_a_folder_of_other_files(tmp_path, capsys):
         (folder / name).write_text(text)
     code, err = run_cli(capsys, "train", *SMALL, "--samples", "100", "--out", str(folder))
     assert code == 2
-    one_line_error(err, r"mine is not empty and holds no run \(it has learning_curve.png, metrics.jsonl, notes.txt\); "
-                        r"choose another --out, or add --overwrite to write the run into it")
+    one_line_error(
+        err,
+        r"mine is not empty and holds no run \(it has learning_curve.png, metrics.jsonl, notes.txt\); "
+        r"choose another --out, or add --overwrite to write the run into it",
+    )
     assert {p.name: p.read_text() for p in folder.iterdir()} == files  # untouched
     # The Python API refuses the same, in its own words.
     with pytest.raises(RunError, match="choose another out, or pass overwrite=True to write the run into it"):
-        train(TrainConfig(dataset="synthetic", latent=4, hidden=32, batch_size=50, samples=100, plots=False,
-                          out=str(folder)))
+        train(
+            TrainConfig(
+                dataset="synthetic", latent=4, hidden=32, batch_size=50, samples=100, plots=False, out=str(folder)
+            )
+        )
     assert {p.name: p.read_text() for p in folder.iterdir()} == files
     # --overwrite writes the run into it; the files that are not a run's stay.
     assert cli.main(["train", *SMALL, "--samples", "100", "--out", str(folder), "--overwrite"]) == 0
@@ -80,8 +88,9 @@ def test_train_refuses_a_folder_of_other_files(tmp_path, capsys):
 
 
 def test_the_python_api_names_its_own_arguments(tmp_path):
-    config = TrainConfig(dataset="synthetic", latent=4, hidden=32, batch_size=50, samples=100, plots=False,
-                         out=str(tmp_path / "run"))
+    config = TrainConfig(
+        dataset="synthetic", latent=4, hidden=32, batch_size=50, samples=100, plots=False, out=str(tmp_path / "run")
+    )
     train(config)
     with pytest.raises(RunError) as error:
         train(config)
@@ -104,17 +113,22 @@ def test_eval_keeps_every_result(finished_run, capsys):
     assert f"result appended to {finished_run / 'eval.jsonl'} (2 results there" in err
     results = [json.loads(line) for line in (finished_run / "eval.jsonl").read_text().splitlines()]
     assert [(r["importance_samples"], r["limit"], r["test_points"], r["seed"]) for r in results] == [
-        (50, 30, 30, 0), (5, 10, 10, 1)]
+        (50, 30, 30, 0),
+        (5, 10, 10, 1),
+    ]
     assert all(r["samples_seen"] == 500 and r["log_px"] >= r["test_elbo"] - 0.5 for r in results)
     assert not (finished_run / "eval.json").exists()
 
 
-@pytest.mark.parametrize("options,pattern", [
-    (["--importance-samples", "0"], r"--importance-samples must be >= 1 \(K, the samples per test point"),
-    (["--limit", "0"], r"--limit must be >= 1 \(leave it out to evaluate every test point\), got 0"),
-    (["--batch-size", "0"], r"--batch-size must be >= 1 .*, got 0"),
-    (["--batch-size", "-3"], r"--batch-size must be >= 1 .*, got -3"),
-])
+@pytest.mark.parametrize(
+    "options,pattern",
+    [
+        (["--importance-samples", "0"], r"--importance-samples must be >= 1 \(K, the samples per test point"),
+        (["--limit", "0"], r"--limit must be >= 1 \(leave it out to evaluate every test point\), got 0"),
+        (["--batch-size", "0"], r"--batch-size must be >= 1 .*, got 0"),
+        (["--batch-size", "-3"], r"--batch-size must be >= 1 .*, got -3"),
+    ],
+)
 def test_eval_refuses_counts_below_one_in_one_line(finished_run, capsys, options, pattern):
     code, err = run_cli(capsys, "eval", str(finished_run), *options)
     assert code == 2
@@ -140,16 +154,16 @@ def test_lr_inf_is_called_not_finite(tmp_path, capsys):
 
 
 def test_the_last_line_gives_the_runs_average_rate_and_the_bar_the_samples_run(tmp_path, capsys, monkeypatch):
-    from aevb_fast.training.trainer import Trainer
+    from aevb_fast.training.step import TrainStep
 
-    step = Trainer._train_step
+    step = TrainStep.__call__
 
     def slow_at_first(self):  # the first two intervals slow, the last one fast
         if self.state.step < 2:
             time.sleep(0.2)
         return step(self)
 
-    monkeypatch.setattr(Trainer, "_train_step", slow_at_first)
+    monkeypatch.setattr(TrainStep, "__call__", slow_at_first)
     out = tmp_path / "run"
     capsys.readouterr()
     assert cli.main(["train", *SMALL, "--samples", "120", "--eval-every", "50", "--out", str(out)]) == 0
@@ -170,9 +184,22 @@ def test_ctrl_c_while_the_command_starts_is_one_line():
     import sys
     import time
 
-    process = subprocess.Popen([sys.executable, "-c", "import sys; from aevb_fast_command import main; sys.exit(main())",
-                                "train", "--samples", "1e3", "--out", "never-made"], stderr=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True, cwd="/")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from aevb_fast_command import main; sys.exit(main())",
+            "train",
+            "--samples",
+            "1e3",
+            "--out",
+            "never-made",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     err = process.communicate(timeout=120)[1]
@@ -185,7 +212,9 @@ def test_a_folder_whose_checkpoint_was_moved_keeps_its_evaluations(tmp_path, cap
     # before its first checkpoint, but its eval results and pictures are not such leftovers.
     folder = tmp_path / "finished"
     folder.mkdir()
-    (folder / "metrics.jsonl").write_text(json.dumps({"samples_seen": 100, "train_elbo": -99.0, "test_elbo": -98.0}) + "\n")
+    (folder / "metrics.jsonl").write_text(
+        json.dumps({"samples_seen": 100, "train_elbo": -99.0, "test_elbo": -98.0}) + "\n"
+    )
     (folder / "eval.jsonl").write_text(json.dumps({"log_px": -95.0, "importance_samples": 5000}) + "\n")
     code, err = run_cli(capsys, "train", *SMALL, "--samples", "100", "--out", str(folder))
     assert code == 2 and "holds no run" in err

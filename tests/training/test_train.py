@@ -25,7 +25,7 @@ from aevb_fast.training import (
     train,
 )
 from aevb_fast.training.evaluate import log_marginal_likelihood
-from testing import needs_data, small_train_config
+from testing import needs_data, signal_during_step, small_train_config
 
 
 def small(tmp_path, **overrides) -> TrainConfig:
@@ -83,18 +83,12 @@ def test_reference_backend_trains_the_same_model(tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, signum):
+def test_a_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, signum, monkeypatch):
     trainer = Trainer(small(tmp_path, out=str(tmp_path / "stopped")))
-    original = trainer._train_step
-
-    def step_then_signal():
-        if trainer.state.step == 37:
-            os.kill(os.getpid(), signum)  # arrives mid-step, acted on before the next one
-        return original()
-
-    trainer._train_step = step_then_signal
+    signal_during_step(monkeypatch, 37, signum)  # acted on before step 38
     with pytest.raises(TrainingStopped) as stopped:
         trainer.run()
+    monkeypatch.undo()
     assert stopped.value.signum == signum and stopped.value.samples_seen == 38 * 50
     state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 38 and trainer.stop_signal == signum
