@@ -249,7 +249,7 @@ def _train(args) -> int:
 
     from .training import RunError, TooShortToJudge, TrainConfig, TrainingDiverged, TrainingStopped, train
     from .training.checkpoint import RunExists
-    from .training.options import default_run_dir, resumed_config
+    from .training.options import default_run_dir, resume_command, resumed_config
 
     # Every option defaults to None: what is not None here is what the user gave.
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
@@ -309,7 +309,8 @@ def _train(args) -> int:
                     f"its training is complete (nothing to resume); draw its pictures with: aevb-fast plot {stop.out}"
                 )
             else:
-                then = f"resume with: aevb-fast train --resume --out {stop.out}"
+                processes = int(os.environ.get("WORLD_SIZE", "1"))
+                then = f"resume with: {resume_command(stop.out, processes, args.threads)}"
             print(f"aevb-fast train: {str(stop).removeprefix('train: ')}; {then}", file=sys.stderr)
         return 128 + stop.signum
     except (FileNotFoundError, ValueError, TypeError, RunError) as error:

@@ -67,6 +67,13 @@ def default_run_dir(given: dict) -> str:
     return name
 
 
+def resume_command(out: str, processes: int, threads: int = 0) -> str:
+    """The command that continues the run in `out` as it ran: as many processes (each has its own
+    random streams) and, where given, the same threads (resume is bit for bit on the same count)."""
+    command = f"torchrun --nproc-per-node {processes} -m aevb_fast.cli" if processes > 1 else "aevb-fast"
+    return f"{command} train --resume --out {out}" + (f" --threads {threads}" if threads else "")
+
+
 def resumed_config(out: str, given: dict, note: Callable[[str], None]) -> tuple[TrainConfig, int]:
     """The config of the run in `out`, with the options of `given` that may change applied (each
     change said through `note`), and the samples it has seen; a ValueError names the options that
@@ -75,6 +82,7 @@ def resumed_config(out: str, given: dict, note: Callable[[str], None]) -> tuple[
 
     state = RunDirectory(out).load()
     config = config_from_state(state)
+    config.out = out  # where the run is now (it may have been copied or moved since it began)
 
     def had(key):
         return (

@@ -42,6 +42,7 @@ from .distributed import DistributedContext
 from .divergence import TrainingDiverged, too_short
 from .monitor import RunMonitor
 from .objective import ELBOObjective, check_model, decoder_likelihood
+from .options import resume_command
 from .state import TrainState
 from .step import TrainStep
 
@@ -121,7 +122,11 @@ class Trainer:
             raise ValueError(f"train: batch_size {config.batch_size} must divide among {self.dist.world} processes")
         saved = self.run_dir.load(self.device) if resume else None
         if saved is not None and saved["world"] != self.dist.world:
-            raise ValueError(f"train: the checkpoint was written by {saved['world']} processes; resume with as many")
+            ran = "one process" if saved["world"] == 1 else f"{saved['world']} processes (torchrun)"
+            raise ValueError(
+                f"train: the run in {config.out} ran as {ran} and is resumed as {self.dist.world}; resume it "
+                f"as it ran (each process has its own random streams): {resume_command(config.out, saved['world'])}"
+            )
         if saved is None and self.dist.is_main:
             self.run_dir.refuse_existing(overwrite)
 

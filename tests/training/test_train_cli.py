@@ -5,6 +5,7 @@ folders."""
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,6 +166,39 @@ def test_resume_refuses_conflicting_options_and_says_what_changes(tmp_path, caps
     code, err = run_cli(capsys, "train", "--resume", "--out", out, "--test-data", str(tmp_path / "t.npy"))
     assert code == 2
     one_line_error(err, "--test-data .*t.npy .the run was started without it.")
+
+
+def test_resume_continues_the_run_named_by_out_when_it_was_copied_or_moved(tmp_path, capsys):
+    # A copy was resumed in the folder the checkpoint was first written to (the original grew, the
+    # copy stayed as it was, exit 0); a moved run was "no checkpoint" at its old path.
+    first, copy, moved = tmp_path / "first", tmp_path / "copy", tmp_path / "moved"
+    assert cli.main(["train", *SMALL, "--samples", "500", "--eval-every", "500", "--out", str(first)]) == 0
+    shutil.copytree(first, copy)
+    before = (first / "metrics.jsonl").read_bytes(), (first / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", "--out", str(copy), "--samples", "1000"]) == 0
+    assert f"run in {copy}" in capsys.readouterr().out
+    assert [r["samples_seen"] for r in read_metrics(copy)] == [0, 500, 1000]
+    assert ((first / "metrics.jsonl").read_bytes(), (first / "checkpoint.pt").read_bytes()) == before
+    first.rename(moved)
+    assert cli.main(["train", "--resume", "--out", str(moved), "--samples", "1000"]) == 0
+    assert [r["samples_seen"] for r in read_metrics(moved)] == [0, 500, 1000]
+    assert not first.exists()
+
+
+def test_resume_with_another_process_count_gives_the_command_that_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", *SMALL, "--samples", "500", "--eval-every", "500", "--out", str(out)]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state["world"] = 2  # as if torchrun had run it with 2 processes
+    torch.save(state, out / "checkpoint.pt")
+    code, err = run_cli(capsys, "train", "--resume", "--out", str(out), "--samples", "1000")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"aevb-fast train: the run in {out} ran as 2 processes (torchrun) and is resumed as 1; resume it as it "
+        f"ran (each process has its own random streams): torchrun --nproc-per-node 2 -m aevb_fast.cli train "
+        f"--resume --out {out}"
+    )
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
