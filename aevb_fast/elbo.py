@@ -143,8 +143,21 @@ def _log_likelihood(
         raise ValueError("elbo: a Gaussian decoder must return a (mean, logvar) pair")
     mean, logvar = out
     return ops.gaussian_log_prob(
-        x, mean.reshape(shape), logvar.reshape(shape), event_dims=event_dims, reduction=reduction
+        x, mean.reshape(shape), _sample_rows(logvar, shape), event_dims=event_dims, reduction=reduction
     )
+
+
+def _sample_rows(value: Tensor | float, shape: tuple[int, ...]) -> Tensor | float:
+    """A decoder output of L * B rows as ``shape`` (L, B, *event), like the mean; one that is
+    shared (a number, a learned scalar or per-pixel log-variance: fewer rows, or none) as it is,
+    for the op to broadcast."""
+    if not isinstance(value, Tensor) or value.dim() == 0:
+        return value
+    if value.numel() == math.prod(shape):
+        return value.reshape(shape)
+    if value.shape[0] == shape[0] * shape[1]:  # a row each, broadcast over the event (e.g. (L B, 1, 1, 1))
+        return value.reshape(shape[0], shape[1], *value.shape[1:])
+    return value
 
 
 def _log_prior_minus_posterior(z: Tensor, mu: Tensor, logvar: Tensor, ops=ops) -> Tensor:

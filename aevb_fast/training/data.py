@@ -248,12 +248,15 @@ class Data:
                 needs = (
                     "a Bernoulli likelihood needs values in [0, 1]"
                     if likelihood == "bernoulli"
-                    else "the paper's Gaussian decoder (a sigmoid mean) needs values in [0, 1]"
+                    else "the paper's Gaussian decoder (the likelihood of data that is not binary; its "
+                    "mean is a sigmoid) needs values in [0, 1]"
                 )
+                # A model of the user's own (from Python) takes its likelihood from its decoder.
+                other = ", or give the model a decoder that returns (mean, logvar): a Gaussian likelihood"
                 raise ValueError(
-                    f"data: the {split} data of {self.name} has values in [{x.min().item():g}, "
+                    f"data: the {split} points of {self.name!r} have values in [{x.min().item():g}, "
                     f"{x.max().item():g}], but {needs}: scale the data (e.g. divide 8-bit pixels by 255)"
-                    + (" or use --likelihood gaussian" if likelihood == "bernoulli" and not paper_model else "")
+                    + (other if likelihood == "bernoulli" and not paper_model else "")
                 )
 
     def is_binary(self) -> bool:

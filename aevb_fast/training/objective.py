@@ -19,18 +19,28 @@ def check_model(model: nn.Module) -> None:
 
 @torch.no_grad()
 def decoder_likelihood(model: nn.Module, x: Tensor) -> str:
-    """The likelihood a decoder's output implies: a tensor of logits is Bernoulli, a
-    (mean, logvar) pair Gaussian. Checks the encoder's output on the way."""
+    """The likelihood a decoder's output implies on the minibatch ``x`` (a few points): a tensor
+    of logits is Bernoulli, a (mean, logvar) pair Gaussian. Checks the encoder's output on the way,
+    and refuses a Bernoulli decoder that returns probabilities."""
     was_training = model.training
     model.eval()
     try:
-        encoded = model.encoder(x[:2])
+        encoded = model.encoder(x)
         if not (isinstance(encoded, (tuple, list)) and len(encoded) == 2 and encoded[0].dim() == 2):
             raise ValueError("train: model.encoder(x) must return (mu, logvar), each of shape (B, J)")
         out = model.decoder(encoded[0])
     finally:
         model.train(was_training)
     if isinstance(out, Tensor):
+        # An untrained decoder's logits fall on both sides of 0; probabilities (a final sigmoid)
+        # all lie in [0, 1], and read as logits they hold every pixel's probability of 1 between
+        # 1/2 and 0.73: the run ends near -D log 2 nats, which looks like a result.
+        if out.numel() >= 64 and bool(((out >= 0) & (out <= 1)).all()):
+            raise ValueError(
+                f"train: model.decoder(z) returned values all in [0, 1] on {len(x)} training points: "
+                "they look like probabilities, but a Bernoulli decoder must return logits (drop its "
+                "final sigmoid; torch.sigmoid(logits) gives the probabilities back)"
+            )
         return "bernoulli"
     if isinstance(out, (tuple, list)) and len(out) == 2:
         return "gaussian"

@@ -83,7 +83,7 @@ def build_run_model(
     if config.algorithm != "aevb":
         raise ValueError("train: wake-sleep trains the paper's models only")
     model = model.to(device)
-    likelihood = decoder_likelihood(model, data.train[:2])
+    likelihood = decoder_likelihood(model, data.train[:16])
     if config.likelihood not in (None, likelihood):
         raise ValueError(
             f"train: likelihood {config.likelihood!r} was asked for, but the model's decoder "

@@ -145,6 +145,47 @@ def test_decoder_output_is_checked():
         af.elbo(rand(B, D), randn(B, J), randn(B, J), decoders()["bernoulli"], likelihood="gaussian")
 
 
+class SharedVarianceDecoder(torch.nn.Module):
+    """z -> (mean of shape (N, 3, 2, 2), logvar): the log-variance one learned value, or one per
+    channel, or per row, as fixed-variance and MSE-style VAEs have it; "full" expands it to the
+    mean's shape."""
+
+    def __init__(self, form):
+        super().__init__()
+        torch.manual_seed(0)
+        self.form, self.mean = form, torch.nn.Linear(J, 12).double()
+        self.logvar = torch.nn.Parameter(torch.tensor(-0.7, dtype=torch.float64))
+
+    def forward(self, z):
+        mean = torch.sigmoid(self.mean(z)).reshape(-1, 3, 2, 2)
+        shapes = {"0-dim": (), "(1, 1, 1, 1)": (1, 1, 1, 1), "per channel": (3, 1, 1), "per row": (len(z), 1, 1, 1)}
+        if self.form == "number":
+            return mean, -0.7
+        if self.form == "full":
+            return mean, self.logvar.expand_as(mean)
+        return mean, self.logvar.expand(shapes[self.form])
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("estimator", ["analytic", "iwae"])
+def test_a_shared_log_variance_gives_the_full_one_s_bound(backend, estimator):
+    # A decoder returning a scalar or per-channel log-variance crashed in the ELBO's reshape.
+    x = rand(B, 3, 2, 2, seed=0)
+    mu, logvar, eps = randn(B, J, seed=1), randn(B, J, seed=2, scale=0.5), randn(3, B, J, seed=3)
+    results = {}
+    for form in ("full", "number", "0-dim", "(1, 1, 1, 1)", "per channel", "per row"):
+        decoder = SharedVarianceDecoder(form)
+        bound = af.elbo(x, mu, logvar, decoder, likelihood="gaussian", num_samples=3, estimator=estimator,
+                        eps=eps, backend=backend)
+        bound.backward()
+        results[form] = (bound.detach(), decoder.mean.weight.grad, decoder.logvar.grad)
+    for form, (bound, grad_mean, grad_logvar) in results.items():
+        torch.testing.assert_close(bound, results["full"][0], rtol=1e-12, atol=0, msg=form)
+        torch.testing.assert_close(grad_mean, results["full"][1], rtol=1e-12, atol=0, msg=form)
+        if form != "number":
+            torch.testing.assert_close(grad_logvar, results["full"][2], rtol=1e-12, atol=0, msg=form)
+
+
 def test_vae_paper_model_and_compile():
     torch.manual_seed(0)
     model = VAE.paper(data_dim=D, hidden=H, latent=J)

@@ -97,13 +97,33 @@ def test_the_likelihood_follows_the_decoder(tmp_path):
     train(config(tmp_path, samples=200), model=model, train_data=x)
     with pytest.raises(ValueError, match="likelihood 'bernoulli' was asked for.*gaussian"):
         train(config(tmp_path, samples=200, likelihood="bernoulli", out=str(tmp_path / "b")), model=model, train_data=x)
+    # One learned log-variance for every pixel (a fixed-variance VAE's): trained and evaluated.
+    class SharedVariance(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mean, self.logvar = nn.Linear(3, 144), nn.Parameter(torch.zeros(()))
+
+        def forward(self, z):
+            return torch.sigmoid(self.mean(z)).reshape(-1, 1, 12, 12), self.logvar
+
+    model.decoder = SharedVariance()
+    summary = train(config(tmp_path, samples=200, out=str(tmp_path / "shared")), model=model, train_data=x)
+    assert np.isfinite(summary["test_elbo"]) and model.decoder.logvar.item() != 0.0
 
 
 def test_bad_data_and_models_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="Bernoulli likelihood needs values in \\[0, 1\\].*divide 8-bit pixels by 255"):
         train(config(tmp_path, likelihood="bernoulli"), train_data=torch.randint(0, 256, (50, 16)).float())
-    with pytest.raises(ValueError, match="paper's Gaussian decoder .a sigmoid mean. needs values in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="paper's Gaussian decoder .the likelihood of data that is not binary"):
         train(config(tmp_path), train_data=torch.randn(50, 16))
+    # A model of one's own takes its likelihood from its decoder: no --likelihood in the advice.
+    with pytest.raises(ValueError, match=r"points of 'data' .*255\), or give the model a decoder that returns \(mean"):
+        train(config(tmp_path), model=ConvVAE(), train_data=255 * images(50))
+    # A decoder ending in a sigmoid trained as logits ends near -D log 2 and looked like a result.
+    probabilities = ConvVAE()
+    probabilities.decoder.net.append(nn.Sigmoid())
+    with pytest.raises(ValueError, match=r"returned values all in \[0, 1\] .*must return logits .drop its final sigmoid"):
+        train(config(tmp_path), model=probabilities, train_data=images(50))
     with pytest.raises(ValueError, match="shape \\(N, \\*event_shape\\)"):
         train(config(tmp_path), train_data=torch.rand(50))
     with pytest.raises(ValueError, match="NaN or infinite"):
