@@ -11,10 +11,15 @@ from .wake_sleep import WakeSleep
 
 
 def check_model(model: nn.Module) -> None:
-    if not (isinstance(model, nn.Module) and callable(getattr(model, "encoder", None))
-            and callable(getattr(model, "decoder", None))):
-        raise ValueError("train: model must be an nn.Module with encoder(x) -> (mu, logvar) and "
-                         "decoder(z) -> logits or (mean, logvar), as aevb_fast.models.VAE has")
+    if not (
+        isinstance(model, nn.Module)
+        and callable(getattr(model, "encoder", None))
+        and callable(getattr(model, "decoder", None))
+    ):
+        raise ValueError(
+            "train: model must be an nn.Module with encoder(x) -> (mu, logvar) and "
+            "decoder(z) -> logits or (mean, logvar), as aevb_fast.models.VAE has"
+        )
 
 
 @torch.no_grad()
@@ -60,10 +65,26 @@ class ELBOObjective(nn.Module):
         mu, logvar = self.model.encoder(x)
         return elbo(x, mu, logvar, self.model.decoder, likelihood=self.likelihood, **elbo_options)
 
-    def forward(self, x: Tensor, *, num_samples: int = 1, estimator: str = "analytic", beta: float = 1.0,
-                free_bits: float = 0.0, backend: str = "fused", fused_head: bool = True) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        num_samples: int = 1,
+        estimator: str = "analytic",
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        backend: str = "fused",
+        fused_head: bool = True,
+    ) -> tuple[Tensor, Tensor]:
         if self.wake_sleep is not None:
             return self.wake_sleep(x, backend=backend)
-        bound = self.bound(x, num_samples=num_samples, estimator=estimator, beta=beta,
-                           free_bits=free_bits, backend=backend, fused_head=fused_head)
+        bound = self.bound(
+            x,
+            num_samples=num_samples,
+            estimator=estimator,
+            beta=beta,
+            free_bits=free_bits,
+            backend=backend,
+            fused_head=fused_head,
+        )
         return -bound, bound

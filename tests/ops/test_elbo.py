@@ -15,8 +15,10 @@ B, D, J, H = 6, 12, 3, 8
 
 def decoders():
     torch.manual_seed(0)
-    return {"bernoulli": BernoulliDecoder(J, H, D, init_std=0.3).double(),
-            "gaussian": GaussianDecoder(J, H, D, init_std=0.3).double()}
+    return {
+        "bernoulli": BernoulliDecoder(J, H, D, init_std=0.3).double(),
+        "gaussian": GaussianDecoder(J, H, D, init_std=0.3).double(),
+    }
 
 
 def plain_bound(x, mu, logvar, eps, decoder, likelihood, estimator):
@@ -48,8 +50,17 @@ def test_matches_plain_pytorch(likelihood, estimator, num_samples):
     eps = randn(num_samples, B, J, seed=3)
     results = []
     for fn in (
-        lambda m, v: af.elbo(x, m, v, decoder, likelihood=likelihood, num_samples=num_samples,
-                             estimator=estimator, reduction="none", eps=eps),
+        lambda m, v: af.elbo(
+            x,
+            m,
+            v,
+            decoder,
+            likelihood=likelihood,
+            num_samples=num_samples,
+            estimator=estimator,
+            reduction="none",
+            eps=eps,
+        ),
         lambda m, v: plain_bound(x, m, v, eps, decoder, likelihood, estimator),
     ):
         m, v = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
@@ -103,8 +114,9 @@ def test_generic_and_analytic_agree_in_expectation():
     analytic = af.elbo(x, mu, logvar, decoder, estimator="analytic", **options)
     generic = af.elbo(x, mu, logvar, decoder, estimator="generic", **options)
     # The standard error of the generic estimate, from its per-sample terms (L separate draws).
-    terms = torch.stack([plain_bound(x, mu, logvar, eps[i:i + 1], decoder, "gaussian", "generic")
-                         for i in range(0, L, 100)])
+    terms = torch.stack(
+        [plain_bound(x, mu, logvar, eps[i : i + 1], decoder, "gaussian", "generic") for i in range(0, L, 100)]
+    )
     stderr = terms.std().item() / math.sqrt(L)
     assert abs(generic.item() - analytic.item()) < 4 * stderr
 
@@ -175,8 +187,9 @@ def test_a_shared_log_variance_gives_the_full_one_s_bound(backend, estimator):
     results = {}
     for form in ("full", "number", "0-dim", "(1, 1, 1, 1)", "per channel", "per row"):
         decoder = SharedVarianceDecoder(form)
-        bound = af.elbo(x, mu, logvar, decoder, likelihood="gaussian", num_samples=3, estimator=estimator,
-                        eps=eps, backend=backend)
+        bound = af.elbo(
+            x, mu, logvar, decoder, likelihood="gaussian", num_samples=3, estimator=estimator, eps=eps, backend=backend
+        )
         bound.backward()
         results[form] = (bound.detach(), decoder.mean.weight.grad, decoder.logvar.grad)
     for form, (bound, grad_mean, grad_logvar) in results.items():
@@ -212,24 +225,28 @@ def test_reference_backend_gives_the_same_bound(estimator):
     x, mu, logvar = rand(B, D), randn(B, J, seed=1), randn(B, J, seed=2, scale=0.5)
     eps = randn(3, B, J, seed=3)
     options = dict(likelihood="gaussian", num_samples=3, estimator=estimator, eps=eps, reduction="none")
-    torch.testing.assert_close(af.elbo(x, mu, logvar, decoder, backend="reference", **options),
-                               af.elbo(x, mu, logvar, decoder, **options), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        af.elbo(x, mu, logvar, decoder, backend="reference", **options),
+        af.elbo(x, mu, logvar, decoder, **options),
+        rtol=1e-9,
+        atol=1e-9,
+    )
 
 
 def test_log_importance_weights_give_the_iwae_bound():
     decoder = decoders()["bernoulli"]
     x, mu, logvar = rand(B, D).bernoulli(), randn(B, J, seed=1), randn(B, J, seed=2)
-    log_w = log_importance_weights(x, mu, logvar, decoder, num_samples=7,
-                                   generator=seeded(3))
+    log_w = log_importance_weights(x, mu, logvar, decoder, num_samples=7, generator=seeded(3))
     assert log_w.shape == (7, B)
-    expected = af.elbo(x, mu, logvar, decoder, num_samples=7, estimator="iwae", reduction="none",
-                       generator=seeded(3))
+    expected = af.elbo(x, mu, logvar, decoder, num_samples=7, estimator="iwae", reduction="none", generator=seeded(3))
     torch.testing.assert_close(torch.logsumexp(log_w, 0) - math.log(7), expected)
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-@pytest.mark.parametrize("estimator, reduction", [("analytic", "mean"), ("analytic", "sum"), ("analytic", "none"),
-                                                  ("generic", "mean"), ("iwae", "none")])
+@pytest.mark.parametrize(
+    "estimator, reduction",
+    [("analytic", "mean"), ("analytic", "sum"), ("analytic", "none"), ("generic", "mean"), ("iwae", "none")],
+)
 def test_fused_head_gives_the_same_bound_and_gradients(likelihood, estimator, reduction):
     # The paper's model with its decoder's head fused into the likelihood, against the decoder
     # called whole (fused_head=False), same noise, in float64.
@@ -250,7 +267,9 @@ def test_fused_head_gives_the_same_bound_and_gradients(likelihood, estimator, re
 def test_fused_head_is_used_and_can_be_turned_off(monkeypatch):
     calls = []
     original = af.ops.linear_bernoulli_log_prob
-    monkeypatch.setattr(af.ops, "linear_bernoulli_log_prob", lambda *a, **k: calls.append(k["reduction"]) or original(*a, **k))
+    monkeypatch.setattr(
+        af.ops, "linear_bernoulli_log_prob", lambda *a, **k: calls.append(k["reduction"]) or original(*a, **k)
+    )
     model = VAE.paper(data_dim=D, hidden=H, latent=J)
     x = torch.rand(B, D).bernoulli()
     model(x)
@@ -272,7 +291,12 @@ def test_a_decoder_with_a_head_is_fused_only_if_it_says_so():
 
     decoder = Unsquashed(J, H, D)
     f32 = dict(dtype=torch.float32)
-    x, mu, logvar, eps = rand(B, D, **f32), randn(B, J, **f32), randn(B, J, **f32, seed=1), randn(1, B, J, **f32, seed=2)
+    x, mu, logvar, eps = (
+        rand(B, D, **f32),
+        randn(B, J, **f32),
+        randn(B, J, **f32, seed=1),
+        randn(1, B, J, **f32, seed=2),
+    )
     expected = af.elbo(x, mu, logvar, decoder, likelihood="gaussian", eps=eps, backend="reference")
     torch.testing.assert_close(af.elbo(x, mu, logvar, decoder, likelihood="gaussian", eps=eps), expected)
     empty = af.elbo(x[:0], mu[:0], logvar[:0], VAE.paper(D, H, J).decoder, reduction="none")

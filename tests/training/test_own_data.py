@@ -20,7 +20,7 @@ def images(n=300, seed=0) -> torch.Tensor:
     corner = torch.randint(0, 4, (n,), generator=g)
     for i, c in enumerate(corner.tolist()):
         r, s = divmod(c, 2)
-        x[i, 0, 6 * r:6 * r + 6, 6 * s:6 * s + 6] = 1
+        x[i, 0, 6 * r : 6 * r + 6, 6 * s : 6 * s + 6] = 1
     return torch.bernoulli(0.1 + 0.8 * x, generator=g)
 
 
@@ -34,8 +34,9 @@ class ConvVAE(nn.Module):
 class ConvEncoder(nn.Module):
     def __init__(self, latent):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-                                 nn.Linear(8 * 6 * 6, 2 * latent))
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 8, 4, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 2 * latent)
+        )
 
     def forward(self, x):
         return self.net(x).chunk(2, dim=-1)
@@ -44,16 +45,28 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     def __init__(self, latent):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(latent, 8 * 6 * 6), nn.ReLU(), nn.Unflatten(1, (8, 6, 6)),
-                                 nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1))
+        self.net = nn.Sequential(
+            nn.Linear(latent, 8 * 6 * 6),
+            nn.ReLU(),
+            nn.Unflatten(1, (8, 6, 6)),
+            nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1),
+        )
 
     def forward(self, z):
         return self.net(z)  # logits of shape (B, 1, 12, 12)
 
 
 def config(tmp_path, **overrides) -> TrainConfig:
-    options = dict(batch_size=50, samples=3000, eval_every=1500, eval_points=200, out=str(tmp_path / "run"),
-                   plots=False, latent=3, hidden=32)
+    options = dict(
+        batch_size=50,
+        samples=3000,
+        eval_every=1500,
+        eval_points=200,
+        out=str(tmp_path / "run"),
+        plots=False,
+        latent=3,
+        hidden=32,
+    )
     options.update(overrides)
     return TrainConfig(**options)
 
@@ -97,6 +110,7 @@ def test_the_likelihood_follows_the_decoder(tmp_path):
     train(config(tmp_path, samples=200), model=model, train_data=x)
     with pytest.raises(ValueError, match="likelihood 'bernoulli' was asked for.*gaussian"):
         train(config(tmp_path, samples=200, likelihood="bernoulli", out=str(tmp_path / "b")), model=model, train_data=x)
+
     # One learned log-variance for every pixel (a fixed-variance VAE's): trained and evaluated.
     class SharedVariance(nn.Module):
         def __init__(self):
@@ -122,7 +136,9 @@ def test_bad_data_and_models_are_clear_errors(tmp_path):
     # A decoder ending in a sigmoid trained as logits ends near -D log 2 and looked like a result.
     probabilities = ConvVAE()
     probabilities.decoder.net.append(nn.Sigmoid())
-    with pytest.raises(ValueError, match=r"returned values all in \[0, 1\] .*must return logits .drop its final sigmoid"):
+    with pytest.raises(
+        ValueError, match=r"returned values all in \[0, 1\] .*must return logits .drop its final sigmoid"
+    ):
         train(config(tmp_path), model=probabilities, train_data=images(50))
     with pytest.raises(ValueError, match="shape \\(N, \\*event_shape\\)"):
         train(config(tmp_path), train_data=torch.rand(50))
@@ -148,8 +164,28 @@ def test_data_files_on_the_command_line(tmp_path, suffix, capsys):
     else:
         torch.save({"train": torch.from_numpy(x[:200]), "test": torch.from_numpy(x[200:])}, path)
     out = tmp_path / "run"
-    assert cli.main(["train", "--dataset", str(path), "--latent", "2", "--hidden", "32", "--batch-size", "40",
-                     "--samples", "800", "--eval-every", "400", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--dataset",
+                str(path),
+                "--latent",
+                "2",
+                "--hidden",
+                "32",
+                "--batch-size",
+                "40",
+                "--samples",
+                "800",
+                "--eval-every",
+                "400",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config, model = load_checkpoint(out)
     assert config.dataset == str(path.resolve())
     test_points = 24 if suffix == ".npy" else 40  # held out 10%, or the file's test array
@@ -165,14 +201,35 @@ def test_test_data_file_and_bad_files_on_the_command_line(tmp_path, capsys):
     np.save(tmp_path / "pixels.npy", (255 * images(50)).numpy())
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
     base = ["train", "--latent", "2", "--hidden", "16", "--batch-size", "20", "--samples", "100", "--no-plots"]
-    assert cli.main(base + ["--dataset", str(tmp_path / "train.npy"), "--test-data", str(tmp_path / "test.npy"),
-                            "--out", str(tmp_path / "ok")]) == 0
+    assert (
+        cli.main(
+            base
+            + [
+                "--dataset",
+                str(tmp_path / "train.npy"),
+                "--test-data",
+                str(tmp_path / "test.npy"),
+                "--out",
+                str(tmp_path / "ok"),
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(tmp_path / "ok")[0].test_data == str(tmp_path / "test.npy")
     capsys.readouterr()
-    for dataset, message in [("pixels.npy", "values in \\[0, 255\\]"), ("broken.npz", "cannot read data file"),
-                             ("missing.npy", "does not exist"), ("mnits", "--dataset takes a file path or one of")]:
-        assert cli.main(base + ["--dataset", str(tmp_path / dataset) if "." in dataset else dataset,
-                                "--out", str(tmp_path / "bad")]) == 2
+    for dataset, message in [
+        ("pixels.npy", "values in \\[0, 255\\]"),
+        ("broken.npz", "cannot read data file"),
+        ("missing.npy", "does not exist"),
+        ("mnits", "--dataset takes a file path or one of"),
+    ]:
+        assert (
+            cli.main(
+                base
+                + ["--dataset", str(tmp_path / dataset) if "." in dataset else dataset, "--out", str(tmp_path / "bad")]
+            )
+            == 2
+        )
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert re.search(message, err), err
