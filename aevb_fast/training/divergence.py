@@ -58,9 +58,11 @@ def first_result_samples(batch_size: int) -> int:
 
 def too_short_notice(samples_seen: int, steps: int, batch_size: int) -> str:
     need = first_result_samples(batch_size)
-    return (f"{samples_seen} samples ({steps} steps of {batch_size}) is too short to judge this run: a fresh "
-            f"model's bound swings for its first {TRANSIENT_STEPS} steps; a first result needs about "
-            f"{FIRST_RESULT_STEPS} steps, {short_count(need)} samples or more")
+    return (
+        f"{samples_seen} samples ({steps} steps of {batch_size}) is too short to judge this run: a fresh "
+        f"model's bound swings for its first {TRANSIENT_STEPS} steps; a first result needs about "
+        f"{FIRST_RESULT_STEPS} steps, {short_count(need)} samples or more"
+    )
 
 
 def _margin(reference: float) -> float:
@@ -78,6 +80,22 @@ def catastrophe_threshold(reference: float) -> float:
     """The bound below which a run has diverged at once: CATASTROPHE_FACTOR margins below the best
     so far (-54,843 for MNIST's untrained model; a convolutional VAE's first steps dip to -10^4)."""
     return reference - CATASTROPHE_FACTOR * _margin(reference)
+
+
+def test_bound_collapse(value: float, best: float | None) -> str | None:
+    """Why an evaluation's test bound is no result, whatever the training bound does, or None:
+    not finite, or CATASTROPHE_FACTOR margins below the best test bound so far (None: the first
+    evaluation). A model can fit its training points ever better while the likelihood of new
+    points collapses: a Gaussian whose variance shrinks around values the training data repeats
+    (grey-level MNIST's 0s) does."""
+    if not math.isfinite(value):
+        return "not finite"
+    if best is not None and value < catastrophe_threshold(best):
+        return (
+            f"below {catastrophe_threshold(best):.1f} ({CATASTROPHE_FACTOR:g} times further below the best "
+            f"test bound so far, {best:.1f}, than the divergence threshold)"
+        )
+    return None
 
 
 class DivergenceGuard:
@@ -111,13 +129,17 @@ class DivergenceGuard:
         if not math.isfinite(value):
             return False, "not finite"
         if value < catastrophe_threshold(reference):
-            return False, (f"below {catastrophe_threshold(reference):.1f} ({CATASTROPHE_FACTOR:g} times further "
-                           f"below the best bound so far, {reference:.1f}, than the divergence threshold)")
+            return False, (
+                f"below {catastrophe_threshold(reference):.1f} ({CATASTROPHE_FACTOR:g} times further "
+                f"below the best bound so far, {reference:.1f}, than the divergence threshold)"
+            )
         if too_short(step):
             return False, None  # the transient: not counted
         self.judged_low += 1
         if self.judged_low < DIVERGENCE_PATIENCE:
             return False, None
-        return False, (f"below {threshold:.1f}, the divergence threshold (the best bound so far, {reference:.1f}, "
-                       f"minus max(|best|, 100)), past the first {TRANSIENT_STEPS} steps, for {self.judged_low} "
-                       "checks in a row")
+        return False, (
+            f"below {threshold:.1f}, the divergence threshold (the best bound so far, {reference:.1f}, "
+            f"minus max(|best|, 100)), past the first {TRANSIENT_STEPS} steps, for {self.judged_low} "
+            "checks in a row"
+        )

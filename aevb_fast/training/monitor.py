@@ -20,6 +20,7 @@ from .divergence import (
     TrainingDidNotLearn,
     TrainingDiverged,
     did_not_learn,
+    test_bound_collapse,
     too_short,
     too_short_notice,
 )
@@ -49,14 +50,21 @@ class RunMonitor:
             self.eval_train = torch.bernoulli(self.eval_train, generator=generator)
         self.guard = DivergenceGuard()
         self.start_test: float | None = None
+        self.best_test: float | None = None
         self.saved_at: int | None = None
 
     def state_dict(self) -> dict:
-        return {"start_bound": self.guard.start, "best_bound": self.guard.best, "start_test_bound": self.start_test}
+        return {
+            "start_bound": self.guard.start,
+            "best_bound": self.guard.best,
+            "start_test_bound": self.start_test,
+            "best_test_bound": self.best_test,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.guard.start, self.start_test = state.get("start_bound"), state.get("start_test_bound")
         self.guard.best = state.get("best_bound")  # None in older checkpoints: the start is the reference
+        self.best_test = state.get("best_test_bound", self.start_test)
         self.saved_at = state["samples_seen"]
         if self.start_test is None:  # a checkpoint from before it was stored: the run's first record
             first = read_metrics(self.run_dir.path)[:1]
@@ -102,6 +110,7 @@ class RunMonitor:
         if self.guard.start is None:
             self.guard.start, self.start_test = record["train_elbo"], record["test_elbo"]
         record["healthy"] = self.check_bound(record["train_elbo"], "of the evaluation")
+        self.check_test_bound(record["test_elbo"], record["train_elbo"])
         if self.dist.is_main:
             self.run_dir.append_metrics(record)
         return record
@@ -112,16 +121,37 @@ class RunMonitor:
         healthy, why = self.guard.check(value, self.state.step, sets_best)
         if why is None:
             return healthy
-        if self.saved_at is not None:
-            kept = f"the last good checkpoint ({self.saved_at} samples) is {self.run_dir.checkpoint}"
-        else:
-            kept = "no checkpoint was written yet"
         state = self.state
         raise TrainingDiverged(
             f"train: diverged at step {state.step} ({state.samples_seen} samples seen, lr "
             f"{self.config.learning_rate(max(0, state.step - 1)):.3g}): the bound {when} is {value:.4g}, {why}; "
-            f"{kept}. Try a lower --lr."
+            f"{self._kept()}. Try a lower --lr."
         )
+
+    def check_test_bound(self, value: float, train_bound: float) -> None:
+        """Raises TrainingDiverged, saving nothing, when the test bound collapsed (divergence.py:
+        test_bound_collapse) though the training bound may be healthy; else records its best."""
+        why = test_bound_collapse(value, self.best_test)
+        if why is None:
+            self.best_test = value if self.best_test is None else max(self.best_test, value)
+            return
+        advice = "Try a lower --lr"
+        if self.objective.likelihood == "gaussian":
+            advice = (
+                "A Gaussian likelihood shrinks its variance around values that the training data repeats "
+                "(the 0s of grey-level images), so new points become ever less likely: binarize the data "
+                "for a Bernoulli likelihood, or add uniform noise below one grey level to the pixels"
+            )
+        state = self.state
+        raise TrainingDiverged(
+            f"train: the test bound collapsed at step {state.step} ({state.samples_seen} samples seen): it is "
+            f"{value:.4g}, {why}, while the training bound is {train_bound:.4g}; {self._kept()}. {advice}."
+        )
+
+    def _kept(self) -> str:
+        if self.saved_at is not None:
+            return f"the last good checkpoint ({self.saved_at} samples) is {self.run_dir.checkpoint}"
+        return "no checkpoint was written yet"
 
     def minibatch_bound(self, bounds: list[torch.Tensor]) -> float:
         """The median of this rank's minibatch bounds since the last call (for the progress bar:

@@ -189,6 +189,22 @@ def test_a_catastrophic_bound_is_divergence_at_once(tmp_path):
     assert trainer.monitor.guard.low_checks == 1
 
 
+def test_a_collapsed_test_bound_stops_the_run_though_the_training_bound_is_fine(tmp_path):
+    # A Gaussian on grey-level data: the training bound rose to +4334 while the test bound fell to
+    # -5.5e17, and the run went on to the end (a NaN test bound would have exited 0).
+    grey = data.from_arrays(torch.rand(200, 16, generator=torch.Generator().manual_seed(0)))
+    monitor = Trainer(small(tmp_path, likelihood="gaussian"), data=grey).monitor
+    monitor.check_test_bound(-100.0, -100.0)  # the first evaluation: the best so far
+    monitor.check_test_bound(-5000.0, 400.0)  # far below, not catastrophic: a result to read
+    with pytest.raises(TrainingDiverged, match=r"test bound collapsed .*: it is nan, not finite, while the training"):
+        monitor.check_test_bound(float("nan"), 400.0)
+    with pytest.raises(
+        TrainingDiverged, match=r"it is -1.6e\+07, below -10100.0 .100 times .* 4334; .*binarize the data"
+    ):
+        monitor.check_test_bound(-1.6e7, 4334.0)
+    assert monitor.state_dict()["best_test_bound"] == -100.0
+
+
 def test_the_progress_figure_is_the_median_and_divergence_sees_the_mean(tmp_path):
     trainer = Trainer(small(tmp_path, samples=2000))
     trainer.monitor.guard.start = -50.0
