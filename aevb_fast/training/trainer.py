@@ -51,8 +51,10 @@ from .step import TrainStep
 SYNC_EVERY = 20
 
 
-class TrainingStopped(Exception):
-    """Raised by train() after a SIGINT or SIGTERM, once the checkpoint is saved."""
+class TrainingStopped(KeyboardInterrupt):
+    """Raised by train() after a SIGINT or SIGTERM, once the checkpoint is saved. A
+    KeyboardInterrupt (after SIGTERM too), as an uncaught Ctrl-C is: a sweep's ``except
+    Exception`` does not swallow it and go on to its next run."""
 
     def __init__(self, signum: int, samples_seen: int, out: str):
         self.signum, self.samples_seen, self.out = signum, samples_seen, out
