@@ -363,10 +363,12 @@ def as_tensor(values, what: str = "data") -> Tensor:
 
 
 def image_shape_of(event_shape: tuple[int, ...]) -> tuple[int, int] | None:
-    """(height, width) for events that can be drawn as grey images: (H, W), (1, H, W), or (D,)
-    with D a square; None otherwise."""
+    """(height, width) for events that can be drawn as grey images: (H, W), (1, H, W), (H, W, 1)
+    (channels last, as numpy and TensorFlow keep images), or (D,) with D a square; None otherwise."""
     if len(event_shape) == 3 and event_shape[0] == 1:
         event_shape = event_shape[1:]
+    elif len(event_shape) == 3 and event_shape[2] == 1:
+        event_shape = event_shape[:2]
     if len(event_shape) == 2:
         return tuple(event_shape)
     if len(event_shape) == 1 and math.isqrt(event_shape[0]) ** 2 == event_shape[0]:

@@ -105,4 +105,10 @@ def plot_run(run: str | Path, model=None, data=None) -> list[Path]:
         except RunError as error:  # a run of the user's own model or in-memory data: the curve only
             print(f"aevb-fast plot: the learning curve only: {error}", file=sys.stderr)
             return paths
+    if data.image_shape is None:
+        print(
+            f"plots: the learning curve only: points of shape {tuple(data.event_shape)} are not grey images "
+            "((H, W), (1, H, W), (H, W, 1), or a square number of values)",
+            file=sys.stderr,
+        )
     return paths + pictures(model, data, run)

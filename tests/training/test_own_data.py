@@ -251,7 +251,21 @@ def test_eval_and_plot_of_a_python_run_say_what_is_missing(tmp_path, capsys):
 
 
 def test_image_shapes():
-    assert data.image_shape_of((1, 28, 28)) == (28, 28)
+    assert data.image_shape_of((1, 28, 28)) == (28, 28) == data.image_shape_of((28, 28, 1))
     assert data.image_shape_of((784,)) == (28, 28)
     assert data.image_shape_of((28, 20)) == (28, 20)
     assert data.image_shape_of((3, 8, 8)) is None and data.image_shape_of((10,)) is None
+
+
+def test_plot_draws_channels_last_images_and_says_why_it_draws_no_colour_ones(tmp_path, capsys):
+    # (N, 12, 12, 1) trained, and `plot` drew only the learning curve without a word.
+    np.save(tmp_path / "nhwc.npy", images(60).permute(0, 2, 3, 1).numpy())
+    np.save(tmp_path / "colour.npy", images(60).expand(-1, 3, -1, -1).numpy())
+    base = ["train", "--latent", "2", "--hidden", "16", "--batch-size", "20", "--samples", "40", "--threads", "1"]
+    for name, drawn in (("nhwc", True), ("colour", False)):
+        assert cli.main([*base, "--dataset", str(tmp_path / f"{name}.npy"), "--out", str(tmp_path / name)]) == 0
+        assert (tmp_path / name / "reconstructions.png").exists() == drawn
+        capsys.readouterr()
+        assert cli.main(["plot", str(tmp_path / name)]) == 0
+        note = "learning curve only: points of shape (3, 12, 12) are not grey images"
+        assert (note in capsys.readouterr().err) != drawn
