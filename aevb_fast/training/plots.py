@@ -26,8 +26,15 @@ def learning_curve(records: list[dict], path: Path, title: str = "") -> None:
     ax.plot(x, [r["test_elbo"] for r in records], "s--", markersize=4, label="test")
     unhealthy = [r for r in records if r.get("healthy") is False]
     if unhealthy:
-        ax.plot([r["samples_seen"] for r in unhealthy], [r["train_elbo"] for r in unhealthy], "x", color="red",
-                markersize=10, markeredgewidth=2, label="below the divergence threshold")
+        ax.plot(
+            [r["samples_seen"] for r in unhealthy],
+            [r["train_elbo"] for r in unhealthy],
+            "x",
+            color="red",
+            markersize=10,
+            markeredgewidth=2,
+            label="below the divergence threshold",
+        )
     positive = [v for v in x if v > 0]
     if positive:
         ax.set_xscale("symlog", linthresh=min(positive))
