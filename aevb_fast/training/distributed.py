@@ -90,7 +90,8 @@ class DistributedContext:
         """Destroys the process group after a successful run, while the interpreter is alive: a
         gloo group left to interpreter shutdown now and then aborts both ranks ("terminate called
         without an active exception"). This frees it only because nothing else holds it (see
-        __init__ and average_gradients). Not called when a rank raises: the others may wait in a
+        __init__ and average_gradients). Also after a stop or a divergence, which every rank meets at
+        the same step; not when a rank raises an error of its own: the others may wait in a
         collective that never completes, and the launcher ends them anyway."""
         if dist.is_initialized():
             dist.barrier()

@@ -314,7 +314,13 @@ def train(
     elif test_data is not None:
         raise ValueError("train: test_data was given without train_data")
     trainer = Trainer(config, model=model, data=data, resume=resume, overwrite=overwrite)
-    records = trainer.run()
+    try:
+        records = trainer.run()
+    except (TrainingStopped, TrainingDiverged):
+        # Every rank stops at the same step (the stop request and the bounds are agreed on), so
+        # the group can close: left open, gloo's threads abort a rank at exit under torchrun.
+        trainer.dist.close()
+        raise
     trainer.dist.check_ranks_agree(trainer.model)
     trainer.dist.close()
     # A resumed run that was already finished evaluates nothing: its last logged record.
