@@ -22,6 +22,18 @@ def check_model(model: nn.Module) -> None:
         )
 
 
+def _first_call(module, value: Tensor, call: str, what: str):
+    """The model's first call: a layer that does not fit the data's shape (a flat (N, 784) array
+    for a convolutional encoder, channels last) says which shape the trainer passed."""
+    try:
+        return module(value)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"train: {call} failed on {what} of shape {tuple(value.shape)} and dtype {value.dtype}: {first}"
+        ) from error
+
+
 @torch.no_grad()
 def decoder_likelihood(model: nn.Module, x: Tensor) -> str:
     """The likelihood a decoder's output implies on the minibatch ``x`` (a few points): a tensor
@@ -30,10 +42,10 @@ def decoder_likelihood(model: nn.Module, x: Tensor) -> str:
     was_training = model.training
     model.eval()
     try:
-        encoded = model.encoder(x)
+        encoded = _first_call(model.encoder, x, "model.encoder(x)", "x, a minibatch of the data as given,")
         if not (isinstance(encoded, (tuple, list)) and len(encoded) == 2 and encoded[0].dim() == 2):
             raise ValueError("train: model.encoder(x) must return (mu, logvar), each of shape (B, J)")
-        out = model.decoder(encoded[0])
+        out = _first_call(model.decoder, encoded[0], "model.decoder(z)", "z, the encoder's mu,")
     finally:
         model.train(was_training)
     if isinstance(out, Tensor):

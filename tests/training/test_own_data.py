@@ -148,6 +148,8 @@ def test_bad_data_and_models_are_clear_errors(tmp_path):
         train(config(tmp_path), train_data=torch.rand(10, 4), test_data=torch.rand(3, 5))
     with pytest.raises(ValueError, match="model must be an nn.Module with encoder"):
         train(config(tmp_path), model=nn.Linear(3, 3), train_data=torch.rand(10, 4))
+    with pytest.raises(ValueError, match=r"model.encoder\(x\) failed on x, .* of shape \(16, 144\) .*conv2d"):
+        train(config(tmp_path), model=ConvVAE(), train_data=images(50).flatten(1))  # a flat array for a conv VAE
     with pytest.raises(TypeError, match="must be a tensor, a numpy array or a torch Dataset"):
         train(config(tmp_path), train_data=[[0.0, 1.0]])
     assert not (tmp_path / "run").exists()  # nothing was written
