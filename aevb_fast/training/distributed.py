@@ -37,7 +37,7 @@ class DistributedContext:
 
     def shard(self, items: torch.Tensor) -> torch.Tensor:
         """This rank's share of a global minibatch (or of an evaluation set)."""
-        return items[self.rank::self.world]
+        return items[self.rank :: self.world]
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Every rank's gradients replaced by their mean, in one all-reduce.
@@ -56,7 +56,7 @@ class DistributedContext:
         flat /= self.world
         offset = 0
         for p in params:
-            p.grad = flat[offset:offset + p.numel()].view_as(p)
+            p.grad = flat[offset : offset + p.numel()].view_as(p)
             offset += p.numel()
 
     def sum(self, values: list[float]) -> list[float]:
@@ -83,8 +83,9 @@ class DistributedContext:
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
         if low.item() != high.item():
-            raise RuntimeError(f"train: the ranks' parameters differ after training (sums {low.item()} "
-                               f"to {high.item()})")
+            raise RuntimeError(
+                f"train: the ranks' parameters differ after training (sums {low.item()} to {high.item()})"
+            )
 
     def close(self) -> None:
         """Destroys the process group after a successful run, while the interpreter is alive: a
