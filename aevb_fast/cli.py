@@ -232,11 +232,13 @@ def cmd_train(args) -> int:
     try:
         return _train(args)
     except KeyboardInterrupt:  # before the trainer's own handler is in place (imports, data) or after it
+        from .training.options import resume_command
+
         out = Path(args.out) if args.out else None
         if out is not None and (out / "checkpoint.pt").is_file():
             print(
-                f"\naevb-fast train: interrupted (Ctrl-C); {out} holds the run's last checkpoint "
-                f"(continue it with: aevb-fast train --resume --out {out}; a finished one: aevb-fast plot {out})",
+                f"\naevb-fast train: interrupted (Ctrl-C); {out} holds the run's last checkpoint (continue it "
+                f"with: {resume_command(str(out), threads=args.threads)}; a finished one: aevb-fast plot {out})",
                 file=sys.stderr,
             )
         else:
@@ -309,8 +311,7 @@ def _train(args) -> int:
                     f"its training is complete (nothing to resume); draw its pictures with: aevb-fast plot {stop.out}"
                 )
             else:
-                processes = int(os.environ.get("WORLD_SIZE", "1"))
-                then = f"resume with: {resume_command(stop.out, processes, args.threads)}"
+                then = f"resume with: {resume_command(stop.out, threads=args.threads)}"
             print(f"aevb-fast train: {str(stop).removeprefix('train: ')}; {then}", file=sys.stderr)
         return 128 + stop.signum
     except (FileNotFoundError, ValueError, TypeError, RunError) as error:
@@ -922,7 +923,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in AUTO_THREADS:
             _choose_threads(args, device)
         return args.func(args)  # the layers are imported here, as each command needs them
-    except KeyboardInterrupt:  # train says what it kept itself; the bench keeps the rows it saved
+    except KeyboardInterrupt as interrupt:  # train says what it kept itself; the bench keeps the rows it saved
+        if hasattr(interrupt, "signum"):  # a training run stopped by a signal (TrainingStopped), its checkpoint saved
+            stopped = str(interrupt).removeprefix("train: ")
+            print(f"\naevb-fast {args.command}: {stopped}; the same command goes on from there", file=sys.stderr)
+            return 128 + interrupt.signum
         saving = args.command == "bench" and (getattr(args, "save", False) or getattr(args, "out", ""))
         saved = "; the rows measured so far are saved" if saving else ""
         print(f"\naevb-fast {args.command}: interrupted (Ctrl-C){saved}", file=sys.stderr)

@@ -143,21 +143,36 @@ def _log_likelihood(
         raise ValueError("elbo: a Gaussian decoder must return a (mean, logvar) pair")
     mean, logvar = out
     return ops.gaussian_log_prob(
-        x, mean.reshape(shape), _sample_rows(logvar, shape), event_dims=event_dims, reduction=reduction
+        x, mean.reshape(shape), _log_variance_for(logvar, mean, shape), event_dims=event_dims, reduction=reduction
     )
 
 
-def _sample_rows(value: Tensor | float, shape: tuple[int, ...]) -> Tensor | float:
-    """A decoder output of L * B rows as ``shape`` (L, B, *event), like the mean; one that is
-    shared (a number, a learned scalar or per-pixel log-variance: fewer rows, or none) as it is,
-    for the op to broadcast."""
-    if not isinstance(value, Tensor) or value.dim() == 0:
-        return value
-    if value.numel() == math.prod(shape):
-        return value.reshape(shape)
-    if value.shape[0] == shape[0] * shape[1]:  # a row each, broadcast over the event (e.g. (L B, 1, 1, 1))
-        return value.reshape(shape[0], shape[1], *value.shape[1:])
-    return value
+def _log_variance_for(logvar: Tensor | float, mean: Tensor, shape: tuple[int, ...]) -> Tensor | float:
+    """The decoder's log-variance, which broadcasts against its ``mean`` (L * B rows, in the
+    decoder's layout), laid out against ``shape`` = (L, B, *x's event) for the op: a full tensor
+    reshaped as the mean is; one with a row each (leading L * B, as (L B, 1, 1, 1)) split into
+    (L, B); one shared by the rows (a number, a learned scalar, (C, 1, 1), a row of the mean's
+    shape) as it is, or in x's event shape where the decoder's layout is not x's (flat)."""
+    if not isinstance(logvar, Tensor) or logvar.dim() == 0:
+        return logvar
+    rows, event = shape[0] * shape[1], shape[2:]
+    if logvar.numel() == math.prod(shape):
+        return logvar.reshape(shape)
+    same_layout = tuple(mean.shape[1:]) == tuple(event)
+    if logvar.dim() == mean.dim() and logvar.shape[0] == rows and rows > 1:  # a row each
+        if same_layout:
+            return logvar.reshape(shape[0], shape[1], *logvar.shape[1:])
+        if logvar.numel() == rows:
+            return logvar.reshape(shape[0], shape[1], *(1,) * len(event))
+    elif same_layout or logvar.numel() == 1:
+        return logvar  # shared by the rows: the op broadcasts it
+    elif logvar.numel() == math.prod(event):
+        return logvar.reshape(event)
+    raise ValueError(
+        f"elbo: the decoder's logvar has shape {tuple(logvar.shape)}, which its mean of shape "
+        f"{tuple(mean.shape)} does not lay out on the data's points of shape {tuple(event)}: return "
+        "it in the mean's shape, or as a number"
+    )
 
 
 def _log_prior_minus_posterior(z: Tensor, mu: Tensor, logvar: Tensor, ops=ops) -> Tensor:

@@ -77,7 +77,7 @@ def _train_to(out: Path, samples: int, **config_fields) -> None:
         )
     if checkpoint.is_file():
         config = config_from_state(RunDirectory(out).load())
-        config.samples = samples
+        config.out, config.samples = str(out), samples  # where the run is now (the root may have moved)
         train(config, resume=True)
     else:
         train(TrainConfig(out=str(out), samples=samples, plots=False, **config_fields))

@@ -82,7 +82,7 @@ def catastrophe_threshold(reference: float) -> float:
     return reference - CATASTROPHE_FACTOR * _margin(reference)
 
 
-def test_bound_collapse(value: float, best: float | None) -> str | None:
+def collapsed_test_bound(value: float, best: float | None) -> str | None:
     """Why an evaluation's test bound is no result, whatever the training bound does, or None:
     not finite, or CATASTROPHE_FACTOR margins below the best test bound so far (None: the first
     evaluation). A model can fit its training points ever better while the likelihood of new

@@ -19,8 +19,8 @@ from .divergence import (
     TooShortToJudge,
     TrainingDidNotLearn,
     TrainingDiverged,
+    collapsed_test_bound,
     did_not_learn,
-    test_bound_collapse,
     too_short,
     too_short_notice,
 )
@@ -64,11 +64,11 @@ class RunMonitor:
     def load_state_dict(self, state: dict) -> None:
         self.guard.start, self.start_test = state.get("start_bound"), state.get("start_test_bound")
         self.guard.best = state.get("best_bound")  # None in older checkpoints: the start is the reference
-        self.best_test = state.get("best_test_bound", self.start_test)
         self.saved_at = state["samples_seen"]
         if self.start_test is None:  # a checkpoint from before it was stored: the run's first record
             first = read_metrics(self.run_dir.path)[:1]
             self.start_test = first[0]["test_elbo"] if first and first[0]["samples_seen"] == 0 else None
+        self.best_test = state.get("best_test_bound", self.start_test)  # older checkpoints: the start
 
     @torch.no_grad()
     def bound(self, x: torch.Tensor) -> float:
@@ -130,17 +130,17 @@ class RunMonitor:
 
     def check_test_bound(self, value: float, train_bound: float) -> None:
         """Raises TrainingDiverged, saving nothing, when the test bound collapsed (divergence.py:
-        test_bound_collapse) though the training bound may be healthy; else records its best."""
-        why = test_bound_collapse(value, self.best_test)
+        collapsed_test_bound) though the training bound may be healthy; else records its best."""
+        why = collapsed_test_bound(value, self.best_test)
         if why is None:
             self.best_test = value if self.best_test is None else max(self.best_test, value)
             return
         advice = "Try a lower --lr"
         if self.objective.likelihood == "gaussian":
             advice = (
-                "A Gaussian likelihood shrinks its variance around values that the training data repeats "
-                "(the 0s of grey-level images), so new points become ever less likely: binarize the data "
-                "for a Bernoulli likelihood, or add uniform noise below one grey level to the pixels"
+                "A Gaussian whose variance is learned can shrink it around values that the training data "
+                "repeats (the 0s of grey-level images), so that new points become ever less likely: binarize "
+                "the data for a Bernoulli likelihood, or add uniform noise below one grey level to the pixels"
             )
         state = self.state
         raise TrainingDiverged(

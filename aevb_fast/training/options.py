@@ -4,6 +4,7 @@ parses and calls these."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,10 +68,20 @@ def default_run_dir(given: dict) -> str:
     return name
 
 
-def resume_command(out: str, processes: int, threads: int = 0) -> str:
+def resume_command(out: str, processes: int | None = None, threads: int = 0) -> str:
     """The command that continues the run in `out` as it ran: as many processes (each has its own
-    random streams) and, where given, the same threads (resume is bit for bit on the same count)."""
-    command = f"torchrun --nproc-per-node {processes} -m aevb_fast.cli" if processes > 1 else "aevb-fast"
+    random streams; None: this run's own, from torchrun's environment) and, where given, the same
+    threads (resume is bit for bit on the same count)."""
+    per_node = processes
+    if processes is None:
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
+    if processes == 1:
+        command = "aevb-fast"
+    elif per_node == processes:
+        command = f"torchrun --nproc-per-node {processes} -m aevb_fast.cli"
+    else:  # several machines: the user adds their rendezvous options
+        command = f"torchrun --nnodes {processes // per_node} --nproc-per-node {per_node} ... -m aevb_fast.cli"
     return f"{command} train --resume --out {out}" + (f" --threads {threads}" if threads else "")
 
 

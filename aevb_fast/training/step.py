@@ -22,8 +22,8 @@ from .state import TrainState
 
 
 class TrainStep:
-    """``step()`` takes one optimizer step of the run and returns the minibatch's bound (before
-    the step), on the device; ``self.optimizer`` is the run's optimizer."""
+    """Called, takes one optimizer step of the run and returns the minibatch's bound (before the
+    step), on the device; ``self.optimizer`` is the run's optimizer."""
 
     def __init__(
         self,

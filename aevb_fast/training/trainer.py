@@ -127,7 +127,8 @@ class Trainer:
             ran = "one process" if saved["world"] == 1 else f"{saved['world']} processes (torchrun)"
             raise ValueError(
                 f"train: the run in {config.out} ran as {ran} and is resumed as {self.dist.world}; resume it "
-                f"as it ran (each process has its own random streams): {resume_command(config.out, saved['world'])}"
+                f"with as many, as it ran (each process has its own random streams; from the command line: "
+                f"{resume_command(config.out, saved['world'])})"
             )
         if saved is None and self.dist.is_main:
             self.run_dir.refuse_existing(overwrite)
@@ -319,7 +320,9 @@ def train(
     except (TrainingStopped, TrainingDiverged):
         # Every rank stops at the same step (the stop request and the bounds are agreed on), so
         # the group can close: left open, gloo's threads abort a rank at exit under torchrun.
-        trainer.dist.close()
+        # The verdict is what the user needs; a failure to close must not replace it.
+        with contextlib.suppress(Exception):
+            trainer.dist.close()
         raise
     trainer.dist.check_ranks_agree(trainer.model)
     trainer.dist.close()

@@ -157,46 +157,59 @@ def test_decoder_output_is_checked():
         af.elbo(rand(B, D), randn(B, J), randn(B, J), decoders()["bernoulli"], likelihood="gaussian")
 
 
-class SharedVarianceDecoder(torch.nn.Module):
-    """z -> (mean of shape (N, 3, 2, 2), logvar): the log-variance one learned value, or one per
-    channel, or per row, as fixed-variance and MSE-style VAEs have it; "full" expands it to the
-    mean's shape."""
+class CompactVarianceDecoder(torch.nn.Module):
+    """z -> (mean, logvar), the mean of shape (N, *layout), the log-variance a learned tensor of
+    shape ``compact`` (distinct values) that broadcasts against it, or, with ``full``, that
+    tensor expanded to the mean's shape: the two must give one bound."""
 
-    def __init__(self, form):
+    def __init__(self, layout, compact, full=False):
         super().__init__()
         torch.manual_seed(0)
-        self.form, self.mean = form, torch.nn.Linear(J, 12).double()
-        self.logvar = torch.nn.Parameter(torch.tensor(-0.7, dtype=torch.float64))
+        self.layout, self.full = layout, full
+        self.mean = torch.nn.Linear(J, math.prod(layout)).double()
+        size = math.prod(c for c in compact if c > 0)
+        self.logvar = torch.nn.Parameter(torch.linspace(-1.5, 0.5, max(size, 1), dtype=torch.float64).reshape(compact))
 
     def forward(self, z):
-        mean = torch.sigmoid(self.mean(z)).reshape(-1, 3, 2, 2)
-        shapes = {"0-dim": (), "(1, 1, 1, 1)": (1, 1, 1, 1), "per channel": (3, 1, 1), "per row": (len(z), 1, 1, 1)}
-        if self.form == "number":
-            return mean, -0.7
-        if self.form == "full":
-            return mean, self.logvar.expand_as(mean)
-        return mean, self.logvar.expand(shapes[self.form])
+        mean = torch.sigmoid(self.mean(z)).reshape(-1, *self.layout)
+        return mean, self.logvar.expand_as(mean) if self.full else self.logvar
+
+
+# (decoder layout, log-variance shape): L = 4 samples of B = 1 point, so L * B = 4 = C, which a
+# per-channel log-variance must not be taken for a row each.
+COMPACT_CASES = [
+    ((4, 2, 2), ()),  # one learned value
+    ((4, 2, 2), (1, 1, 1, 1)),
+    ((4, 2, 2), (4, 1, 1)),  # per channel, C = L * B
+    ((4, 2, 2), (4, 1, 1, 1)),  # a row each
+    ((4, 2, 2), (4, 4, 1, 1)),  # a row and a channel each
+    ((4, 2, 2), (1, 4, 2, 2)),  # per element, shared by the rows
+    ((16,), (4, 1)),  # a flat decoder on image data: a row each
+    ((16,), (16,)),  # a flat decoder on image data: per pixel, shared
+]
 
 
 @pytest.mark.parametrize("backend", ["fused", "reference"])
-@pytest.mark.parametrize("estimator", ["analytic", "iwae"])
-def test_a_shared_log_variance_gives_the_full_one_s_bound(backend, estimator):
+@pytest.mark.parametrize("layout,compact", COMPACT_CASES, ids=[f"{a}-{b}" for a, b in COMPACT_CASES])
+def test_a_compact_log_variance_gives_the_full_one_s_bound(backend, layout, compact):
     # A decoder returning a scalar or per-channel log-variance crashed in the ELBO's reshape.
-    x = rand(B, 3, 2, 2, seed=0)
-    mu, logvar, eps = randn(B, J, seed=1), randn(B, J, seed=2, scale=0.5), randn(3, B, J, seed=3)
-    results = {}
-    for form in ("full", "number", "0-dim", "(1, 1, 1, 1)", "per channel", "per row"):
-        decoder = SharedVarianceDecoder(form)
-        bound = af.elbo(
-            x, mu, logvar, decoder, likelihood="gaussian", num_samples=3, estimator=estimator, eps=eps, backend=backend
-        )
-        bound.backward()
-        results[form] = (bound.detach(), decoder.mean.weight.grad, decoder.logvar.grad)
-    for form, (bound, grad_mean, grad_logvar) in results.items():
-        torch.testing.assert_close(bound, results["full"][0], rtol=1e-12, atol=0, msg=form)
-        torch.testing.assert_close(grad_mean, results["full"][1], rtol=1e-12, atol=0, msg=form)
-        if form != "number":
-            torch.testing.assert_close(grad_logvar, results["full"][2], rtol=1e-12, atol=0, msg=form)
+    x = rand(1, 4, 2, 2, seed=0)
+    mu, logvar, eps = randn(1, J, seed=1), randn(1, J, seed=2, scale=0.5), randn(4, 1, J, seed=3)
+    results = []
+    for full in (False, True):
+        decoder = CompactVarianceDecoder(layout, compact, full)
+        bound = af.elbo(x, mu, logvar, decoder, likelihood="gaussian", num_samples=4, eps=eps, backend=backend,
+                        reduction="none")
+        bound.sum().backward()
+        results.append((bound.detach(), decoder.mean.weight.grad, decoder.logvar.grad))
+    for compact_result, full_result in zip(*results):
+        torch.testing.assert_close(compact_result, full_result, rtol=1e-12, atol=0)
+
+
+def test_a_log_variance_that_fits_neither_is_a_clear_error():
+    decoder = CompactVarianceDecoder((16,), (8,))
+    with pytest.raises(ValueError, match=r"logvar has shape \(8,\), which its mean of shape \(4, 16\) does not"):
+        af.elbo(rand(1, 4, 2, 2), randn(1, J), randn(1, J), decoder, likelihood="gaussian", num_samples=4)
 
 
 def test_vae_paper_model_and_compile():

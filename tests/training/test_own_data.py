@@ -136,10 +136,11 @@ def test_bad_data_and_models_are_clear_errors(tmp_path):
     # A decoder ending in a sigmoid trained as logits ends near -D log 2 and looked like a result.
     probabilities = ConvVAE()
     probabilities.decoder.net.append(nn.Sigmoid())
-    with pytest.raises(
-        ValueError, match=r"returned values all in \[0, 1\] .*must return logits .drop its final sigmoid"
-    ):
+    with pytest.raises(ValueError, match=r"returned values all between 0 and 1 .*must return logits .drop its final"):
         train(config(tmp_path), model=probabilities, train_data=images(50))
+    zero_init = ConvVAE()  # a zero-initialised output layer's logits are all 0: not probabilities
+    torch.nn.init.zeros_(zero_init.decoder.net[-1].weight), torch.nn.init.zeros_(zero_init.decoder.net[-1].bias)
+    train(config(tmp_path, samples=100, out=str(tmp_path / "zero")), model=zero_init, train_data=images(50))
     with pytest.raises(ValueError, match="shape \\(N, \\*event_shape\\)"):
         train(config(tmp_path), train_data=torch.rand(50))
     with pytest.raises(ValueError, match="NaN or infinite"):

@@ -132,6 +132,16 @@ def test_a_log_without_checkpoint_is_not_silently_restarted(tmp_path):
         reproduce._train_to(out, 1000, dataset="frey")
 
 
+def test_a_moved_root_resumes_its_runs_where_they_are(tmp_path):
+    # The stored run directory was resumed: a copied root grew the original, a moved one failed.
+    first, moved = tmp_path / "first" / "run", tmp_path / "moved" / "run"
+    small = dict(dataset="synthetic", latent=2, hidden=16, batch_size=50, eval_every=100)
+    reproduce._train_to(first, 100, **small)
+    first.parent.rename(moved.parent)
+    reproduce._train_to(moved, 200, **small)
+    assert [r["samples_seen"] for r in read_metrics(moved)] == [0, 100, 200] and not first.parent.exists()
+
+
 def test_report_without_runs_is_refused_and_keeps_the_old_report(tmp_path, capsys):
     # A mistyped --root: one line, exit 2, and the report there is not replaced by an empty one.
     md = tmp_path / "reproduction.md"
@@ -140,3 +150,19 @@ def test_report_without_runs_is_refused_and_keeps_the_old_report(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no runs under" in err and "\n" not in err, err
     assert md.read_text() == "the old report\n"
+
+
+def test_reproduce_stopped_by_sigterm_exits_143_and_says_what_was_kept(tmp_path, capsys, monkeypatch):
+    # TrainingStopped is a KeyboardInterrupt: the command's Ctrl-C handler said "interrupted
+    # (Ctrl-C)" and exited 130 after a SIGTERM.
+    import signal
+
+    from aevb_fast.training import TrainingStopped
+
+    def stopped(*args, **kwargs):
+        raise TrainingStopped(signal.SIGTERM, 500, str(tmp_path / "run"))
+
+    monkeypatch.setattr(reproduce, "figure2", stopped)
+    assert cli.main(["reproduce", "figure2", "--dataset", "frey", "--root", str(tmp_path), "--threads", "1"]) == 143
+    err = capsys.readouterr().err
+    assert f"stopped by SIGTERM at 500 samples; checkpoint saved in {tmp_path / 'run'}" in err and "Ctrl-C" not in err

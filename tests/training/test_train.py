@@ -206,6 +206,26 @@ def test_a_collapsed_test_bound_stops_the_run_though_the_training_bound_is_fine(
     assert monitor.state_dict()["best_test_bound"] == -100.0
 
 
+def test_an_evaluation_whose_test_bound_collapsed_stops_the_run_and_keeps_the_last_checkpoint(tmp_path):
+    grey = data.from_arrays(torch.rand(200, 16, generator=torch.Generator().manual_seed(0)))
+    trainer = Trainer(small(tmp_path, likelihood="gaussian", samples=600, eval_every=200), data=grey)
+    bound = trainer.monitor.bound
+    evaluations = []
+
+    def collapsing(x):  # the third evaluation's test bound collapses; the training bound is fine
+        value = bound(x)
+        if x is trainer.monitor.test:
+            evaluations.append(value)
+            return -1e9 if len(evaluations) == 3 else value
+        return value
+
+    trainer.monitor.bound = collapsing
+    with pytest.raises(TrainingDiverged, match="the test bound collapsed at step 8 .400 samples seen.: it is -1e"):
+        trainer.run()
+    assert [r["samples_seen"] for r in read(tmp_path / "run")] == [0, 200]
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["samples_seen"] == 200
+
+
 def test_the_progress_figure_is_the_median_and_divergence_sees_the_mean(tmp_path):
     trainer = Trainer(small(tmp_path, samples=2000))
     trainer.monitor.guard.start = -50.0

@@ -195,9 +195,9 @@ def test_resume_with_another_process_count_gives_the_command_that_resumes(tmp_pa
     code, err = run_cli(capsys, "train", "--resume", "--out", str(out), "--samples", "1000")
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
-        f"aevb-fast train: the run in {out} ran as 2 processes (torchrun) and is resumed as 1; resume it as it "
-        f"ran (each process has its own random streams): torchrun --nproc-per-node 2 -m aevb_fast.cli train "
-        f"--resume --out {out}"
+        f"aevb-fast train: the run in {out} ran as 2 processes (torchrun) and is resumed as 1; resume it with as "
+        f"many, as it ran (each process has its own random streams; from the command line: torchrun "
+        f"--nproc-per-node 2 -m aevb_fast.cli train --resume --out {out})"
     )
 
 
