@@ -198,8 +198,9 @@ def test_a_compact_log_variance_gives_the_full_one_s_bound(backend, layout, comp
     results = []
     for full in (False, True):
         decoder = CompactVarianceDecoder(layout, compact, full)
-        bound = af.elbo(x, mu, logvar, decoder, likelihood="gaussian", num_samples=4, eps=eps, backend=backend,
-                        reduction="none")
+        bound = af.elbo(
+            x, mu, logvar, decoder, likelihood="gaussian", num_samples=4, eps=eps, backend=backend, reduction="none"
+        )
         bound.sum().backward()
         results.append((bound.detach(), decoder.mean.weight.grad, decoder.logvar.grad))
     for compact_result, full_result in zip(*results):
