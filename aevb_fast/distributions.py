@@ -17,6 +17,7 @@ use the same classes from ``aevb_fast.contrib.pyro``.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -30,14 +31,25 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 def _check_event_dims(event_dims: int, tensor: Tensor, name: str, cls: str) -> int:
     if isinstance(event_dims, bool) or not isinstance(event_dims, int) or not 0 <= event_dims <= tensor.dim():
-        raise ValueError(f"{cls}: event_dims must be an int between 0 and {name}.dim() = {tensor.dim()}, "
-                         f"got {event_dims!r}")
+        raise ValueError(
+            f"{cls}: event_dims must be an int between 0 and {name}.dim() = {tensor.dim()}, got {event_dims!r}"
+        )
     return event_dims
 
 
 def _sample_count(sample_shape) -> tuple[torch.Size, int]:
     sample_shape = torch.Size(sample_shape)
     return sample_shape, sample_shape.numel()
+
+
+def look_like_probabilities(logits: Tensor) -> bool:
+    """Whether a decoder's output passed as logits looks like probabilities (a final sigmoid): at
+    least 64 values, all in [0, 1], not all equal. Real logits spread on both sides of 0; a handful
+    may sit in [0, 1] by chance, hundreds will not; a zero-initialised output layer's are all 0."""
+    if logits.numel() < 64:
+        return False
+    low, high = torch.aminmax(logits.detach())
+    return bool(low >= 0) and bool(high <= 1) and bool(high > low)
 
 
 class DiagonalNormal(Distribution):
@@ -56,10 +68,14 @@ class DiagonalNormal(Distribution):
     arg_constraints = {"loc": constraints.real, "logvar": constraints.real}
     has_rsample = True
 
-    def __init__(self, loc: Tensor, logvar: Tensor, event_dims: int = 1, validate_args: bool | None = None):
-        if not isinstance(loc, Tensor) or not isinstance(logvar, Tensor):
-            raise TypeError(f"DiagonalNormal: loc and logvar must be tensors, got {type(loc).__name__} "
-                            f"and {type(logvar).__name__}")
+    def __init__(self, loc: Tensor, logvar: Tensor | float, event_dims: int = 1, validate_args: bool | None = None):
+        # One of them may be a Python number (a fixed log-variance), as the ops and Normal take it.
+        numbers = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in (loc, logvar)]
+        if not all(isinstance(v, Tensor) or n for v, n in zip((loc, logvar), numbers)) or all(numbers):
+            raise TypeError(
+                f"DiagonalNormal: loc and logvar must be tensors (one may be a Python number), got "
+                f"{type(loc).__name__} and {type(logvar).__name__}"
+            )
         self.loc, self.logvar = broadcast_all(loc, logvar)
         self._event_dims = _check_event_dims(event_dims, self.loc, "loc", "DiagonalNormal")
         split = self.loc.dim() - event_dims
@@ -104,15 +120,34 @@ class DiagonalNormal(Distribution):
         return z.reshape(sample_shape + self.loc.shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        if self._validate_args and (not isinstance(value, Tensor) or value.numel()):  # torch's check fails on empty tensors
+        if self._validate_args and (
+            not isinstance(value, Tensor) or value.numel()
+        ):  # torch's check fails on empty tensors
             self._validate_sample(value)
         # log N(value; loc, v) = log N(loc; value, v): when value has leading sample dims that loc
         # lacks, loc takes the operator's broadcast x slot and value the mean's, so loc is not copied.
         # (Not while a JIT traces: comparing shapes there warns, and the operator broadcasts anyway.)
-        if (not torch.jit.is_tracing() and isinstance(value, Tensor) and value.dim() > self.loc.dim()
-                and value.dtype == self.loc.dtype and value.shape[value.dim() - self.loc.dim():] == self.loc.shape):
+        if (
+            not torch.jit.is_tracing()
+            and isinstance(value, Tensor)
+            and value.dim() > self.loc.dim()
+            and value.dtype == self.loc.dtype
+            and value.shape[value.dim() - self.loc.dim() :] == self.loc.shape
+        ):
             return ops.gaussian_log_prob(self.loc, value, self.logvar, event_dims=self._event_dims)
         return ops.gaussian_log_prob(value, self.loc, self.logvar, event_dims=self._event_dims)
+
+    def cdf(self, value: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "DiagonalNormal has no cdf: its event is a vector; for one variable at a time use "
+            "torch.distributions.Normal(q.loc, q.stddev).cdf(value)"
+        )
+
+    def icdf(self, value: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "DiagonalNormal has no icdf: its event is a vector; for one variable at a time use "
+            "torch.distributions.Normal(q.loc, q.stddev).icdf(value)"
+        )
 
     def entropy(self) -> Tensor:
         per_element = 0.5 + _HALF_LOG_2PI + 0.5 * self.logvar
@@ -132,15 +167,17 @@ class StandardNormal(Distribution):
     arg_constraints: dict = {}
     has_rsample = True
 
-    def __init__(self, event_shape, batch_shape=torch.Size(), *, device=None, dtype=None,
-                 validate_args: bool | None = None):
+    def __init__(
+        self, event_shape, batch_shape=torch.Size(), *, device=None, dtype=None, validate_args: bool | None = None
+    ):
         if isinstance(event_shape, int):
             event_shape = (event_shape,)
         try:
             event_shape, batch_shape = torch.Size(event_shape), torch.Size(batch_shape)
         except TypeError:
-            raise TypeError(f"StandardNormal: event_shape and batch_shape must be sizes, got {event_shape!r} "
-                            f"and {batch_shape!r}") from None
+            raise TypeError(
+                f"StandardNormal: event_shape and batch_shape must be sizes, got {event_shape!r} and {batch_shape!r}"
+            ) from None
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype if dtype is not None else torch.get_default_dtype()
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
@@ -179,16 +216,43 @@ class StandardNormal(Distribution):
         return torch.randn(self._extended_shape(sample_shape), device=self.device, dtype=self.dtype)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        if self._validate_args and (not isinstance(value, Tensor) or value.numel()):  # torch's check fails on empty tensors
+        if self._validate_args and (
+            not isinstance(value, Tensor) or value.numel()
+        ):  # torch's check fails on empty tensors
             self._validate_sample(value)
         dims = len(self.event_shape)
         per_element = -0.5 * value.square() - _HALF_LOG_2PI
+        if not torch.jit.is_tracing():  # (comparing shapes while a JIT traces warns)
+            # A value broadcasts against the batch and event shapes, as torch's Independent(Normal)
+            # does: a (4, 1) value counts each of 20 events' elements, a (4, 10) one is refused.
+            try:
+                shape = torch.broadcast_shapes(per_element.shape, self.batch_shape + self.event_shape)
+            except RuntimeError:
+                raise ValueError(
+                    f"StandardNormal.log_prob: value of shape {tuple(value.shape)} does not broadcast "
+                    f"with batch_shape {tuple(self.batch_shape)} + event_shape "
+                    f"{tuple(self.event_shape)}"
+                ) from None
+            per_element = per_element.expand(shape)
         log_prob = per_element.sum(tuple(range(-dims, 0))) if dims else per_element
         return log_prob.expand(torch.broadcast_shapes(log_prob.shape, self.batch_shape))
 
+    def cdf(self, value: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "StandardNormal has no cdf: its event is a vector; for one variable at a time use "
+            "torch.distributions.Normal(0.0, 1.0).cdf(value)"
+        )
+
+    def icdf(self, value: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "StandardNormal has no icdf: its event is a vector; for one variable at a time use "
+            "torch.distributions.Normal(0.0, 1.0).icdf(value)"
+        )
+
     def entropy(self) -> Tensor:
-        return torch.full(self.batch_shape, (0.5 + _HALF_LOG_2PI) * self.event_shape.numel(),
-                          device=self.device, dtype=self.dtype)
+        return torch.full(
+            self.batch_shape, (0.5 + _HALF_LOG_2PI) * self.event_shape.numel(), device=self.device, dtype=self.dtype
+        )
 
 
 class BernoulliLogits(Distribution):
@@ -200,7 +264,7 @@ class BernoulliLogits(Distribution):
     wrong objective with no error. Keep the pre-sigmoid output: ``BernoulliLogits(decoder_logits)``,
     and apply ``torch.sigmoid`` only to show images. With ``validate_args`` (torch's default,
     until the first ``torch.compile`` in the process turns the default off), logits that all lie
-    in [0, 1] are refused as probably probabilities.
+    in [0, 1] get a warning: probably probabilities.
 
     ``log_prob(x)`` runs the fused log-likelihood ``sum(x * logits - softplus(logits))``, with
     ``x`` broadcast over leading sample dims of ``logits`` without a copy. ``x`` may be binary or
@@ -219,18 +283,18 @@ class BernoulliLogits(Distribution):
         split = logits.dim() - event_dims
         super().__init__(logits.shape[:split], logits.shape[split:], validate_args=validate_args)
         if self._validate_args:
-            self._refuse_probabilities()
+            self._warn_if_probabilities()
 
-    def _refuse_probabilities(self) -> None:
-        # Real logits spread on both sides of 0; a sigmoid's output never leaves [0, 1]. A handful
-        # of values may sit in [0, 1] by chance, hundreds will not.
-        if self.logits.numel() >= 64:
-            low, high = torch.aminmax(self.logits.detach())
-            if low >= 0 and high <= 1:
-                raise ValueError(
-                    "BernoulliLogits: every one of the logits lies in [0, 1]: these look like "
-                    "probabilities (a decoder ending in a sigmoid). Pass the output before the "
-                    "sigmoid, or validate_args=False if these really are logits")
+    def _warn_if_probabilities(self) -> None:
+        # A warning, not an error: an untrained decoder's logits can lie in [0, 1] too (18% of the
+        # README's convolutional VAE's initialisations: small weights about a bias in (0, 1)).
+        if look_like_probabilities(self.logits):
+            warnings.warn(
+                "BernoulliLogits: every one of the logits lies in [0, 1]: if these are probabilities "
+                "(a decoder ending in a sigmoid), the model trains the wrong objective; pass the output "
+                "before the sigmoid",
+                stacklevel=3,
+            )
 
     @property
     def support(self):
@@ -265,8 +329,23 @@ class BernoulliLogits(Distribution):
         with torch.no_grad():
             return torch.bernoulli(self.probs.expand(self._extended_shape(sample_shape)))
 
+    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+        raise NotImplementedError(
+            "BernoulliLogits has no rsample: its samples are 0s and 1s, with no gradient to the logits; "
+            "sample() draws them, torch.distributions.RelaxedBernoulli gives a differentiable relaxation"
+        )
+
+    def enumerate_support(self, expand: bool = True) -> Tensor:
+        raise NotImplementedError(
+            f"BernoulliLogits does not enumerate its support: its event of {self.event_shape.numel()} "
+            "variables has 2^D values; torch.distributions.Bernoulli(logits=...) enumerates one variable "
+            "at a time"
+        )
+
     def log_prob(self, value: Tensor) -> Tensor:
-        if self._validate_args and (not isinstance(value, Tensor) or value.numel()):  # torch's check fails on empty tensors
+        if self._validate_args and (
+            not isinstance(value, Tensor) or value.numel()
+        ):  # torch's check fails on empty tensors
             self._validate_sample(value)
         return ops.bernoulli_log_prob(value, self.logits, event_dims=self._event_dims)
 
@@ -279,8 +358,10 @@ class BernoulliLogits(Distribution):
 def _check_events(q: Distribution, p: Distribution) -> None:
     # Skipped while a JIT traces: its shapes are tensors there, and comparing them warns.
     if not torch.jit.is_tracing() and q.event_shape != p.event_shape:
-        raise ValueError(f"kl_divergence: q has event_shape {tuple(q.event_shape)} but p has "
-                         f"{tuple(p.event_shape)}; they must be equal")
+        raise ValueError(
+            f"kl_divergence: q has event_shape {tuple(q.event_shape)} but p has "
+            f"{tuple(p.event_shape)}; they must be equal"
+        )
 
 
 @register_kl(DiagonalNormal, StandardNormal)

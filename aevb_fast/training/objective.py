@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..distributions import look_like_probabilities
 from ..elbo import elbo
 from .wake_sleep import WakeSleep
 
@@ -45,25 +46,35 @@ def decoder_likelihood(model: nn.Module, x: Tensor) -> str:
         encoded = _first_call(model.encoder, x, "model.encoder(x)", "x, a minibatch of the data as given,")
         if not (isinstance(encoded, (tuple, list)) and len(encoded) == 2 and encoded[0].dim() == 2):
             raise ValueError("train: model.encoder(x) must return (mu, logvar), each of shape (B, J)")
-        out = _first_call(model.decoder, encoded[0], "model.decoder(z)", "z, the encoder's mu,")
+        z = encoded[0]
+        out = _first_call(model.decoder, z, "model.decoder(z)", "z, the encoder's mu,")
+        probabilities = isinstance(out, Tensor) and _returns_probabilities(model.decoder, z, out)
     finally:
         model.train(was_training)
+    if probabilities:
+        raise ValueError(
+            f"train: model.decoder(z) returned values all in [0, 1] on {len(x)} training points, and for z "
+            "far from them: probabilities, but a Bernoulli decoder must return logits (drop its final "
+            "sigmoid; torch.sigmoid(logits) gives the probabilities back)"
+        )
     if isinstance(out, Tensor):
-        # An untrained decoder's logits fall on both sides of 0; probabilities (a final sigmoid)
-        # all lie strictly between 0 and 1, and read as logits they hold every pixel's probability
-        # of 1 between 1/2 and 0.73: the run ends near -D log 2 nats, which looks like a result.
-        # Judged only on at least 64 values a point, and not for a constant output (a zero-
-        # initialised output layer's 0s).
-        if out[0].numel() >= 64 and bool((out > 0).all() & (out < 1).all() & (out.amax() > out.amin())):
-            raise ValueError(
-                f"train: model.decoder(z) returned values all between 0 and 1 on {len(x)} training points: "
-                "they look like probabilities, but a Bernoulli decoder must return logits (drop its "
-                "final sigmoid; torch.sigmoid(logits) gives the probabilities back)"
-            )
         return "bernoulli"
     if isinstance(out, (tuple, list)) and len(out) == 2:
         return "gaussian"
     raise ValueError("train: model.decoder(z) must return logits (a tensor) or a (mean, logvar) pair")
+
+
+def _returns_probabilities(decoder: nn.Module, z: Tensor, out: Tensor) -> bool:
+    """Whether a decoder whose output at ``z`` is ``out`` returns probabilities (a final sigmoid).
+    Read as logits they hold every pixel's probability of 1 between 1/2 and 0.73: the run ends
+    near -D log 2 nats, which looks like a result. An untrained decoder's logits can lie in [0, 1]
+    too (small weights about a bias in (0, 1)), but only a sigmoid's output stays there for z a
+    thousand times as far out. Judged on at least 64 values a point."""
+    if out[0].numel() < 64 or not look_like_probabilities(out):
+        return False
+    far = torch.randn(z.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out_far = decoder((1e3 * far).to(z))
+    return bool(((out_far >= 0) & (out_far <= 1)).all())
 
 
 class ELBOObjective(nn.Module):

@@ -2,6 +2,7 @@
 broadcasting, expand, validate_args, and the KL registry."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -33,9 +34,19 @@ def assert_same_values_and_grads(ours, theirs, inputs):
 # ---- DiagonalNormal -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value_shape", [(4, 3), (5, 4, 3), (2, 5, 4, 3), (3,), (2, 1, 3), (1, 3), (1, 1, 3)],
-                         ids=["same", "samples", "two-sample-dims", "broadcast-row", "broadcast-batch",
-                              "one-point", "one-point-with-sample-dim"])
+@pytest.mark.parametrize(
+    "value_shape",
+    [(4, 3), (5, 4, 3), (2, 5, 4, 3), (3,), (2, 1, 3), (1, 3), (1, 1, 3)],
+    ids=[
+        "same",
+        "samples",
+        "two-sample-dims",
+        "broadcast-row",
+        "broadcast-batch",
+        "one-point",
+        "one-point-with-sample-dim",
+    ],
+)
 def test_diagonal_normal_log_prob_matches_torch(value_shape):
     loc, logvar = leaves((4, 3), (4, 3))
     (value,) = leaves(value_shape, seed=1)
@@ -87,8 +98,10 @@ def test_diagonal_normal_expand_keeps_the_class_and_shares_memory():
     q = DiagonalNormal(loc, logvar, validate_args=True).expand((4, 1))
     assert type(q) is DiagonalNormal and q.batch_shape == (4, 1) and q.event_shape == (3,)
     assert q.loc.data_ptr() == loc.data_ptr() and q._validate_args
-    torch.testing.assert_close(q.log_prob(torch.zeros(4, 1, 3, dtype=F64)),
-                               torch_normal(loc, logvar).expand((4, 1)).log_prob(torch.zeros(4, 1, 3, dtype=F64)))
+    torch.testing.assert_close(
+        q.log_prob(torch.zeros(4, 1, 3, dtype=F64)),
+        torch_normal(loc, logvar).expand((4, 1)).log_prob(torch.zeros(4, 1, 3, dtype=F64)),
+    )
 
 
 def test_diagonal_normal_validate_args():
@@ -102,6 +115,32 @@ def test_diagonal_normal_validate_args():
         DiagonalNormal(loc, logvar, validate_args=True).log_prob(torch.zeros(2, 4))  # torch's own check
     with pytest.raises(TypeError, match="tensors"):
         DiagonalNormal([0.0], logvar)
+    with pytest.raises(TypeError, match="one may be a Python number"):
+        DiagonalNormal(0.0, -1.0)
+
+
+def test_diagonal_normal_takes_a_fixed_log_variance_as_a_number():
+    (loc,) = leaves((4, 3))
+    q = DiagonalNormal(loc, math.log(0.5))  # as the ops take it (an MSE VAE's likelihood); was a TypeError
+    value = torch.randn(4, 3, dtype=F64)
+    t = torch_normal(loc, torch.full((4, 3), math.log(0.5), dtype=F64))
+    assert q.batch_shape == (4,) and q.logvar.dtype == F64
+    assert_same_values_and_grads(q.log_prob(value), t.log_prob(value), [loc])
+
+
+def test_methods_that_are_not_there_say_what_to_use():
+    # cdf, icdf, enumerate_support and rsample raised torch's NotImplementedError without a word.
+    q, p = DiagonalNormal(torch.zeros(2, 3), torch.zeros(2, 3)), StandardNormal(3)
+    for call, use in [
+        (lambda: q.cdf(torch.zeros(2, 3)), r"Normal\(q.loc, q.stddev\).cdf"),
+        (lambda: q.icdf(torch.zeros(2, 3)), r"Normal\(q.loc, q.stddev\).icdf"),
+        (lambda: p.cdf(torch.zeros(3)), r"Normal\(0.0, 1.0\).cdf"),
+        (lambda: p.icdf(torch.zeros(3)), r"Normal\(0.0, 1.0\).icdf"),
+        (lambda: BernoulliLogits(torch.randn(2, 5)).rsample(), r"sample\(\) draws them"),
+        (lambda: BernoulliLogits(torch.randn(2, 5)).enumerate_support(), "event of 5 variables"),
+    ]:
+        with pytest.raises(NotImplementedError, match=use):
+            call()
 
 
 def test_diagonal_normal_low_precision_gives_float32_log_prob():
@@ -140,13 +179,31 @@ def test_standard_normal_matches_torch():
         StandardNormal("four")
 
 
+@pytest.mark.parametrize("validate", [True, False])
+def test_standard_normal_log_prob_broadcasts_its_value_as_torch_does(validate):
+    # Without validation (the default after a torch.compile) a (4, 10) value against 20 latents
+    # summed its 10 values; a (4, 1) one counted one element, not 20.
+    p = StandardNormal(20, dtype=F64, validate_args=validate)
+    t = D.Independent(D.Normal(torch.zeros(20, dtype=F64), 1.0), 1)
+    one = torch.randn(4, 1, dtype=F64)
+    if validate:
+        with pytest.raises(ValueError):
+            p.log_prob(one)  # torch's validation refuses it too
+    else:
+        torch.testing.assert_close(p.log_prob(one), t.log_prob(one))
+    with pytest.raises(ValueError, match=r"value of shape \(4, 10\) does not broadcast|must match event_shape"):
+        p.log_prob(torch.randn(4, 10, dtype=F64))
+
+
 # ---- KL -------------------------------------------------------------------------------------
 
 
 def test_fused_kl_to_the_prior_matches_torch():
     loc, logvar = leaves((6, 5), (6, 5))
     ours = D.kl_divergence(DiagonalNormal(loc, logvar), StandardNormal((5,), dtype=F64))
-    theirs = D.kl_divergence(torch_normal(loc, logvar), torch_normal(torch.zeros(5, dtype=F64), torch.zeros(5, dtype=F64)))
+    theirs = D.kl_divergence(
+        torch_normal(loc, logvar), torch_normal(torch.zeros(5, dtype=F64), torch.zeros(5, dtype=F64))
+    )
     assert ours.shape == (6,)
     assert_same_values_and_grads(ours, theirs, [loc, logvar])
     # a prior expanded by a plate broadcasts; mismatched events are refused
@@ -173,9 +230,11 @@ def test_kl_between_two_diagonal_normals_matches_torch():
 # ---- BernoulliLogits ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("logits_shape,x_shape", [((4, 20), (4, 20)), ((5, 4, 20), (4, 20)), ((4, 20), (5, 4, 20)),
-                                                   ((4, 20), (1, 20)), ((5, 4, 20), (1, 1, 20))],
-                         ids=["same", "samples-of-z", "samples-of-x", "one-point", "one-point-samples"])
+@pytest.mark.parametrize(
+    "logits_shape,x_shape",
+    [((4, 20), (4, 20)), ((5, 4, 20), (4, 20)), ((4, 20), (5, 4, 20)), ((4, 20), (1, 20)), ((5, 4, 20), (1, 1, 20))],
+    ids=["same", "samples-of-z", "samples-of-x", "one-point", "one-point-samples"],
+)
 def test_bernoulli_logits_matches_torch(logits_shape, x_shape):
     (logits,) = leaves(logits_shape)
     x = torch.randint(0, 2, x_shape, generator=torch.Generator().manual_seed(1)).to(F64)
@@ -208,11 +267,15 @@ def test_bernoulli_logits_moments_entropy_sample_expand():
 def test_bernoulli_logits_refuses_probabilities_and_bad_data():
     # validate_args given: torch's default is True, but the first torch.compile in a process
     # turns it off (torch._dynamo sets Distribution.set_default_validate_args(False)).
+    # A warning, not an error: an untrained decoder's logits can lie in [0, 1] as well.
     probs = torch.sigmoid(torch.randn(8, 784))
-    with pytest.raises(ValueError, match="look like probabilities"):
+    with pytest.warns(UserWarning, match="if these are probabilities .* trains the wrong objective"):
         BernoulliLogits(probs, validate_args=True)
-    BernoulliLogits(probs, validate_args=False)  # the user says these are logits
-    BernoulliLogits(probs[:2, :10], validate_args=True)  # too few values to tell
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BernoulliLogits(probs, validate_args=False)  # the user says these are logits
+        BernoulliLogits(probs[:2, :10], validate_args=True)  # too few values to tell
+        BernoulliLogits(torch.zeros(8, 784), validate_args=True)  # a zero-initialised output layer's logits
     with pytest.raises(ValueError):
         BernoulliLogits(torch.randn(8, 784), validate_args=True).log_prob(torch.full((8, 784), 2.0))
     with pytest.raises(ValueError, match="event_dims"):

@@ -136,7 +136,7 @@ def test_bad_data_and_models_are_clear_errors(tmp_path):
     # A decoder ending in a sigmoid trained as logits ends near -D log 2 and looked like a result.
     probabilities = ConvVAE()
     probabilities.decoder.net.append(nn.Sigmoid())
-    with pytest.raises(ValueError, match=r"returned values all between 0 and 1 .*must return logits .drop its final"):
+    with pytest.raises(ValueError, match=r"returned values all in \[0, 1\] .*must return logits .drop its final"):
         train(config(tmp_path), model=probabilities, train_data=images(50))
     zero_init = ConvVAE()  # a zero-initialised output layer's logits are all 0: not probabilities
     torch.nn.init.zeros_(zero_init.decoder.net[-1].weight), torch.nn.init.zeros_(zero_init.decoder.net[-1].bias)
