@@ -42,6 +42,14 @@ def _sample_count(sample_shape) -> tuple[torch.Size, int]:
     return sample_shape, sample_shape.numel()
 
 
+def _per_variable_only(cls: str, method: str, normal: str) -> NotImplementedError:
+    """What a user of torch's Normal reaches for and a vector-valued event does not have."""
+    return NotImplementedError(
+        f"{cls} has no {method}: its event is a vector; for one variable at a time use "
+        f"torch.distributions.{normal}.{method}(value)"
+    )
+
+
 def look_like_probabilities(logits: Tensor) -> bool:
     """Whether a decoder's output passed as logits looks like probabilities (a final sigmoid): at
     least 64 values, all in [0, 1], not all equal. Real logits spread on both sides of 0; a handful
@@ -138,16 +146,10 @@ class DiagonalNormal(Distribution):
         return ops.gaussian_log_prob(value, self.loc, self.logvar, event_dims=self._event_dims)
 
     def cdf(self, value: Tensor) -> Tensor:
-        raise NotImplementedError(
-            "DiagonalNormal has no cdf: its event is a vector; for one variable at a time use "
-            "torch.distributions.Normal(q.loc, q.stddev).cdf(value)"
-        )
+        raise _per_variable_only("DiagonalNormal", "cdf", "Normal(q.loc, q.stddev)")
 
     def icdf(self, value: Tensor) -> Tensor:
-        raise NotImplementedError(
-            "DiagonalNormal has no icdf: its event is a vector; for one variable at a time use "
-            "torch.distributions.Normal(q.loc, q.stddev).icdf(value)"
-        )
+        raise _per_variable_only("DiagonalNormal", "icdf", "Normal(q.loc, q.stddev)")
 
     def entropy(self) -> Tensor:
         per_element = 0.5 + _HALF_LOG_2PI + 0.5 * self.logvar
@@ -238,16 +240,10 @@ class StandardNormal(Distribution):
         return log_prob.expand(torch.broadcast_shapes(log_prob.shape, self.batch_shape))
 
     def cdf(self, value: Tensor) -> Tensor:
-        raise NotImplementedError(
-            "StandardNormal has no cdf: its event is a vector; for one variable at a time use "
-            "torch.distributions.Normal(0.0, 1.0).cdf(value)"
-        )
+        raise _per_variable_only("StandardNormal", "cdf", "Normal(0.0, 1.0)")
 
     def icdf(self, value: Tensor) -> Tensor:
-        raise NotImplementedError(
-            "StandardNormal has no icdf: its event is a vector; for one variable at a time use "
-            "torch.distributions.Normal(0.0, 1.0).icdf(value)"
-        )
+        raise _per_variable_only("StandardNormal", "icdf", "Normal(0.0, 1.0)")
 
     def entropy(self) -> Tensor:
         return torch.full(
