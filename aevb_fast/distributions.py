@@ -17,6 +17,9 @@ use the same classes from ``aevb_fast.contrib.pyro``.
 from __future__ import annotations
 
 import math
+import numbers as numbers_
+import os
+import sys
 import warnings
 
 import torch
@@ -50,6 +53,20 @@ def _per_variable_only(cls: str, method: str, normal: str) -> NotImplementedErro
     )
 
 
+def _caller_stacklevel() -> int:
+    """warnings.warn's stacklevel of the first frame outside this package and Pyro's distribution
+    classes (whose metaclass adds a frame): the user's line, so that each place warns once."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE_DIR) or "pyro/distributions" in frame.f_code.co_filename
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def look_like_probabilities(logits: Tensor) -> bool:
     """Whether a decoder's output passed as logits looks like probabilities (a final sigmoid): at
     least 64 values, all in [0, 1], not all equal. Real logits spread on both sides of 0; a handful
@@ -78,12 +95,13 @@ class DiagonalNormal(Distribution):
 
     def __init__(self, loc: Tensor, logvar: Tensor | float, event_dims: int = 1, validate_args: bool | None = None):
         # One of them may be a Python number (a fixed log-variance), as the ops and Normal take it.
-        numbers = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in (loc, logvar)]
+        numbers = [isinstance(v, numbers_.Real) and not isinstance(v, bool) for v in (loc, logvar)]
         if not all(isinstance(v, Tensor) or n for v, n in zip((loc, logvar), numbers)) or all(numbers):
             raise TypeError(
                 f"DiagonalNormal: loc and logvar must be tensors (one may be a Python number), got "
                 f"{type(loc).__name__} and {type(logvar).__name__}"
             )
+        loc, logvar = (float(v) if n else v for v, n in zip((loc, logvar), numbers))  # numpy's too
         self.loc, self.logvar = broadcast_all(loc, logvar)
         self._event_dims = _check_event_dims(event_dims, self.loc, "loc", "DiagonalNormal")
         split = self.loc.dim() - event_dims
@@ -224,18 +242,20 @@ class StandardNormal(Distribution):
             self._validate_sample(value)
         dims = len(self.event_shape)
         per_element = -0.5 * value.square() - _HALF_LOG_2PI
-        if not torch.jit.is_tracing():  # (comparing shapes while a JIT traces warns)
-            # A value broadcasts against the batch and event shapes, as torch's Independent(Normal)
-            # does: a (4, 1) value counts each of 20 events' elements, a (4, 10) one is refused.
+        # A value broadcasts against the batch and event shapes, as torch's Independent(Normal)
+        # does: a (4, 1) value counts each of 20 events' elements, a (4, 10) one is refused. By
+        # broadcast_tensors, which a JIT traces without comparing shapes on the host.
+        target = per_element.new_zeros(()).expand(self.batch_shape + self.event_shape)
+        if not torch.jit.is_tracing():  # the message (comparing shapes while a JIT traces warns)
             try:
-                shape = torch.broadcast_shapes(per_element.shape, self.batch_shape + self.event_shape)
+                torch.broadcast_shapes(per_element.shape, target.shape)
             except RuntimeError:
                 raise ValueError(
                     f"StandardNormal.log_prob: value of shape {tuple(value.shape)} does not broadcast "
                     f"with batch_shape {tuple(self.batch_shape)} + event_shape "
                     f"{tuple(self.event_shape)}"
                 ) from None
-            per_element = per_element.expand(shape)
+        per_element = torch.broadcast_tensors(per_element, target)[0]
         log_prob = per_element.sum(tuple(range(-dims, 0))) if dims else per_element
         return log_prob.expand(torch.broadcast_shapes(log_prob.shape, self.batch_shape))
 
@@ -289,7 +309,7 @@ class BernoulliLogits(Distribution):
                 "BernoulliLogits: every one of the logits lies in [0, 1]: if these are probabilities "
                 "(a decoder ending in a sigmoid), the model trains the wrong objective; pass the output "
                 "before the sigmoid",
-                stacklevel=3,
+                stacklevel=_caller_stacklevel(),
             )
 
     @property
@@ -332,10 +352,10 @@ class BernoulliLogits(Distribution):
         )
 
     def enumerate_support(self, expand: bool = True) -> Tensor:
+        n = self.event_shape.numel()
         raise NotImplementedError(
-            f"BernoulliLogits does not enumerate its support: its event of {self.event_shape.numel()} "
-            "variables has 2^D values; torch.distributions.Bernoulli(logits=...) enumerates one variable "
-            "at a time"
+            f"BernoulliLogits does not enumerate its support: its event is {n} variable{'s' * (n != 1)} "
+            f"(2^{n} values); torch.distributions.Bernoulli(logits=...) enumerates one variable at a time"
         )
 
     def log_prob(self, value: Tensor) -> Tensor:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -35,7 +37,6 @@ def _first_call(module, value: Tensor, call: str, what: str):
         ) from error
 
 
-@torch.no_grad()
 def decoder_likelihood(model: nn.Module, x: Tensor) -> str:
     """The likelihood a decoder's output implies on the minibatch ``x`` (a few points): a tensor
     of logits is Bernoulli, a (mean, logvar) pair Gaussian. Checks the encoder's output on the way,
@@ -43,19 +44,33 @@ def decoder_likelihood(model: nn.Module, x: Tensor) -> str:
     was_training = model.training
     model.eval()
     try:
-        encoded = _first_call(model.encoder, x, "model.encoder(x)", "x, a minibatch of the data as given,")
+        with torch.no_grad():
+            encoded = _first_call(model.encoder, x, "model.encoder(x)", "x, a minibatch of the data as given,")
         if not (isinstance(encoded, (tuple, list)) and len(encoded) == 2 and encoded[0].dim() == 2):
             raise ValueError("train: model.encoder(x) must return (mu, logvar), each of shape (B, J)")
         z = encoded[0]
-        out = _first_call(model.decoder, z, "model.decoder(z)", "z, the encoder's mu,")
-        probabilities = isinstance(out, Tensor) and _returns_probabilities(model.decoder, z, out)
+        out = _first_call(model.decoder, z, "model.decoder(z)", "z, the encoder's mu,")  # with its graph
+        if not isinstance(out, Tensor):
+            verdict = None
+        elif _made_by_sigmoid(out):
+            verdict = "sigmoid"
+        else:
+            with torch.no_grad():
+                verdict = _probabilities_verdict(model.decoder, z, out.detach())
     finally:
         model.train(was_training)
-    if probabilities:
+    if verdict == "sigmoid":
         raise ValueError(
+            "train: model.decoder(z) returns probabilities (its output comes from a sigmoid, or stays in "
+            "[0, 1] and saturates at 0 or 1 for z far out), but a Bernoulli decoder must return logits "
+            "(drop its final sigmoid; torch.sigmoid(logits) gives the probabilities back)"
+        )
+    if verdict == "maybe":
+        warnings.warn(
             f"train: model.decoder(z) returned values all in [0, 1] on {len(x)} training points, and for z "
-            "far from them: probabilities, but a Bernoulli decoder must return logits (drop its final "
-            "sigmoid; torch.sigmoid(logits) gives the probabilities back)"
+            "far from them too: if these are probabilities (a final sigmoid), the run trains the wrong "
+            "objective; a Bernoulli decoder must return logits",
+            stacklevel=3,
         )
     if isinstance(out, Tensor):
         return "bernoulli"
@@ -64,17 +79,53 @@ def decoder_likelihood(model: nn.Module, x: Tensor) -> str:
     raise ValueError("train: model.decoder(z) must return logits (a tensor) or a (mean, logvar) pair")
 
 
-def _returns_probabilities(decoder: nn.Module, z: Tensor, out: Tensor) -> bool:
-    """Whether a decoder whose output at ``z`` is ``out`` returns probabilities (a final sigmoid).
-    Read as logits they hold every pixel's probability of 1 between 1/2 and 0.73: the run ends
-    near -D log 2 nats, which looks like a result. An untrained decoder's logits can lie in [0, 1]
-    too (small weights about a bias in (0, 1)), but only a sigmoid's output stays there for z a
-    thousand times as far out. Judged on at least 64 values a point."""
+# Autograd nodes that only move or copy values: a sigmoid's output reshaped is still probabilities.
+_LAYOUT_NODES = {
+    "ViewBackward0",
+    "ReshapeAliasBackward0",
+    "UnsafeViewBackward0",
+    "PermuteBackward0",
+    "TransposeBackward0",
+    "UnsqueezeBackward0",
+    "SqueezeBackward0",
+    "SqueezeBackward1",
+    "CloneBackward0",
+    "ToCopyBackward0",
+}
+
+
+def _made_by_sigmoid(out: Tensor) -> bool:
+    """Whether the decoder's last operation, past reshapes, was a sigmoid (its autograd graph
+    says so when its parameters need gradients; a compiled decoder's does not)."""
+    node = out.grad_fn
+    while node is not None and type(node).__name__ in _LAYOUT_NODES:
+        node = node.next_functions[0][0]
+    return node is not None and type(node).__name__ == "SigmoidBackward0"
+
+
+def _probabilities_verdict(decoder: nn.Module, z: Tensor, out: Tensor) -> str | None:
+    """Whether a decoder whose output at ``z`` is ``out`` returns probabilities (a final sigmoid):
+    "sigmoid", "maybe" or None (logits). Read as logits, probabilities hold every pixel's
+    probability of 1 between 1/2 and 0.73: the run ends near -D log 2 nats, which looks like a
+    result. An untrained decoder's logits can lie in [0, 1] too (small weights about a bias in
+    (0, 1)), but only a sigmoid's output stays there for z a thousand times as far out (or 100
+    or 10 times, where that overflows), where it saturates at 0 or 1; a decoder that normalises
+    its input (a LayerNorm) looks the same there: "maybe". Judged on at least 64 values a point."""
     if out[0].numel() < 64 or not look_like_probabilities(out):
-        return False
+        return None
     far = torch.randn(z.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    out_far = decoder((1e3 * far).to(z))
-    return bool(((out_far >= 0) & (out_far <= 1)).all())
+    for scale in (1e3, 1e2, 1e1):  # nearer in where far out overflows (an exp inside: inf - inf)
+        try:
+            out_far = decoder((scale * far).to(z))
+        except Exception:  # a decoder made for z near its training range: no answer
+            return None
+        finite = out_far[~torch.isnan(out_far)] if isinstance(out_far, Tensor) else None
+        if finite is None or finite.numel() > 0:
+            break
+    if finite is None or finite.numel() == 0 or not bool(((finite >= 0) & (finite <= 1)).all()):
+        return None
+    saturated = (finite < 1e-3) | (finite > 1 - 1e-3)
+    return "sigmoid" if saturated.float().mean() >= 0.5 else "maybe"
 
 
 class ELBOObjective(nn.Module):

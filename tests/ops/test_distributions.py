@@ -4,6 +4,7 @@ broadcasting, expand, validate_args, and the KL registry."""
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.distributions as D
@@ -125,6 +126,7 @@ def test_diagonal_normal_takes_a_fixed_log_variance_as_a_number():
     value = torch.randn(4, 3, dtype=F64)
     t = torch_normal(loc, torch.full((4, 3), math.log(0.5), dtype=F64))
     assert q.batch_shape == (4,) and q.logvar.dtype == F64
+    assert DiagonalNormal(loc, np.float32(math.log(0.5))).logvar[0, 0].item() == pytest.approx(math.log(0.5))
     assert_same_values_and_grads(q.log_prob(value), t.log_prob(value), [loc])
 
 
@@ -137,7 +139,7 @@ def test_methods_that_are_not_there_say_what_to_use():
         (lambda: p.cdf(torch.zeros(3)), r"Normal\(0.0, 1.0\).cdf"),
         (lambda: p.icdf(torch.zeros(3)), r"Normal\(0.0, 1.0\).icdf"),
         (lambda: BernoulliLogits(torch.randn(2, 5)).rsample(), r"sample\(\) draws them"),
-        (lambda: BernoulliLogits(torch.randn(2, 5)).enumerate_support(), "event of 5 variables"),
+        (lambda: BernoulliLogits(torch.randn(2, 5)).enumerate_support(), r"its event is 5 variables \(2\^5 values\)"),
     ]:
         with pytest.raises(NotImplementedError, match=use):
             call()
@@ -193,6 +195,9 @@ def test_standard_normal_log_prob_broadcasts_its_value_as_torch_does(validate):
         torch.testing.assert_close(p.log_prob(one), t.log_prob(one))
     with pytest.raises(ValueError, match=r"value of shape \(4, 10\) does not broadcast|must match event_shape"):
         p.log_prob(torch.randn(4, 10, dtype=F64))
+    if not validate:  # a traced log_prob (Pyro's JIT ELBOs) broadcasts as the eager one does
+        traced = torch.jit.trace(p.log_prob, (one,), check_trace=False)
+        torch.testing.assert_close(traced(one), t.log_prob(one))
 
 
 # ---- KL -------------------------------------------------------------------------------------

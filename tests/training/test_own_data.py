@@ -56,6 +56,15 @@ class ConvDecoder(nn.Module):
         return self.net(z)  # logits of shape (B, 1, 12, 12)
 
 
+class Affine(nn.Module):
+    def __init__(self, scale, shift):
+        super().__init__()
+        self.scale, self.shift = scale, shift
+
+    def forward(self, x):
+        return self.scale * x + self.shift
+
+
 def config(tmp_path, **overrides) -> TrainConfig:
     options = dict(
         batch_size=50,
@@ -136,8 +145,20 @@ def test_bad_data_and_models_are_clear_errors(tmp_path):
     # A decoder ending in a sigmoid trained as logits ends near -D log 2 and looked like a result.
     probabilities = ConvVAE()
     probabilities.decoder.net.append(nn.Sigmoid())
-    with pytest.raises(ValueError, match=r"returned values all in \[0, 1\] .*must return logits .drop its final"):
+    with pytest.raises(ValueError, match=r"returns probabilities .its output comes from a sigmoid.*drop its final"):
         train(config(tmp_path), model=probabilities, train_data=images(50))
+    # Written out by hand, or under a tanh (bounded far out too): seen by its values.
+    manual = ConvVAE()
+    manual.decoder.net.append(nn.Tanh())
+    manual.decoder.net.append(Affine(0.5, 0.5))  # (1 + tanh(l)) / 2 = sigmoid(2 l), by other ops
+    with pytest.raises(ValueError, match=r"returns probabilities"):
+        train(config(tmp_path), model=manual, train_data=images(50))
+    bounded = ConvVAE()
+    bounded.decoder.net[-1] = nn.Sequential(bounded.decoder.net[-1], nn.Tanh(), nn.Flatten(), nn.Linear(144, 144))
+    bounded.decoder.net.append(nn.Sigmoid())
+    bounded.decoder.net.append(nn.Unflatten(1, (1, 12, 12)))
+    with pytest.raises(ValueError, match=r"returns probabilities"):  # a sigmoid, then a reshape
+        train(config(tmp_path), model=bounded, train_data=images(50))
     zero_init = ConvVAE()  # a zero-initialised output layer's logits are all 0: not probabilities
     torch.nn.init.zeros_(zero_init.decoder.net[-1].weight), torch.nn.init.zeros_(zero_init.decoder.net[-1].bias)
     train(config(tmp_path, samples=100, out=str(tmp_path / "zero")), model=zero_init, train_data=images(50))
