@@ -306,3 +306,18 @@ def test_divergence_exits_non_zero(tmp_path, capsys):
     )
     assert code == 0, err
     assert [r["samples_seen"] for r in read_metrics(str(tmp_path / "run"))] == [0, 500, 1000]
+
+
+def test_the_resume_command_follows_the_processes_that_ran(monkeypatch):
+    from aevb_fast.training.options import resume_command
+
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert resume_command("runs/a") == "aevb-fast train --resume --out runs/a"
+    assert resume_command("runs/a", threads=2) == "aevb-fast train --resume --out runs/a --threads 2"
+    assert resume_command("runs/a", 4) == "torchrun --nproc-per-node 4 -m aevb_fast.cli train --resume --out runs/a"
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # two machines of 4: their rendezvous options are the user's
+    assert resume_command("runs/a") == (
+        "torchrun --nnodes 2 --nproc-per-node 4 ... -m aevb_fast.cli train --resume --out runs/a"
+    )
