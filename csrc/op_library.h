@@ -151,7 +151,9 @@ inline Tensor broadcast_rows(const Tensor& t, int64_t event_dims) {
   return t.contiguous().view({product(t.sizes().slice(0, first_event)), product(t.sizes().slice(first_event))});
 }
 
-// The form in which an autograd Function saves an input for the backward and passes it to its op.
+// The form in which an op's autograd wrapper hands an input to its autograd Function, which saves
+// it for the backward and passes it to its op. (Made above the Function, so that a copy stays in
+// the autograd graph: a backward with create_graph=True differentiates through it.)
 // A view that keeps a larger tensor alive and that the kernels cannot read in place (a channel
 // slice of a conv output, as VDVAE's posterior and prior means are) becomes a compact copy: the
 // kernels would copy it anyway, in the forward and again in the backward, and saving the copy
@@ -199,6 +201,16 @@ inline Tensor expand_row_grad(const Tensor& grad, int64_t event_dims) {
   shape.insert(shape.end(), event_dims, 1);
   return grad.reshape(shape);
 }
+
+// ---- double backward --------------------------------------------------------------------------
+// The *_backward operators have no derivative of their own: under create_graph=True (a gradient
+// penalty, a Hessian-vector product, gradgradcheck) a gradient taken from them would be a constant
+// to autograd, and every second derivative through it silently zero. So a backward run with
+// create_graph=True makes its gradients from differentiable ATen ops instead (slower; only then).
+inline bool create_graph() { return at::GradMode::is_enabled(); }
+
+// t in its accumulation dtype (float32 for float16 and bfloat16), as the kernels compute.
+inline Tensor accumulated(const Tensor& t) { return t.to(accumulate_dtype(t.scalar_type())); }
 
 // ---- the summed and averaged forms, their gradients made in the forward ---------------------
 // A log-likelihood summed or averaged over its rows (as an ELBO uses it) has a gradient that its
@@ -274,9 +286,10 @@ inline void keep_gradients(AutogradContext* ctx, const std::vector<Tensor>& grad
 }
 
 inline std::vector<Tensor> hand_on_gradients(AutogradContext* ctx, const Tensor& grad, const char* op) {
-  TORCH_CHECK(!at::GradMode::is_enabled(), op,
+  TORCH_CHECK(!create_graph(), op,
               ": double backward (create_graph=True) is not supported: its gradients were made in the forward "
-              "pass; use reduction='none' and sum the result, or aevb_fast.reference, for higher-order gradients");
+              "pass; for higher-order gradients take reduction='none' and reduce the result yourself (for the "
+              "ELBO: elbo(..., reduction='none', fused_head=False).mean())");
   std::vector<Tensor> made = ctx->get_saved_variables();
   const bool keep = torch::autograd::get_current_graph_task_keep_graph();
   for (Tensor& t : made) {

@@ -65,6 +65,9 @@ class OpTester:
     constants: int = 0
     # Inputs (by position) that may come in any shape that broadcasts against the others'.
     broadcastable: tuple = ()
+    # Whether its gradients are differentiable again (create_graph=True); where they are not, the
+    # backward must refuse, never hand on second derivatives of zero.
+    double_backward: bool = True
 
     def make_inputs(self, case, dtype=torch.float64, device="cpu") -> list[torch.Tensor]:
         raise NotImplementedError
@@ -120,6 +123,22 @@ class OpTester:
     def test_gradcheck(self):
         fused, _, inputs = self.bound("cpu", self.make_inputs(self.gradcheck_case))
         assert torch.autograd.gradcheck(fused, [t.requires_grad_() for t in inputs])
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_double_backward(self, device):
+        """Second derivatives (a gradient penalty, a Hessian-vector product) are right, or refused."""
+        require_device(device)
+        fused, _, inputs = self.bound(device, self.make_inputs(self.gradcheck_case, device=tensor_device(device)))
+        leaves = [t.requires_grad_() for t in inputs]
+        if self.double_backward:
+            # Strided inputs too: the op saves them as compact copies, which must stay in the graph.
+            strided = lambda *t: fused(*[non_contiguous(a) if a.dim() >= 2 else a for a in t])  # noqa: E731
+            assert torch.autograd.gradgradcheck(fused, leaves)
+            assert torch.autograd.gradgradcheck(strided, leaves)
+            return
+        total = sum(out.sum() for out in as_list(fused(*leaves)))
+        with pytest.raises(RuntimeError, match=r"double backward \(create_graph=True\) is not supported"):
+            torch.autograd.grad(total, leaves, create_graph=True)
 
     # opcheck's checks are about the schema, fakes and autograd, which dtype does not change: the
     # quick loop (-m "not slow") runs float32 and float64, the whole suite all four.

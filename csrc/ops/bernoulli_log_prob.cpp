@@ -60,16 +60,20 @@ struct BernoulliLogProb : torch::autograd::Function<BernoulliLogProb> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& logits, int64_t event_dims) {
     static const auto op = find_op<decltype(bernoulli_log_prob)>("bernoulli_log_prob");
     at::AutoDispatchBelowADInplaceOrView below;
-    const Tensor x_ = saved_form(x, event_dims), logits_ = saved_form(logits, event_dims);
-    ctx->save_for_backward({x_, logits_});
+    ctx->save_for_backward({x, logits});
     ctx->saved_data["event_dims"] = event_dims;
-    return op.call(x_, logits_, event_dims, "none");
+    return op.call(x, logits, event_dims, "none");
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = find_op<decltype(bernoulli_log_prob_backward)>("bernoulli_log_prob_backward");
     const auto saved = ctx->get_saved_variables();
     const int64_t event_dims = ctx->saved_data["event_dims"].toInt();
-    Tensor grad_logits = op.call(grads[0], saved[0], saved[1], event_dims);
+    // create_graph=True: d/dlogits = grad * (x - sigmoid(logits)) in ATen ops (op_library.h).
+    Tensor grad_logits =
+        create_graph()
+            ? (expand_row_grad(grads[0], event_dims) * (accumulated(saved[0]) - at::sigmoid(accumulated(saved[1]))))
+                  .to(saved[1].scalar_type())
+            : op.call(grads[0], saved[0], saved[1], event_dims);
     Tensor grad_x;
     if (ctx->needs_input_grad(0)) grad_x = sum_to_x(expand_row_grad(grads[0], event_dims) * saved[1], saved[0]);
     return {grad_x, grad_logits, Tensor()};
@@ -98,7 +102,8 @@ Tensor bernoulli_log_prob_autograd(const Tensor& x, const Tensor& logits, int64_
   if (reduction != "none" && at::GradMode::is_enabled() && logits.requires_grad() && !x.requires_grad()) {
     return BernoulliLogProbTotal::apply(x, logits, event_dims, std::string(reduction));
   }
-  return reduce_rows(BernoulliLogProb::apply(x, logits, event_dims), reduction);
+  return reduce_rows(BernoulliLogProb::apply(saved_form(x, event_dims), saved_form(logits, event_dims), event_dims),
+                     reduction);
 }
 
 }  // namespace aevb_fast::ops

@@ -71,6 +71,15 @@ std::tuple<Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad, const 
   return {grad_mean, grad_logvar};
 }
 
+// For create_graph=True (op_library.h): d/dmean = grad (x - mean) / var and
+// d/dlogvar = grad ((x - mean)^2 / var - 1) / 2, in ATen ops. saved: x, mean, logvar.
+std::tuple<Tensor, Tensor> differentiable_backward(const Tensor& grad, const variable_list& saved, int64_t event_dims) {
+  const Tensor g = expand_row_grad(grad, event_dims), diff = accumulated(saved[0]) - accumulated(saved[1]);
+  const Tensor precision = at::exp(-accumulated(saved[2]));
+  const auto dtype = saved[1].scalar_type();
+  return {(g * diff * precision).to(dtype), (0.5 * g * (diff * diff * precision - 1)).to(dtype)};
+}
+
 }  // namespace
 
 struct GaussianLogProb : torch::autograd::Function<GaussianLogProb> {
@@ -78,17 +87,16 @@ struct GaussianLogProb : torch::autograd::Function<GaussianLogProb> {
                         int64_t event_dims) {
     static const auto op = find_op<decltype(gaussian_log_prob)>("gaussian_log_prob");
     at::AutoDispatchBelowADInplaceOrView below;
-    const Tensor x_ = saved_form(x, event_dims), mean_ = saved_form(mean, event_dims),
-                 logvar_ = saved_form(logvar, event_dims);
-    ctx->save_for_backward({x_, mean_, logvar_});
+    ctx->save_for_backward({x, mean, logvar});
     ctx->saved_data["event_dims"] = event_dims;
-    return op.call(x_, mean_, logvar_, event_dims, "none");
+    return op.call(x, mean, logvar, event_dims, "none");
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = find_op<decltype(gaussian_log_prob_backward)>("gaussian_log_prob_backward");
     const auto saved = ctx->get_saved_variables();
-    auto [grad_mean, grad_logvar] =
-        op.call(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["event_dims"].toInt());
+    const int64_t event_dims = ctx->saved_data["event_dims"].toInt();
+    auto [grad_mean, grad_logvar] = create_graph() ? differentiable_backward(grads[0], saved, event_dims)
+                                                   : op.call(grads[0], saved[0], saved[1], saved[2], event_dims);
     Tensor grad_x = ctx->needs_input_grad(0) ? sum_to_x(-grad_mean, saved[0]) : Tensor();
     return {grad_x, grad_mean, grad_logvar, Tensor()};
   }
@@ -117,7 +125,9 @@ Tensor gaussian_log_prob_autograd(const Tensor& x, const Tensor& mean, const Ten
       !x.requires_grad()) {
     return GaussianLogProbTotal::apply(x, mean, logvar, event_dims, std::string(reduction));
   }
-  return reduce_rows(GaussianLogProb::apply(x, mean, logvar, event_dims), reduction);
+  return reduce_rows(GaussianLogProb::apply(saved_form(x, event_dims), saved_form(mean, event_dims),
+                                            saved_form(logvar, event_dims), event_dims),
+                     reduction);
 }
 
 }  // namespace aevb_fast::ops

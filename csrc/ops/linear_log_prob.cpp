@@ -221,10 +221,10 @@ struct HeadOps {
 // The heads' gradients come from operators with no derivative of their own (and, for sum/mean,
 // from the forward pass): a graph of them (create_graph=True) would be silently wrong.
 void check_no_double_backward(const char* name) {
-  TORCH_CHECK(!at::GradMode::is_enabled(), "aevb_fast.", name,
+  TORCH_CHECK(!create_graph(), "aevb_fast.", name,
               ": double backward (create_graph=True) is not "
-              "supported; use aevb_fast.reference.",
-              name, " for higher-order gradients");
+              "supported; for higher-order gradients use aevb_fast.reference.",
+              name, " (for the ELBO: elbo(..., reduction='none', fused_head=False))");
 }
 
 }  // namespace

@@ -198,19 +198,54 @@ Quad gaussian_kl_backward(const Tensor& grad_kl, const Tensor& mu, const Tensor&
 
 // ---- autograd ---------------------------------------------------------------------------------
 
-// mu, logvar and the prior (undefined when absent) in the form the backward saves (saved_form).
-variable_list saved_latents(const Tensor& mu, const Tensor& logvar, const Optional& prior_mu,
-                            const Optional& prior_logvar, int64_t event_dims) {
-  const int64_t layout_dims = std::max<int64_t>(event_dims, 1);
-  return {saved_form(mu, layout_dims), saved_form(logvar, layout_dims),
-          saved_form(prior_mu.value_or(Tensor()), layout_dims),
-          saved_form(prior_logvar.value_or(Tensor()), layout_dims)};
+// mu, logvar or a prior in the form the autograd Functions save (op_library.h: saved_form).
+Tensor saved_latent(const Tensor& t, int64_t event_dims) { return saved_form(t, std::max<int64_t>(event_dims, 1)); }
+Optional saved_latent(const Optional& t, int64_t event_dims) {
+  return t.has_value() ? Optional(saved_latent(*t, event_dims)) : std::nullopt;
 }
 
 // d z / d eps = sigma: only when a user's eps requires grad (rare; plain ATen is fine).
 Tensor grad_eps(AutogradContext* ctx, const Tensor& grad_z, const Tensor& logvar, const Tensor& eps) {
   if (!eps.defined() || !ctx->needs_input_grad(2)) return Tensor();
   return (grad_z * at::exp(0.5 * logvar)).to(eps.scalar_type());
+}
+
+// For create_graph=True (op_library.h): the noise the seed drew, (L, *mu.shape). The sampling
+// op's z for mu = 0 and logvar = 0 is that noise exactly (sigma = exp(0) = 1).
+Tensor drawn_noise(const Tensor& mu, const Tensor& seed, int64_t num_samples) {
+  static const auto op = find_op<decltype(reparameterize)>("reparameterize");
+  at::AutoDispatchBelowADInplaceOrView below;
+  const Tensor zeros = at::zeros({}, mu.options().dtype(accumulate_dtype(mu.scalar_type()))).expand(mu.sizes());
+  return op.call(zeros, zeros, std::nullopt, seed, num_samples);
+}
+
+// For create_graph=True (op_library.h): the gradients of z = mu + exp(logvar / 2) eps (grad_z
+// and eps (L, *mu.shape), or undefined) and of the KL (grad_kl of its shape, or undefined) in
+// ATen ops. in: mu, logvar, prior_mu, prior_logvar (the prior undefined for N(0, I)).
+Quad differentiable_backward(const Tensor& grad_z, const Tensor& eps, const Tensor& grad_kl, const variable_list& in,
+                             int64_t event_dims) {
+  const Tensor mu = accumulated(in[0]), logvar = accumulated(in[1]);
+  Tensor grad_mu = at::zeros_like(mu), grad_logvar = at::zeros_like(mu), grad_prior_mu, grad_prior_logvar;
+  if (grad_z.defined()) {
+    const Tensor gz = accumulated(grad_z);
+    grad_mu = grad_mu + gz.sum(0);
+    grad_logvar = grad_logvar + 0.5 * at::exp(0.5 * logvar) * (gz * accumulated(eps)).sum(0);
+  }
+  if (grad_kl.defined()) {
+    const Tensor g = expand_row_grad(accumulated(grad_kl), event_dims), var = at::exp(logvar);
+    if (in[2].defined()) {  // KL = (prior_logvar - logvar + (var + (mu - prior_mu)^2) / prior_var - 1) / 2
+      const Tensor diff = mu - accumulated(in[2]), prior_precision = at::exp(-accumulated(in[3]));
+      grad_mu = grad_mu + g * diff * prior_precision;
+      grad_logvar = grad_logvar + 0.5 * g * (var * prior_precision - 1);
+      grad_prior_mu = -g * diff * prior_precision;
+      grad_prior_logvar = 0.5 * g * (1 - (var + diff * diff) * prior_precision);
+    } else {  // KL = (mu^2 + var - 1 - logvar) / 2
+      grad_mu = grad_mu + g * mu;
+      grad_logvar = grad_logvar + 0.5 * g * (var - 1);
+    }
+  }
+  const auto as_input = [&](const Tensor& t) { return t.defined() ? t.expand(mu.sizes()).to(in[0].scalar_type()) : t; };
+  return {as_input(grad_mu), as_input(grad_logvar), as_input(grad_prior_mu), as_input(grad_prior_logvar)};
 }
 
 }  // namespace
@@ -222,13 +257,18 @@ struct Reparameterize : torch::autograd::Function<Reparameterize> {
                         const Optional& seed, int64_t num_samples) {
     static const auto op = find_op<decltype(reparameterize)>("reparameterize");
     at::AutoDispatchBelowADInplaceOrView below;
-    const Tensor mu_ = saved_form(mu, 1), logvar_ = saved_form(logvar, 1);
-    ctx->save_for_backward({mu_, logvar_, eps.value_or(Tensor()), seed.value_or(Tensor())});
-    return op.call(mu_, logvar_, eps, seed, num_samples);
+    ctx->save_for_backward({mu, logvar, eps.value_or(Tensor()), seed.value_or(Tensor())});
+    return op.call(mu, logvar, eps, seed, num_samples);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = find_op<decltype(reparameterize_backward)>("reparameterize_backward");
     const auto saved = ctx->get_saved_variables();
+    if (create_graph()) {
+      const Tensor eps = saved[2].defined() ? saved[2] : drawn_noise(saved[0], saved[3], grads[0].size(0));
+      auto grads_in = differentiable_backward(grads[0], eps, Tensor(), {saved[0], saved[1], Tensor(), Tensor()}, 1);
+      return {std::get<0>(grads_in), std::get<1>(grads_in), grad_eps(ctx, grads[0], saved[1], saved[2]), Tensor(),
+              Tensor()};
+    }
     auto [grad_mu, grad_logvar] =
         op.call(grads[0], saved[0], saved[1], saved_optional(saved[2]), saved_optional(saved[3]));
     return {grad_mu, grad_logvar, grad_eps(ctx, grads[0], saved[1], saved[2]), Tensor(), Tensor()};
@@ -241,20 +281,24 @@ struct SampleAndKL : torch::autograd::Function<SampleAndKL> {
                                const Optional& prior_logvar, int64_t event_dims) {
     static const auto op = find_op<decltype(sample_and_kl)>("sample_and_kl");
     at::AutoDispatchBelowADInplaceOrView below;
-    const auto in = saved_latents(mu, logvar, prior_mu, prior_logvar, event_dims);
-    ctx->save_for_backward({in[0], in[1], eps.value_or(Tensor()), seed.value_or(Tensor()), in[2], in[3]});
+    ctx->save_for_backward({mu, logvar, eps.value_or(Tensor()), seed.value_or(Tensor()), prior_mu.value_or(Tensor()),
+                            prior_logvar.value_or(Tensor())});
     ctx->saved_data["event_dims"] = event_dims;
-    auto [z, kl] =
-        op.call(in[0], in[1], eps, seed, num_samples, saved_optional(in[2]), saved_optional(in[3]), event_dims);
+    auto [z, kl] = op.call(mu, logvar, eps, seed, num_samples, prior_mu, prior_logvar, event_dims);
     return {z, kl};
   }
   // An unused output's gradient arrives as zeros (materialize_grads, the default).
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = find_op<decltype(sample_and_kl_backward)>("sample_and_kl_backward");
     const auto saved = ctx->get_saved_variables();
+    const int64_t event_dims = ctx->saved_data["event_dims"].toInt();
     auto [grad_mu, grad_logvar, grad_prior_mu, grad_prior_logvar] =
-        op.call(grads[0], grads[1], saved[0], saved[1], saved_optional(saved[2]), saved_optional(saved[3]),
-                saved_optional(saved[4]), saved_optional(saved[5]), ctx->saved_data["event_dims"].toInt());
+        create_graph()
+            ? differentiable_backward(grads[0],
+                                      saved[2].defined() ? saved[2] : drawn_noise(saved[0], saved[3], grads[0].size(0)),
+                                      grads[1], {saved[0], saved[1], saved[4], saved[5]}, event_dims)
+            : op.call(grads[0], grads[1], saved[0], saved[1], saved_optional(saved[2]), saved_optional(saved[3]),
+                      saved_optional(saved[4]), saved_optional(saved[5]), event_dims);
     const bool prior = saved[4].defined();
     return {grad_mu,
             grad_logvar,
@@ -272,17 +316,18 @@ struct GaussianKL : torch::autograd::Function<GaussianKL> {
                         const Optional& prior_logvar, int64_t event_dims) {
     static const auto op = find_op<decltype(gaussian_kl)>("gaussian_kl");
     at::AutoDispatchBelowADInplaceOrView below;
-    const auto in = saved_latents(mu, logvar, prior_mu, prior_logvar, event_dims);
-    ctx->save_for_backward(in);
+    ctx->save_for_backward({mu, logvar, prior_mu.value_or(Tensor()), prior_logvar.value_or(Tensor())});
     ctx->saved_data["event_dims"] = event_dims;
-    return op.call(in[0], in[1], saved_optional(in[2]), saved_optional(in[3]), event_dims);
+    return op.call(mu, logvar, prior_mu, prior_logvar, event_dims);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op = find_op<decltype(gaussian_kl_backward)>("gaussian_kl_backward");
     const auto saved = ctx->get_saved_variables();
+    const int64_t event_dims = ctx->saved_data["event_dims"].toInt();
     auto [grad_mu, grad_logvar, grad_prior_mu, grad_prior_logvar] =
-        op.call(grads[0], saved[0], saved[1], saved_optional(saved[2]), saved_optional(saved[3]),
-                ctx->saved_data["event_dims"].toInt());
+        create_graph()
+            ? differentiable_backward(Tensor(), Tensor(), grads[0], saved, event_dims)
+            : op.call(grads[0], saved[0], saved[1], saved_optional(saved[2]), saved_optional(saved[3]), event_dims);
     const bool prior = saved[2].defined();
     return {grad_mu, grad_logvar, prior ? grad_prior_mu : Tensor(), prior ? grad_prior_logvar : Tensor(), Tensor()};
   }
@@ -300,9 +345,11 @@ AEVB_OPS(m) {
       "-> (Tensor grad_mu, Tensor grad_logvar)");
   impl_backends(m, "reparameterize", TORCH_FN(reparameterize));
   impl_backends(m, "reparameterize_backward", TORCH_FN(reparameterize_backward));
-  impl_autograd(m, "reparameterize",
-                [](const Tensor& mu, const Tensor& logvar, const Optional& eps, const Optional& seed,
-                   int64_t num_samples) { return Reparameterize::apply(mu, logvar, eps, seed, num_samples); });
+  impl_autograd(
+      m, "reparameterize",
+      [](const Tensor& mu, const Tensor& logvar, const Optional& eps, const Optional& seed, int64_t num_samples) {
+        return Reparameterize::apply(saved_latent(mu, 1), saved_latent(logvar, 1), eps, seed, num_samples);
+      });
 
   // KL(N(mu, exp(logvar)) || N(0, I)), or || N(prior_mu, exp(prior_logvar)) (all four of one
   // shape), summed over the last event_dims dims (event_dims=0: per element).
@@ -317,7 +364,11 @@ AEVB_OPS(m) {
   impl_backends(m, "gaussian_kl_backward", TORCH_FN(gaussian_kl_backward));
   impl_autograd(m, "gaussian_kl",
                 [](const Tensor& mu, const Tensor& logvar, const Optional& prior_mu, const Optional& prior_logvar,
-                   int64_t event_dims) { return GaussianKL::apply(mu, logvar, prior_mu, prior_logvar, event_dims); });
+                   int64_t event_dims) {
+                  return GaussianKL::apply(saved_latent(mu, event_dims), saved_latent(logvar, event_dims),
+                                           saved_latent(prior_mu, event_dims), saved_latent(prior_logvar, event_dims),
+                                           event_dims);
+                });
 
   // reparameterize and gaussian_kl in one pass.
   m.def(
@@ -332,7 +383,9 @@ AEVB_OPS(m) {
   impl_autograd(m, "sample_and_kl",
                 [](const Tensor& mu, const Tensor& logvar, const Optional& eps, const Optional& seed,
                    int64_t num_samples, const Optional& prior_mu, const Optional& prior_logvar, int64_t event_dims) {
-                  auto out = SampleAndKL::apply(mu, logvar, eps, seed, num_samples, prior_mu, prior_logvar, event_dims);
+                  auto out = SampleAndKL::apply(saved_latent(mu, event_dims), saved_latent(logvar, event_dims), eps,
+                                                seed, num_samples, saved_latent(prior_mu, event_dims),
+                                                saved_latent(prior_logvar, event_dims), event_dims);
                   return std::make_tuple(out[0], out[1]);
                 });
 }

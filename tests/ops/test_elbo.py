@@ -315,3 +315,33 @@ def test_a_decoder_with_a_head_is_fused_only_if_it_says_so():
     torch.testing.assert_close(af.elbo(x, mu, logvar, decoder, likelihood="gaussian", eps=eps), expected)
     empty = af.elbo(x[:0], mu[:0], logvar[:0], VAE.paper(D, H, J).decoder, reduction="none")
     assert empty.shape == (0,)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("estimator", ["analytic", "iwae"])
+def test_a_gradient_penalty_through_the_elbo(likelihood, estimator):
+    """The squared gradient norm of the bound w.r.t. the encoder's output, itself differentiated
+    (create_graph=True), as the reference backend gives it; the forms whose gradients the forward
+    made (the default "mean", the fused head) refuse and say how instead."""
+    torch.manual_seed(0)
+    model = VAE.paper(data_dim=D, hidden=H, latent=J, likelihood=likelihood, init_std=0.3).double()
+    x = torch.rand(B, D, dtype=torch.float64)
+    mu, logvar = randn(B, J, seed=1).requires_grad_(), randn(B, J, seed=2, scale=0.5).requires_grad_()
+    options = dict(likelihood=likelihood, num_samples=3, estimator=estimator, reduction="none", fused_head=False)
+    results = []
+    for backend, noise in (("fused", dict(generator=seeded(4))), ("reference", {})):
+        model.zero_grad()
+        if backend == "reference":  # the noise the kernel drew, from its z
+            z = af.reparameterize(mu, logvar, num_samples=3, generator=seeded(4))
+            noise = dict(eps=((z - mu) / torch.exp(0.5 * logvar)).detach())
+        bound = af.elbo(x, mu, logvar, model.decoder, backend=backend, **options, **noise).mean()
+        grads = torch.autograd.grad(bound, (mu, logvar), create_graph=True)
+        penalty = sum((g**2).sum() for g in grads)
+        results.append([penalty.detach(), *torch.autograd.grad(penalty, [mu, logvar, *model.decoder.parameters()])])
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+    if estimator == "analytic":
+        for refused in (dict(reduction="mean", fused_head=False), dict(reduction="none", fused_head=True)):
+            bound = af.elbo(x, mu, logvar, model.decoder, likelihood=likelihood, **refused).mean()
+            with pytest.raises(RuntimeError, match=r"double backward .*elbo\(\.\.\., reduction='none', fused_head"):
+                torch.autograd.grad(bound, (mu, logvar), create_graph=True)

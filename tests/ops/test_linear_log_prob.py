@@ -33,6 +33,7 @@ class LinearHeadTester(OpTester):
     """x, h, weight, bias; x is bound (no gradient), chunks of 3 rows (dividing no case's rows)."""
 
     constants = 1
+    double_backward = False
     chunk_size = 3
     reduction = "none"
     parts = 1

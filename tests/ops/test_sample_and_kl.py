@@ -8,13 +8,17 @@ from torch.distributions.transforms import AffineTransform
 
 import aevb_fast as af
 from aevb_fast import reference
-from op_tester import KernelPaths, OpTester
+from op_tester import KernelPaths, OpTester, as_list
 from testing import (
+    DEVICES,
     LATENT_SHAPES,
+    functions,
     non_contiguous,
     randn,
+    require_device,
     run_with_grads,
     seeded,
+    tensor_device,
 )
 
 FUNCTIONS = {
@@ -177,6 +181,36 @@ def test_gradcheck_kernel_noise(name, num_samples):
     mu, logvar, _ = inputs((3, 5))
     fn = lambda m, v: fused(m, v, num_samples=num_samples, generator=seeded(11))  # noqa: E731
     assert torch.autograd.gradcheck(fn, (mu.requires_grad_(), logvar.requires_grad_()))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_double_backward_with_drawn_noise(device, name):
+    """Under create_graph=True the backward regenerates the noise the forward drew: its first
+    derivatives equal the kernels', its second ones the formula's with that noise (mu of the
+    logvar's shape, and a mu broadcast over the batch)."""
+    require_device(device)
+    where = tensor_device(device)
+    fused, ref = getattr(functions(device), name), FUNCTIONS[name][1]
+    for mu_shape in [(4, 6), (6,)]:
+        mu = randn(*mu_shape, seed=0, device=where).requires_grad_()
+        logvar = randn(4, 6, seed=1, scale=0.7, device=where).requires_grad_()
+
+        def loss(f, **noise):
+            torch.manual_seed(7)
+            out = as_list(f(mu, logvar, num_samples=3, **noise))
+            return (out[0] ** 2).sum() + sum(o.sum() for o in out[1:]), out[0]
+
+        total, z = loss(fused)
+        first = torch.autograd.grad(total, (mu, logvar), create_graph=True)
+        second = torch.autograd.grad(first[1].sum(), (mu, logvar))
+        plain = torch.autograd.grad(loss(fused)[0], (mu, logvar))
+        ref_total, _ = loss(ref, eps=((z - mu) / torch.exp(0.5 * logvar)).detach())
+        ref_first = torch.autograd.grad(ref_total, (mu, logvar), create_graph=True)
+        ref_second = torch.autograd.grad(ref_first[1].sum(), (mu, logvar))
+        for ours, theirs in zip(first + second, plain + ref_second, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+        assert second[1].abs().sum() > 0
 
 
 def test_backward_does_not_store_noise():
