@@ -76,15 +76,17 @@ def _check_options(likelihood, num_samples, estimator, beta, free_bits, reductio
 
 
 def fused_head_of(
-    decoder: Decoder, likelihood: str, backend: str = "fused", fused_head: bool = True
+    decoder: Decoder, likelihood: str, backend: str = "fused", fused_head: bool = True, x: Tensor | None = None
 ) -> nn.Linear | None:
     """The decoder's output layer when the likelihood can run fused with it (see the module's
     docstring), else None. A decoder opts in with ``fusable_head``: having a head is not
-    enough, since its forward may read the head's output otherwise."""
+    enough, since its forward may read the head's output otherwise. Data ``x`` that needs a
+    gradient (an attack on the input, a saliency map) is not fused: the fused head gives x none."""
     head = getattr(decoder, "head", None)
     if (
         fused_head
         and backend == "fused"
+        and not (x is not None and x.requires_grad and torch.is_grad_enabled())
         and getattr(decoder, "fusable_head", None) == likelihood
         and isinstance(head, nn.Linear)
         and callable(getattr(decoder, "features", None))
@@ -207,7 +209,7 @@ def log_importance_weights(
     Their logsumexp minus log K estimates log p(x) (see aevb_fast.evaluate)."""
     ops = BACKENDS[backend]
     z = ops.reparameterize(mu, logvar, num_samples=num_samples, generator=generator)
-    head = fused_head_of(decoder, likelihood, backend, fused_head)
+    head = fused_head_of(decoder, likelihood, backend, fused_head, x)
     return _log_likelihood(x, z, decoder, likelihood, ops, head) + _log_prior_minus_posterior(z, mu, logvar, ops)
 
 
@@ -243,7 +245,7 @@ def elbo(
             f"elbo: expected mu and logvar of shape (B, J) and x of shape (B, ...), got "
             f"x {tuple(x.shape)}, mu {tuple(mu.shape)}, logvar {tuple(logvar.shape)}"
         )
-    head = fused_head_of(decoder, likelihood, backend, fused_head)
+    head = fused_head_of(decoder, likelihood, backend, fused_head, x)
     if estimator == "analytic":
         z, kl = ops.sample_and_kl(mu, logvar, eps=eps, num_samples=num_samples, generator=generator)
         if free_bits > 0:

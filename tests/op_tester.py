@@ -150,7 +150,12 @@ class OpTester:
         require_device(device)
         library = op_library(device)
         inputs = self.make_inputs(self.gradcheck_case, dtype, tensor_device(device))
-        for args in self.op_args(library, inputs):
+        # Dense but transposed inputs too (in float64): the fakes must give the strides the kernels
+        # give (contiguous), or a compiled graph reads their outputs wrongly.
+        transposed = [t.transpose(-1, -2).contiguous().transpose(-1, -2) if t.dim() >= 2 else t for t in inputs]
+        for args in self.op_args(library, inputs) + (
+            self.op_args(library, transposed) if dtype == torch.float64 else []
+        ):
             torch.library.opcheck(getattr(library, self.op).default, args)
             args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
             outs = as_list(getattr(library, self.op)(*args))

@@ -14,6 +14,10 @@ family: its module, its entry in ``FAMILIES`` and its functions below (CONTRIBUT
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+from types import ModuleType
+
 import torch
 
 from . import bernoulli_log_prob as _bernoulli_log_prob
@@ -87,6 +91,27 @@ if _built_cuda is None:
         _no_cuda.impl(_name, _cuda_missing, "CUDA")
 
 
+def tag_compile_caches(compiled: ModuleType) -> None:
+    """torch.compile's on-disk caches key a graph by the names of its operators, not by their
+    code: after a rebuild that changed an op's fake or autograd formula, a graph compiled before
+    would come back from the cache as it was (a stale output stride raises in the compiled
+    backward, or with inductor's size asserts off gives wrong gradients). So the caches' key tag
+    (``torch.compiler.config.cache_key_tag``, which the user's own tag keeps its place in) carries
+    a stamp of this build: the op layer's sources and the compiled module's file. Graphs compiled
+    in a process that imported aevb_fast are compiled again once per build."""
+    config = getattr(torch.compiler, "config", None)
+    if config is None or not hasattr(config, "cache_key_tag"):
+        return
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    binary = Path(compiled.__file__).stat()
+    digest.update(f"{binary.st_size} {binary.st_mtime_ns}".encode())
+    tag = f"{compiled.__name__}-{digest.hexdigest()[:16]}"
+    if tag not in config.cache_key_tag.split("+"):
+        config.cache_key_tag = "+".join(t for t in (config.cache_key_tag, tag) if t)
+
+
 class OperatorLibrary(*(family.functions for family in FAMILIES)):
     """The public functions over one library of compiled operators: ``torch.ops.aevb_fast``
     (what ``aevb_fast`` exports), or ``torch.ops.aevb_fast_emulated``, the CUDA kernels run on
@@ -94,8 +119,9 @@ class OperatorLibrary(*(family.functions for family in FAMILIES)):
     the library's fake implementations and autocast rules (its autograd formulas are registered
     in C++)."""
 
-    def __init__(self, namespace: str):
+    def __init__(self, namespace: str, compiled: ModuleType):
         self._ops = getattr(torch.ops, namespace)
+        tag_compile_caches(compiled)
         for family in FAMILIES:
             for name, fake in family.fakes.items():
                 torch.library.register_fake(f"{namespace}::{name}", fake)
@@ -107,7 +133,7 @@ class OperatorLibrary(*(family.functions for family in FAMILIES)):
 
 # ---- the library that aevb_fast exports --------------------------------------------------------
 
-_library = OperatorLibrary("aevb_fast")
+_library = OperatorLibrary("aevb_fast", _C)
 reparameterize = _library.reparameterize
 gaussian_kl = _library.gaussian_kl
 sample_and_kl = _library.sample_and_kl

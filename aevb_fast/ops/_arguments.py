@@ -83,8 +83,11 @@ def promoted(op: str, names: tuple[str, ...], values: tuple) -> tuple:
     through, for the operators' checks to name it. The common case, one dtype and one shape
     already, returns at once."""
     first = values[0]
+    # dim() first: under torch.export, comparing sizes of different ranks element by element adds
+    # guards between unrelated dims (a dynamic batch != a sample count).
     if not torch.jit.is_tracing() and all(
-        isinstance(v, Tensor) and v.dtype == first.dtype and v.shape == first.shape for v in values
+        isinstance(v, Tensor) and v.dtype == first.dtype and v.dim() == first.dim() and v.shape == first.shape
+        for v in values
     ):
         return values
     if any(v is None for v in values):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ._arguments import (
@@ -52,7 +51,9 @@ def _bernoulli_log_prob_with_grad_fake(x, logits, event_dims, reduction):
 
 
 def _bernoulli_log_prob_backward_fake(grad, x, logits, event_dims):
-    return torch.empty_like(logits)
+    # Contiguous, as the kernel returns it (empty_like would keep a transposed input's strides,
+    # and a compiled graph would read the kernel's output with them).
+    return logits.new_empty(logits.shape)
 
 
 FAMILY = OpFamily(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ._arguments import (
@@ -50,7 +49,8 @@ def _gaussian_log_prob_with_grad_fake(x, mean, logvar, event_dims, reduction):
 
 
 def _gaussian_log_prob_backward_fake(grad, x, mean, logvar, event_dims):
-    return torch.empty_like(mean), torch.empty_like(mean)
+    # Contiguous, as the kernel returns them (bernoulli_log_prob's fake says why).
+    return mean.new_empty(mean.shape), mean.new_empty(mean.shape)
 
 
 FAMILY = OpFamily(

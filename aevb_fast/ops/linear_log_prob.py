@@ -40,6 +40,7 @@ class LinearLogProbOps:
         none to ``x``.
         """
         check_reduction("linear_bernoulli_log_prob", reduction)
+        _check_x_needs_no_gradient("linear_bernoulli_log_prob", x, "bernoulli_log_prob(x, h @ weight.T + bias)")
         x, h, weight, bias = promoted_dtype(x, h, weight, bias)
         chunk = _chunk_rows(x, h, weight, chunk_size)
         return self._ops.linear_bernoulli_log_prob(x, h, weight, bias, reduction, chunk)
@@ -63,9 +64,20 @@ class LinearLogProbOps:
         Shapes, ``reduction`` and ``chunk_size`` as in ``linear_bernoulli_log_prob``.
         """
         check_reduction("linear_gaussian_log_prob", reduction)
+        _check_x_needs_no_gradient("linear_gaussian_log_prob", x, "gaussian_log_prob on the head's output")
         x, h, weight, bias = promoted_dtype(x, h, weight, bias)
         chunk = _chunk_rows(x, h, weight, chunk_size)
         return self._ops.linear_gaussian_log_prob(x, h, weight, bias, reduction, chunk)
+
+
+def _check_x_needs_no_gradient(op: str, x, unfused: str) -> None:
+    # The heads give x no gradient: x.grad left None, or only the part of it that flows through
+    # an encoder that also reads x, would be a wrong result.
+    if isinstance(x, Tensor) and x.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"aevb_fast.{op}: x requires grad, but the fused head gives x no gradient; detach x, or "
+            f"use {unfused} (af.elbo does so by itself when x requires grad)"
+        )
 
 
 # Elements of logits per chunk by default on the CPU: a few MB (cache-sized, and enough rows for

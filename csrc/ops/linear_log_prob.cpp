@@ -291,6 +291,7 @@ struct LinearHeadTotal : torch::autograd::Function<LinearHeadTotal<Head>> {
     return total;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    check_no_double_backward(Head::name);  // before hand_on_gradients' advice, which fits the other ops
     const std::string op = std::string("aevb_fast.") + Head::name;
     const std::vector<Tensor> made = hand_on_gradients(ctx, grads[0], op.c_str());
     return {Tensor(), made[0], made[1], made[2], Tensor(), Tensor()};

@@ -18,8 +18,12 @@ def vae_terms(mu, logvar, x, eps):
 
 
 def make_inputs():
-    return (randn(8, 5, dtype=torch.float32), randn(8, 5, dtype=torch.float32, seed=1, scale=0.5),
-            rand(8, 20, dtype=torch.float32, seed=2), randn(2, 8, 5, dtype=torch.float32, seed=3))
+    return (
+        randn(8, 5, dtype=torch.float32),
+        randn(8, 5, dtype=torch.float32, seed=1, scale=0.5),
+        rand(8, 20, dtype=torch.float32, seed=2),
+        randn(2, 8, 5, dtype=torch.float32, seed=3),
+    )
 
 
 def test_compiled_matches_eager():
@@ -50,10 +54,56 @@ def test_compiled_draws_fresh_noise():
 def test_export():
     class Likelihood(torch.nn.Module):
         def forward(self, x, logits, mean, logvar):
-            return af.bernoulli_log_prob(x, logits) + af.gaussian_log_prob(x, mean, logvar) + af.gaussian_kl(mean, logvar)
+            return (
+                af.bernoulli_log_prob(x, logits) + af.gaussian_log_prob(x, mean, logvar) + af.gaussian_kl(mean, logvar)
+            )
 
     args = (rand(4, 6), randn(4, 6, seed=1), randn(4, 6, seed=2), randn(4, 6, seed=3))
     exported = torch.export.export(Likelihood(), args)
     targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
     assert {"aevb_fast.bernoulli_log_prob.default", "aevb_fast.gaussian_kl.default"} <= targets
     torch.testing.assert_close(exported.module()(*args), Likelihood()(*args))
+
+
+def test_compiled_backward_of_dense_non_contiguous_inputs():
+    """A decoder's (B, L, D) output transposed to (L, B, D), and a channels_last image: the
+    backward kernels return contiguous gradients, and the compiled graph must read them so."""
+
+    def terms(x, logits, mean, image, image_logits):
+        return (
+            af.bernoulli_log_prob(x, logits.transpose(0, 1)).sum()
+            + af.gaussian_log_prob(x, mean.transpose(0, 1), -1.0).sum()
+            + af.bernoulli_log_prob(image, image_logits, event_dims=3).sum()
+        )
+
+    def inputs():
+        x = (rand(4, 6, seed=0, dtype=torch.float32) > 0.5).float()
+        logits, mean = randn(4, 2, 6, seed=1, dtype=torch.float32), randn(4, 2, 6, seed=2, dtype=torch.float32)
+        image = (rand(2, 3, 4, 5, seed=3, dtype=torch.float32) > 0.5).float().to(memory_format=torch.channels_last)
+        image_logits = randn(2, 3, 4, 5, seed=4, dtype=torch.float32).to(memory_format=torch.channels_last)
+        return x, logits.requires_grad_(), mean.requires_grad_(), image, image_logits.requires_grad_()
+
+    torch.compiler.reset()
+    results = []
+    for fn in (terms, torch.compile(terms, fullgraph=True)):
+        args = inputs()
+        fn(*args).backward()
+        results.append([args[1].grad, args[2].grad, args[4].grad])
+    for eager, compiled in zip(*results, strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_export_with_a_dynamic_batch():
+    """A dynamic batch exports, and the program runs at another batch size: a fixed log-variance
+    with samples ((L, B, D) means, L = 2) once added the guard batch != L."""
+
+    class Terms(torch.nn.Module):
+        def forward(self, x, mean, mu, logvar):
+            _, kl = af.sample_and_kl(mu, logvar, num_samples=2)
+            return af.gaussian_log_prob(x, mean, -1.0).mean(0) + af.bernoulli_log_prob(x, mean).mean(0) - kl
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    args = (rand(6, 10), randn(2, 6, 10, seed=1), randn(6, 3, seed=2), randn(3, seed=3))
+    exported = torch.export.export(Terms(), args, dynamic_shapes=({0: batch}, {1: batch}, {0: batch}, None))
+    other = (rand(2, 10), randn(2, 2, 10, seed=4), randn(2, 3, seed=5), randn(3, seed=6))
+    torch.testing.assert_close(exported.module()(*other), Terms()(*other))

@@ -345,3 +345,19 @@ def test_a_gradient_penalty_through_the_elbo(likelihood, estimator):
             bound = af.elbo(x, mu, logvar, model.decoder, likelihood=likelihood, **refused).mean()
             with pytest.raises(RuntimeError, match=r"double backward .*elbo\(\.\.\., reduction='none', fused_head"):
                 torch.autograd.grad(bound, (mu, logvar), create_graph=True)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("estimator, reduction", [("analytic", "mean"), ("analytic", "sum"), ("iwae", "none")])
+def test_the_gradient_for_the_data_is_whole(likelihood, estimator, reduction):
+    """d bound / d x (an attack on the input, a saliency map) through a model with a fused head:
+    the head gives x no gradient, so elbo leaves it unfused when x requires one."""
+    torch.manual_seed(0)
+    model = VAE.paper(data_dim=D, hidden=H, latent=J, likelihood=likelihood, init_std=0.3).double()
+    grads = []
+    for backend in ("fused", "reference"):
+        x = torch.rand(B, D, dtype=torch.float64, generator=seeded(1)).requires_grad_()
+        eps = randn(2, B, J, seed=2)
+        bound = model(x, num_samples=2, estimator=estimator, reduction=reduction, backend=backend, eps=eps)
+        grads.append(torch.autograd.grad(bound.sum(), x)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-9)

@@ -83,6 +83,7 @@ class LinearHeadTester(OpTester):
             (lambda: f(x.long(), h.long(), w.long(), b.long()), "x must be a float"),
             (lambda: f(x, h, w, b, reduction="avg"), "reduction must be one of"),
             (lambda: f(x, h, w, b, chunk_size=0), "chunk_size must be a positive int"),
+            (lambda: f(x.clone().requires_grad_(), h, w, b), f"{self.op}: x requires grad, but the fused head"),
             (
                 lambda: torch.ops.aevb_fast.linear_bernoulli_log_prob(x, h, z(5, 3), None, "none", 0),
                 "chunk_size must be at least 1",
@@ -185,11 +186,16 @@ def test_without_grad_the_sum_takes_the_forward_only_path():
     assert not total.requires_grad
 
 
-def test_x_gets_no_gradient_and_frozen_weights_are_honoured():
+def test_frozen_weights_are_honoured_and_x_may_not_need_a_gradient():
     x, h, weight, bias = inputs(((5,), None, 4))
-    x.requires_grad_(), h.requires_grad_()
+    h.requires_grad_()
     af.linear_bernoulli_log_prob(x, h, weight, bias).sum().backward()
-    assert x.grad is None and weight.grad is None and h.grad is not None
+    assert weight.grad is None and h.grad is not None
+    # The head gives x no gradient: an x that needs one is refused, not left with None.
+    with pytest.raises(ValueError, match="x requires grad"):
+        af.linear_bernoulli_log_prob(x.requires_grad_(), h, weight, bias)
+    with torch.no_grad():
+        af.linear_bernoulli_log_prob(x, h, weight, bias)
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -240,3 +246,13 @@ def test_gpu_chunks_are_equal_and_sized_by_the_problem_and_the_device():
     rows = cuda_chunk_rows(262144, 784, 4, 2**30)
     assert 2 * rows * 784 * 4 <= 2**30 // 32 and rows * -(-262144 // rows) >= 262144
     assert cuda_chunk_rows(10, 784, 4, 1) == 1
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_double_backward_is_refused_with_the_way_out(reduction):
+    """Every reduction of a head refuses create_graph=True and names the reference head (the
+    summed ops' advice, reduction='none', would only meet the same refusal)."""
+    h, weight = torch.randn(4, 3, requires_grad=True), torch.randn(5, 3, requires_grad=True)
+    total = af.linear_bernoulli_log_prob(torch.rand(4, 5), h, weight, reduction=reduction).sum()
+    with pytest.raises(RuntimeError, match="use aevb_fast.reference.linear_bernoulli_log_prob"):
+        torch.autograd.grad(total, (h, weight), create_graph=True)
