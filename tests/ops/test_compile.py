@@ -107,3 +107,16 @@ def test_export_with_a_dynamic_batch():
     exported = torch.export.export(Terms(), args, dynamic_shapes=({0: batch}, {1: batch}, {0: batch}, None))
     other = (rand(2, 10), randn(2, 2, 10, seed=4), randn(2, 3, seed=5), randn(3, seed=6))
     torch.testing.assert_close(exported.module()(*other), Terms()(*other))
+
+
+def test_compile_caches_are_keyed_by_this_build(monkeypatch):
+    """A graph compiled before a rebuild must not come back from torch.compile's disk cache: the
+    caches' key tag carries a stamp of this build, once, beside the user's own tag."""
+    from aevb_fast import _C
+    from aevb_fast.ops import tag_compile_caches
+
+    stamp = next(t for t in torch.compiler.config.cache_key_tag.split("+") if t.startswith("aevb_fast._C-"))
+    monkeypatch.setattr(torch.compiler.config, "cache_key_tag", "users-own")
+    tag_compile_caches(_C)
+    tag_compile_caches(_C)
+    assert torch.compiler.config.cache_key_tag == f"users-own+{stamp}"
