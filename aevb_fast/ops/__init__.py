@@ -97,17 +97,19 @@ def tag_compile_caches(compiled: ModuleType) -> None:
     would come back from the cache as it was (a stale output stride raises in the compiled
     backward, or with inductor's size asserts off gives wrong gradients). So the caches' key tag
     (``torch.compiler.config.cache_key_tag``, which the user's own tag keeps its place in) carries
-    a stamp of this build: the op layer's sources and the compiled module's file. Graphs compiled
-    in a process that imported aevb_fast are compiled again once per build."""
+    a stamp of this build: a hash of the op layer's sources and of the compiled module (its
+    contents, not its file's time: the same build gives the same stamp on every machine, so shared
+    caches still hit). Graphs compiled in a process that imported aevb_fast are compiled again
+    once per build. A tag set after the import replaces the stamp (and so this protection)."""
     config = getattr(torch.compiler, "config", None)
     if config is None or not hasattr(config, "cache_key_tag"):
         return
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
-    binary = Path(compiled.__file__).stat()
-    digest.update(f"{binary.st_size} {binary.st_mtime_ns}".encode())
-    tag = f"{compiled.__name__}-{digest.hexdigest()[:16]}"
+    digest = hashlib.blake2b(digest_size=8)
+    for path in [*sorted(Path(__file__).parent.glob("*.py")), Path(compiled.__file__)]:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):  # the module's file may be large (CUDA)
+                digest.update(block)
+    tag = f"{compiled.__name__}-{digest.hexdigest()}"
     if tag not in config.cache_key_tag.split("+"):
         config.cache_key_tag = "+".join(t for t in (config.cache_key_tag, tag) if t)
 

@@ -71,13 +71,14 @@ std::tuple<Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad, const 
   return {grad_mean, grad_logvar};
 }
 
-// For create_graph=True (op_library.h): d/dmean = grad (x - mean) / var and
-// d/dlogvar = grad ((x - mean)^2 / var - 1) / 2, in ATen ops. saved: x, mean, logvar.
+// For create_graph=True (op_library.h): with w = (x - mean) / sigma, d/dmean = grad w / sigma and
+// d/dlogvar = grad (w^2 - 1) / 2, in ATen ops; factored through 1 / sigma as the kernels are, so
+// that a log-variance of -80 stays finite in float32 (1 / var would overflow). saved: x, mean, logvar.
 std::tuple<Tensor, Tensor> differentiable_backward(const Tensor& grad, const variable_list& saved, int64_t event_dims) {
-  const Tensor g = expand_row_grad(grad, event_dims), diff = accumulated(saved[0]) - accumulated(saved[1]);
-  const Tensor precision = at::exp(-accumulated(saved[2]));
+  const Tensor g = expand_row_grad(grad, event_dims), inv_sigma = at::exp(-0.5 * accumulated(saved[2]));
+  const Tensor w = (accumulated(saved[0]) - accumulated(saved[1])) * inv_sigma;
   const auto dtype = saved[1].scalar_type();
-  return {(g * diff * precision).to(dtype), (0.5 * g * (diff * diff * precision - 1)).to(dtype)};
+  return {(g * w * inv_sigma).to(dtype), (0.5 * g * (w * w - 1)).to(dtype)};
 }
 
 }  // namespace

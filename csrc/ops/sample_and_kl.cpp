@@ -232,16 +232,18 @@ Quad differentiable_backward(const Tensor& grad_z, const Tensor& eps, const Tens
     grad_logvar = grad_logvar + 0.5 * at::exp(0.5 * logvar) * (gz * accumulated(eps)).sum(0);
   }
   if (grad_kl.defined()) {
-    const Tensor g = expand_row_grad(accumulated(grad_kl), event_dims), var = at::exp(logvar);
+    const Tensor g = expand_row_grad(accumulated(grad_kl), event_dims);
     if (in[2].defined()) {  // KL = (prior_logvar - logvar + (var + (mu - prior_mu)^2) / prior_var - 1) / 2
-      const Tensor diff = mu - accumulated(in[2]), prior_precision = at::exp(-accumulated(in[3]));
-      grad_mu = grad_mu + g * diff * prior_precision;
-      grad_logvar = grad_logvar + 0.5 * g * (var * prior_precision - 1);
-      grad_prior_mu = -g * diff * prior_precision;
-      grad_prior_logvar = 0.5 * g * (1 - (var + diff * diff) * prior_precision);
+      // Factored through 1 / prior_sigma and var / prior_var, as the kernels are (finite where they are).
+      const Tensor prior_logvar = accumulated(in[3]), inv_prior_sigma = at::exp(-0.5 * prior_logvar);
+      const Tensor w = (mu - accumulated(in[2])) * inv_prior_sigma, ratio = at::exp(logvar - prior_logvar);
+      grad_mu = grad_mu + g * w * inv_prior_sigma;
+      grad_logvar = grad_logvar + 0.5 * g * (ratio - 1);
+      grad_prior_mu = -g * w * inv_prior_sigma;
+      grad_prior_logvar = 0.5 * g * (1 - ratio - w * w);
     } else {  // KL = (mu^2 + var - 1 - logvar) / 2
       grad_mu = grad_mu + g * mu;
-      grad_logvar = grad_logvar + 0.5 * g * (var - 1);
+      grad_logvar = grad_logvar + 0.5 * g * (at::exp(logvar) - 1);
     }
   }
   const auto as_input = [&](const Tensor& t) { return t.defined() ? t.expand(mu.sizes()).to(in[0].scalar_type()) : t; };

@@ -120,3 +120,23 @@ def test_compile_caches_are_keyed_by_this_build(monkeypatch):
     tag_compile_caches(_C)
     tag_compile_caches(_C)
     assert torch.compiler.config.cache_key_tag == f"users-own+{stamp}"
+
+
+def test_compiled_backward_runs_the_kernels():
+    """A compiled graph's backward calls the backward operators (create_graph=False there), not
+    the slower differentiable formulas a create_graph=True backward takes."""
+    from functorch.compile import make_boxed_func
+    from torch._functorch.aot_autograd import aot_function
+
+    graphs = []
+
+    def keep(graph, _):
+        graphs.append(graph)
+        return make_boxed_func(graph.forward)
+
+    compiled = aot_function(vae_terms, fw_compiler=keep, bw_compiler=keep)
+    mu, logvar, x, eps = make_inputs()
+    compiled(mu.requires_grad_(), logvar.requires_grad_(), x, eps).sum().backward()
+    ops = {str(n.target) for n in graphs[-1].graph.nodes if n.op == "call_function"}
+    expected = {f"aevb_fast.{op}_backward.default" for op in ("sample_and_kl", "bernoulli_log_prob", "gaussian_kl")}
+    assert expected <= ops, ops

@@ -293,3 +293,18 @@ def test_numpy_integers_count_as_ints():
     mu = torch.zeros(3, 4)
     assert af.reparameterize(mu, mu, num_samples=np.int64(2)).shape == (2, 3, 4)
     assert af.gaussian_kl(mu, mu, event_dims=np.int32(0)).shape == (3, 4)
+
+
+def test_double_backward_is_finite_where_the_kernels_are():
+    """The create_graph=True formulas are factored as the kernels' are: a log-variance of -95 in
+    float32 (1 / var overflows, 1 / sigma does not) gives the kernels' finite gradients, not
+    0 * inf."""
+    mu = torch.zeros(1, 3, requires_grad=True)
+    logvar = torch.full((1, 3), -95.0, requires_grad=True)
+    x = torch.zeros(1, 3)
+    for f in (lambda: af.gaussian_log_prob(x, mu, logvar), lambda: af.gaussian_kl(x, logvar, mu, logvar)):
+        plain = torch.autograd.grad(f().sum(), (mu, logvar))
+        graphed = torch.autograd.grad(f().sum(), (mu, logvar), create_graph=True)
+        for a, b in zip(graphed, plain, strict=True):
+            assert torch.isfinite(b).all()
+            torch.testing.assert_close(a, b)
