@@ -73,7 +73,7 @@ std::tuple<Tensor, Tensor> gaussian_log_prob_backward(const Tensor& grad, const 
 
 // For create_graph=True (op_library.h): with w = (x - mean) / sigma, d/dmean = grad w / sigma and
 // d/dlogvar = grad (w^2 - 1) / 2, in ATen ops; factored through 1 / sigma as the kernels are, so
-// that a log-variance of -80 stays finite in float32 (1 / var would overflow). saved: x, mean, logvar.
+// that a float32 log-variance below -88 stays finite (1 / var would overflow). saved: x, mean, logvar.
 std::tuple<Tensor, Tensor> differentiable_backward(const Tensor& grad, const variable_list& saved, int64_t event_dims) {
   const Tensor g = expand_row_grad(grad, event_dims), inv_sigma = at::exp(-0.5 * accumulated(saved[2]));
   const Tensor w = (accumulated(saved[0]) - accumulated(saved[1])) * inv_sigma;
