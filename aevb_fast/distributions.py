@@ -138,11 +138,13 @@ class DiagonalNormal(Distribution):
 
     def rsample(self, sample_shape=torch.Size()) -> Tensor:
         sample_shape, count = _sample_count(sample_shape)
-        if not sample_shape:
-            return ops.reparameterize(self.loc, self.logvar)
         if count == 0:  # the operator draws at least one sample
             return self.loc.expand(sample_shape + self.loc.shape)
-        z = ops.reparameterize(self.loc, self.logvar, num_samples=count)
+        # A scalar latent (event_dims=0, 0-dim loc) as one element: the operator takes at least one dim.
+        loc, logvar = (self.loc, self.logvar) if self.loc.dim() else (self.loc.reshape(1), self.logvar.reshape(1))
+        if not sample_shape:
+            return ops.reparameterize(loc, logvar).reshape(self.loc.shape)
+        z = ops.reparameterize(loc, logvar, num_samples=count)
         return z.reshape(sample_shape + self.loc.shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -271,6 +273,24 @@ class StandardNormal(Distribution):
         )
 
 
+class _BinaryOrUnitInterval(constraints.Constraint):
+    """BernoulliLogits' support: discrete, as torch's Bernoulli's is (so that inference which needs
+    a continuous site, Pyro's autoguides and NUTS, refuses a latent BernoulliLogits site rather
+    than fitting values in (0, 1) to it), while validation lets grey levels in [0, 1] through (the
+    likelihood of intensities, as the pytorch/examples VAE takes it)."""
+
+    is_discrete = True
+
+    def check(self, value):
+        return (value >= 0) & (value <= 1)
+
+    def __repr__(self):
+        return "BinaryOrUnitInterval()"
+
+
+_binary_or_unit_interval = _BinaryOrUnitInterval()
+
+
 class BernoulliLogits(Distribution):
     """Independent Bernoulli variables with the given logits over the last ``event_dims`` dims
     (default 1: a vector of D pixels): the VAE's likelihood p(x | z) for binary data.
@@ -314,7 +334,7 @@ class BernoulliLogits(Distribution):
 
     @property
     def support(self):
-        return constraints.independent(constraints.unit_interval, self._event_dims)
+        return constraints.independent(_binary_or_unit_interval, self._event_dims)
 
     @property
     def probs(self) -> Tensor:
@@ -393,4 +413,7 @@ def _kl_diagonal_diagonal(q: DiagonalNormal, p: DiagonalNormal) -> Tensor:
     """The fused KL(q || p) to a learned diagonal prior (a hierarchical VAE's layer), one value per
     batch element of q and p broadcast together."""
     _check_events(q, p)
-    return ops.gaussian_kl(q.loc, q.logvar, p.loc, p.logvar, event_dims=len(q.event_shape))
+    params = (q.loc, q.logvar, p.loc, p.logvar)
+    if all(t.dim() == 0 for t in params):  # scalar latents: the operator takes at least one dim
+        return ops.gaussian_kl(*(t.reshape(1) for t in params), event_dims=0).reshape(())
+    return ops.gaussian_kl(*params, event_dims=len(q.event_shape))

@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,6 +259,14 @@ class Data:
                     f"{x.max().item():g}], but {needs}: scale the data (e.g. divide 8-bit pixels by 255)"
                     + (other if likelihood == "bernoulli" and not paper_model else "")
                 )
+        if likelihood == "bernoulli" and not self.is_binary():
+            warnings.warn(
+                f"data: {self.name!r} is not binary (grey levels in [0, 1]): its Bernoulli log-likelihood is "
+                "minus the binary cross-entropy, not a normalised density, so the bounds this run reports "
+                "(and aevb-fast eval's log p(x)) are not nats comparable with published ones; binarize the "
+                "data for a bound, or take a Gaussian likelihood",
+                stacklevel=2,
+            )
 
     def is_binary(self) -> bool:
         """Whether the model sees only 0s and 1s: binarized for every minibatch, or so stored."""

@@ -312,3 +312,24 @@ def test_a_value_of_another_dtype_promotes_as_torch_does():
     assert ours.dtype == F64
     torch.testing.assert_close(ours, torch_normal(loc.double(), logvar.double()).log_prob(value))
     assert BernoulliLogits(torch.randn(2, 5)).log_prob(torch.ones(2, 5, dtype=F64)).dtype == F64
+
+
+def test_a_scalar_latent_samples_and_has_a_kl():
+    """DiagonalNormal(loc, logvar, event_dims=0) with 0-dim parameters (a scalar global latent in
+    Pyro) draws, and its KL to another is torch's."""
+    loc, logvar = torch.tensor(0.3, dtype=torch.float64), torch.tensor(-0.4, dtype=torch.float64)
+    q, p = DiagonalNormal(loc, logvar, event_dims=0), DiagonalNormal(loc * 0, logvar * 0, event_dims=0)
+    assert q.rsample().shape == () and q.sample((5, 2)).shape == (5, 2)
+    expected = D.kl_divergence(D.Normal(loc, torch.exp(0.5 * logvar)), D.Normal(0.0, 1.0))
+    torch.testing.assert_close(D.kl_divergence(q, p), expected)
+
+
+def test_bernoulli_logits_is_discrete_yet_takes_grey_levels():
+    """Its support is discrete, as torch's Bernoulli's is (inference that needs a continuous site
+    refuses a latent one), and validation still lets intensities in [0, 1] through."""
+    dist = BernoulliLogits(torch.randn(3, 4), validate_args=True)
+    assert dist.support.is_discrete and D.Bernoulli(logits=torch.zeros(1)).support.is_discrete
+    assert dist.support.event_dim == 1
+    dist.log_prob(torch.rand(3, 4))
+    with pytest.raises(ValueError):
+        dist.log_prob(torch.full((3, 4), 1.5))

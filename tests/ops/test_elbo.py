@@ -144,6 +144,8 @@ def test_iwae_is_tighter_with_more_samples():
         (dict(beta=-1.0), "beta must be"),
         (dict(estimator="iwae", beta=0.5), "beta=1.0"),
         (dict(estimator="generic", free_bits=0.5), "free_bits needs"),
+        (dict(eps=randn(B, J)), r"eps must have shape \(num_samples, B, J\) = \(1, 6, 3\).*eps\[None\]"),
+        (dict(eps=randn(2, B, J), num_samples=3), r"= \(3, 6, 3\), got \(2, 6, 3\)"),
     ],
 )
 def test_bad_options(options, match):

@@ -115,3 +115,15 @@ def test_jit_elbos_trace_without_warnings(example, elbo):
     ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "aevb_fast" in w.filename]
     assert not ours, ours
     assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]
+
+
+def test_an_autoguide_refuses_a_latent_bernoulli_logits_site():
+    """As for Pyro's own Bernoulli: a continuous guide must not fit values in (0, 1) to it."""
+    import pyro.infer.autoguide
+
+    def model():
+        pyro.sample("c", BernoulliLogits(torch.zeros(4)))
+
+    pyro.clear_param_store()
+    with pytest.raises(Exception, match="[Dd]iscrete"):
+        pyro.infer.autoguide.AutoNormal(model)()

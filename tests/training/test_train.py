@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -470,3 +471,16 @@ def test_the_recipe_follows_the_batch_size():
         assert large.learning_rate(99) == pytest.approx(peak * 0.02)
     given = TrainConfig(batch_size=4096, lr=3e-3, warmup=0, lr_decay="none").resolved()
     assert given.learning_rate(0) == given.learning_rate(500) == 3e-3  # what the user gives wins
+
+
+def test_a_bernoulli_of_grey_levels_says_its_bound_is_not_in_nats(tmp_path):
+    """Grey levels in [0, 1] under a Bernoulli likelihood train (minus the cross-entropy, as the
+    pytorch/examples VAE does), with a warning that the bound is not a normalised one; binary data
+    trains without it."""
+    grey = data.from_arrays(torch.rand(200, 16, generator=torch.Generator().manual_seed(0)))
+    with pytest.warns(UserWarning, match="'data' is not binary .* not nats comparable with published ones"):
+        Trainer(small(tmp_path / "grey", likelihood="bernoulli"), data=grey)
+    binary = data.from_arrays((torch.rand(200, 16, generator=torch.Generator().manual_seed(0)) > 0.5).float())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        Trainer(small(tmp_path / "binary", likelihood="bernoulli"), data=binary)
