@@ -163,6 +163,8 @@ class DiagonalNormal(Distribution):
             and value.shape[value.dim() - self.loc.dim() :] == self.loc.shape
         ):
             return ops.gaussian_log_prob(self.loc, value, self.logvar, event_dims=self._event_dims)
+        if _all_scalars(value, self.loc):  # a scalar latent's own draw: the operator takes at least one dim
+            return ops.gaussian_log_prob(value.reshape(1), self.loc.reshape(1), self.logvar.reshape(1)).reshape(())
         return ops.gaussian_log_prob(value, self.loc, self.logvar, event_dims=self._event_dims)
 
     def cdf(self, value: Tensor) -> Tensor:
@@ -383,12 +385,20 @@ class BernoulliLogits(Distribution):
             not isinstance(value, Tensor) or value.numel()
         ):  # torch's check fails on empty tensors
             self._validate_sample(value)
+        if _all_scalars(value, self.logits):  # one variable: the operator takes at least one dim
+            return ops.bernoulli_log_prob(value.reshape(1), self.logits.reshape(1)).reshape(())
         return ops.bernoulli_log_prob(value, self.logits, event_dims=self._event_dims)
 
     def entropy(self) -> Tensor:
         # H = softplus(l) - l * sigmoid(l) per variable, summed over the event
         per_element = torch.nn.functional.softplus(self.logits) - self.logits * self.probs
         return per_element.sum(tuple(range(-self._event_dims, 0))) if self._event_dims else per_element
+
+
+def _all_scalars(value, parameter: Tensor) -> bool:
+    """A 0-dim value of a 0-dim parameter (event_dims=0): one variable, which the operators
+    (taking at least one dim) see as shape (1,)."""
+    return isinstance(value, Tensor) and value.dim() == 0 and parameter.dim() == 0
 
 
 def _check_events(q: Distribution, p: Distribution) -> None:

@@ -230,10 +230,11 @@ class Data:
             self.name, self.train.to(device), self.test.to(device), self.image_shape, self.likelihood, self.binarize
         )
 
-    def check_range(self, likelihood: str, paper_model: bool) -> None:
+    def check_range(self, likelihood: str, paper_model: bool, warn: bool = True) -> None:
         """Values a model can fit, else a one-line user error: Bernoulli targets lie in [0, 1], and
         so must Gaussian data for the paper's decoder, whose mean is a sigmoid; binary data takes
-        no Gaussian likelihood (see ``is_binary``)."""
+        no Gaussian likelihood (see ``is_binary``). With ``warn`` (one process of a distributed
+        run), grey levels under a Bernoulli likelihood get a warning."""
         if likelihood == "gaussian" and self.is_binary():
             drawn = ", drawn afresh for every minibatch" if self.binarize == "dynamic" else ""
             raise ValueError(
@@ -259,7 +260,7 @@ class Data:
                     f"{x.max().item():g}], but {needs}: scale the data (e.g. divide 8-bit pixels by 255)"
                     + (other if likelihood == "bernoulli" and not paper_model else "")
                 )
-        if likelihood == "bernoulli" and not self.is_binary():
+        if warn and likelihood == "bernoulli" and not self.is_binary():
             warnings.warn(
                 f"data: {self.name!r} is not binary (grey levels in [0, 1]): its Bernoulli log-likelihood is "
                 "minus the binary cross-entropy, not a normalised density, so the bounds this run reports "

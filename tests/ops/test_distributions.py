@@ -320,8 +320,13 @@ def test_a_scalar_latent_samples_and_has_a_kl():
     loc, logvar = torch.tensor(0.3, dtype=torch.float64), torch.tensor(-0.4, dtype=torch.float64)
     q, p = DiagonalNormal(loc, logvar, event_dims=0), DiagonalNormal(loc * 0, logvar * 0, event_dims=0)
     assert q.rsample().shape == () and q.sample((5, 2)).shape == (5, 2)
-    expected = D.kl_divergence(D.Normal(loc, torch.exp(0.5 * logvar)), D.Normal(0.0, 1.0))
-    torch.testing.assert_close(D.kl_divergence(q, p), expected)
+    normal = D.Normal(loc, torch.exp(0.5 * logvar))
+    torch.testing.assert_close(D.kl_divergence(q, p), D.kl_divergence(normal, D.Normal(0.0, 1.0)))
+    z = q.rsample()
+    torch.testing.assert_close(q.log_prob(z), normal.log_prob(z))
+    torch.testing.assert_close(q.log_prob(z.expand(3)), normal.log_prob(z.expand(3)))
+    coin, x = BernoulliLogits(loc, event_dims=0), torch.tensor(1.0, dtype=torch.float64)
+    torch.testing.assert_close(coin.log_prob(x), D.Bernoulli(logits=loc).log_prob(x))
 
 
 def test_bernoulli_logits_is_discrete_yet_takes_grey_levels():
