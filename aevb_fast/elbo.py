@@ -245,7 +245,13 @@ def elbo(
             f"elbo: expected mu and logvar of shape (B, J) and x of shape (B, ...), got "
             f"x {tuple(x.shape)}, mu {tuple(mu.shape)}, logvar {tuple(logvar.shape)}"
         )
-    if isinstance(eps, Tensor) and isinstance(num_samples, int) and eps.shape != (num_samples, *mu.shape):
+    # (Not while a JIT traces: comparing its shapes there warns; the operator checks eps anyway.)
+    if (
+        isinstance(eps, Tensor)
+        and not torch.jit.is_tracing()
+        and isinstance(num_samples, int)
+        and eps.shape != (num_samples, *mu.shape)
+    ):
         raise ValueError(
             f"elbo: eps must have shape (num_samples, B, J) = {(num_samples, *mu.shape)}, got {tuple(eps.shape)}"
             + ("; for one sample, eps[None] or eps.unsqueeze(0)" if eps.shape == mu.shape else "")

@@ -210,9 +210,11 @@ Tensor grad_eps(AutogradContext* ctx, const Tensor& grad_z, const Tensor& logvar
   return (grad_z * at::exp(0.5 * logvar)).to(eps.scalar_type());
 }
 
-// For create_graph=True (op_library.h): the noise the seed drew, (L, *mu.shape). The sampling
-// op's z for mu = 0 and logvar = 0 is that noise exactly (sigma = exp(0) = 1).
-Tensor drawn_noise(const Tensor& mu, const Tensor& seed, int64_t num_samples) {
+// For create_graph=True (op_library.h): the noise of a sampling op's backward, (L, *mu.shape):
+// the given eps, or the noise the seed drew. The sampling op's z for mu = 0 and logvar = 0 is that
+// noise exactly (sigma = exp(0) = 1).
+Tensor noise_of(const Tensor& eps, const Tensor& seed, const Tensor& mu, int64_t num_samples) {
+  if (eps.defined()) return eps;
   static const auto op = find_op<decltype(reparameterize)>("reparameterize");
   at::AutoDispatchBelowADInplaceOrView below;
   const Tensor zeros = at::zeros({}, mu.options().dtype(accumulate_dtype(mu.scalar_type()))).expand(mu.sizes());
@@ -266,7 +268,7 @@ struct Reparameterize : torch::autograd::Function<Reparameterize> {
     static const auto op = find_op<decltype(reparameterize_backward)>("reparameterize_backward");
     const auto saved = ctx->get_saved_variables();
     if (create_graph()) {
-      const Tensor eps = saved[2].defined() ? saved[2] : drawn_noise(saved[0], saved[3], grads[0].size(0));
+      const Tensor eps = noise_of(saved[2], saved[3], saved[0], grads[0].size(0));
       auto grads_in = differentiable_backward(grads[0], eps, Tensor(), {saved[0], saved[1], Tensor(), Tensor()}, 1);
       return {std::get<0>(grads_in), std::get<1>(grads_in), grad_eps(ctx, grads[0], saved[1], saved[2]), Tensor(),
               Tensor()};
@@ -296,9 +298,8 @@ struct SampleAndKL : torch::autograd::Function<SampleAndKL> {
     const int64_t event_dims = ctx->saved_data["event_dims"].toInt();
     auto [grad_mu, grad_logvar, grad_prior_mu, grad_prior_logvar] =
         create_graph()
-            ? differentiable_backward(grads[0],
-                                      saved[2].defined() ? saved[2] : drawn_noise(saved[0], saved[3], grads[0].size(0)),
-                                      grads[1], {saved[0], saved[1], saved[4], saved[5]}, event_dims)
+            ? differentiable_backward(grads[0], noise_of(saved[2], saved[3], saved[0], grads[0].size(0)), grads[1],
+                                      {saved[0], saved[1], saved[4], saved[5]}, event_dims)
             : op.call(grads[0], grads[1], saved[0], saved[1], saved_optional(saved[2]), saved_optional(saved[3]),
                       saved_optional(saved[4]), saved_optional(saved[5]), event_dims);
     const bool prior = saved[4].defined();
