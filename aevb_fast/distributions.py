@@ -174,7 +174,7 @@ class DiagonalNormal(Distribution):
         raise _per_variable_only("DiagonalNormal", "icdf", "Normal(q.loc, q.stddev)")
 
     def entropy(self) -> Tensor:
-        per_element = 0.5 + _HALF_LOG_2PI + 0.5 * self.logvar
+        per_element = 0.5 + _HALF_LOG_2PI + 0.5 * _reduced_dtype(self.logvar, self._event_dims)
         return per_element.sum(tuple(range(-self._event_dims, 0))) if self._event_dims else per_element
 
     def _flat_event(self) -> tuple[Tensor, Tensor]:
@@ -230,9 +230,17 @@ class StandardNormal(Distribution):
         return self._full(1.0)
 
     def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        # As a tensor expands: the batch shape's dims of size 1 may grow, the others must stay.
+        if len(batch_shape) < len(self.batch_shape) or any(
+            old not in (1, new) for old, new in zip(reversed(self.batch_shape), reversed(batch_shape))
+        ):
+            raise ValueError(
+                f"StandardNormal.expand: batch_shape {tuple(self.batch_shape)} cannot expand to {tuple(batch_shape)}"
+            )
         new = self._get_checked_instance(StandardNormal, _instance)
         new.device, new.dtype = self.device, self.dtype
-        super(StandardNormal, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
+        super(StandardNormal, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
@@ -270,8 +278,9 @@ class StandardNormal(Distribution):
         raise _per_variable_only("StandardNormal", "icdf", "Normal(0.0, 1.0)")
 
     def entropy(self) -> Tensor:
+        dtype = _reduced_dtype(torch.empty((), dtype=self.dtype), len(self.event_shape)).dtype
         return torch.full(
-            self.batch_shape, (0.5 + _HALF_LOG_2PI) * self.event_shape.numel(), device=self.device, dtype=self.dtype
+            self.batch_shape, (0.5 + _HALF_LOG_2PI) * self.event_shape.numel(), device=self.device, dtype=dtype
         )
 
 
@@ -348,7 +357,9 @@ class BernoulliLogits(Distribution):
 
     @property
     def mode(self) -> Tensor:
-        return (self.logits > 0).to(self.logits.dtype)
+        # As torch's Bernoulli: NaN where both values are as likely (logit 0).
+        mode = (self.logits > 0).to(self.logits.dtype)
+        return mode.masked_fill(self.logits == 0, float("nan"))
 
     @property
     def variance(self) -> Tensor:
@@ -391,8 +402,17 @@ class BernoulliLogits(Distribution):
 
     def entropy(self) -> Tensor:
         # H = softplus(l) - l * sigmoid(l) per variable, summed over the event
-        per_element = torch.nn.functional.softplus(self.logits) - self.logits * self.probs
+        logits = _reduced_dtype(self.logits, self._event_dims)
+        per_element = torch.nn.functional.softplus(logits) - logits * torch.sigmoid(logits)
         return per_element.sum(tuple(range(-self._event_dims, 0))) if self._event_dims else per_element
+
+
+def _reduced_dtype(tensor: Tensor, event_dims: int) -> Tensor:
+    """The tensor in float32 where it is bfloat16 or float16 and will be summed over an event, as
+    the operators' reduced results are (a sum of 784 terms in bfloat16 keeps 3 digits)."""
+    if event_dims and tensor.dtype in (torch.bfloat16, torch.float16):
+        return tensor.float()
+    return tensor
 
 
 def _all_scalars(value, parameter: Tensor) -> bool:

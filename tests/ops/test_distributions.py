@@ -153,6 +153,38 @@ def test_diagonal_normal_low_precision_gives_float32_log_prob():
     assert (ll.double() - want).abs().max() < 1e-3 * want.abs().max()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_entropies_are_float32_sums(dtype):
+    # A reduced result of a 16-bit input is float32, as the operators' are: summed in bfloat16,
+    # 784 entropies keep 3 digits.
+    loc, logvar, logits = (t.detach().to(dtype) for t in leaves((2, 784), (2, 784), (2, 784)))
+    for ours, theirs in [
+        (DiagonalNormal(loc, logvar), torch_normal(loc.double(), logvar.double())),
+        (StandardNormal(784, dtype=dtype), torch_normal(torch.zeros(784, dtype=F64), torch.zeros(784, dtype=F64))),
+        (BernoulliLogits(logits), D.Independent(D.Bernoulli(logits=logits.double()), 1)),
+    ]:
+        entropy = ours.entropy()
+        assert entropy.dtype == torch.float32
+        torch.testing.assert_close(entropy.double(), theirs.entropy(), rtol=1e-6, atol=1e-4)
+    # per element (no event), the dtype stays, as torch's Normal's does
+    assert DiagonalNormal(loc, logvar, event_dims=0).entropy().dtype == dtype
+
+
+def test_bernoulli_logits_mode_is_nan_at_even_odds():
+    logits = torch.tensor([[0.0, 2.0, -2.0, -0.0]])
+    torch.testing.assert_close(BernoulliLogits(logits).mode, D.Bernoulli(logits=logits).mode, equal_nan=True)
+    assert BernoulliLogits(logits).mode.isnan().tolist() == [[True, False, False, True]]
+
+
+def test_standard_normal_expands_as_a_tensor_does():
+    p = StandardNormal(4, batch_shape=(3,))
+    assert p.expand((2, 3)).batch_shape == (2, 3)
+    assert StandardNormal(4, batch_shape=(1,)).expand((5,)).batch_shape == (5,)
+    for shape in [(5,), (3, 2), ()]:
+        with pytest.raises(ValueError, match=r"StandardNormal.expand: batch_shape \(3,\) cannot expand to"):
+            p.expand(shape)
+
+
 def test_empty_batches():
     loc, logvar = torch.zeros(0, 3, requires_grad=True), torch.zeros(0, 3)
     q = DiagonalNormal(loc, logvar)
