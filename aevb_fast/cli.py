@@ -250,6 +250,7 @@ def _train(args) -> int:
     import warnings
 
     from .training import RunError, TooShortToJudge, TrainConfig, TrainingDiverged, TrainingStopped, train
+    from .training.data import GreyLevelsUnderBernoulli
     from .training.checkpoint import RunExists
     from .training.options import default_run_dir, resume_command, resumed_config
 
@@ -287,10 +288,11 @@ def _train(args) -> int:
                 f"--samples {config.samples} is {steps} minibatches of {config.batch_size}: "
                 f"{steps * config.batch_size} samples will be processed"
             )
-        notices = []
+        notices, grey_levels = [], []
         shown = warnings.showwarning
 
         def show(message, category, *rest, **kwargs):  # the too-short notice after the summary, others at once
+            grey_levels.append(issubclass(category, GreyLevelsUnderBernoulli))
             if issubclass(category, TooShortToJudge):
                 notices.append(str(message))
             else:
@@ -320,9 +322,10 @@ def _train(args) -> int:
         # The run's average: all its training time (its evaluations not counted), not the last interval's.
         wall = summary.get("train_wall_s") or 0.0
         rate = f"{summary['samples_seen'] / wall:.0f} samples/s on average" if wall > 0 else "no training time"
+        units = " (minus cross-entropies, not nats)" if any(grey_levels) else " nats"
         print(
             f"aevb-fast train: {summary['samples_seen']} samples, train ELBO {summary['train_elbo']:.2f}, "
-            f"test ELBO {summary['test_elbo']:.2f} nats, {rate}; run in {config.out}"
+            f"test ELBO {summary['test_elbo']:.2f}{units}, {rate}; run in {config.out}"
         )
         for notice in notices:
             _note(notice.removeprefix("train: "))
@@ -363,6 +366,12 @@ def cmd_eval(args) -> int:
     except (FileNotFoundError, ValueError, RunError) as error:
         return _fail("eval", error)
     likelihood = state.get("model_spec", {}).get("likelihood") or model.decoder.likelihood
+    if likelihood == "bernoulli" and not d.is_binary():
+        print(
+            f"aevb-fast eval: the run's data {d.name!r} is not binary: its Bernoulli test ELBO and log p(x) are "
+            "minus cross-entropies of grey levels, not nats comparable with published ones",
+            file=sys.stderr,
+        )
     x = d.test[: args.limit] if args.limit else d.test
     g = torch.Generator(device=args.device).manual_seed(args.seed)
     started = time.perf_counter()

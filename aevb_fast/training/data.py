@@ -262,10 +262,12 @@ class Data:
                 )
         if warn and likelihood == "bernoulli" and not self.is_binary():
             warnings.warn(
-                f"data: {self.name!r} is not binary (grey levels in [0, 1]): its Bernoulli log-likelihood is "
-                "minus the binary cross-entropy, not a normalised density, so the bounds this run reports "
-                "(and aevb-fast eval's log p(x)) are not nats comparable with published ones; binarize the "
-                "data for a bound, or take a Gaussian likelihood",
+                GreyLevelsUnderBernoulli(
+                    f"data: {self.name!r} is not binary (grey levels in [0, 1]): its Bernoulli log-likelihood is "
+                    "minus the binary cross-entropy, not a normalised density, so the bounds this run reports "
+                    "(and aevb-fast eval's log p(x)) are not nats comparable with published ones; binarize the "
+                    "data for a bound, or take a Gaussian likelihood"
+                ),
                 stacklevel=2,
             )
 
@@ -274,6 +276,10 @@ class Data:
         return self.binarize == "dynamic" or all(
             bool(((x == 0) | (x == 1)).all()) for x in (self.train, self.test) if x.numel()
         )
+
+
+class GreyLevelsUnderBernoulli(UserWarning):
+    """A Bernoulli likelihood of grey levels: its bounds are minus cross-entropies, not nats."""
 
 
 def _binarize_fixed(x: Tensor, how: str, seed: int) -> Tensor:

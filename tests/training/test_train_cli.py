@@ -321,3 +321,22 @@ def test_the_resume_command_follows_the_processes_that_ran(monkeypatch):
     assert resume_command("runs/a") == (
         "torchrun --nnodes 2 --nproc-per-node 4 ... -m aevb_fast.cli train --resume --out runs/a"
     )
+
+
+def test_grey_levels_under_a_bernoulli_are_not_called_nats(tmp_path, capsys):
+    """A Bernoulli likelihood of grey levels reports minus cross-entropies: train's summary and
+    eval say so instead of calling them nats; binary data's summary says nats."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name, points in [("grey", rng.random((300, 16))), ("binary", (rng.random((300, 16)) > 0.5) * 1.0)]:
+        np.save(tmp_path / f"{name}.npy", points.astype(np.float32))
+        out = str(tmp_path / name)
+        argv = [*SMALL[2:], "--dataset", str(tmp_path / f"{name}.npy"), "--likelihood", "bernoulli"]
+        capsys.readouterr()
+        assert cli.main(["train", *argv, "--samples", "200", "--eval-every", "100", "--out", out]) == 0
+        summary = capsys.readouterr().out.strip().splitlines()[-1]
+        grey = name == "grey"
+        assert ("(minus cross-entropies, not nats)" in summary) == grey and (" nats," in summary) != grey, summary
+        code, err = run_cli(capsys, "eval", out, "--importance-samples", "2", "--limit", "10")
+        assert code == 0 and ("minus cross-entropies of grey levels, not nats" in err) == grey, err
