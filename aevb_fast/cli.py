@@ -250,8 +250,8 @@ def _train(args) -> int:
     import warnings
 
     from .training import RunError, TooShortToJudge, TrainConfig, TrainingDiverged, TrainingStopped, train
-    from .training.data import GreyLevelsUnderBernoulli
     from .training.checkpoint import RunExists
+    from .training.data import GreyLevelsUnderBernoulli
     from .training.options import default_run_dir, resume_command, resumed_config
 
     # Every option defaults to None: what is not None here is what the user gave.
