@@ -5,7 +5,7 @@ from torch.distributions import Bernoulli, Independent
 import aevb_fast as af
 from aevb_fast import reference
 from op_tester import KernelPaths, OpTester
-from testing import DATA_SHAPES, DTYPES, assert_matches, functions, rand, randn, require_device
+from testing import DATA_SHAPES, DTYPES, assert_matches, functions, non_contiguous, rand, randn, require_device
 
 
 def inputs(shape, num_samples=None, dtype=torch.float64, device="cpu"):
@@ -80,6 +80,8 @@ class TestBernoulliLogProb(OpTester):
             (lambda: f(z(()), z(())), "at least one dimension"),
             (lambda: f(x, logits, event_dims=4), "event_dims must be between"),
             (lambda: f(x, logits, event_dims=-1), "event_dims must be between"),
+            # a strided view (a channel slice) takes the same check
+            (lambda: f(non_contiguous(x), non_contiguous(x), event_dims=3), "event_dims must be between 0 and x.dim"),
             (lambda: f(x, logits, reduction="avg"), "reduction must be one of"),
             (lambda: af.bernoulli_log_prob(x, logits, event_dims=1.0), "event_dims must be an int, got float 1.0"),
             (lambda: torch.ops.aevb_fast.bernoulli_log_prob(x, logits, 1, "avg"), "reduction must be 'none', 'sum'"),

@@ -5,7 +5,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 import aevb_fast as af
 from aevb_fast import reference
 from op_tester import OpTester
-from testing import LATENT_SHAPES, randn
+from testing import LATENT_SHAPES, non_contiguous, randn
 
 
 class TestGaussianKL(OpTester):
@@ -17,8 +17,10 @@ class TestGaussianKL(OpTester):
     dtype_case = (100, 20)
 
     def make_inputs(self, shape, dtype=torch.float64, device="cpu"):
-        return [randn(*shape, dtype=dtype, device=device, seed=0),
-                randn(*shape, dtype=dtype, device=device, seed=1, scale=0.7)]
+        return [
+            randn(*shape, dtype=dtype, device=device, seed=0),
+            randn(*shape, dtype=dtype, device=device, seed=1, scale=0.7),
+        ]
 
     def call(self, f, mu, logvar):
         return f.gaussian_kl(mu, logvar, event_dims=1)
@@ -38,11 +40,18 @@ class TestGaussianKL(OpTester):
         z = torch.zeros
         return [
             (lambda: af.gaussian_kl(z(3, 4), z(3, 5)), r"do not broadcast together: mu \(3, 4\), logvar \(3, 5\)"),
+            (
+                lambda: af.gaussian_kl(non_contiguous(z(3, 4)), non_contiguous(z(3, 4)), event_dims=3),
+                r"gaussian_kl: event_dims must be between 0 and mu.dim\(\) = 2, got 3",
+            ),
             (lambda: af.gaussian_kl(z(3, 4).long(), z(3, 4).long()), "mu must be a float"),
             (lambda: torch.ops.aevb_fast.gaussian_kl(z(3, 4), z(3, 4).double()), "logvar has dtype"),
             (lambda: torch.ops.aevb_fast.gaussian_kl(z(3, 4), z(3, 5)), "logvar has shape"),
             (lambda: af.gaussian_kl(z(()), z(())), "mu must have at least one dimension"),
-            (lambda: af.gaussian_kl(z(2, 3, 4), z(2, 3, 4)), r"gaussian_kl: mu has 3 dims \(2, 3, 4\); pass event_dims"),
+            (
+                lambda: af.gaussian_kl(z(2, 3, 4), z(2, 3, 4)),
+                r"gaussian_kl: mu has 3 dims \(2, 3, 4\); pass event_dims",
+            ),
             # the broadcast shape counts: a (J,) logvar with (B, C, J) means
             (lambda: af.gaussian_kl(z(2, 3, 4), z(4)), "mu has 3 dims"),
         ]

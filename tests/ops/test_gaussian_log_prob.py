@@ -7,7 +7,7 @@ from torch.distributions import Independent, Normal
 import aevb_fast as af
 from aevb_fast import reference
 from op_tester import KernelPaths, OpTester
-from testing import DATA_SHAPES, assert_matches, functions, rand, randn, require_device
+from testing import DATA_SHAPES, assert_matches, functions, non_contiguous, rand, randn, require_device
 
 
 def inputs(shape, num_samples=None, dtype=torch.float64, device="cpu"):
@@ -83,6 +83,7 @@ class TestGaussianLogProb(OpTester):
             (lambda: torch.ops.aevb_fast.gaussian_log_prob(x, mean, z(2, 3, 5), 1), "logvar has shape"),
             (lambda: f(z(()), z(()), z(())), "at least one dimension"),
             (lambda: f(x, mean, mean, event_dims=4), "event_dims must be between"),
+            (lambda: f(x, non_contiguous(x), non_contiguous(x), event_dims=3), "event_dims must be between 0 and x"),
             (lambda: f(x, mean, mean, reduction="total"), "reduction must be one of"),
         ]
 

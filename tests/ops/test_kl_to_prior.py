@@ -18,10 +18,12 @@ SHAPES = [(4, 3, 5, 6), (2, 3, 17), (100, 20), (1, 1), (3, 1001)]
 
 def latents(shape, dtype=torch.float64, device="cpu"):
     """mu, logvar, prior_mu, prior_logvar: the prior's log-variance below and above the posterior's."""
-    return [randn(*shape, dtype=dtype, device=device, seed=0),
-            randn(*shape, dtype=dtype, device=device, seed=1, scale=0.7),
-            randn(*shape, dtype=dtype, device=device, seed=2, scale=0.5),
-            randn(*shape, dtype=dtype, device=device, seed=3, scale=0.7)]
+    return [
+        randn(*shape, dtype=dtype, device=device, seed=0),
+        randn(*shape, dtype=dtype, device=device, seed=1, scale=0.7),
+        randn(*shape, dtype=dtype, device=device, seed=2, scale=0.5),
+        randn(*shape, dtype=dtype, device=device, seed=3, scale=0.7),
+    ]
 
 
 def event_dims_of(*tensors):
@@ -46,16 +48,19 @@ class TestKLToPrior(OpTester):
         return latents(shape, dtype, device)
 
     def call(self, f, mu, logvar, prior_mu, prior_logvar):
-        return f.gaussian_kl(mu, logvar, prior_mu, prior_logvar,
-                             event_dims=event_dims_of(mu, logvar, prior_mu, prior_logvar))
+        return f.gaussian_kl(
+            mu, logvar, prior_mu, prior_logvar, event_dims=event_dims_of(mu, logvar, prior_mu, prior_logvar)
+        )
 
     def distribution(self, *inputs):
         return torch_kl(*inputs, event_dims_of(*inputs))
 
     def op_args(self, library, inputs):
         mu, logvar, prior_mu, prior_logvar = inputs
-        return [(mu, logvar.clone().requires_grad_(), prior_mu.clone().requires_grad_(), prior_logvar, 2),
-                (mu, logvar, prior_mu, prior_logvar.clone().requires_grad_(), 0)]
+        return [
+            (mu, logvar.clone().requires_grad_(), prior_mu.clone().requires_grad_(), prior_logvar, 2),
+            (mu, logvar, prior_mu, prior_logvar.clone().requires_grad_(), 0),
+        ]
 
     def backward_op_args(self, args, out_grads):
         return (out_grads[0], *args)
@@ -64,10 +69,16 @@ class TestKLToPrior(OpTester):
         z = torch.zeros
         ops = torch.ops.aevb_fast
         return [
-            (lambda: af.gaussian_kl(z(3, 4), z(3, 4), z(3, 5), z(3, 5)), r"do not broadcast together: .*prior_mu \(3, 5\)"),
+            (
+                lambda: af.gaussian_kl(z(3, 4), z(3, 4), z(3, 5), z(3, 5)),
+                r"do not broadcast together: .*prior_mu \(3, 5\)",
+            ),
             (lambda: af.gaussian_kl(z(3, 4), z(3, 4), z(3, 4), z(3, 4), event_dims=3), "event_dims must be between 0"),
             (lambda: ops.gaussian_kl(z(3, 4), z(3, 4), z(3, 4).long(), z(3, 4)), "prior_mu must be a float"),
-            (lambda: ops.gaussian_kl(z(3, 4), z(3, 4), z(3, 4), None), "prior_mu and prior_logvar must be given together"),
+            (
+                lambda: ops.gaussian_kl(z(3, 4), z(3, 4), z(3, 4), None),
+                "prior_mu and prior_logvar must be given together",
+            ),
             (lambda: ops.gaussian_kl(z(3, 4), z(3, 4), z(3, 4), z(3, 4).double()), "prior_logvar has dtype"),
             (lambda: ops.gaussian_kl(z(3, 4), z(3, 4), z(3, 4), z(4, 4)), "prior_logvar has shape"),
             (lambda: ops.gaussian_kl(z(3, 4), z(3, 4), None, None, -1), "event_dims must be between 0"),
@@ -90,8 +101,15 @@ class TestSampleAndKLToPrior(OpTester):
         return [*latents(shape, dtype, device), randn(samples, *shape, dtype=dtype, device=device, seed=4)]
 
     def call(self, f, mu, logvar, prior_mu, prior_logvar, eps):
-        return f.sample_and_kl(mu, logvar, prior_mu, prior_logvar, eps=eps, num_samples=eps.shape[0],
-                               event_dims=event_dims_of(mu, logvar, prior_mu, prior_logvar))
+        return f.sample_and_kl(
+            mu,
+            logvar,
+            prior_mu,
+            prior_logvar,
+            eps=eps,
+            num_samples=eps.shape[0],
+            event_dims=event_dims_of(mu, logvar, prior_mu, prior_logvar),
+        )
 
     def distribution(self, mu, logvar, prior_mu, prior_logvar, eps):
         z = Normal(mu, torch.exp(0.5 * logvar)).loc + torch.exp(0.5 * logvar) * eps
@@ -100,9 +118,19 @@ class TestSampleAndKLToPrior(OpTester):
     def op_args(self, library, inputs):
         mu, logvar, prior_mu, prior_logvar, eps = inputs
         seed = torch.tensor([123, 456], device=mu.device)
-        return [(mu.clone().requires_grad_(), logvar, eps, None, eps.shape[0], prior_mu.clone().requires_grad_(),
-                 prior_logvar, 2),
-                (mu, logvar, None, seed, eps.shape[0], prior_mu, prior_logvar.clone().requires_grad_(), 0)]
+        return [
+            (
+                mu.clone().requires_grad_(),
+                logvar,
+                eps,
+                None,
+                eps.shape[0],
+                prior_mu.clone().requires_grad_(),
+                prior_logvar,
+                2,
+            ),
+            (mu, logvar, None, seed, eps.shape[0], prior_mu, prior_logvar.clone().requires_grad_(), 0),
+        ]
 
     def backward_op_args(self, args, out_grads):
         return (*out_grads, *args[:4], *args[5:])
@@ -111,8 +139,12 @@ class TestSampleAndKLToPrior(OpTester):
         z = torch.zeros
         return [
             (lambda: af.sample_and_kl(z(3, 4), z(3, 4), z(3, 5), z(3, 5)), "do not broadcast together"),
-            (lambda: torch.ops.aevb_fast.sample_and_kl(z(3, 4), z(3, 4), None, torch.zeros(2).long(), 1,
-                                                       z(3, 4), None), "must be given together"),
+            (
+                lambda: torch.ops.aevb_fast.sample_and_kl(
+                    z(3, 4), z(3, 4), None, torch.zeros(2).long(), 1, z(3, 4), None
+                ),
+                "must be given together",
+            ),
         ]
 
 
@@ -170,7 +202,9 @@ def test_extreme_log_variances_stay_finite(dtype):
     leaves = [t.to(dtype).requires_grad_() for t in (mu, logvar, prior_mu, prior_logvar)]
     kl = af.gaussian_kl(*leaves)
     assert torch.isfinite(kl[representable]).all() and not kl.isnan().any()
-    torch.testing.assert_close(kl[representable].double(), truth[representable], rtol=2e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-3)
+    torch.testing.assert_close(
+        kl[representable].double(), truth[representable], rtol=2e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-3
+    )
     kl[representable].sum().backward()
     for leaf in leaves:
         assert torch.isfinite(leaf.grad[representable.squeeze(-1)]).all()
@@ -211,8 +245,9 @@ def test_a_shared_prior_is_read_without_a_copy(device):
         leaves = [t.clone().requires_grad_() for t in args]
         z, kl = f.sample_and_kl(*leaves, eps=randn(8, 4, 6, 6, dtype=torch.float32, seed=5), event_dims=3)
         ref_leaves = [t.clone().requires_grad_() for t in args]
-        ref_z, ref_kl = reference.sample_and_kl(*ref_leaves, eps=randn(8, 4, 6, 6, dtype=torch.float32, seed=5),
-                                                event_dims=3)
+        ref_z, ref_kl = reference.sample_and_kl(
+            *ref_leaves, eps=randn(8, 4, 6, 6, dtype=torch.float32, seed=5), event_dims=3
+        )
         torch.testing.assert_close(kl, ref_kl)
         (z.sum() + kl.sum()).backward()
         (ref_z.sum() + ref_kl.sum()).backward()
@@ -258,7 +293,7 @@ def test_channel_slices_keep_no_more_memory_than_vdvae(op):
     def block(fused):
         enc_out, prior_out = enc * 1.0, prior * 1.0  # conv outputs: intermediates, not leaves
         qm, qv = enc_out.chunk(2, dim=1)
-        pm, pv = prior_out[:, :zdim], prior_out[:, zdim:2 * zdim]
+        pm, pv = prior_out[:, :zdim], prior_out[:, zdim : 2 * zdim]
         if not fused:
             return (vdvae_draw(qm, qv), vdvae_kl(qm, pm, qv, pv)) if op == "sample_and_kl" else vdvae_kl(qm, pm, qv, pv)
         return getattr(af, op)(qm, 2 * qv, pm, 2 * pv, event_dims=0)  # the README's one-line swap
@@ -269,7 +304,7 @@ def test_channel_slices_keep_no_more_memory_than_vdvae(op):
     # The same values and gradients as from compact inputs.
     enc_out, prior_out = enc.detach() * 1.0, prior.detach() * 1.0
     qm, qv = enc_out.chunk(2, dim=1)
-    args = (qm, 2 * qv, prior_out[:, :zdim], 2 * prior_out[:, zdim:2 * zdim])
+    args = (qm, 2 * qv, prior_out[:, :zdim], 2 * prior_out[:, zdim : 2 * zdim])
     sliced = [a.requires_grad_() if a.is_leaf else a.detach().requires_grad_() for a in args]
     compact = [a.detach().contiguous().requires_grad_() for a in args]
     outs = [af.gaussian_kl(*t, event_dims=0).sum() for t in (sliced, compact)]

@@ -143,6 +143,10 @@ class TestReparameterize(SampleOpTester):
             ),
             (lambda: af.sample_and_kl(mu, mu, generator=0), "sample_and_kl: generator must be a torch.Generator"),
             (lambda: af.sample_and_kl(mu, mu, event_dims=1.0), "sample_and_kl: event_dims must be an int, got float"),
+            (
+                lambda: af.sample_and_kl(non_contiguous(mu), non_contiguous(mu), event_dims=3),
+                r"event_dims must be between 0 and mu.dim\(\) = 2, got 3",
+            ),
             (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, None, None, 1), "exactly one of eps"),
             (lambda: torch.ops.aevb_fast.reparameterize(mu, mu, None, torch.zeros(3).long(), 1), "seed must be"),
         ]
