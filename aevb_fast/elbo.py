@@ -31,6 +31,7 @@ reference backend) calls ``decoder(z)`` instead.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Callable
 
 import torch
@@ -90,9 +91,48 @@ def fused_head_of(
         and getattr(decoder, "fusable_head", None) == likelihood
         and isinstance(head, nn.Linear)
         and callable(getattr(decoder, "features", None))
+        and not _runs_more_than_its_layers(decoder, head)
     ):
         return head
     return None
+
+
+def _runs_more_than_its_layers(decoder, head: nn.Linear) -> bool:
+    """Whether calling the decoder or its head does more than the fused head, which reads
+    ``head.weight`` and ``head.bias`` and calls neither module: a forward or backward hook on
+    either (FSDP's all-gather, pruning's mask, the old API's spectral and weight norms, a user's
+    hook) or a global one, a parametrization of the head (torch.nn.utils.parametrize), a head
+    whose forward is not nn.Linear's (quantization-aware training's fake-quantized Linear), a
+    weight not yet materialised (LazyLinear), or a wrapped decoder (torch.compile's). Such a
+    decoder is called instead: fusing it would leave the wrapper or hook out without a word."""
+    from torch.nn.modules import module as module_globals
+    from torch.nn.utils import parametrize
+
+    modules = (head,)
+    if isinstance(decoder, nn.Module):
+        dynamo = sys.modules.get("torch._dynamo.eval_frame")  # imported by anything torch.compile made
+        if dynamo is not None and isinstance(decoder, dynamo.OptimizedModule):
+            return True
+        modules = (decoder, head)
+    hooked = any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in modules
+    )
+    hooked_globally = any(
+        getattr(module_globals, name)
+        for name in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    )
+    return (
+        hooked
+        or hooked_globally
+        or parametrize.is_parametrized(head)
+        or type(head).forward is not nn.Linear.forward
+        or isinstance(head.weight, nn.parameter.UninitializedParameter)
+    )
 
 
 def _head_log_likelihood(

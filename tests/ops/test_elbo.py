@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -293,6 +294,84 @@ def test_fused_head_is_used_and_can_be_turned_off(monkeypatch):
     model(x, fused_head=False)
     model(x, backend="reference")
     assert calls == ["sum", "none"]
+
+
+def _spectral_norm(m):
+    torch.nn.utils.spectral_norm(m.decoder.head)
+
+
+def _pruned(m):
+    import torch.nn.utils.prune
+
+    torch.nn.utils.prune.l1_unstructured(m.decoder.head, "weight", amount=0.5)
+
+
+def _parametrized(m):
+    torch.nn.utils.parametrizations.weight_norm(m.decoder.head)
+
+
+def _hooked(m):
+    m.decoder.register_forward_hook(lambda module, args, out: out)
+
+
+def _backward_hooked(m):
+    m.decoder.head.register_full_backward_hook(lambda module, grad_in, grad_out: None)
+
+
+def _fake_quantized(m):
+    class FakeQuantizedLinear(torch.nn.Linear):  # as QAT's Linear: its forward changes the weight
+        def forward(self, h):
+            return F.linear(h, self.weight.round(decimals=1), self.bias)
+
+    head = m.decoder.head
+    m.decoder.net[-1] = FakeQuantizedLinear(head.in_features, head.out_features)
+    m.decoder.net[-1].load_state_dict(head.state_dict())
+
+
+def _compiled(m):
+    m.decoder = torch.compile(m.decoder, backend="eager")
+
+
+def _hooked_globally(m):
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: out)
+    return handle.remove
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [_spectral_norm, _pruned, _parametrized, _hooked, _backward_hooked, _fake_quantized, _compiled, _hooked_globally],
+)
+def test_a_decoder_with_hooks_or_wrappers_is_called_whole(monkeypatch, wrap):
+    """The fused head reads head.weight and calls neither the decoder nor its head: with anything
+    that runs when they are called (a hook, a parametrization, a subclass's forward, a compiled
+    wrapper), fusing would leave it out without a word (a spectrally normed head never trained).
+    Such a decoder is called whole, and the bound equals fused_head=False's."""
+    calls = []
+    original = af.ops.linear_bernoulli_log_prob
+    monkeypatch.setattr(af.ops, "linear_bernoulli_log_prob", lambda *a, **k: calls.append(1) or original(*a, **k))
+    torch.manual_seed(0)
+    model = VAE.paper(data_dim=D, hidden=H, latent=J, init_std=0.3)
+    undo = wrap(model)
+    try:
+        x, eps = torch.rand(B, D).bernoulli(), torch.randn(1, B, J)
+        state = copy.deepcopy(model.state_dict())  # spectral norm's power iteration updates it
+        value = model(x, eps=eps)
+        value.backward()
+        assert calls == []
+        grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        model.load_state_dict(state)
+        unfused = model(x, eps=eps, fused_head=False)
+        unfused.backward()
+        torch.testing.assert_close(value, unfused, rtol=0, atol=0)
+        for a, p in zip(grads, model.parameters(), strict=True):
+            torch.testing.assert_close(a, p.grad, rtol=0, atol=0)
+    finally:
+        if undo:
+            undo()
+    model = VAE.paper(data_dim=D, hidden=H, latent=J)
+    model(torch.rand(B, D).bernoulli())
+    assert calls == [1]  # a plain decoder is fused
 
 
 def test_a_decoder_with_a_head_is_fused_only_if_it_says_so():
