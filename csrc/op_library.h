@@ -165,8 +165,8 @@ inline Tensor broadcast_rows(const Tensor& t, int64_t event_dims) {
 // is kept as it is.
 inline Tensor saved_form(const Tensor& t, int64_t event_dims) {
   // An event_dims out of range is the op's to refuse, with its message.
-  if (!t.defined() || !t.has_storage() || t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() ||
-      t.is_contiguous() || event_dims < 0 || event_dims > t.dim())
+  if (!t.defined() || !t.has_storage() || t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() || t.is_contiguous() ||
+      event_dims < 0 || event_dims > t.dim())
     return t;
   const auto held = t.storage().sym_nbytes().maybe_as_int();  // a view of a dynamic-size tensor: unknown
   if (!held.has_value() || *held <= t.numel() * static_cast<int64_t>(t.element_size()) ||
