@@ -133,6 +133,12 @@ class OperatorLibrary(*(family.functions for family in FAMILIES)):
                     torch.library.register_autocast(f"{namespace}::{name}", device_type, torch.float32)
 
 
+# A wrong argument names the function as the user calls it (torch's own do: "kl_div() got an
+# unexpected keyword argument"), not the family class that holds it.
+for _family in FAMILIES:
+    for _name in _family.ops:
+        getattr(_family.functions, _name).__qualname__ = _name
+
 # ---- the library that aevb_fast exports --------------------------------------------------------
 
 _library = OperatorLibrary("aevb_fast", _C)
