@@ -274,7 +274,13 @@ def elbo(
 
     ``x``: (B, ...), ``mu``/``logvar``: (B, J). ``eps`` (L, B, J) fixes the noise (tests,
     reproducibility); otherwise it is drawn in the kernel from torch's generator.
-    ``beta`` weights the KL term (KL warm-up); ``free_bits`` is a training objective, not a bound.
+    ``beta`` weights the KL term (KL warm-up); a tensor ``beta`` (a schedule kept on the device)
+    is not checked, since reading it would synchronise with the host: keep it >= 0.
+    ``free_bits`` (Kingma et al., 2016) counts each latent dimension's KL, averaged over the
+    minibatch, as at least ``free_bits`` nats: a training objective, not a bound; with
+    ``reduction="none"`` every data point carries that same minibatch KL.
+    Latents of more dims (a conv VAE's (B, C, H, W)) go in flattened to (B, C*H*W), the decoder
+    reshaping them back; free bits then count per element, not per channel.
     ``backend="reference"`` computes the same with plain PyTorch ops instead of the fused ones.
     ``fused_head=False`` keeps the decoder's output layer apart from the likelihood.
     """
