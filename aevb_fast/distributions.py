@@ -447,3 +447,55 @@ def _kl_diagonal_diagonal(q: DiagonalNormal, p: DiagonalNormal) -> Tensor:
     if all(t.dim() == 0 for t in params):  # scalar latents: the operator takes at least one dim
         return ops.gaussian_kl(*(t.reshape(1) for t in params), event_dims=0).reshape(())
     return ops.gaussian_kl(*params, event_dims=len(q.event_shape))
+
+
+# torch's own diagonal normals: Normal (one variable per element) and Independent(Normal, n).
+def _torch_normal(d: Distribution, event_dims: int) -> tuple[Tensor, Tensor] | None:
+    """(loc, logvar) of torch's Normal with event_dims event dims (Independent(Normal, n), or a
+    bare Normal for 0), else None."""
+    if isinstance(d, torch.distributions.Independent):
+        if d.reinterpreted_batch_ndims != event_dims or not isinstance(d.base_dist, torch.distributions.Normal):
+            return None
+        d = d.base_dist
+    elif not isinstance(d, torch.distributions.Normal) or event_dims != 0:
+        return None
+    return d.loc, 2 * torch.log(d.scale)
+
+
+def _kl_with_a_torch_normal(q_loc, q_logvar, p_loc, p_logvar, event_dims: int) -> Tensor:
+    # At least one dim for the operator: scalar variables as shape (1,).
+    params = torch.broadcast_tensors(q_loc, q_logvar, p_loc, p_logvar)
+    if params[0].dim() == 0:
+        return ops.gaussian_kl(*(t.reshape(1) for t in params), event_dims=0).reshape(())
+    return ops.gaussian_kl(*params, event_dims=event_dims)
+
+
+def _not_a_diagonal_normal(q: Distribution, p: Distribution) -> NotImplementedError:
+    return NotImplementedError(
+        f"kl_divergence: no KL between {type(q).__name__} and {type(p).__name__} with event_shape "
+        f"{tuple(q.event_shape)} and {tuple(p.event_shape)}: a torch normal takes part as Normal (event_dims=0) "
+        "or Independent(Normal(...), n) with n the event dims of the other"
+    )
+
+
+@register_kl(DiagonalNormal, torch.distributions.Independent)
+@register_kl(DiagonalNormal, torch.distributions.Normal)
+def _kl_diagonal_torch(q: DiagonalNormal, p: Distribution) -> Tensor:
+    """The fused KL(q || p) to torch's Normal or Independent(Normal): a prior written with
+    torch.distributions."""
+    other = _torch_normal(p, q._event_dims)
+    if other is None:
+        raise _not_a_diagonal_normal(q, p)
+    _check_events(q, p)
+    return _kl_with_a_torch_normal(q.loc, q.logvar, *other, q._event_dims)
+
+
+@register_kl(torch.distributions.Independent, DiagonalNormal)
+@register_kl(torch.distributions.Normal, DiagonalNormal)
+def _kl_torch_diagonal(q: Distribution, p: DiagonalNormal) -> Tensor:
+    """The fused KL(q || p) of torch's Normal or Independent(Normal) to a DiagonalNormal."""
+    other = _torch_normal(q, p._event_dims)
+    if other is None:
+        raise _not_a_diagonal_normal(q, p)
+    _check_events(q, p)
+    return _kl_with_a_torch_normal(*other, p.loc, p.logvar, p._event_dims)

@@ -193,6 +193,35 @@ def test_empty_batches():
     assert BernoulliLogits(torch.zeros(0, 5)).log_prob(torch.zeros(0, 5)).shape == (0,)
 
 
+@pytest.mark.parametrize("event_dims", [0, 1, 2])
+def test_kl_with_torch_normals_is_the_fused_kl(event_dims, monkeypatch):
+    """A prior (or posterior) written with torch.distributions, Normal or Independent(Normal, n),
+    meets a DiagonalNormal in the fused KL, both ways, with torch's values and gradients."""
+    import aevb_fast
+
+    calls = []
+    original = aevb_fast.ops.gaussian_kl
+    monkeypatch.setattr(aevb_fast.ops, "gaussian_kl", lambda *a, **k: calls.append(1) or original(*a, **k))
+    loc, logvar, p_loc, p_logvar = leaves((4, 2, 3), (4, 2, 3), (2, 3), (4, 2, 3), seed=3)
+
+    def torchs(m, lv):
+        normal = D.Normal(m, torch.exp(0.5 * lv))
+        return D.Independent(normal, event_dims) if event_dims else normal
+
+    ours, ours_p = DiagonalNormal(loc, logvar, event_dims), DiagonalNormal(p_loc, p_logvar, event_dims)
+    for q, p in [(ours, torchs(p_loc, p_logvar)), (torchs(loc, logvar), ours_p)]:
+        want = D.kl_divergence(torchs(loc, logvar), torchs(p_loc, p_logvar))
+        assert_same_values_and_grads(D.kl_divergence(q, p), want, [loc, logvar, p_loc, p_logvar])
+    assert len(calls) == 2
+    if event_dims == 0:  # a scalar variable against Normal(0, 1)
+        scalar = DiagonalNormal(loc[0, 0, 0], logvar[0, 0, 0], event_dims=0)
+        want = D.kl_divergence(D.Normal(loc[0, 0, 0], torch.exp(0.5 * logvar[0, 0, 0])), D.Normal(0.0, 1.0))
+        torch.testing.assert_close(D.kl_divergence(scalar, D.Normal(0.0, 1.0)), want)
+    # event dims that do not match: torch's NotImplementedError, saying what takes part
+    with pytest.raises(NotImplementedError, match="Independent\\(Normal\\(...\\), n\\) with n the event dims"):
+        D.kl_divergence(DiagonalNormal(loc, logvar, event_dims=event_dims + 1), torchs(p_loc, p_logvar))
+
+
 # ---- StandardNormal -------------------------------------------------------------------------
 
 
