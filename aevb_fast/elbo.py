@@ -142,7 +142,7 @@ def _head_log_likelihood(
     samples, batch = z.shape[0], z.shape[1]
     data = math.prod(x.shape[1:])
     parts = 1 if likelihood == "bernoulli" else 2
-    if head.out_features != parts * data:
+    if not torch.jit.is_tracing() and head.out_features != parts * data:  # (comparing traced sizes warns)
         kind = (
             "a Bernoulli decoder must return a tensor of logits"
             if parts == 1
@@ -286,7 +286,8 @@ def elbo(
     """
     _check_options(likelihood, num_samples, estimator, beta, free_bits, reduction, backend)
     ops = BACKENDS[backend]
-    if mu.dim() != 2 or mu.shape != logvar.shape or x.shape[0] != mu.shape[0]:
+    # (Its shapes compared only where a JIT does not trace: there comparing them warns.)
+    if mu.dim() != 2 or (not torch.jit.is_tracing() and (mu.shape != logvar.shape or x.shape[0] != mu.shape[0])):
         raise ValueError(
             f"elbo: expected mu and logvar of shape (B, J) and x of shape (B, ...), got "
             f"x {tuple(x.shape)}, mu {tuple(mu.shape)}, logvar {tuple(logvar.shape)}"

@@ -5,6 +5,7 @@ chunking and fakes. No autocast rule: they promote h, weight and x to one dtype 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -93,6 +94,14 @@ CUDA_CHUNKS_AT_MOST = 8
 
 
 def _chunk_rows(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None) -> int:
+    if torch.jit.is_tracing():  # the chunk size is a constant of the trace, as torch would warn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return _chunk_rows_of(x, h, weight, chunk_size)
+    return _chunk_rows_of(x, h, weight, chunk_size)
+
+
+def _chunk_rows_of(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None) -> int:
     if chunk_size is not None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"aevb_fast: chunk_size must be a positive int or None, got {chunk_size!r}")
