@@ -31,11 +31,12 @@ reference backend) calls ``decoder(z)`` instead.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as module_globals
+from torch.nn.utils import parametrize
 
 from . import ops, reference
 
@@ -88,7 +89,9 @@ def fused_head_of(
         fused_head
         and backend == "fused"
         and not (x is not None and x.requires_grad and torch.is_grad_enabled())
-        and getattr(decoder, "fusable_head", None) == likelihood
+        # Declared by the decoder's class: a wrapper that passes attributes through (activation
+        # checkpointing's, torch.compile's OptimizedModule) runs more than the layers, so it is called.
+        and getattr(type(decoder), "fusable_head", None) == likelihood
         and isinstance(head, nn.Linear)
         and callable(getattr(decoder, "features", None))
         and not _runs_more_than_its_layers(decoder, head)
@@ -100,38 +103,24 @@ def fused_head_of(
 def _runs_more_than_its_layers(decoder, head: nn.Linear) -> bool:
     """Whether calling the decoder or its head does more than the fused head, which reads
     ``head.weight`` and ``head.bias`` and calls neither module: a forward or backward hook on
-    either (FSDP's all-gather, pruning's mask, the old API's spectral and weight norms, a user's
-    hook) or a global one, a parametrization of the head (torch.nn.utils.parametrize), a head
-    whose forward is not nn.Linear's (quantization-aware training's fake-quantized Linear), a
-    weight not yet materialised (LazyLinear), or a wrapped decoder (torch.compile's). Such a
-    decoder is called instead: fusing it would leave the wrapper or hook out without a word."""
-    from torch.nn.modules import module as module_globals
-    from torch.nn.utils import parametrize
-
-    modules = (head,)
-    if isinstance(decoder, nn.Module):
-        dynamo = sys.modules.get("torch._dynamo.eval_frame")  # imported by anything torch.compile made
-        if dynamo is not None and isinstance(decoder, dynamo.OptimizedModule):
-            return True
-        modules = (decoder, head)
-    hooked = any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in modules
-    )
-    hooked_globally = any(
-        getattr(module_globals, name)
-        for name in (
-            "_global_forward_hooks",
-            "_global_forward_pre_hooks",
-            "_global_backward_hooks",
-            "_global_backward_pre_hooks",
-        )
-    )
-    return (
-        hooked
-        or hooked_globally
-        or parametrize.is_parametrized(head)
-        or type(head).forward is not nn.Linear.forward
-        or isinstance(head.weight, nn.parameter.UninitializedParameter)
+    either (FSDP's all-gather, pruning's mask, the old API's spectral and weight norms, LazyLinear's
+    first call, a user's hook) or a global one (FlopCounterMode's module tracker: it then counts
+    the unfused layers), a parametrization of the head (torch.nn.utils.parametrize), a head whose
+    forward is not nn.Linear's (quantization-aware training's fake-quantized Linear), or a decoder
+    compiled in place (``decoder.compile()``). Such a decoder is called instead: fusing it would
+    leave the hook or wrapper out without a word."""
+    modules = (decoder, head) if isinstance(decoder, nn.Module) else (head,)
+    if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in modules):
+        return True
+    if module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks:
+        return True
+    if module_globals._global_backward_hooks or module_globals._global_backward_pre_hooks:
+        return True
+    if getattr(decoder, "_compiled_call_impl", None) is not None:
+        return True
+    # A subclass: parametrize makes one (with nn.Linear's forward), QAT's Linear has its own forward.
+    return type(head) is not nn.Linear and (
+        parametrize.is_parametrized(head) or type(head).forward is not nn.Linear.forward
     )
 
 

@@ -332,6 +332,16 @@ def _compiled(m):
     m.decoder = torch.compile(m.decoder, backend="eager")
 
 
+def _compiled_in_place(m):
+    m.decoder.compile(backend="eager")
+
+
+def _checkpoint_wrapped(m):  # passes attribute lookups through to the decoder
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    m.decoder = checkpoint_wrapper(m.decoder)
+
+
 def _hooked_globally(m):
     handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: out)
     return handle.remove
@@ -339,7 +349,18 @@ def _hooked_globally(m):
 
 @pytest.mark.parametrize(
     "wrap",
-    [_spectral_norm, _pruned, _parametrized, _hooked, _backward_hooked, _fake_quantized, _compiled, _hooked_globally],
+    [
+        _spectral_norm,
+        _pruned,
+        _parametrized,
+        _hooked,
+        _backward_hooked,
+        _fake_quantized,
+        _compiled,
+        _compiled_in_place,
+        _checkpoint_wrapped,
+        _hooked_globally,
+    ],
 )
 def test_a_decoder_with_hooks_or_wrappers_is_called_whole(monkeypatch, wrap):
     """The fused head reads head.weight and calls neither the decoder nor its head: with anything
@@ -372,6 +393,19 @@ def test_a_decoder_with_hooks_or_wrappers_is_called_whole(monkeypatch, wrap):
     model = VAE.paper(data_dim=D, hidden=H, latent=J)
     model(torch.rand(B, D).bernoulli())
     assert calls == [1]  # a plain decoder is fused
+
+
+def test_a_lazy_head_is_called_until_it_is_materialised(monkeypatch):
+    calls = []
+    original = af.ops.linear_bernoulli_log_prob
+    monkeypatch.setattr(af.ops, "linear_bernoulli_log_prob", lambda *a, **k: calls.append(1) or original(*a, **k))
+    model = VAE.paper(data_dim=D, hidden=H, latent=J)
+    model.decoder.net[-1] = torch.nn.LazyLinear(D)
+    x = torch.rand(B, D).bernoulli()
+    model(x).backward()  # its first call makes the weight, through LazyLinear's pre-hook
+    assert calls == [] and type(model.decoder.head) is torch.nn.Linear
+    model(x).backward()
+    assert calls == [1]
 
 
 def test_a_decoder_with_a_head_is_fused_only_if_it_says_so():
