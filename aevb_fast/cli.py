@@ -251,7 +251,6 @@ def _train(args) -> int:
 
     from .training import RunError, TooShortToJudge, TrainConfig, TrainingDiverged, TrainingStopped, train
     from .training.checkpoint import RunExists
-    from .training.data import GreyLevelsUnderBernoulli
     from .training.options import default_run_dir, resume_command, resumed_config
 
     # Every option defaults to None: what is not None here is what the user gave.
@@ -288,11 +287,10 @@ def _train(args) -> int:
                 f"--samples {config.samples} is {steps} minibatches of {config.batch_size}: "
                 f"{steps * config.batch_size} samples will be processed"
             )
-        notices, grey_levels = [], []
+        notices = []
         shown = warnings.showwarning
 
         def show(message, category, *rest, **kwargs):  # the too-short notice after the summary, others at once
-            grey_levels.append(issubclass(category, GreyLevelsUnderBernoulli))
             if issubclass(category, TooShortToJudge):
                 notices.append(str(message))
             else:
@@ -322,7 +320,7 @@ def _train(args) -> int:
         # The run's average: all its training time (its evaluations not counted), not the last interval's.
         wall = summary.get("train_wall_s") or 0.0
         rate = f"{summary['samples_seen'] / wall:.0f} samples/s on average" if wall > 0 else "no training time"
-        units = " (minus cross-entropies, not nats)" if any(grey_levels) else " nats"
+        units = " nats" if summary["bounds_in_nats"] else " (minus cross-entropies, not nats)"
         print(
             f"aevb-fast train: {summary['samples_seen']} samples, train ELBO {summary['train_elbo']:.2f}, "
             f"test ELBO {summary['test_elbo']:.2f}{units}, {rate}; run in {config.out}"

@@ -10,7 +10,7 @@ They are ``torch.distributions.Distribution`` subclasses: ``batch_shape``, ``eve
 ``expand`` and ``validate_args`` behave as torch's do. Where they differ from torch's
 ``Normal``/``Bernoulli``: a diagonal normal is parameterised by its log-variance, the event
 dims are part of the class (no ``Independent`` wrapper needed), and reduced results of bfloat16
-and float16 inputs (``log_prob``, the KL) are float32, as the operators return them. For Pyro,
+and float16 inputs (``log_prob``, the KL, ``entropy``) are float32, as the operators return them. For Pyro,
 use the same classes from ``aevb_fast.contrib.pyro``.
 """
 
@@ -174,7 +174,7 @@ class DiagonalNormal(Distribution):
         raise _per_variable_only("DiagonalNormal", "icdf", "Normal(q.loc, q.stddev)")
 
     def entropy(self) -> Tensor:
-        per_element = 0.5 + _HALF_LOG_2PI + 0.5 * _reduced_dtype(self.logvar, self._event_dims)
+        per_element = 0.5 + _HALF_LOG_2PI + 0.5 * self.logvar.to(_summed_dtype(self.logvar.dtype, self._event_dims))
         return per_element.sum(tuple(range(-self._event_dims, 0))) if self._event_dims else per_element
 
     def _flat_event(self) -> tuple[Tensor, Tensor]:
@@ -235,7 +235,7 @@ class StandardNormal(Distribution):
         if len(batch_shape) < len(self.batch_shape) or any(
             old not in (1, new) for old, new in zip(reversed(self.batch_shape), reversed(batch_shape))
         ):
-            raise ValueError(
+            raise RuntimeError(  # as a tensor's expand (and so DiagonalNormal's) raises
                 f"StandardNormal.expand: batch_shape {tuple(self.batch_shape)} cannot expand to {tuple(batch_shape)}"
             )
         new = self._get_checked_instance(StandardNormal, _instance)
@@ -278,7 +278,7 @@ class StandardNormal(Distribution):
         raise _per_variable_only("StandardNormal", "icdf", "Normal(0.0, 1.0)")
 
     def entropy(self) -> Tensor:
-        dtype = _reduced_dtype(torch.empty((), dtype=self.dtype), len(self.event_shape)).dtype
+        dtype = _summed_dtype(self.dtype, len(self.event_shape))
         return torch.full(
             self.batch_shape, (0.5 + _HALF_LOG_2PI) * self.event_shape.numel(), device=self.device, dtype=dtype
         )
@@ -402,17 +402,15 @@ class BernoulliLogits(Distribution):
 
     def entropy(self) -> Tensor:
         # H = softplus(l) - l * sigmoid(l) per variable, summed over the event
-        logits = _reduced_dtype(self.logits, self._event_dims)
+        logits = self.logits.to(_summed_dtype(self.logits.dtype, self._event_dims))
         per_element = torch.nn.functional.softplus(logits) - logits * torch.sigmoid(logits)
         return per_element.sum(tuple(range(-self._event_dims, 0))) if self._event_dims else per_element
 
 
-def _reduced_dtype(tensor: Tensor, event_dims: int) -> Tensor:
-    """The tensor in float32 where it is bfloat16 or float16 and will be summed over an event, as
-    the operators' reduced results are (a sum of 784 terms in bfloat16 keeps 3 digits)."""
-    if event_dims and tensor.dtype in (torch.bfloat16, torch.float16):
-        return tensor.float()
-    return tensor
+def _summed_dtype(dtype: torch.dtype, event_dims: int) -> torch.dtype:
+    """The dtype of a sum over an event: float32 for bfloat16 and float16, as the operators'
+    reduced results are (a sum of 784 terms in bfloat16 keeps 3 digits)."""
+    return torch.float32 if event_dims and dtype in (torch.bfloat16, torch.float16) else dtype
 
 
 def _all_scalars(value, parameter: Tensor) -> bool:
@@ -462,9 +460,12 @@ def _torch_normal(d: Distribution, event_dims: int) -> tuple[Tensor, Tensor] | N
     return d.loc, 2 * torch.log(d.scale)
 
 
-def _kl_with_a_torch_normal(q_loc, q_logvar, p_loc, p_logvar, event_dims: int) -> Tensor:
+def _kl_with_a_torch_normal(q_loc, q_logvar, p_loc, p_logvar, event_dims: int, device: torch.device) -> Tensor:
+    # torch's Normal(0., 1.) holds CPU scalars, which its own KL takes beside CUDA tensors (as
+    # arithmetic does); the operator takes one device: those scalars go to the other's.
+    params = [t.to(device) if t.dim() == 0 else t for t in (q_loc, q_logvar, p_loc, p_logvar)]
     # At least one dim for the operator: scalar variables as shape (1,).
-    params = torch.broadcast_tensors(q_loc, q_logvar, p_loc, p_logvar)
+    params = torch.broadcast_tensors(*params)
     if params[0].dim() == 0:
         return ops.gaussian_kl(*(t.reshape(1) for t in params), event_dims=0).reshape(())
     return ops.gaussian_kl(*params, event_dims=event_dims)
@@ -487,7 +488,7 @@ def _kl_diagonal_torch(q: DiagonalNormal, p: Distribution) -> Tensor:
     if other is None:
         raise _not_a_diagonal_normal(q, p)
     _check_events(q, p)
-    return _kl_with_a_torch_normal(q.loc, q.logvar, *other, q._event_dims)
+    return _kl_with_a_torch_normal(q.loc, q.logvar, *other, q._event_dims, q.loc.device)
 
 
 @register_kl(torch.distributions.Independent, DiagonalNormal)
@@ -498,4 +499,4 @@ def _kl_torch_diagonal(q: Distribution, p: DiagonalNormal) -> Tensor:
     if other is None:
         raise _not_a_diagonal_normal(q, p)
     _check_events(q, p)
-    return _kl_with_a_torch_normal(*other, p.loc, p.logvar, p._event_dims)
+    return _kl_with_a_torch_normal(*other, p.loc, p.logvar, p._event_dims, p.loc.device)

@@ -14,10 +14,18 @@ import importlib
 
 # Loaded on first use, so that `aevb-fast --help` and the config need no tqdm or matplotlib.
 _EXPORTS = {
-    "TrainConfig": "config", "LARGE_BATCH": "config",
-    "train": "trainer", "Trainer": "trainer", "TrainingStopped": "trainer",
-    "TrainingDiverged": "divergence", "TrainingDidNotLearn": "divergence", "TooShortToJudge": "divergence",
-    "RunError": "checkpoint", "load_checkpoint": "checkpoint", "read_metrics": "checkpoint",
+    "TrainConfig": "config",
+    "LARGE_BATCH": "config",
+    "train": "trainer",
+    "Trainer": "trainer",
+    "TrainingStopped": "trainer",
+    "TrainingDiverged": "divergence",
+    "TrainingDidNotLearn": "divergence",
+    "TooShortToJudge": "divergence",
+    "GreyLevelsUnderBernoulli": "data",
+    "RunError": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "read_metrics": "checkpoint",
 }
 __all__ = list(_EXPORTS)
 

@@ -153,6 +153,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # the same initial parameters on every rank
         self.model, self.model_spec, likelihood = build_run_model(config, self.data, model, self.device)
         self.data.check_range(likelihood, paper_model=self.model_spec["kind"] == "paper", warn=self.dist.is_main)
+        # Minus cross-entropies, not log-densities, where a Bernoulli takes grey levels.
+        self.bounds_in_nats = likelihood != "bernoulli" or self.data.is_binary()
         objective = ELBOObjective(self.model, likelihood, config.algorithm)
         self.state = TrainState(config.seed, len(self.data.train), self.dist)
         self.monitor = RunMonitor(objective, config, self.state, self.dist, self.run_dir, self.data)
@@ -299,7 +301,8 @@ def train(
     overwrite: bool = False,
 ) -> dict:
     """Trains and returns the final evaluation record (``samples_seen``, ``train_elbo``,
-    ``test_elbo``, ...); files are written by rank 0 into ``config.out``.
+    ``test_elbo``, ...) and ``bounds_in_nats`` (False where a Bernoulli likelihood took grey
+    levels: its bounds are minus cross-entropies); files are written by rank 0 into ``config.out``.
 
     ``model``: any nn.Module with ``encoder(x) -> (mu, logvar)`` and ``decoder(z) -> logits``
     (Bernoulli) or ``(mean, logvar)`` (Gaussian); the paper's MLPs when None. ``train_data``,
@@ -327,7 +330,8 @@ def train(
     trainer.dist.check_ranks_agree(trainer.model)
     trainer.dist.close()
     # A resumed run that was already finished evaluates nothing: its last logged record.
-    return records[-1] if records else read_metrics(trainer.run_dir.path)[-1]
+    summary = records[-1] if records else read_metrics(trainer.run_dir.path)[-1]
+    return {**summary, "bounds_in_nats": trainer.bounds_in_nats}
 
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainingStopped", "train"]

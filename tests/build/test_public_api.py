@@ -43,13 +43,13 @@ def test_the_public_names_are_the_recorded_ones():
         assert now[part] == recorded[part], f"{part} changed: rewrite {RECORD.name} only if that was meant"
 
 
-if __name__ == "__main__":
-    RECORD.write_text(json.dumps(public_api(), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {RECORD}")
-
-
 def test_a_wrong_keyword_names_the_function_as_the_user_calls_it():
     # As torch's own: "gaussian_kl() got an unexpected keyword argument", not its family's class.
     for name in aevb_fast.ops.__all__:
         with pytest.raises(TypeError, match=rf"^{name}\(\) got an unexpected keyword argument 'reduce'"):
             getattr(aevb_fast, name)(torch.zeros(2, 3), torch.zeros(2, 3), reduce=True)
+
+
+if __name__ == "__main__":
+    RECORD.write_text(json.dumps(public_api(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {RECORD}")

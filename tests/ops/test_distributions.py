@@ -181,7 +181,7 @@ def test_standard_normal_expands_as_a_tensor_does():
     assert p.expand((2, 3)).batch_shape == (2, 3)
     assert StandardNormal(4, batch_shape=(1,)).expand((5,)).batch_shape == (5,)
     for shape in [(5,), (3, 2), ()]:
-        with pytest.raises(ValueError, match=r"StandardNormal.expand: batch_shape \(3,\) cannot expand to"):
+        with pytest.raises(RuntimeError, match=r"StandardNormal.expand: batch_shape \(3,\) cannot expand to"):
             p.expand(shape)
 
 
@@ -217,9 +217,24 @@ def test_kl_with_torch_normals_is_the_fused_kl(event_dims, monkeypatch):
         scalar = DiagonalNormal(loc[0, 0, 0], logvar[0, 0, 0], event_dims=0)
         want = D.kl_divergence(D.Normal(loc[0, 0, 0], torch.exp(0.5 * logvar[0, 0, 0])), D.Normal(0.0, 1.0))
         torch.testing.assert_close(D.kl_divergence(scalar, D.Normal(0.0, 1.0)), want)
-    # event dims that do not match: torch's NotImplementedError, saying what takes part
-    with pytest.raises(NotImplementedError, match="Independent\\(Normal\\(...\\), n\\) with n the event dims"):
-        D.kl_divergence(DiagonalNormal(loc, logvar, event_dims=event_dims + 1), torchs(p_loc, p_logvar))
+    # a prior with more batch dims than q's
+    wide = (p_loc.expand(5, 4, 2, 3), p_logvar.expand(5, 4, 2, 3))
+    got = D.kl_divergence(DiagonalNormal(loc, logvar, event_dims), torchs(*wide))
+    torch.testing.assert_close(got, D.kl_divergence(torchs(loc, logvar), torchs(*wide)))
+    # event dims that do not match, either way: torch's NotImplementedError, saying what takes part
+    mismatched = DiagonalNormal(loc, logvar, event_dims=event_dims + 1)
+    for q, p in [(mismatched, torchs(p_loc, p_logvar)), (torchs(p_loc, p_logvar), mismatched)]:
+        with pytest.raises(NotImplementedError, match="Independent\\(Normal\\(...\\), n\\) with n the event dims"):
+            D.kl_divergence(q, p)
+
+
+def test_kl_with_torch_scalar_normal_on_another_device():
+    # Normal(0., 1.) holds CPU scalars, which torch's own KL takes beside another device's
+    # tensors; so does the fused one (meta stands in for CUDA: its operator checks devices too).
+    meta = torch.zeros(4, 3, device="meta")
+    q = DiagonalNormal(meta, meta, event_dims=0, validate_args=False)  # (validation reads values)
+    for kl in (D.kl_divergence(q, D.Normal(0.0, 1.0)), D.kl_divergence(D.Normal(0.0, 1.0), q)):
+        assert kl.device.type == "meta" and kl.shape == (4, 3)
 
 
 # ---- StandardNormal -------------------------------------------------------------------------

@@ -235,6 +235,20 @@ def test_compiled_with_a_transposed_weight():
         torch.testing.assert_close(a, b)
 
 
+def test_a_traced_gpu_chunk_size_does_not_depend_on_the_traced_batch(monkeypatch):
+    # torch.jit.trace keeps the chunk size as a constant: one tuned to a traced B = 100 would cut
+    # B = 262144 into thousands of products. (A stand-in for a CUDA tensor: no GPU needed.)
+    from types import SimpleNamespace
+
+    from aevb_fast.ops import linear_log_prob
+
+    h = SimpleNamespace(device=torch.device("cuda"), shape=(100, 400), element_size=lambda: 4)
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    weight = torch.zeros(784, 400)
+    rows = linear_log_prob._chunk_rows(None, h, weight, None)
+    assert rows == linear_log_prob.CUDA_MIN_CHUNK_ELEMENTS // 784
+
+
 def test_gpu_chunks_are_equal_and_sized_by_the_problem_and_the_device():
     h200 = 143_771_000_000  # bytes
     # B = 262144, D = 784: 8 equal chunks (a fixed 2**24 logits made 12 and a quarter)
