@@ -134,7 +134,8 @@ class OperatorLibrary(*(family.functions for family in FAMILIES)):
 
 
 # A wrong argument names the function as the user calls it (torch's own do: "kl_div() got an
-# unexpected keyword argument"), not the family class that holds it.
+# unexpected keyword argument"), not the family class that holds it. (The family class's plain
+# functions then no longer pickle by reference; the exported bound methods never did.)
 for _family in FAMILIES:
     for _name in _family.ops:
         getattr(_family.functions, _name).__qualname__ = _name
