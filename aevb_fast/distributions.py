@@ -106,6 +106,23 @@ class DiagonalNormal(Distribution):
         self._event_dims = _check_event_dims(event_dims, self.loc, "loc", "DiagonalNormal")
         split = self.loc.dim() - event_dims
         super().__init__(self.loc.shape[:split], self.loc.shape[split:], validate_args=validate_args)
+        if self._validate_args and not numbers[1]:
+            self._warn_if_scales()
+
+    def _warn_if_scales(self) -> None:
+        # torch's Normal takes a scale second, this class a log-variance: DiagonalNormal(*net(h))
+        # of a network that gives (loc, scale) trains another model without an error. A scale is
+        # positive everywhere; a log-variance is so only if every variance is above 1 (a fixed
+        # one, all equal, is let through).
+        if self.logvar.numel() < 64:
+            return
+        low, high = torch.aminmax(self.logvar.detach())
+        if bool(low > 0) and bool(high > low):
+            warnings.warn(
+                "DiagonalNormal: every logvar is > 0 (every variance above 1): if these are standard "
+                "deviations (the scale torch's Normal takes), pass logvar = 2 * torch.log(scale)",
+                stacklevel=_caller_stacklevel(),
+            )
 
     @property
     def support(self):

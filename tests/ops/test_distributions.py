@@ -77,6 +77,22 @@ def test_diagonal_normal_moments_entropy_and_shapes():
     assert DiagonalNormal(loc, torch.zeros(4, dtype=F64)).batch_shape == (6,)
 
 
+def test_diagonal_normal_warns_of_scales_passed_as_log_variances():
+    # torch's Normal takes (loc, scale); a network that gives a scale, passed on unchanged,
+    # trains another model: every "logvar" > 0 says so. Not an error: variances above 1 are legal.
+    loc = torch.randn(8, 16)
+    scale = torch.nn.functional.softplus(torch.randn(8, 16))
+    with pytest.warns(UserWarning, match=r"if these are standard deviations .* 2 \* torch.log\(scale\)"):
+        DiagonalNormal(loc, scale, validate_args=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DiagonalNormal(loc, scale, validate_args=False)  # the user says these are log-variances
+        DiagonalNormal(loc, torch.randn(8, 16), validate_args=True)  # log-variances of both signs
+        DiagonalNormal(loc, torch.full((8, 16), 0.7), validate_args=True)  # a fixed variance
+        DiagonalNormal(loc, 0.7, validate_args=True)
+        DiagonalNormal(loc[:2, :4], scale[:2, :4], validate_args=True)  # too few values to tell
+
+
 def test_diagonal_normal_rsample_is_reparameterised_and_seeded():
     loc, logvar = leaves((300, 8), (300, 8))
     q = DiagonalNormal(loc, logvar)
