@@ -107,17 +107,17 @@ class DiagonalNormal(Distribution):
         split = self.loc.dim() - event_dims
         super().__init__(self.loc.shape[:split], self.loc.shape[split:], validate_args=validate_args)
         if self._validate_args and not numbers[1]:
-            self._warn_if_scales()
+            self._warn_if_scales(logvar)
 
-    def _warn_if_scales(self) -> None:
+    def _warn_if_scales(self, logvar: Tensor) -> None:
         # torch's Normal takes a scale second, this class a log-variance: DiagonalNormal(*net(h))
         # of a network that gives (loc, scale) trains another model without an error. A scale is
         # positive everywhere; a log-variance is so only if every variance is above 1 (a fixed
         # one, all equal, is let through).
-        if self.logvar.numel() < 64:
+        if logvar.numel() < 64:  # as given: a per-channel (C, 1, 1) one is too few to tell
             return
-        low, high = torch.aminmax(self.logvar.detach())
-        if bool(low > 0) and bool(high > low):
+        low, high = torch.aminmax(logvar.detach())
+        if bool((low > 0) & (high > low)):
             warnings.warn(
                 "DiagonalNormal: every logvar is > 0 (every variance above 1): if these are standard "
                 "deviations (the scale torch's Normal takes), pass logvar = 2 * torch.log(scale)",
@@ -479,8 +479,10 @@ def _torch_normal(d: Distribution, event_dims: int) -> tuple[Tensor, Tensor] | N
 
 def _kl_with_a_torch_normal(q_loc, q_logvar, p_loc, p_logvar, event_dims: int, device: torch.device) -> Tensor:
     # torch's Normal(0., 1.) holds CPU scalars, which its own KL takes beside CUDA tensors (as
-    # arithmetic does); the operator takes one device: those scalars go to the other's.
-    params = [t.to(device) if t.dim() == 0 else t for t in (q_loc, q_logvar, p_loc, p_logvar)]
+    # arithmetic does); the operator takes one device: 0-dim ones go to the others' (or to device).
+    given = (q_loc, q_logvar, p_loc, p_logvar)
+    device = next((t.device for t in given if t.dim()), device)
+    params = [t.to(device) if t.dim() == 0 else t for t in given]
     # At least one dim for the operator: scalar variables as shape (1,).
     params = torch.broadcast_tensors(*params)
     if params[0].dim() == 0:

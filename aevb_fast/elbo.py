@@ -89,15 +89,21 @@ def fused_head_of(
         fused_head
         and backend == "fused"
         and not (x is not None and x.requires_grad and torch.is_grad_enabled())
-        # Declared by the decoder's class: a wrapper that passes attributes through (activation
-        # checkpointing's, torch.compile's OptimizedModule) runs more than the layers, so it is called.
-        and getattr(type(decoder), "fusable_head", None) == likelihood
+        and _declared_fusable(decoder) == likelihood
         and isinstance(head, nn.Linear)
         and callable(getattr(decoder, "features", None))
         and not _runs_more_than_its_layers(decoder, head)
     ):
         return head
     return None
+
+
+def _declared_fusable(decoder) -> str | None:
+    """The decoder's own ``fusable_head``: set on it or on its class, not read through a wrapper
+    that passes attributes on (activation checkpointing's, torch.compile's OptimizedModule), which
+    runs more than the layers and so is called."""
+    own = getattr(decoder, "__dict__", {})
+    return own["fusable_head"] if "fusable_head" in own else getattr(type(decoder), "fusable_head", None)
 
 
 def _runs_more_than_its_layers(decoder, head: nn.Linear) -> bool:
@@ -107,7 +113,7 @@ def _runs_more_than_its_layers(decoder, head: nn.Linear) -> bool:
     first call, a user's hook) or a global one (FlopCounterMode's module tracker: it then counts
     the unfused layers), a parametrization of the head (torch.nn.utils.parametrize), a head whose
     forward is not nn.Linear's (quantization-aware training's fake-quantized Linear), or a decoder
-    compiled in place (``decoder.compile()``). Such a decoder is called instead: fusing it would
+    compiled in place (``decoder.compile()``) or with its forward replaced. Such a decoder is called instead: fusing it would
     leave the hook or wrapper out without a word."""
     modules = (decoder, head) if isinstance(decoder, nn.Module) else (head,)
     if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in modules):
@@ -117,6 +123,9 @@ def _runs_more_than_its_layers(decoder, head: nn.Linear) -> bool:
     if module_globals._global_backward_hooks or module_globals._global_backward_pre_hooks:
         return True
     if getattr(decoder, "_compiled_call_impl", None) is not None:
+        return True
+    # A forward replaced on the object (a monkeypatch, torch.cuda.make_graphed_callables).
+    if any("forward" in getattr(m, "__dict__", {}) for m in (decoder, head)):
         return True
     # A subclass: parametrize makes one (with nn.Linear's forward), QAT's Linear has its own forward.
     return type(head) is not nn.Linear and (

@@ -2,7 +2,7 @@
 the paper's models and data or the user's own.
 
 ``train(config, model=None, train_data=None, test_data=None)`` trains and returns the final
-evaluation record; it writes into the run directory ``config.out``:
+evaluation record with ``bounds_in_nats``; it writes into the run directory ``config.out``:
 
 - ``metrics.jsonl``: one JSON object per evaluation: ``samples_seen``, ``train_elbo``,
   ``test_elbo`` (nats per data point), ``samples_per_s``, ``lr`` and more;

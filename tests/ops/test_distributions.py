@@ -91,6 +91,8 @@ def test_diagonal_normal_warns_of_scales_passed_as_log_variances():
         DiagonalNormal(loc, torch.full((8, 16), 0.7), validate_args=True)  # a fixed variance
         DiagonalNormal(loc, 0.7, validate_args=True)
         DiagonalNormal(loc[:2, :4], scale[:2, :4], validate_args=True)  # too few values to tell
+        # a learned per-channel log-variance of 0-255 images: counted as given, not as broadcast
+        DiagonalNormal(torch.randn(8, 3, 4, 4), torch.rand(3, 1, 1) + 5, event_dims=3, validate_args=True)
 
 
 def test_diagonal_normal_rsample_is_reparameterised_and_seeded():

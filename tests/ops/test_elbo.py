@@ -342,6 +342,15 @@ def _checkpoint_wrapped(m):  # passes attribute lookups through to the decoder
     m.decoder = checkpoint_wrapper(m.decoder)
 
 
+def _forward_replaced(m):  # as torch.cuda.make_graphed_callables or a monkeypatch does
+    decoder = m.decoder
+    decoder.forward = lambda z: decoder.net(z)
+
+
+def _fusion_turned_off_on_the_object(m):
+    m.decoder.fusable_head = None
+
+
 def _hooked_globally(m):
     handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: out)
     return handle.remove
@@ -359,6 +368,8 @@ def _hooked_globally(m):
         _compiled,
         _compiled_in_place,
         _checkpoint_wrapped,
+        _forward_replaced,
+        _fusion_turned_off_on_the_object,
         _hooked_globally,
     ],
 )
@@ -405,6 +416,23 @@ def test_a_lazy_head_is_called_until_it_is_materialised(monkeypatch):
     model(x).backward()  # its first call makes the weight, through LazyLinear's pre-hook
     assert calls == [] and type(model.decoder.head) is torch.nn.Linear
     model(x).backward()
+    assert calls == [1]
+
+
+def test_fusion_declared_on_the_object_is_honoured(monkeypatch):
+    calls = []
+    original = af.ops.linear_bernoulli_log_prob
+    monkeypatch.setattr(af.ops, "linear_bernoulli_log_prob", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+    class Plain(BernoulliDecoder):  # a head, but not declared fusable by its class
+        fusable_head = None
+
+    decoder = Plain(J, H, D)
+    x, mu, logvar = torch.rand(B, D).bernoulli(), torch.zeros(B, J), torch.zeros(B, J)
+    af.elbo(x, mu, logvar, decoder)
+    assert calls == []
+    decoder.fusable_head = "bernoulli"
+    af.elbo(x, mu, logvar, decoder)
     assert calls == [1]
 
 
