@@ -38,6 +38,8 @@ def _devices(text: str) -> list[str]:
 def cmd_bench(args) -> int:
     from .bench import op_suite as bench
 
+    if args.threads < 0:
+        return _fail("bench", f"--threads must be at least 1 (or 0: torch's default), got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     for flag, values in (
@@ -61,6 +63,9 @@ def cmd_bench(args) -> int:
             return 2
     devices = _devices(args.device)
     for device in devices:
+        if device != "cpu" and not device.startswith("cuda"):
+            print(f"aevb-fast bench: --device must be cpu, cuda or all, got {device!r}", file=sys.stderr)
+            return 2
         if device.startswith("cuda") and not torch.cuda.is_available():
             print("aevb-fast bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
             return 2
@@ -176,6 +181,7 @@ class _RowSaver:
 
     def __init__(self, path: Path):
         self.path, self.added, self.replaced = path, 0, 0
+        self.saved: set[str] = set()  # rows saved before in this run (a head row is saved twice)
 
     @classmethod
     def for_args(cls, args, default: Path) -> "_RowSaver | None":
@@ -191,18 +197,34 @@ class _RowSaver:
         except ValueError as error:
             print(f"aevb-fast bench: {error}", file=sys.stderr)
             return False
+        # Writable, before any timing: else the run would time its first case and then fail.
+        probe = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            print(
+                f"aevb-fast bench: cannot write the results into {self.path} ({error}); pass --out FILE",
+                file=sys.stderr,
+            )
+            return False
         return True
 
     def __call__(self, row: dict) -> None:
-        from .bench.harness import upsert
+        from .bench.harness import row_key, upsert
 
         replaced, added = upsert([row], self.path)
+        key = row_key(row)
+        if key in self.saved:  # this run's own row again (with more in it): neither added nor replaced
+            return
+        self.saved.add(key)
         self.replaced += replaced
         self.added += added
 
     def report(self) -> None:
         print(
-            f"{self.path}: {self.added} rows added, {self.replaced} replaced (same case, device, threads and versions)"
+            f"{self.path}: {self.added} rows added, {self.replaced} replaced (same case, device, threads, repeats and versions)"
         )
 
 
@@ -521,7 +543,7 @@ def _add_bench_parser(sub) -> None:
         action="store_true",
         help="write the rows into benchmarks/results/<device>/ops.jsonl (train.jsonl with --train, "
         "head.jsonl with --head); "
-        "a row of the same case, device, threads and versions replaces the old one",
+        "a row of the same case, device, threads, repeats and versions replaces the old one",
     )
     bench.add_argument("--out", default="", help="write the rows into this JSON-lines file instead (same rule)")
     bench.set_defaults(func=cmd_bench)

@@ -18,7 +18,7 @@ import json
 import statistics
 import sys
 import textwrap
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -40,14 +40,21 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def latest_runs(path: Path) -> dict[str, list[dict]]:
-    """The forward+backward rows of one ops results file by dtype: the newest row of each case
-    (op, L, batch), so that a run of a few cases updates the plot without hiding the others."""
+    """The forward+backward rows of one ops results file by dtype: of the thread count most rows
+    were measured with (a figure or table states one), the row of each case (op, L, batch) with
+    the most repeats, the newest of those, so that a run of a few cases updates the plot without
+    hiding the others, and a quick run of few repeats does not stand for a careful one."""
+    rows = [r for r in read_rows(path) if r.get("mode", "forward+backward") == "forward+backward"]
+    if not rows:
+        return {}
+    threads = Counter(r["threads"] for r in rows).most_common(1)[0][0]
     newest: dict[tuple, dict] = {}
-    for row in read_rows(path):
-        if row.get("mode", "forward+backward") != "forward+backward":
+    for row in rows:
+        if row["threads"] != threads:
             continue
         key = (row["dtype"], row["op"], row.get("samples", 1), row["batch"])
-        if key not in newest or row["date"] >= newest[key]["date"]:
+        rank = (row.get("repeats") or 0, row["date"])
+        if key not in newest or rank >= (newest[key].get("repeats") or 0, newest[key]["date"]):
             newest[key] = row
     by_dtype: dict[str, list[dict]] = defaultdict(list)
     for (dtype, *_), row in sorted(newest.items(), key=lambda item: str(item[0])):

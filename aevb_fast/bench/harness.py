@@ -179,6 +179,7 @@ KEY_FIELDS = (
     "latent",
     "device",
     "threads",
+    "repeats",  # a quick --repeats 1 run sits beside a median of 11, never replaces it
     "torch",
     "aevb_fast",
     "cpu_isa",

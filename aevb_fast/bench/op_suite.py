@@ -460,6 +460,8 @@ def run(
                 "dtype": str(dtype).removeprefix("torch."),
                 "device": device_name(device),
                 "threads": torch.get_num_threads(),
+                "repeats": repeats,
+                "min_time": min_time,
                 "timing": timing,
                 "speedup_vs_eager": timing["eager"]["median_s"] / timing["aevb_fast"]["median_s"],
                 "speedup_vs_compiled": timing["compiled"]["median_s"] / timing["aevb_fast"]["median_s"],

@@ -362,3 +362,43 @@ def test_tf32_rows_are_labelled_and_keyed_apart():
 
     row = {"suite": "train_step", "batch": 4096, "dtype": "float32"}
     assert row_key(row) != row_key({**row, "matmul": "tf32"})
+
+
+def test_bench_refuses_bad_device_threads_and_an_unwritable_file_before_timing(tmp_path, capsys):
+    for argv, message in [
+        (["--device", "gpu"], "--device must be cpu, cuda or all, got 'gpu'"),
+        (["--threads", "-1"], "--threads must be at least 1 (or 0: torch's default), got -1"),
+    ]:
+        assert cli.main(["bench", "--ops", "gaussian_kl", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code = cli.main(["bench", "--ops", "gaussian_kl", "--sizes", "8", "--out", str(blocker / "ops.jsonl")])
+    captured = capsys.readouterr()
+    assert code == 2 and "cannot write the results into" in captured.err and "aevb_fast" not in captured.out
+
+
+def test_saved_rows_keep_their_repeats_beside_each_other_and_the_plot_takes_the_most(tmp_path):
+    # A quick --repeats 1 run sits beside a median of 3 (the key holds the repeats) and does not
+    # stand for it in the plots and tables, which also take one thread count.
+    plot = load_script("benchmarks/plot.py", "bench_plot_repeats")
+    out = tmp_path / "ops.jsonl"
+    base = ["bench", "--ops", "gaussian_kl", "--sizes", "16", "--latent", "4", "--device", "cpu"]
+    for repeats in ("3", "1"):
+        argv = [*base, "--dtype", "float32", "--fresh-pages", "--min-time", "0.001", "--out", str(out)]
+        assert cli.main([*argv, "--repeats", repeats, "--threads", "1"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["repeats"] for r in rows) == [1, 3]
+    (chosen,) = plot.latest_runs(out)["float32"]
+    assert chosen["repeats"] == 3
+
+
+def test_a_row_saved_twice_in_one_run_is_counted_once(tmp_path):
+    # The head suite saves its row, then again with the profile: one row added, none replaced.
+    saver = cli._RowSaver(tmp_path / "head.jsonl")
+    row = {"suite": "head", "batch": 8, "samples": 1, "device": "cpu", "threads": 1}
+    saver(row)
+    saver({**row, "profile": {}})
+    assert (saver.added, saver.replaced) == (1, 0)
+    assert len((tmp_path / "head.jsonl").read_text().splitlines()) == 1
