@@ -35,9 +35,45 @@ def _devices(text: str) -> list[str]:
     return text.split(",")
 
 
+# Each suite's own options (beside --sizes, --repeats, --threads, --device, --save and --out), with
+# the parser's defaults: one given to a suite that does not read it is refused, never ignored.
+_SUITE_OPTIONS = {
+    "--ops": ("ops", None),
+    "--dtype": ("dtype", None),
+    "--modes": ("modes", ["forward+backward"]),
+    "--min-time": ("min_time", 0.02),
+    "--latent": ("latent", 64),
+    "--data": ("data", 784),
+    "-L": ("samples", [1, 5]),
+    "--fresh-pages": ("fresh_pages", False),
+    "--hidden": ("hidden", 500),
+    "--train-latent": ("train_latent", 20),
+    "--no-memory": ("no_memory", False),
+}
+_SUITE_READS = {
+    "the op suite": {"--ops", "--dtype", "--modes", "--min-time", "--latent", "--data", "-L", "--fresh-pages"},
+    "--train": {"--hidden", "--train-latent", "--no-memory"},
+    "--head": {"--data", "-L", "--hidden", "--fresh-pages"},
+}
+
+
+def _options_not_read(args) -> str | None:
+    suite = "--train" if args.train else "--head" if args.head else "the op suite"
+    unread = [
+        flag
+        for flag, (name, default) in _SUITE_OPTIONS.items()
+        if flag not in _SUITE_READS[suite] and getattr(args, name) != default
+    ]
+    if unread:
+        return f"{suite} does not take {', '.join(unread)}"
+    return None
+
+
 def cmd_bench(args) -> int:
     from .bench import op_suite as bench
 
+    if not (args.train and args.head) and (unread := _options_not_read(args)):
+        return _fail("bench", unread)
     if args.threads < 0:
         return _fail("bench", f"--threads must be at least 1 (or 0: torch's default), got {args.threads}")
     if args.threads:

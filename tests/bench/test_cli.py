@@ -402,3 +402,18 @@ def test_a_row_saved_twice_in_one_run_is_counted_once(tmp_path):
     saver({**row, "profile": {}})
     assert (saver.added, saver.replaced) == (1, 0)
     assert len((tmp_path / "head.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--train", "--dtype", "bfloat16"], "--train does not take --dtype"),
+        (["--train", "--min-time", "1", "--ops", "gaussian_kl"], "--train does not take --ops, --min-time"),
+        (["--head", "--modes", "forward", "--latent", "8"], "--head does not take --modes, --latent"),
+        (["--no-memory", "--hidden", "50"], "the op suite does not take --hidden, --no-memory"),
+    ],
+)
+def test_an_option_the_suite_does_not_read_is_refused(capsys, argv, message):
+    # Not ignored: --train's dtype is float32 whatever --dtype says, --head's time per round fixed.
+    assert cli.main(["bench", *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"aevb-fast bench: {message}"
