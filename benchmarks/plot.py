@@ -28,6 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
+from aevb_fast.bench.harness import NOISY_NOTE, noisy  # noqa: E402
+
 # The panels' order and which ops take L: the op suite's registry (aevb_fast.bench.op_suite).
 from aevb_fast.bench.op_suite import OPS as OP_ORDER  # noqa: E402
 from aevb_fast.bench.op_suite import SAMPLING_OPS  # noqa: E402
@@ -255,12 +257,15 @@ def markdown_tables(root: Path) -> str:
             key=lambda r: (OP_ORDER.index(r["op"]) if r["op"] in OP_ORDER else 99, r.get("samples", 1), r["batch"]),
         ):
             t = r["timing"]
+            mark = " (noisy)" if noisy(t) else ""  # as the console table marks it
             out.append(
-                f"| {r['op']} | {r.get('samples', 1)} | {r['batch']} | "
+                f"| {r['op']}{mark} | {r.get('samples', 1)} | {r['batch']} | "
                 + " | ".join(f"{1e3 * t[p]['median_s']:.3f} ms" for p in ("aevb_fast", "eager", "compiled"))
                 + f" | {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_compiled']:.2f}x | {100 * r['bandwidth_share']:.0f}% |"
             )
         copy = sorted(r["copy_gbps"] for r in rows)
+        if any(noisy(r["timing"]) for r in rows):
+            out.append(f"\nrows marked (noisy): {NOISY_NOTE.removeprefix('noisy: ')}")
         out.append(
             f"\ncopy bandwidth {copy[0]:.1f}-{copy[-1]:.1f} GB/s, {rows[0]['threads']} threads\n" if rows else ""
         )

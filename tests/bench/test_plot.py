@@ -70,3 +70,22 @@ def test_figures_fit_a_page_with_panels_wrapped(tmp_path, monkeypatch):
         for legend in fig.legends:
             box = legend.get_window_extent()
             assert not any(box.overlaps(ax.get_window_extent()) for ax in fig.axes if ax.get_visible()), name
+
+
+def test_markdown_tables_mark_noisy_rows_as_the_console_does(tmp_path):
+    plot = load_script("benchmarks/plot.py", "bench_plot_noisy")
+
+    def row(op, p80):
+        timing = {p: {"median_s": 1e-3, "p20_s": 1e-3, "p80_s": p80} for p in ("aevb_fast", "eager", "compiled")}
+        return {
+            "op": op, "batch": 4096, "samples": 1, "dtype": "float32", "threads": 2, "repeats": 5,
+            "date": "2026-12-05", "timing": timing, "speedup_vs_eager": 1.0, "speedup_vs_compiled": 1.0,
+            "bandwidth_share": 0.5, "copy_gbps": 20.0,
+        }  # fmt: skip
+
+    (tmp_path / "cpu").mkdir()
+    rows = [row("gaussian_kl", 1e-3), row("reparameterize", 2e-3)]  # p80/p20 = 2 > 1.5: noisy
+    (tmp_path / "cpu" / "ops.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tables = plot.markdown_tables(tmp_path)
+    assert "| reparameterize (noisy) | 1 | 4096 |" in tables and "| gaussian_kl | 1 | 4096 |" in tables
+    assert "rows marked (noisy): p80/p20 > 1.5" in tables
