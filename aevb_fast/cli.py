@@ -35,21 +35,8 @@ def _devices(text: str) -> list[str]:
     return text.split(",")
 
 
-# Each suite's own options (beside --sizes, --repeats, --threads, --device, --save and --out), with
-# the parser's defaults: one given to a suite that does not read it is refused, never ignored.
-_SUITE_OPTIONS = {
-    "--ops": ("ops", None),
-    "--dtype": ("dtype", None),
-    "--modes": ("modes", ["forward+backward"]),
-    "--min-time": ("min_time", 0.02),
-    "--latent": ("latent", 64),
-    "--data": ("data", 784),
-    "-L": ("samples", [1, 5]),
-    "--fresh-pages": ("fresh_pages", False),
-    "--hidden": ("hidden", 500),
-    "--train-latent": ("train_latent", 20),
-    "--no-memory": ("no_memory", False),
-}
+# The options each suite reads, beyond --sizes, --repeats, --threads, --device, --save and --out:
+# one given to a suite that does not read it is refused, never ignored.
 _SUITE_READS = {
     "the op suite": {"--ops", "--dtype", "--modes", "--min-time", "--latent", "--data", "-L", "--fresh-pages"},
     "--train": {"--hidden", "--train-latent", "--no-memory"},
@@ -59,14 +46,11 @@ _SUITE_READS = {
 
 def _options_not_read(args) -> str | None:
     suite = "--train" if args.train else "--head" if args.head else "the op suite"
+    own = set().union(*_SUITE_READS.values()) - _SUITE_READS[suite]
     unread = [
-        flag
-        for flag, (name, default) in _SUITE_OPTIONS.items()
-        if flag not in _SUITE_READS[suite] and getattr(args, name) != default
+        flag for flag, (name, default) in args.bench_defaults.items() if flag in own and getattr(args, name) != default
     ]
-    if unread:
-        return f"{suite} does not take {', '.join(unread)}"
-    return None
+    return f"{suite} does not take {', '.join(unread)}" if unread else None
 
 
 def cmd_bench(args) -> int:
@@ -422,7 +406,7 @@ def cmd_eval(args) -> int:
     except (FileNotFoundError, ValueError, RunError) as error:
         return _fail("eval", error)
     likelihood = state.get("model_spec", {}).get("likelihood") or model.decoder.likelihood
-    if likelihood == "bernoulli" and not d.is_binary():
+    if not d.bounds_in_nats(likelihood):
         print(
             f"aevb-fast eval: the run's data {d.name!r} is not binary: its Bernoulli test ELBO and log p(x) are "
             "minus cross-entropies of grey levels, not nats comparable with published ones",
@@ -582,7 +566,9 @@ def _add_bench_parser(sub) -> None:
         "a row of the same case, device, threads, repeats and versions replaces the old one",
     )
     bench.add_argument("--out", default="", help="write the rows into this JSON-lines file instead (same rule)")
-    bench.set_defaults(func=cmd_bench)
+    # Each option's (dest, default), by its first flag: what _options_not_read compares with.
+    defaults = {a.option_strings[0]: (a.dest, a.default) for a in bench._actions if a.option_strings}
+    bench.set_defaults(func=cmd_bench, bench_defaults=defaults)
 
 
 def _add_train_parser(sub) -> None:

@@ -94,17 +94,14 @@ CUDA_CHUNKS_AT_MOST = 8
 
 
 def _chunk_rows(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None) -> int:
-    # While a JIT traces, the chunk size becomes a constant of the trace: one that does not depend
-    # on the batch (a CUDA one tuned to the trace's batch would cut a larger one into thousands),
-    # read from the sizes without the warning torch gives for every size made a constant.
-    if torch.jit.is_tracing():
+    if torch.jit.is_tracing():  # the sizes read below become constants of the trace: no warning
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            return _chunk_rows_of(x, h, weight, chunk_size, batch_known=False)
+            return _chunk_rows_of(x, h, weight, chunk_size)
     return _chunk_rows_of(x, h, weight, chunk_size)
 
 
-def _chunk_rows_of(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None, batch_known: bool = True) -> int:
+def _chunk_rows_of(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None) -> int:
     if chunk_size is not None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"aevb_fast: chunk_size must be a positive int or None, got {chunk_size!r}")
@@ -113,7 +110,10 @@ def _chunk_rows_of(x: Tensor, h: Tensor, weight: Tensor, chunk_size: int | None,
     if h.device.type != "cuda":
         return max(1, CPU_CHUNK_ELEMENTS // width)
     rows = math.prod(h.shape[:-1])
-    if not batch_known or not isinstance(rows, int):  # a symbolic batch (dynamic shapes): no guard on it
+    # A batch unknown here gets a size that does not depend on it: a symbolic one (dynamic shapes,
+    # no guard on it), or a traced one (a chunk tuned to the traced batch would cut a larger one
+    # into thousands).
+    if not isinstance(rows, int) or torch.jit.is_tracing():
         return max(1, CUDA_MIN_CHUNK_ELEMENTS // width)
     total_memory = torch.cuda.get_device_properties(h.device).total_memory
     return cuda_chunk_rows(rows, width, h.element_size(), total_memory)

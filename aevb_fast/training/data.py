@@ -260,7 +260,7 @@ class Data:
                     f"{x.max().item():g}], but {needs}: scale the data (e.g. divide 8-bit pixels by 255)"
                     + (other if likelihood == "bernoulli" and not paper_model else "")
                 )
-        if warn and likelihood == "bernoulli" and not self.is_binary():
+        if warn and not self.bounds_in_nats(likelihood):
             warnings.warn(
                 GreyLevelsUnderBernoulli(
                     f"data: {self.name!r} is not binary (grey levels in [0, 1]): its Bernoulli log-likelihood is "
@@ -270,6 +270,11 @@ class Data:
                 ),
                 stacklevel=2,
             )
+
+    def bounds_in_nats(self, likelihood: str) -> bool:
+        """Whether bounds under this likelihood are log-densities: not a Bernoulli of grey levels,
+        whose log-likelihood is minus the binary cross-entropy."""
+        return likelihood != "bernoulli" or self.is_binary()
 
     def is_binary(self) -> bool:
         """Whether the model sees only 0s and 1s: binarized for every minibatch, or so stored."""

@@ -153,8 +153,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # the same initial parameters on every rank
         self.model, self.model_spec, likelihood = build_run_model(config, self.data, model, self.device)
         self.data.check_range(likelihood, paper_model=self.model_spec["kind"] == "paper", warn=self.dist.is_main)
-        # Minus cross-entropies, not log-densities, where a Bernoulli takes grey levels.
-        self.bounds_in_nats = likelihood != "bernoulli" or self.data.is_binary()
+        self.bounds_in_nats = self.data.bounds_in_nats(likelihood)
         objective = ELBOObjective(self.model, likelihood, config.algorithm)
         self.state = TrainState(config.seed, len(self.data.train), self.dist)
         self.monitor = RunMonitor(objective, config, self.state, self.dist, self.run_dir, self.data)

@@ -409,7 +409,7 @@ def test_a_row_saved_twice_in_one_run_is_counted_once(tmp_path):
     [
         (["--train", "--dtype", "bfloat16"], "--train does not take --dtype"),
         (["--train", "--min-time", "1", "--ops", "gaussian_kl"], "--train does not take --ops, --min-time"),
-        (["--head", "--modes", "forward", "--latent", "8"], "--head does not take --modes, --latent"),
+        (["--head", "--modes", "forward", "--latent", "8"], "--head does not take --latent, --modes"),
         (["--no-memory", "--hidden", "50"], "the op suite does not take --hidden, --no-memory"),
     ],
 )
