@@ -120,19 +120,23 @@ def cmd_bench(args) -> int:
         saver = _RowSaver.for_args(args, bench.results_path(device))
         if saver and not saver.check():
             return 2
-        rows = bench.run(
-            args.ops,
-            sizes,
-            args.data,
-            args.latent,
-            dtypes,
-            device,
-            args.repeats,
-            args.min_time,
-            tuple(args.modes),
-            tuple(args.samples),
-            allocator,
-            on_row=saver,
+        rows = _measured(
+            lambda on_row: bench.run(
+                args.ops,
+                sizes,
+                args.data,
+                args.latent,
+                dtypes,
+                device,
+                args.repeats,
+                args.min_time,
+                tuple(args.modes),
+                tuple(args.samples),
+                allocator,
+                on_row=on_row,
+            ),
+            bench.format_table,
+            saver,
         )
         print(bench.format_table(rows))
         print("speed-ups are ratios of medians measured side by side in this run (higher is better)")
@@ -154,15 +158,19 @@ def _bench_train(args, devices: list[str]) -> int:
         saver = _RowSaver.for_args(args, bench.results_path(device).with_name("train.jsonl"))
         if saver and not saver.check():
             return 2
-        rows = bench_train.run(
-            sizes,
-            device,
-            args.repeats,
-            hidden=args.hidden,
-            latent=args.train_latent,
-            memory=not args.no_memory,
-            matmul=args.matmul,
-            on_row=saver,
+        rows = _measured(
+            lambda on_row: bench_train.run(
+                sizes,
+                device,
+                args.repeats,
+                hidden=args.hidden,
+                latent=args.train_latent,
+                memory=not args.no_memory,
+                matmul=args.matmul,
+                on_row=on_row,
+            ),
+            bench_train.format_table,
+            saver,
         )
         print(bench_train.format_table(rows))
         if saver:
@@ -186,13 +194,38 @@ def _bench_head(args, devices: list[str]) -> int:
         saver = _RowSaver.for_args(args, bench.results_path(device).with_name("head.jsonl"))
         if saver and not saver.check():
             return 2
-        rows = head_suite.run(
-            sizes, args.samples, device, args.repeats, data=args.data, hidden=args.hidden, on_row=saver
+        rows = _measured(
+            lambda on_row: head_suite.run(
+                sizes, args.samples, device, args.repeats, data=args.data, hidden=args.hidden, on_row=on_row
+            ),
+            head_suite.format_table,
+            saver,
         )
         print(head_suite.format_table(rows))
         if saver:
             saver.report()
     return 0
+
+
+def _measured(run, format_table, saver: "_RowSaver | None") -> list[dict]:
+    """``run(on_row)``, each row saved as it comes; on Ctrl-C, the table of the rows measured so
+    far is printed before the interrupt goes on (minutes of timing are not lost to the screen)."""
+    from .bench.harness import row_key
+
+    measured: dict[str, dict] = {}  # by case: a head row comes twice, the second with its profile
+
+    def on_row(row: dict) -> None:
+        measured[row_key(row)] = row
+        if saver:
+            saver(row)
+
+    try:
+        return run(on_row)
+    except KeyboardInterrupt:
+        if measured:
+            print(format_table(list(measured.values())))
+            print(f"(interrupted: the {len(measured)} rows measured before Ctrl-C)")
+        raise
 
 
 class _RowSaver:

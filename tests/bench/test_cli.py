@@ -279,8 +279,9 @@ def test_bench_head(tmp_path, capsys):
     assert cli.main(["bench", "--head", "--train"]) == 2
 
 
-def test_bench_saves_each_row_as_it_is_measured(tmp_path, monkeypatch):
-    """A run cut short (a timeout on a lent GPU, Ctrl-C) keeps the rows measured before it."""
+def test_bench_saves_each_row_as_it_is_measured(tmp_path, monkeypatch, capsys):
+    """A run cut short (a timeout on a lent GPU, Ctrl-C) keeps the rows measured before it, in
+    the file and on the screen."""
     out = tmp_path / "rows.jsonl"
     real, calls = bench.bench_case, []
 
@@ -318,6 +319,10 @@ def test_bench_saves_each_row_as_it_is_measured(tmp_path, monkeypatch):
     )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["op"], r["batch"]) for r in rows] == [("gaussian_kl", 32)]
+    # The screen keeps them too: the table of the rows measured before Ctrl-C.
+    shown = capsys.readouterr().out
+    assert bench.format_table(rows) in shown
+    assert "(interrupted: the 1 rows measured before Ctrl-C)" in shown
 
 
 def test_bench_refuses_a_corrupt_results_file_before_timing(tmp_path, capsys, monkeypatch):
