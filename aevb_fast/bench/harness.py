@@ -51,7 +51,7 @@ class Clock:
 def timing_summary(times: list[float]) -> dict[str, float]:
     """Median and the 20th and 80th percentiles of repeated timings (seconds)."""
     q = statistics.quantiles(times, n=5) if len(times) > 1 else [times[0]] * 4
-    return {"median_s": statistics.median(times), "p20_s": q[0], "p80_s": q[3]}
+    return {"median_s": statistics.median(times), "p20_s": q[0], "p80_s": q[3], "runs": len(times)}
 
 
 def interleaved(measures: dict[str, Measure], repeats: int, min_time: float) -> dict[str, dict[str, float]]:
@@ -126,7 +126,10 @@ def format_profiles(title: str, profiles: dict[str, dict], width: int = 70) -> l
 
 
 def spread(summary: dict[str, float]) -> str:
-    """'1.234ms +-3%': the median and half the p20-p80 range relative to it."""
+    """'1.234ms +-3%': the median and half the p20-p80 range relative to it; '1.234ms (1 run)'
+    where one timing has no spread to show (not +-0%)."""
+    if summary.get("runs") == 1:  # rows saved before 2026-12-05 lack the count
+        return f"{summary['median_s'] * 1e3:.3f}ms (1 run)"
     half = (summary["p80_s"] - summary["p20_s"]) / 2 / summary["median_s"]
     return f"{summary['median_s'] * 1e3:.3f}ms +-{100 * half:.0f}%"
 

@@ -505,7 +505,7 @@ def results_path(device: str, root: Path = Path("benchmarks/results")) -> Path:
 def format_table(rows: list[dict]) -> str:
     header = (
         f"{'op':<22} {'L':>2} {'dtype':<9} {'mode':<17} {'batch':>8} {'aevb_fast':>15} {'eager':>15} {'compiled':>15} "
-        f"{'vs eager':>9} {'vs compiled':>12} {'GB/s':>7} {'of copy':>8} {'saved MB':>9} {'eager MB':>9}"
+        f"{'vs eager':>9} {'vs compiled':>12} {'GB/s':>7} {'of copy':>8} {'saved MiB':>9} {'eager MiB':>9}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:

@@ -31,6 +31,9 @@ def test_timing_summary_and_spread():
     assert summary["median_s"] == 3.0
     assert summary["p20_s"] < summary["median_s"] < summary["p80_s"]
     assert harness.spread({"median_s": 1e-3, "p20_s": 0.9e-3, "p80_s": 1.1e-3}) == "1.000ms +-10%"
+    # One timing has no spread: it says so rather than claim +-0%.
+    assert harness.spread(harness.timing_summary([2e-3])) == "2.000ms (1 run)"
+    assert harness.spread(harness.timing_summary([2e-3, 2e-3])) == "2.000ms +-0%"
 
 
 def test_upsert_replaces_rows_of_the_same_key_and_keeps_the_others(tmp_path):
