@@ -6,7 +6,10 @@
 - results/<device>/bandwidth_<dtype>.png: the fused op's effective GB/s (the bytes it must move
   over its time) vs batch size, against the copy bandwidth measured in the same run (before each case; the median line);
 - results/<device>/train_step.png: samples/s of a whole training step per provider vs batch
-  size, and the share of the step spent in the ELBO pieces (from train.jsonl).
+  size, and the share of the step spent in the ELBO pieces (from train.jsonl);
+- results/<device>/head.png: time and peak memory of the fused head per provider (head.jsonl).
+Points whose timings spread too widely to trust (p80/p20 > 1.5) are ringed in red, as the tables
+mark them "noisy".
 
     python benchmarks/plot.py [results_dir]
     python benchmarks/plot.py --markdown [results_dir]   # the README's tables instead, from the same rows
@@ -28,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from aevb_fast.bench.harness import NOISY_NOTE, noisy  # noqa: E402
+from aevb_fast.bench.harness import NOISY_NOTE, NOISY_SPREAD, noisy  # noqa: E402
 
 # The panels' order and which ops take L: the op suite's registry (aevb_fast.bench.op_suite).
 from aevb_fast.bench.op_suite import OPS as OP_ORDER  # noqa: E402
@@ -98,7 +101,11 @@ def _figure(panels: list, title: str):
 
 def _legend_below(fig, axes, columns: int | None = None) -> None:
     """One legend for the panels, in rows of `columns` entries under them, where it covers no point."""
-    handles, labels = axes[0].get_legend_handles_labels()
+    entries: dict[str, object] = {}  # label -> handle, over every panel (a noisy mark may be in one)
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    labels, handles = list(entries), list(entries.values())
     columns = columns or min(len(labels), max(1, int(fig.get_figwidth() / 2.2)))  # ~2.2 inches an entry
     fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=8, frameon=False)
     below = 0.1 + 0.2 * -(-len(labels) // columns)  # inches: a margin and the legend's lines
@@ -121,6 +128,13 @@ def _label_panel(ax, op: str, samples: int) -> None:
     ax.set_xlabel("batch size")
 
 
+def _mark_noisy(ax, points: list[dict], values: list[float]) -> None:
+    """Rings the points whose timings spread too widely to trust, as the tables mark them."""
+    marked = [(r["batch"], v) for r, v in zip(points, values) if noisy(r["timing"])]
+    if marked:
+        ax.plot(*zip(*marked), "o", ms=11, mfc="none", mec="red", label=f"noisy (p80/p20 > {NOISY_SPREAD:g})")
+
+
 def plot_speedup(rows: list[dict], out: Path) -> Path:
     panels = _panels(rows)
     fig, axes = _figure(
@@ -130,8 +144,12 @@ def plot_speedup(rows: list[dict], out: Path) -> Path:
     for ax, (op, samples) in zip(axes, panels):
         points = _points(rows, op, samples)
         batches = [r["batch"] for r in points]
-        ax.plot(batches, [r["speedup_vs_eager"] for r in points], "o-", label="vs eager")
-        ax.plot(batches, [r["speedup_vs_compiled"] for r in points], "s--", label="vs compiled")
+        for key, style, label in (
+            ("speedup_vs_eager", "o-C0", "vs eager"),
+            ("speedup_vs_compiled", "s--C1", "vs compiled"),  # colours fixed: a noisy ring takes none
+        ):
+            ax.plot(batches, [r[key] for r in points], style, label=label)
+            _mark_noisy(ax, points, [r[key] for r in points])
         ax.axhline(1.0, color="gray", lw=0.8)
         _label_panel(ax, op, samples)
     for ax in axes[::MAX_COLUMNS]:
@@ -150,8 +168,9 @@ def plot_bandwidth(rows: list[dict], out: Path) -> Path:
     for ax, (op, samples) in zip(axes, panels):
         points = _points(rows, op, samples)
         batches = [r["batch"] for r in points]
-        ax.plot(batches, [r["gbps"] for r in points], "o-", label="aevb_fast")
-        for provider, style in (("eager", "s:"), ("compiled", "^:")):
+        ax.plot(batches, [r["gbps"] for r in points], "o-C0", label="aevb_fast")
+        _mark_noisy(ax, points, [r["gbps"] for r in points])
+        for provider, style in (("eager", "s:C1"), ("compiled", "^:C2")):
             ax.plot(
                 batches,
                 [r["bytes_moved"] / r["timing"][provider]["median_s"] / 1e9 for r in points],
@@ -320,6 +339,9 @@ def markdown_tables(root: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if argv[:1] == ["--markdown"]:
         print(markdown_tables(Path(argv[1]) if len(argv) > 1 else RESULTS))
         return 0
