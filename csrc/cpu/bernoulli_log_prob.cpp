@@ -3,7 +3,7 @@
 // Backward: grad_logits[r, e] = grad[r] * (x[r % Rx, e] - sigmoid(l[r, e]))
 // The forward also writes grad_scale * (x - sigmoid(l)) when grad_logits is defined (the summed
 // form's gradient, made in the same pass).
-// x and logits may be broadcast without a copy (RowInput, cpu/loops.h).
+// x and logits may be broadcast without a copy; rows are walked flat, in tiles (RowInput, cpu/loops.h).
 #include "cpu/loops.h"
 
 namespace aevb_fast {
@@ -23,27 +23,26 @@ void bernoulli_forward_typed(const at::Tensor& x_t, const at::Tensor& logits_t, 
   at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     InputTile<scalar_t> x_tile, logits_tile;
     OutputTile<scalar_t> grad_tile;
-    for (int64_t r = r0; r < r1; ++r) {
-      RowSum<acc> sum;
-      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-        const int64_t n = std::min(kTile, cols - j0);
-        const acc* x = x_in.load(x_tile, r, j0, n);
-        const acc* logits = logits_in.load(logits_tile, r, j0, n);
-        acc* grad_logits = kGrad ? grad_tile.begin(grad_logits_p + r * cols + j0, n) : nullptr;
-        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-          using T = decltype(t);
-          const T xi = load<T>(x + i), li = load<T>(logits + i);
-          if constexpr (kGrad) {
-            const auto both = bernoulli_log_prob_and_grad(xi, li);
-            sum.add(both.term);
-            store(T(scale) * both.grad, grad_logits + i);
-          } else {
-            sum.add(bernoulli_log_prob_term(xi, li));
-          }
-        });
-        if constexpr (kGrad) grad_tile.finish();
-      }
-      out_p[r] = sum.total();
+    alignas(64) acc terms[kTile];
+    std::fill(out_p + r0, out_p + r1, acc(0));
+    for (int64_t p = r0 * cols, n = 0; p < r1 * cols; p += n) {
+      n = tile_length(p, r1 * cols, cols);
+      const acc* x = x_in.load_flat(x_tile, p, n, rows, cols);
+      const acc* logits = logits_in.load_flat(logits_tile, p, n, rows, cols);
+      acc* grad_logits = kGrad ? grad_tile.begin(grad_logits_p + p, n) : nullptr;
+      vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+        using T = decltype(t);
+        const T xi = load<T>(x + i), li = load<T>(logits + i);
+        if constexpr (kGrad) {
+          const auto both = bernoulli_log_prob_and_grad(xi, li);
+          store(both.term, terms + i);
+          store(T(scale) * both.grad, grad_logits + i);
+        } else {
+          store(bernoulli_log_prob_term(xi, li), terms + i);
+        }
+      });
+      if constexpr (kGrad) grad_tile.finish();
+      add_row_sums(terms, p, n, cols, out_p);
     }
   });
 }
@@ -59,19 +58,18 @@ void bernoulli_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t, c
   at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     InputTile<scalar_t> x_tile, logits_tile;
     OutputTile<scalar_t> grad_tile;
-    for (int64_t r = r0; r < r1; ++r) {
-      const acc g = grad_p[r];
-      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-        const int64_t n = std::min(kTile, cols - j0);
-        const acc* x = x_in.load(x_tile, r, j0, n);
-        const acc* logits = logits_in.load(logits_tile, r, j0, n);
-        acc* grad_logits = grad_tile.begin(grad_logits_p + r * cols + j0, n);
-        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-          using T = decltype(t);
-          store(T(g) * bernoulli_grad_logit(load<T>(x + i), load<T>(logits + i)), grad_logits + i);
-        });
-        grad_tile.finish();
-      }
+    alignas(64) acc grad_spread[kTile];  // grad[r] for each of row r's elements
+    for (int64_t p = r0 * cols, n = 0; p < r1 * cols; p += n) {
+      n = tile_length(p, r1 * cols, cols);
+      spread_rows(grad_p, p, n, cols, grad_spread);
+      const acc* x = x_in.load_flat(x_tile, p, n, rows, cols);
+      const acc* logits = logits_in.load_flat(logits_tile, p, n, rows, cols);
+      acc* grad_logits = grad_tile.begin(grad_logits_p + p, n);
+      vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+        using T = decltype(t);
+        store(load<T>(grad_spread + i) * bernoulli_grad_logit(load<T>(x + i), load<T>(logits + i)), grad_logits + i);
+      });
+      grad_tile.finish();
     }
   });
 }

@@ -24,29 +24,29 @@ void gaussian_forward_typed(const at::Tensor& x_t, const at::Tensor& mean_t, con
   at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     InputTile<scalar_t> x_tile, mean_tile, logvar_tile;
     OutputTile<scalar_t> grad_mean_tile, grad_logvar_tile;
-    for (int64_t r = r0; r < r1; ++r) {
-      RowSum<acc> sum;
-      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-        const int64_t n = std::min(kTile, cols - j0);
-        const acc* x = x_in.load(x_tile, r, j0, n);
-        const acc* mean = mean_in.load(mean_tile, r, j0, n);
-        const acc* logvar = logvar_in.load(logvar_tile, r, j0, n);
-        acc* grad_mean = kGrad ? grad_mean_tile.begin(grad_mean_p + r * cols + j0, n) : nullptr;
-        acc* grad_logvar = kGrad ? grad_logvar_tile.begin(grad_logvar_p + r * cols + j0, n) : nullptr;
-        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-          using T = decltype(t);
-          const T lv = load<T>(logvar + i), inv_std = std_from_logvar(-lv);
-          const T w = standardized_residual(load<T>(x + i), load<T>(mean + i), inv_std);
-          sum.add(gaussian_log_prob_term(lv, w));
-          if constexpr (kGrad) {
-            store(T(scale) * gaussian_grad_mean(w, inv_std), grad_mean + i);
-            store(T(scale) * gaussian_grad_logvar(w), grad_logvar + i);
-          }
-        });
-        if constexpr (kGrad) grad_mean_tile.finish(), grad_logvar_tile.finish();
-      }
-      out_p[r] = constant + sum.total();
+    alignas(64) acc terms[kTile];
+    std::fill(out_p + r0, out_p + r1, acc(0));
+    for (int64_t p = r0 * cols, n = 0; p < r1 * cols; p += n) {
+      n = tile_length(p, r1 * cols, cols);
+      const acc* x = x_in.load_flat(x_tile, p, n, rows, cols);
+      const acc* mean = mean_in.load_flat(mean_tile, p, n, rows, cols);
+      const acc* logvar = logvar_in.load_flat(logvar_tile, p, n, rows, cols);
+      acc* grad_mean = kGrad ? grad_mean_tile.begin(grad_mean_p + p, n) : nullptr;
+      acc* grad_logvar = kGrad ? grad_logvar_tile.begin(grad_logvar_p + p, n) : nullptr;
+      vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+        using T = decltype(t);
+        const T lv = load<T>(logvar + i), inv_std = std_from_logvar(-lv);
+        const T w = standardized_residual(load<T>(x + i), load<T>(mean + i), inv_std);
+        store(gaussian_log_prob_term(lv, w), terms + i);
+        if constexpr (kGrad) {
+          store(T(scale) * gaussian_grad_mean(w, inv_std), grad_mean + i);
+          store(T(scale) * gaussian_grad_logvar(w), grad_logvar + i);
+        }
+      });
+      if constexpr (kGrad) grad_mean_tile.finish(), grad_logvar_tile.finish();
+      add_row_sums(terms, p, n, cols, out_p);
     }
+    for (int64_t r = r0; r < r1; ++r) out_p[r] = constant + out_p[r];
   });
 }
 
@@ -63,25 +63,24 @@ void gaussian_backward_typed(const at::Tensor& grad_t, const at::Tensor& x_t, co
   at::parallel_for(0, rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     InputTile<scalar_t> x_tile, mean_tile, logvar_tile;
     OutputTile<scalar_t> grad_mean_tile, grad_logvar_tile;
-    for (int64_t r = r0; r < r1; ++r) {
-      const acc g = grad_p[r];
-      for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-        const int64_t n = std::min(kTile, cols - j0);
-        const acc* x = x_in.load(x_tile, r, j0, n);
-        const acc* mean = mean_in.load(mean_tile, r, j0, n);
-        const acc* logvar = logvar_in.load(logvar_tile, r, j0, n);
-        acc* grad_mean = grad_mean_tile.begin(grad_mean_p + r * cols + j0, n);
-        acc* grad_logvar = grad_logvar_tile.begin(grad_logvar_p + r * cols + j0, n);
-        vectorized_loop<acc>(n, [&](auto t, int64_t i) {
-          using T = decltype(t);
-          const T inv_std = std_from_logvar(-load<T>(logvar + i));
-          const T w = standardized_residual(load<T>(x + i), load<T>(mean + i), inv_std);
-          store(T(g) * gaussian_grad_mean(w, inv_std), grad_mean + i);
-          store(T(g) * gaussian_grad_logvar(w), grad_logvar + i);
-        });
-        grad_mean_tile.finish();
-        grad_logvar_tile.finish();
-      }
+    alignas(64) acc grad_spread[kTile];  // grad[r] for each of row r's elements
+    for (int64_t p = r0 * cols, n = 0; p < r1 * cols; p += n) {
+      n = tile_length(p, r1 * cols, cols);
+      spread_rows(grad_p, p, n, cols, grad_spread);
+      const acc* x = x_in.load_flat(x_tile, p, n, rows, cols);
+      const acc* mean = mean_in.load_flat(mean_tile, p, n, rows, cols);
+      const acc* logvar = logvar_in.load_flat(logvar_tile, p, n, rows, cols);
+      acc* grad_mean = grad_mean_tile.begin(grad_mean_p + p, n);
+      acc* grad_logvar = grad_logvar_tile.begin(grad_logvar_p + p, n);
+      vectorized_loop<acc>(n, [&](auto t, int64_t i) {
+        using T = decltype(t);
+        const T g = load<T>(grad_spread + i), inv_std = std_from_logvar(-load<T>(logvar + i));
+        const T w = standardized_residual(load<T>(x + i), load<T>(mean + i), inv_std);
+        store(g * gaussian_grad_mean(w, inv_std), grad_mean + i);
+        store(g * gaussian_grad_logvar(w), grad_logvar + i);
+      });
+      grad_mean_tile.finish();
+      grad_logvar_tile.finish();
     }
   });
 }

@@ -22,24 +22,6 @@ inline namespace CPU_CAPABILITY {
 namespace cpu {
 namespace {
 
-// Calls f(row, i, m) for each row that flat elements [first, first + n) of rows of `cols`
-// overlap: its elements are i .. i + m - 1 of that range.
-template <typename F>
-inline void for_each_row_segment(int64_t first, int64_t n, int64_t cols, const F& f) {
-  for (int64_t i = 0, r = first / cols, j = first % cols; i < n; ++r, j = 0) {
-    const int64_t m = std::min(cols - j, n - i);
-    f(r, i, m);
-    i += m;
-  }
-}
-
-template <typename acc>
-inline acc sum_of(const acc* p, int64_t n) {
-  RowSum<acc> sum;
-  vectorized_loop<acc>(n, [&](auto t, int64_t i) { sum.add(load<decltype(t)>(p + i)); });
-  return sum.total();
-}
-
 // The noise of n elements of z: the given eps, or drawn from the stream (philox.h: noise_element).
 template <typename scalar_t>
 struct NoiseTile {
@@ -53,23 +35,6 @@ struct NoiseTile {
     return drawn;
   }
 };
-
-// Flat elements [first, first + n) of an (R, J) parameter read through RowInput, as acc_t: in
-// place when the input is whole, else gathered row segment by row segment into the tile.
-template <typename scalar_t>
-const acc_t<scalar_t>* load_flat(const RowInput<scalar_t>& in, InputTile<scalar_t>& tile, int64_t first, int64_t n,
-                                 int64_t rows, int64_t cols) {
-  if (in.rows == rows && in.cols == cols) return tile.load(in.data + first, n);
-  for_each_row_segment(first, n, cols, [&](int64_t r, int64_t i, int64_t m) {
-    const scalar_t* row = in.data + (r % in.rows) * in.cols;
-    if (in.cols == 1) {
-      std::fill_n(tile.buffer + i, m, acc_t<scalar_t>(row[0]));
-    } else {
-      at::vec::convert(row + (first + i - r * cols), tile.buffer + i, m);
-    }
-  });
-  return tile.buffer;
-}
 
 // mu, logvar and the optional prior of one call, and a tile of each.
 template <typename scalar_t>
@@ -93,11 +58,11 @@ struct LatentParams {
     const acc *mu = nullptr, *logvar = nullptr, *prior_mu = nullptr, *prior_logvar = nullptr;
   };
   void load(Tile& t, int64_t first, int64_t n) const {
-    t.mu = load_flat(mu, t.mu_tile, first, n, rows, cols);
-    t.logvar = load_flat(logvar, t.logvar_tile, first, n, rows, cols);
+    t.mu = mu.load_flat(t.mu_tile, first, n, rows, cols);
+    t.logvar = logvar.load_flat(t.logvar_tile, first, n, rows, cols);
     if (prior) {
-      t.prior_mu = load_flat(prior_mu, t.prior_mu_tile, first, n, rows, cols);
-      t.prior_logvar = load_flat(prior_logvar, t.prior_logvar_tile, first, n, rows, cols);
+      t.prior_mu = prior_mu.load_flat(t.prior_mu_tile, first, n, rows, cols);
+      t.prior_logvar = prior_logvar.load_flat(t.prior_logvar_tile, first, n, rows, cols);
     }
   }
 };
@@ -122,8 +87,8 @@ void sample_forward_typed(const LatentParams<scalar_t>& params, const at::Tensor
     alignas(64) acc kl_terms[kTile];
     std::vector<NoiseStream<acc>> streams(samples, NoiseStream<acc>(seed));
     if (kl_p != nullptr && !kl_per_element) std::fill(kl_p + r0, kl_p + r1, acc(0));
-    for (int64_t p = r0 * cols; p < r1 * cols; p += kTile) {
-      const int64_t n = std::min(kTile, r1 * cols - p);
+    for (int64_t p = r0 * cols, n = 0; p < r1 * cols; p += n) {
+      n = tile_length(p, r1 * cols, cols);
       params.load(tile, p, n);
       acc* kl_out = kl_per_element ? kl_p + p : kl_terms;
       vectorized_loop<acc>(n, [&](auto t, int64_t i) {
@@ -140,7 +105,7 @@ void sample_forward_typed(const LatentParams<scalar_t>& params, const at::Tensor
         }
       });
       if (kl_p != nullptr && !kl_per_element) {
-        for_each_row_segment(p, n, cols, [&](int64_t r, int64_t i, int64_t m) { kl_p[r] += sum_of(kl_terms + i, m); });
+        add_row_sums(kl_terms, p, n, cols, kl_p);
       }
       for (int64_t l = 0; l < samples; ++l) {
         const int64_t z_offset = l * rows * cols;
@@ -183,8 +148,8 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
     alignas(64) acc sum_grad_eps[kTile];
     alignas(64) acc grad_kl_spread[kTile];
     std::vector<NoiseStream<acc>> streams(samples, NoiseStream<acc>(seed));
-    for (int64_t p = r0 * cols; p < r1 * cols; p += kTile) {
-      const int64_t n = std::min(kTile, r1 * cols - p);
+    for (int64_t p = r0 * cols, n = 0; p < r1 * cols; p += n) {
+      n = tile_length(p, r1 * cols, cols);
       std::fill_n(sum_grad, n, acc(0));
       std::fill_n(sum_grad_eps, n, acc(0));
       for (int64_t l = 0; l < samples; ++l) {
@@ -199,10 +164,7 @@ void sample_backward_typed(const at::Tensor& grad_z_t, const at::Tensor& grad_kl
         });
       }
       const acc* grad_kl = kl_per_element ? grad_kl_p + p : grad_kl_spread;
-      if (grad_kl_p != nullptr && !kl_per_element) {
-        for_each_row_segment(
-            p, n, cols, [&](int64_t r, int64_t i, int64_t m) { std::fill_n(grad_kl_spread + i, m, grad_kl_p[r]); });
-      }
+      if (grad_kl_p != nullptr && !kl_per_element) spread_rows(grad_kl_p, p, n, cols, grad_kl_spread);
       params.load(tile, p, n);
       acc* grad_mu = grad_mu_tile.begin(grad_mu_p + p, n);
       acc* grad_logvar = grad_logvar_tile.begin(grad_logvar_p + p, n);
