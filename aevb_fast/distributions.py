@@ -113,11 +113,19 @@ class DiagonalNormal(Distribution):
         # torch's Normal takes a scale second, this class a log-variance: DiagonalNormal(*net(h))
         # of a network that gives (loc, scale) trains another model without an error. A scale is
         # positive everywhere; a log-variance is so only if every variance is above 1 (a fixed
-        # one, all equal, is let through).
-        if logvar.numel() < 64:  # as given: a per-channel (C, 1, 1) one is too few to tell
+        # one, all equal, is let through). Normal(0, 1) ported as DiagonalNormal(zeros, ones) is
+        # a prior of variance e: a log-variance of exactly 1 everywhere is warned at any size.
+        if logvar.numel() == 0:
             return
         low, high = torch.aminmax(logvar.detach())
-        if bool((low > 0) & (high > low)):
+        if bool((low == 1) & (high == 1)):
+            warnings.warn(
+                "DiagonalNormal: logvar is 1 everywhere, a variance of e = 2.72: if 1 is the scale "
+                "torch's Normal takes (Normal(0, 1)), pass logvar = 0, or use StandardNormal as the prior",
+                stacklevel=_caller_stacklevel(),
+            )
+        # As given: a per-channel (C, 1, 1) one is too few to tell.
+        elif logvar.numel() >= 64 and bool((low > 0) & (high > low)):
             warnings.warn(
                 "DiagonalNormal: every logvar is > 0 (every variance above 1): if these are standard "
                 "deviations (the scale torch's Normal takes), pass logvar = 2 * torch.log(scale)",
@@ -223,6 +231,10 @@ class StandardNormal(Distribution):
         self.dtype = dtype if dtype is not None else torch.get_default_dtype()
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
+    def __repr__(self) -> str:
+        batch = f", batch_shape={tuple(self.batch_shape)}" if self.batch_shape else ""
+        return f"StandardNormal(event_shape={tuple(self.event_shape)}{batch})"
+
     @property
     def support(self):
         return constraints.independent(constraints.real, len(self.event_shape))
@@ -270,6 +282,7 @@ class StandardNormal(Distribution):
         ):  # torch's check fails on empty tensors
             self._validate_sample(value)
         dims = len(self.event_shape)
+        value = value.to(_summed_dtype(value.dtype, dims))  # 16-bit sums in float32, as DiagonalNormal's
         per_element = -0.5 * value.square() - _HALF_LOG_2PI
         # A value broadcasts against the batch and event shapes, as torch's Independent(Normal)
         # does: a (4, 1) value counts each of 20 events' elements, a (4, 10) one is refused. By
@@ -519,3 +532,20 @@ def _kl_torch_diagonal(q: Distribution, p: DiagonalNormal) -> Tensor:
         raise _not_a_diagonal_normal(q, p)
     _check_events(q, p)
     return _kl_with_a_torch_normal(*other, p.loc, p.logvar, p._event_dims, p.loc.device)
+
+
+@register_kl(torch.distributions.Independent, StandardNormal)
+@register_kl(torch.distributions.Normal, StandardNormal)
+def _kl_torch_standard(q: Distribution, p: StandardNormal) -> Tensor:
+    """The fused KL(q || N(0, I)) of torch's Normal or Independent(Normal): a guide left as
+    torch's beside this prior (else Pyro's TraceMeanField_ELBO falls back to a sampled KL)."""
+    other = _torch_normal(q, len(p.event_shape))
+    if other is None:
+        raise _not_a_diagonal_normal(q, p)
+    _check_events(q, p)
+    loc, logvar = torch.broadcast_tensors(*other)
+    if loc.dim() == 0:  # one scalar variable: the operator takes at least one dim
+        kl = ops.gaussian_kl(loc.reshape(1), logvar.reshape(1), event_dims=0).reshape(())
+    else:
+        kl = ops.gaussian_kl(loc, logvar, event_dims=len(p.event_shape))
+    return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))

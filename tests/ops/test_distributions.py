@@ -93,6 +93,11 @@ def test_diagonal_normal_warns_of_scales_passed_as_log_variances():
         DiagonalNormal(loc[:2, :4], scale[:2, :4], validate_args=True)  # too few values to tell
         # a learned per-channel log-variance of 0-255 images: counted as given, not as broadcast
         DiagonalNormal(torch.randn(8, 3, 4, 4), torch.rand(3, 1, 1) + 5, event_dims=3, validate_args=True)
+        DiagonalNormal(loc[:2, :4], torch.zeros(2, 4), validate_args=True)  # the standard normal
+    # Normal(0, 1) ported literally: a prior of variance e, whatever its size.
+    for size in [(5,), (8, 16)]:
+        with pytest.warns(UserWarning, match="logvar is 1 everywhere, a variance of e"):
+            DiagonalNormal(torch.zeros(size), torch.ones(size), validate_args=True)
 
 
 def test_diagonal_normal_rsample_is_reparameterised_and_seeded():
@@ -186,6 +191,15 @@ def test_low_precision_entropies_are_float32_sums(dtype):
         torch.testing.assert_close(entropy.double(), theirs.entropy(), rtol=1e-6, atol=1e-4)
     # per element (no event), the dtype stays, as torch's Normal's does
     assert DiagonalNormal(loc, logvar, event_dims=0).entropy().dtype == dtype
+    # and so do the log-densities: float32 sums over an event, per element the dtype kept
+    assert StandardNormal(784).log_prob(loc).dtype == torch.float32
+    torch.testing.assert_close(
+        StandardNormal(784).log_prob(loc).double(),
+        torch_normal(torch.zeros(784, dtype=F64), torch.zeros(784, dtype=F64)).log_prob(loc.double()),
+        rtol=1e-6,
+        atol=1e-4,
+    )
+    assert StandardNormal(()).log_prob(loc).dtype == dtype
 
 
 def test_bernoulli_logits_mode_is_nan_at_even_odds():
@@ -196,6 +210,8 @@ def test_bernoulli_logits_mode_is_nan_at_even_odds():
 
 def test_standard_normal_expands_as_a_tensor_does():
     p = StandardNormal(4, batch_shape=(3,))
+    assert repr(p) == "StandardNormal(event_shape=(4,), batch_shape=(3,))"  # what a notebook shows
+    assert repr(StandardNormal(4)) == "StandardNormal(event_shape=(4,))"
     assert p.expand((2, 3)).batch_shape == (2, 3)
     assert StandardNormal(4, batch_shape=(1,)).expand((5,)).batch_shape == (5,)
     for shape in [(5,), (3, 2), ()]:
@@ -244,6 +260,35 @@ def test_kl_with_torch_normals_is_the_fused_kl(event_dims, monkeypatch):
     for q, p in [(mismatched, torchs(p_loc, p_logvar)), (torchs(p_loc, p_logvar), mismatched)]:
         with pytest.raises(NotImplementedError, match="Independent\\(Normal\\(...\\), n\\) with n the event dims"):
             D.kl_divergence(q, p)
+
+
+@pytest.mark.parametrize("event_dims", [0, 1, 2])
+def test_kl_of_a_torch_normal_to_the_standard_normal_is_the_fused_kl(event_dims, monkeypatch):
+    """A guide left as torch's (or Pyro's .to_event) beside StandardNormal: the fused KL with
+    torch's values and gradients, not a NotImplementedError (or Pyro's sampled KL)."""
+    import aevb_fast
+
+    calls = []
+    original = aevb_fast.ops.gaussian_kl
+    monkeypatch.setattr(aevb_fast.ops, "gaussian_kl", lambda *a, **k: calls.append(1) or original(*a, **k))
+    loc, logvar = leaves((4, 2, 3), (4, 2, 3), seed=5)
+
+    def guide():  # a graph each (the gradients are taken of both)
+        normal = D.Normal(loc, torch.exp(0.5 * logvar))
+        return D.Independent(normal, event_dims) if event_dims else normal
+
+    event_shape, batch_shape = (4, 2, 3)[3 - event_dims :], (4, 2, 3)[: 3 - event_dims]
+    standard = D.Normal(torch.zeros(event_shape, dtype=F64), torch.ones(event_shape, dtype=F64))
+    want = D.kl_divergence(guide(), D.Independent(standard, event_dims) if event_dims else standard)
+    p = StandardNormal(event_shape, batch_shape if event_dims == 0 else (), dtype=F64)
+    assert_same_values_and_grads(D.kl_divergence(guide(), p), want, [loc, logvar])
+    assert len(calls) == 1
+    with pytest.raises(NotImplementedError, match="with n the event dims of the other"):
+        D.kl_divergence(guide(), StandardNormal((5, 4, 2, 3)[2 - event_dims :], dtype=F64))
+    scalar = D.Normal(loc[0, 0, 0], torch.exp(0.5 * logvar[0, 0, 0]))
+    torch.testing.assert_close(
+        D.kl_divergence(scalar, StandardNormal((), dtype=F64)), D.kl_divergence(scalar, D.Normal(0.0, 1.0))
+    )
 
 
 def test_kl_with_torch_scalar_normal_on_another_device():
