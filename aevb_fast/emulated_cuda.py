@@ -37,7 +37,7 @@ from . import _emulated_cuda  # noqa: E402  registers torch.ops.aevb_fast_emulat
 
 __all__ = [*ops.__all__, "max_grid_blocks", "record_launches"]
 
-_library = OperatorLibrary("aevb_fast_emulated", _emulated_cuda)
+_library = OperatorLibrary("aevb_fast_emulated", _emulated_cuda, __name__)
 globals().update({name: getattr(_library, name) for name in ops.__all__})  # the same functions as aevb_fast's
 
 

@@ -119,10 +119,11 @@ class OperatorLibrary(*(family.functions for family in FAMILIES)):
     (what ``aevb_fast`` exports), or ``torch.ops.aevb_fast_emulated``, the CUDA kernels run on
     CPU tensors by the development build (``aevb_fast.emulated_cuda``). Creating one registers
     the library's fake implementations and autocast rules (its autograd formulas are registered
-    in C++)."""
+    in C++). Each is the global ``_library`` of the module that made it (``module``)."""
 
-    def __init__(self, namespace: str, compiled: ModuleType):
+    def __init__(self, namespace: str, compiled: ModuleType, module: str):
         self._ops = getattr(torch.ops, namespace)
+        self._module = module
         tag_compile_caches(compiled)
         for family in FAMILIES:
             for name, fake in family.fakes.items():
@@ -132,17 +133,32 @@ class OperatorLibrary(*(family.functions for family in FAMILIES)):
                 for name in AUTOCAST_FLOAT32_OPS:
                     torch.library.register_autocast(f"{namespace}::{name}", device_type, torch.float32)
 
+    def __repr__(self) -> str:  # what a bound function shows in a notebook
+        return f"<operators torch.ops.{self._ops.name}>"
+
+    def __reduce__(self):
+        # Pickled (and deep-copied) by reference, as torch's own functions are: so are its public
+        # functions (bound methods), and a model or functools.partial that holds one.
+        return _global_library, (self._module,)
+
+
+def _global_library(module: str) -> OperatorLibrary:
+    import importlib
+
+    return importlib.import_module(module)._library
+
 
 # A wrong argument names the function as the user calls it (torch's own do: "kl_div() got an
 # unexpected keyword argument"), not the family class that holds it. (The family class's plain
-# functions then no longer pickle by reference; the exported bound methods never did.)
+# functions then no longer pickle by reference; the exported bound methods do, through their
+# library's __reduce__.)
 for _family in FAMILIES:
     for _name in _family.ops:
         getattr(_family.functions, _name).__qualname__ = _name
 
 # ---- the library that aevb_fast exports --------------------------------------------------------
 
-_library = OperatorLibrary("aevb_fast", _C)
+_library = OperatorLibrary("aevb_fast", _C, __name__)
 reparameterize = _library.reparameterize
 gaussian_kl = _library.gaussian_kl
 sample_and_kl = _library.sample_and_kl

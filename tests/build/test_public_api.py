@@ -50,6 +50,24 @@ def test_a_wrong_keyword_names_the_function_as_the_user_calls_it():
             getattr(aevb_fast, name)(torch.zeros(2, 3), torch.zeros(2, 3), reduce=True)
 
 
+def test_the_functions_pickle_and_deep_copy_as_torchs_own():
+    # A model holding one (self.sampler = aevb_fast.sample_and_kl), a functools.partial of one,
+    # copy.deepcopy (EMA, AveragedModel) and torch.save of a whole model need it.
+    import copy
+    import functools
+    import pickle
+
+    for name in aevb_fast.ops.__all__:
+        function = getattr(aevb_fast, name)
+        assert pickle.loads(pickle.dumps(function)) == function
+        assert copy.deepcopy(function) == function
+    model = torch.nn.Linear(2, 3)
+    model.sampler = functools.partial(aevb_fast.sample_and_kl, num_samples=2)
+    restored = pickle.loads(pickle.dumps(copy.deepcopy(model)))
+    assert restored.sampler.func == aevb_fast.sample_and_kl and restored.sampler.keywords == {"num_samples": 2}
+    assert repr(aevb_fast.gaussian_kl) == "<bound method gaussian_kl of <operators torch.ops.aevb_fast>>"
+
+
 if __name__ == "__main__":
     RECORD.write_text(json.dumps(public_api(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {RECORD}")
