@@ -18,13 +18,13 @@ import math
 import platform
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+# Figures made with matplotlib's object API, never pyplot: in a notebook, pyplot's backend
+# (and so plt.show) stays the user's.
+from matplotlib.figure import Figure
 
-from .training.checkpoint import RunDirectory, config_from_state, load_checkpoint, read_metrics  # noqa: E402
+from .training.checkpoint import RunDirectory, config_from_state, load_checkpoint, read_metrics
 
 ALGORITHMS = ("aevb", "wake-sleep")
 HIDDEN = {"mnist": 500, "frey": 200}
@@ -121,7 +121,8 @@ def plot_figure2(dataset: str, latents: list[int], root: Path) -> Path:
     """The paper's panels: one per latent size, AEVB and wake-sleep, train and test bounds
     against samples seen (log x), the paper's read-off values as markers."""
     paper = PAPER_FIGURE2[dataset]
-    fig, axes = plt.subplots(1, len(latents), figsize=(3.3 * len(latents), 3.4), squeeze=False)
+    fig = Figure(figsize=(3.3 * len(latents), 3.4))
+    axes = fig.subplots(1, len(latents), squeeze=False)
     for ax, latent in zip(axes[0], latents):
         reached = 0
         for algorithm, color in zip(ALGORITHMS, ("C0", "C3")):
@@ -149,7 +150,6 @@ def plot_figure2(dataset: str, latents: list[int], root: Path) -> Path:
     fig.tight_layout()
     out = Path(root) / f"figure2-{dataset}.png"
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 
@@ -243,7 +243,8 @@ def _settle_check(out: Path, x: torch.Tensor, device: str, ks: tuple[int, ...]) 
 
 
 def plot_figure3(root: Path) -> Path:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6))
+    left, right = fig.subplots(1, 2)
     for algorithm, color in zip(ALGORITHMS, ("C0", "C3")):
         out = Path(root) / "figure3-mnist" / algorithm
         rows = _read_jsonl(out / "marginal_likelihood.jsonl")
@@ -277,7 +278,6 @@ def plot_figure3(root: Path) -> Path:
     fig.tight_layout()
     out = Path(root) / "figure3-mnist.png"
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 

@@ -7,20 +7,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+# Figures made with matplotlib's object API, never pyplot: in a notebook, pyplot's backend
+# (and so plt.show) stays the user's.
+from matplotlib.figure import Figure
 
-from .checkpoint import RunError, build_model, read_metrics, resolve_run  # noqa: E402
+from .checkpoint import RunError, build_model, read_metrics, resolve_run
 
 
 def learning_curve(records: list[dict], path: Path, title: str = "") -> None:
     """The bound at every evaluation, the untrained model's (0 samples) included, each a marker;
     evaluations below the divergence threshold are marked. The x-axis is logarithmic (the paper's
     Figure 2) past the first evaluation and linear before it, so that 0 has its place."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     x = [r["samples_seen"] for r in records]
     ax.plot(x, [r["train_elbo"] for r in records], "o-", markersize=4, label="train")
     ax.plot(x, [r["test_elbo"] for r in records], "s--", markersize=4, label="test")
@@ -46,7 +47,6 @@ def learning_curve(records: list[dict], path: Path, title: str = "") -> None:
     ax.legend(fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _decoder_mean(model, z: torch.Tensor) -> torch.Tensor:
@@ -58,13 +58,13 @@ def _image_grid(images: torch.Tensor, rows: int, cols: int, shape: tuple[int, in
     h, w = shape
     grid = images[: rows * cols].reshape(rows, cols, h, w).permute(0, 2, 1, 3).reshape(rows * h, cols * w)
     width = cols * w / 14  # inches: about 7 pixels of the PNG (dpi 100) per image pixel
-    fig, ax = plt.subplots(figsize=(width, rows * h / 14 + 0.6))
+    fig = Figure(figsize=(width, rows * h / 14 + 0.6))
+    ax = fig.subplots()
     ax.imshow(grid.cpu().numpy(), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=max(12.0, 1.2 * width))  # readable at 100% on a 2000-pixel-wide image
     ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 @torch.no_grad()
