@@ -129,8 +129,8 @@ __device__ __forceinline__ T warp_sum(T v) {
 }
 
 // The sum of v over the kRowThreads threads of a row, in a fixed order (run-to-run identical);
-// the first thread of the row gets it. kRowThreads is 8 or 16 (rows sharing a warp), a warp, or
-// the whole block.
+// the first thread of the row gets it. kRowThreads is 1, 8 or 16 (rows sharing a warp), a warp,
+// or the whole block.
 template <int kRowThreads, typename T>
 __device__ __forceinline__ T row_sum(T v, T* shared) {
   if constexpr (kRowThreads <= kWarp) {
@@ -175,29 +175,51 @@ __global__ void __launch_bounds__(kThreads, 4)
   }
 }
 
+template <int kVec, int kRowThreads, typename Term, typename acc>
+void launch_row_sum_with(unsigned int blocks, const Term& term, acc* out, int64_t rows, int64_t cols, acc scale,
+                         acc offset) {
+  launch<row_sum_kernel<kVec, kRowThreads, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
+}
+
 // A block per row when a row is at least kBlockRowMin elements long (row_sum_kernel's loop over
 // rows is then uniform across the block, as its __syncthreads need), a warp per row otherwise,
-// and, for packed rows of at most 16 packs (a latent of 64 floats), 8 or 16 threads per row, so
-// that no lane of a warp idles.
+// and fewer threads a row where a row is too short to give each lane work: 8 or 16 for rows of
+// at most 8 or 16 packs (a latent of 64 floats) or unpacked elements, and one thread for rows of
+// one element (event_dims=0, which a warp a row ran at 1/32 of its lanes).
 template <typename scalar_t, typename Term, typename acc>
 void launch_row_sum(const Term& term, acc* out, int64_t rows, int64_t cols, acc scale, acc offset, bool packed) {
   if (rows == 0) return;
   constexpr int P = kPack<scalar_t>;
-  const bool block_rows = cols >= kBlockRowMin;
-  const int row_threads = block_rows ? kThreads : packed && cols <= 8 * P ? 8 : packed && cols <= 16 * P ? 16 : kWarp;
+  const int64_t units = packed ? cols / P : cols;  // what a thread takes at a time: packs or elements
+  const int row_threads = cols >= kBlockRowMin   ? kThreads
+                          : !packed && cols == 1 ? 1
+                          : units <= 8           ? 8
+                          : units <= 16          ? 16
+                                                 : kWarp;
   const unsigned int blocks = blocks_for(rows * row_threads);
-  if (packed && block_rows) {
-    launch<row_sum_kernel<P, kThreads, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
-  } else if (packed && row_threads == 8) {
-    launch<row_sum_kernel<P, 8, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
-  } else if (packed && row_threads == 16) {
-    launch<row_sum_kernel<P, 16, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
-  } else if (packed) {
-    launch<row_sum_kernel<P, kWarp, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
-  } else if (block_rows) {
-    launch<row_sum_kernel<1, kThreads, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
-  } else {
-    launch<row_sum_kernel<1, kWarp, Term, acc>>(blocks, kThreads, term, out, rows, cols, scale, offset);
+  if (packed) {
+    switch (row_threads) {
+      case 8:
+        return launch_row_sum_with<P, 8>(blocks, term, out, rows, cols, scale, offset);
+      case 16:
+        return launch_row_sum_with<P, 16>(blocks, term, out, rows, cols, scale, offset);
+      case kWarp:
+        return launch_row_sum_with<P, kWarp>(blocks, term, out, rows, cols, scale, offset);
+      default:
+        return launch_row_sum_with<P, kThreads>(blocks, term, out, rows, cols, scale, offset);
+    }
+  }
+  switch (row_threads) {
+    case 1:
+      return launch_row_sum_with<1, 1>(blocks, term, out, rows, cols, scale, offset);
+    case 8:
+      return launch_row_sum_with<1, 8>(blocks, term, out, rows, cols, scale, offset);
+    case 16:
+      return launch_row_sum_with<1, 16>(blocks, term, out, rows, cols, scale, offset);
+    case kWarp:
+      return launch_row_sum_with<1, kWarp>(blocks, term, out, rows, cols, scale, offset);
+    default:
+      return launch_row_sum_with<1, kThreads>(blocks, term, out, rows, cols, scale, offset);
   }
 }
 

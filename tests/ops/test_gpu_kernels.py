@@ -29,9 +29,10 @@ from testing import (
 
 LAYOUTS = ["packed", "one-element"]
 # (rows, cols): warp rows packed, warp rows with an odd count (one element at a time), block
-# rows (>= 4096 columns) packed, block rows with an odd count, and rows of at most 16 packs that
-# share a warp (8 or 16 threads a row; 37 rows leave the last warp part empty).
-SHAPES = [(37, 784), (5, 33), (3, 5000), (2, 4097), (37, 64), (13, 20)]
+# rows (>= 4096 columns) packed, block rows with an odd count, rows of at most 16 packs that
+# share a warp (8 or 16 threads a row; 37 rows leave the last warp part empty), and short
+# unpacked rows: of 1 element (a thread a row), of up to 8 and up to 16 (8 and 16 threads).
+SHAPES = [(37, 784), (5, 33), (3, 5000), (2, 4097), (37, 64), (13, 20), (70, 1), (37, 7), (37, 13)]
 WARP, BLOCK = 32, 256  # threads per row: csrc/cuda/utils.cuh's kWarp, kThreads
 BLOCK_ROW_MIN = 4096
 
@@ -103,7 +104,9 @@ def assert_paths(names, dtype, cols, layout):
     vec = pack if layout == "packed" and cols % pack == 0 else 1
     if cols >= BLOCK_ROW_MIN:
         row_threads = BLOCK
-    elif vec > 1 and cols <= 16 * vec:
+    elif vec == 1 and cols == 1:
+        row_threads = 1
+    elif cols <= 16 * vec:  # at most 16 packs, or 16 elements one at a time
         row_threads = 8 if cols <= 8 * vec else 16
     else:
         row_threads = WARP
