@@ -27,3 +27,20 @@ def build_info() -> dict:
     info["torch"] = torch.__version__
     info["cuda_available"] = torch.cuda.is_available()
     return info
+
+
+# Submodules that ``import aevb_fast`` does not load (the trainer needs the [train] extra), reached
+# as attributes all the same, as torch.distributions is after ``import torch``.
+_LAZY_SUBMODULES = ("distributions", "training")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # what tab completion offers: the public names, not the imports
+    return sorted({*__all__, *_LAZY_SUBMODULES, "__version__", "ops"})

@@ -68,6 +68,26 @@ def test_the_functions_pickle_and_deep_copy_as_torchs_own():
     assert repr(aevb_fast.gaussian_kl) == "<bound method gaussian_kl of <operators torch.ops.aevb_fast>>"
 
 
+def test_the_submodules_are_attributes_and_dir_lists_the_public_names():
+    # As torch.distributions after `import torch` (a notebook's af.distributions.<TAB>); in a
+    # fresh process, so that no other import has loaded them first.
+    import subprocess
+    import sys
+
+    script = (
+        "import aevb_fast as af\n"
+        "print(af.distributions.DiagonalNormal.__name__, af.training.__name__)\n"
+        "print(sorted(set(dir(af)) & {'torch', 'annotations', 'distributions', 'training', 'gaussian_kl'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        "DiagonalNormal aevb_fast.training",
+        "['distributions', 'gaussian_kl', 'training']",
+    ]
+    with pytest.raises(AttributeError, match="module 'aevb_fast' has no attribute 'distribution'"):
+        aevb_fast.distribution  # noqa: B018
+
+
 if __name__ == "__main__":
     RECORD.write_text(json.dumps(public_api(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {RECORD}")
