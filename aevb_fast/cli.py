@@ -326,7 +326,7 @@ def _train(args) -> int:
 
     from .training import RunError, TooShortToJudge, TrainConfig, TrainingDiverged, TrainingStopped, train
     from .training.checkpoint import RunExists
-    from .training.options import default_run_dir, resume_command, resumed_config
+    from .training.options import default_run_dir, finished_notice, resume_command, resumed_config
 
     # Every option defaults to None: what is not None here is what the user gave.
     fields = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
@@ -348,10 +348,7 @@ def _train(args) -> int:
                 return _fail("train", "--resume continues a run and --overwrite replaces it: give one of them")
             config, seen = resumed_config(args.out, {k: v for k, v in fields.items() if k != "out"}, _note)
             if seen >= config.samples:
-                _note(
-                    f"the run in {args.out} is finished ({seen} of {config.samples} samples); "
-                    "nothing to do (raise --samples to train further)"
-                )
+                _note(finished_notice(args.out, seen, config.samples, cli=True))
                 return 0
         else:
             config = TrainConfig(**fields)

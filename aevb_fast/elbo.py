@@ -268,9 +268,16 @@ def elbo(
     backend: str = "fused",
     fused_head: bool = True,
 ) -> Tensor:
-    """The evidence lower bound per data point (nats), reduced over the batch by ``reduction``.
+    """The evidence lower bound per data point (nats), reduced over the batch by ``reduction``
+    (``"mean"``, ``"sum"``, or ``"none"``: shape (B,)). To maximise: the loss is ``-elbo(...)``.
 
-    ``x``: (B, ...), ``mu``/``logvar``: (B, J). ``eps`` (L, B, J) fixes the noise (tests,
+    ``x``: (B, ...), ``mu``/``logvar``: (B, J), from the encoder. ``decoder`` takes ``z`` of shape
+    (L * B, J) and returns, for ``likelihood="bernoulli"``, logits (before any sigmoid) of ``x``'s
+    shape per sample, or for ``likelihood="gaussian"`` a ``(mean, logvar)`` pair.
+    ``estimator``: ``"analytic"`` (the KL in closed form, the paper's estimator B), ``"generic"``
+    (``log p(z) - log q(z|x)`` at the samples, estimator A) or ``"iwae"`` (the importance-weighted
+    bound over ``num_samples`` = K draws, Burda et al.). ``num_samples``: L draws of z per point.
+    ``eps`` (L, B, J) fixes the noise (tests,
     reproducibility); otherwise it is drawn in the kernel from torch's generator.
     ``beta`` weights the KL term (KL warm-up); a tensor ``beta`` (a schedule kept on the device)
     is not checked, since reading it would synchronise with the host: keep it >= 0.

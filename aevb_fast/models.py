@@ -103,17 +103,29 @@ class VAE(nn.Module):
         self.encoder, self.decoder = encoder, decoder
 
     @classmethod
-    def paper(cls, data_dim: int, hidden: int, latent: int, likelihood: str = "bernoulli",
-              depth: int = 1, init_std: float = 0.01) -> "VAE":
+    def paper(
+        cls,
+        data_dim: int,
+        hidden: int,
+        latent: int,
+        likelihood: str = "bernoulli",
+        depth: int = 1,
+        init_std: float = 0.01,
+    ) -> "VAE":
+        """The paper's model (Kingma & Welling, 2013, appendix C): MLP encoder and decoder of
+        ``depth`` tanh hidden layers of ``hidden`` units, a ``latent``-dim Gaussian posterior, and
+        a Bernoulli decoder (binary data) or a Gaussian one (its mean through a sigmoid, data in
+        [0, 1]); weights drawn from N(0, init_std^2). ``VAE.paper(784, 500, 20)`` is the MNIST
+        model; ``model(x)`` is the ELBO of x (B, data_dim), to maximise."""
         decoder_type = {"bernoulli": BernoulliDecoder, "gaussian": GaussianDecoder}.get(likelihood)
         if decoder_type is None:
             raise ValueError(f"VAE.paper: likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
-        return cls(Encoder(data_dim, hidden, latent, depth, init_std),
-                   decoder_type(latent, hidden, data_dim, depth, init_std))
+        return cls(
+            Encoder(data_dim, hidden, latent, depth, init_std), decoder_type(latent, hidden, data_dim, depth, init_std)
+        )
 
     def forward(self, x: Tensor, **elbo_options) -> Tensor:
         """The ELBO of x; elbo_options go to ``aevb_fast.elbo`` (e.g. ``fused_head=False`` keeps
         the decoder's output layer apart from the likelihood)."""
         mu, logvar = self.encoder(x)
-        return elbo(x.flatten(1), mu, logvar, self.decoder, likelihood=self.decoder.likelihood,
-                    **elbo_options)
+        return elbo(x.flatten(1), mu, logvar, self.decoder, likelihood=self.decoder.likelihood, **elbo_options)

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..models import VAE
 from .config import TrainConfig
@@ -23,8 +24,18 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 EVALS = "eval.jsonl"  # every `aevb-fast eval` result, one line each, appended
 # Everything a run writes (eval.json: where eval wrote before eval.jsonl): what --overwrite removes.
-RUN_FILES = (CHECKPOINT, METRICS, EVALS, "eval.json", "learning_curve.png", "reconstructions.png",
-             "prior_samples.png", "manifold.png", "checkpoint.pt.tmp", "metrics.jsonl.tmp")
+RUN_FILES = (
+    CHECKPOINT,
+    METRICS,
+    EVALS,
+    "eval.json",
+    "learning_curve.png",
+    "reconstructions.png",
+    "prior_samples.png",
+    "manifold.png",
+    "checkpoint.pt.tmp",
+    "metrics.jsonl.tmp",
+)
 # What a run that stopped before its first checkpoint can leave (pictures come at the end, eval
 # results need a checkpoint): a folder of only these is replaced without --overwrite.
 LEFTOVERS = (METRICS, "metrics.jsonl.tmp", "checkpoint.pt.tmp")
@@ -43,15 +54,20 @@ class RunExists(RunError):
         super().__init__(self.message(cli=False))
 
     def message(self, cli: bool) -> str:
-        resume, overwrite, out = ("--resume", "--overwrite", "--out") if cli else \
-            ("resume=True", "overwrite=True", "out")
+        resume, overwrite, out = (
+            ("--resume", "--overwrite", "--out") if cli else ("resume=True", "overwrite=True", "out")
+        )
         add = "add" if cli else "pass"
         if self.holds_run:
-            return (f"{self.path} already holds a run; {add} {resume} to continue it, {overwrite} to replace "
-                    f"it, or choose another {out}")
+            return (
+                f"{self.path} already holds a run; {add} {resume} to continue it, {overwrite} to replace "
+                f"it, or choose another {out}"
+            )
         shown = ", ".join(self.names[:3]) + (f" and {len(self.names) - 3} more" if len(self.names) > 3 else "")
-        return (f"{self.path} is not empty and holds no run (it has {shown}); choose another {out}, or {add} "
-                f"{overwrite} to write the run into it (files named as a run's, such as {METRICS}, are replaced)")
+        return (
+            f"{self.path} is not empty and holds no run (it has {shown}); choose another {out}, or {add} "
+            f"{overwrite} to write the run into it (files named as a run's, such as {METRICS}, are replaced)"
+        )
 
 
 def read_metrics(run: str | os.PathLike) -> list[dict]:
@@ -145,8 +161,9 @@ def resolve_run(path: str | os.PathLike) -> RunDirectory:
         return run
     if path.is_dir():
         return RunDirectory(path)
-    raise RunError(f"{path} is neither a run directory nor a checkpoint file"
-                   + ("" if path.exists() else " (it does not exist)"))
+    raise RunError(
+        f"{path} is neither a run directory nor a checkpoint file" + ("" if path.exists() else " (it does not exist)")
+    )
 
 
 def config_from_state(state: dict) -> TrainConfig:
@@ -154,33 +171,61 @@ def config_from_state(state: dict) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
 
 
-def paper_model_spec(event_shape: tuple[int, ...], likelihood: str) -> dict:
-    """What rebuilds the paper's MLPs besides the config: the data's event shape and the likelihood."""
-    return {"kind": "paper", "event_shape": list(event_shape), "likelihood": likelihood}
+def paper_model_spec(event_shape: tuple[int, ...], likelihood: str, shape: dict | None = None) -> dict:
+    """What rebuilds the paper's MLPs besides the config: the data's event shape, the likelihood
+    and, for one that VAE.paper built in Python, its ``hidden``, ``latent`` and ``depth`` (the config's
+    otherwise)."""
+    return {"kind": "paper", "event_shape": list(event_shape), "likelihood": likelihood, **(shape or {})}
 
 
 def build_model(state: dict, device: torch.device | str = "cpu") -> VAE:
     """The trained model of a checkpoint: the paper's MLPs are rebuilt from the config; a model
     the user gave train() in Python cannot be, and the error says how to load it instead."""
     config = config_from_state(state)
-    spec = state.get("model_spec") or _legacy_model_spec(state, config)
+    spec = model_spec(state)
     if spec["kind"] != "paper":
         raise RunError(
             f"the run was trained with the user's own model ({spec['class']}), which the command "
-            "line cannot rebuild: build it in Python and load torch.load(checkpoint)['model'] into it")
-    model = VAE.paper(math.prod(spec["event_shape"]), config.hidden, config.latent, spec["likelihood"], config.depth, config.init_std)
+            "line cannot rebuild: build it in Python and load torch.load(checkpoint)['model'] into it"
+        )
+    model = VAE.paper(
+        math.prod(spec["event_shape"]),
+        spec.get("hidden", config.hidden),
+        spec.get("latent", config.latent),
+        spec["likelihood"],
+        spec.get("depth", config.depth),
+        config.init_std,
+    )
     model.load_state_dict(state["model"])
     return model.to(device)
 
 
-def _legacy_model_spec(state: dict, config: TrainConfig) -> dict:
-    """Checkpoints written before model_spec existed held only the paper's models."""
+def model_spec(state: dict) -> dict:
+    """How a checkpoint's model is rebuilt (``kind`` "paper"), or what it was (``kind`` "custom")."""
+    if state.get("model_spec"):
+        return state["model_spec"]
+    # Checkpoints written before model_spec existed held only the paper's models.
+    config = config_from_state(state)
     data_dim = state["model"]["encoder.net.0.weight"].shape[1]
     likelihood = config.likelihood or ("gaussian" if config.dataset == "frey" else "bernoulli")
     return {"kind": "paper", "event_shape": [data_dim], "likelihood": likelihood}
 
 
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[TrainConfig, VAE]:
-    """The config and model of a checkpoint (or run directory) written by the trainer."""
+def load_checkpoint(
+    path: str | os.PathLike, device: str = "cpu", model: nn.Module | None = None
+) -> tuple[TrainConfig, nn.Module]:
+    """The config and model of a checkpoint (or run directory) written by the trainer. The paper's
+    MLPs (built from the config, or by VAE.paper in Python) are rebuilt; a model of your own is
+    not: pass one like it as ``model``, and the checkpoint's weights are loaded into it."""
     state = resolve_run(path).load(device)
-    return config_from_state(state), build_model(state, device)
+    config = config_from_state(state)
+    if model is not None:
+        model.load_state_dict(state["model"])
+        return config, model.to(device)
+    spec = model_spec(state)
+    if spec["kind"] != "paper":
+        raise RunError(
+            f"{path} holds a model of your own ({spec['class']}), which cannot be rebuilt from the checkpoint: "
+            "pass one like it, load_checkpoint(path, model=...), and its weights are loaded into it"
+        )
+    return config, build_model(state, device)

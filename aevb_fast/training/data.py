@@ -23,13 +23,14 @@ import shutil
 import sys
 import tempfile
 import urllib.request
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .warn import warn_user
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the project's root (aevb_fast/training/..)
 DATASETS = ("mnist", "binarized_mnist", "frey", "synthetic")
@@ -261,14 +262,13 @@ class Data:
                     + (other if likelihood == "bernoulli" and not paper_model else "")
                 )
         if warn and not self.bounds_in_nats(likelihood):
-            warnings.warn(
+            warn_user(
                 GreyLevelsUnderBernoulli(
                     f"data: {self.name!r} is not binary (grey levels in [0, 1]): its Bernoulli log-likelihood is "
                     "minus the binary cross-entropy, not a normalised density, so the bounds this run reports "
                     "(and aevb-fast eval's log p(x)) are not nats comparable with published ones; binarize the "
                     "data for a bound, or take a Gaussian likelihood"
-                ),
-                stacklevel=2,
+                )
             )
 
     def bounds_in_nats(self, likelihood: str) -> bool:

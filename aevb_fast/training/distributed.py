@@ -14,6 +14,13 @@ import torch
 import torch.distributed as dist
 
 
+def process_device(device: str) -> torch.device:
+    """This process's device: ``device``, or on CUDA under torchrun, the GPU of its local rank."""
+    if torch.device(device).type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(device)
+
+
 class DistributedContext:
     def __init__(self, device: str):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -25,9 +32,8 @@ class DistributedContext:
 
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         self.rank = dist.get_rank() if self.world > 1 else 0
-        self.device = torch.device(device)
+        self.device = process_device(device)
         if self.device.type == "cuda" and self.world > 1:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)
 
     @property

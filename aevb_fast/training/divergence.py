@@ -1,7 +1,7 @@
 """The divergence rules, judged as a user means them: a run has diverged when its bound is not
-finite, or falls catastrophically below its best so far, or, past a fresh model's transient (its
-first TRANSIENT_STEPS steps, whose bound can swing far below the start and recover), stays far
-below its best so far for DIVERGENCE_PATIENCE checks in a row. A run that ends below its
+finite, or, past a fresh model's transient (its first TRANSIENT_STEPS steps, whose bound can swing
+far below the start and recover), falls catastrophically below its best so far or stays far below
+it for DIVERGENCE_PATIENCE checks in a row. A run that ends below its
 starting test bound did not learn; a run that ends within the transient is too short to judge
 either way (a notice, not an error). Neither verdict is ever reported as a result."""
 
@@ -13,14 +13,16 @@ from .options import short_count
 
 # The first optimizer steps of a freshly initialised network: its bound can fall far below the
 # start and recover (MNIST's MLP at Adagrad 0.02 dips from -543 to -6078 at step 5 and is back at
-# -386 by step 10; a convolutional VAE's first steps dip to -10^4). Checks within them do not
-# count towards a divergence by the far-below rule, and a run that ends within them is not judged.
+# -386 by step 10; a convolutional VAE's first steps dip to -10^4). Within them only a bound that is
+# not finite is judged: how deep a dip looks depends on how often the run is evaluated (a single
+# step's bound, or the mean of SYNC_EVERY), and the verdict must not. A run that ends within them
+# is not judged.
 TRANSIENT_STEPS = 50
 # Consecutive checks (of SYNC_EVERY steps each, or evaluations) past the transient below the
 # divergence threshold that make a divergence.
 DIVERGENCE_PATIENCE = 5
-# A bound this many times further below the best so far than the divergence threshold is a
-# divergence at once, transient or not: a run that recovers from it is luck of the seed, not a recipe.
+# A bound this many times further below the best so far than the divergence threshold, past the
+# transient, is a divergence at once: a run that recovers from it is luck of the seed, not a recipe.
 CATASTROPHE_FACTOR = 100.0
 # A first result: steps a run needs for its bound to be worth reading (twice the transient).
 FIRST_RESULT_STEPS = 2 * TRANSIENT_STEPS
@@ -82,15 +84,15 @@ def catastrophe_threshold(reference: float) -> float:
     return reference - CATASTROPHE_FACTOR * _margin(reference)
 
 
-def collapsed_test_bound(value: float, best: float | None) -> str | None:
-    """Why an evaluation's test bound is no result, whatever the training bound does, or None:
-    not finite, or CATASTROPHE_FACTOR margins below the best test bound so far (None: the first
-    evaluation). A model can fit its training points ever better while the likelihood of new
+def collapsed_test_bound(value: float, best: float | None, step: int = TRANSIENT_STEPS + 1) -> str | None:
+    """Why an evaluation's test bound after optimizer step ``step`` is no result, whatever the
+    training bound does, or None: not finite, or, past the transient, CATASTROPHE_FACTOR margins
+    below the best test bound so far (None: the first evaluation). A model can fit its training points ever better while the likelihood of new
     points collapses: a Gaussian whose variance shrinks around values the training data repeats
     (grey-level MNIST's 0s) does."""
     if not math.isfinite(value):
         return "not finite"
-    if best is not None and value < catastrophe_threshold(best):
+    if best is not None and not too_short(step) and value < catastrophe_threshold(best):
         return (
             f"below {catastrophe_threshold(best):.1f} ({CATASTROPHE_FACTOR:g} times further below the best "
             f"test bound so far, {best:.1f}, than the divergence threshold)"
@@ -115,9 +117,10 @@ class DivergenceGuard:
 
     def check(self, value: float, step: int = TRANSIENT_STEPS + 1, sets_best: bool = True) -> tuple[bool, str | None]:
         """(healthy, why the run diverged or None) for a bound checked after optimizer step
-        ``step``. Healthy: finite and above the threshold. ``sets_best``: whether the value may
-        raise the best bound so far (an evaluation's ELBO; not a minibatch's training objective,
-        which KL warm-up and free bits lift above the bound)."""
+        ``step``; within the transient only a bound that is not finite is a divergence. Healthy:
+        finite and above the threshold. ``sets_best``: whether the value may raise the best bound
+        so far (an evaluation's ELBO; not a minibatch's training objective, which KL warm-up and
+        free bits lift above the bound)."""
         reference = self.reference
         threshold = divergence_threshold(reference) if reference is not None else -math.inf
         if math.isfinite(value) and value >= threshold:
@@ -128,13 +131,13 @@ class DivergenceGuard:
         self.low_checks += 1
         if not math.isfinite(value):
             return False, "not finite"
+        if too_short(step):
+            return False, None  # the transient: not judged
         if value < catastrophe_threshold(reference):
             return False, (
                 f"below {catastrophe_threshold(reference):.1f} ({CATASTROPHE_FACTOR:g} times further "
                 f"below the best bound so far, {reference:.1f}, than the divergence threshold)"
             )
-        if too_short(step):
-            return False, None  # the transient: not counted
         self.judged_low += 1
         if self.judged_low < DIVERGENCE_PATIENCE:
             return False, None

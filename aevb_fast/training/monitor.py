@@ -6,8 +6,6 @@ the untrained model's); a run that ends within the transient is too short to jud
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from .checkpoint import RunDirectory, read_metrics
@@ -26,6 +24,7 @@ from .divergence import (
 )
 from .objective import ELBOObjective
 from .state import TrainState
+from .warn import warn_user
 
 
 class RunMonitor:
@@ -131,7 +130,7 @@ class RunMonitor:
     def check_test_bound(self, value: float, train_bound: float) -> None:
         """Raises TrainingDiverged, saving nothing, when the test bound collapsed (divergence.py:
         collapsed_test_bound) though the training bound may be healthy; else records its best."""
-        why = collapsed_test_bound(value, self.best_test)
+        why = collapsed_test_bound(value, self.best_test, self.state.step)
         if why is None:
             self.best_test = value if self.best_test is None else max(self.best_test, value)
             return
@@ -153,11 +152,14 @@ class RunMonitor:
             return f"the last good checkpoint ({self.saved_at} samples) is {self.run_dir.checkpoint}"
         return "no checkpoint was written yet"
 
-    def minibatch_bound(self, bounds: list[torch.Tensor]) -> float:
-        """The median of this rank's minibatch bounds since the last call (for the progress bar:
-        one wild step does not move it), after checking their mean over all ranks for divergence
-        (one host sync): a spike still counts there."""
+    def minibatch_bound(self, bounds: list[torch.Tensor], judge: bool = True) -> float:
+        """The median of this rank's minibatch bounds (for the progress bar: one wild step does not
+        move it); with ``judge``, after checking their mean over all ranks for divergence (one host
+        sync): a spike still counts there. The trainer judges fixed windows of SYNC_EVERY steps, so
+        that the verdict does not depend on how often the run is evaluated."""
         stacked = torch.stack(bounds).float()
+        if not judge:
+            return stacked.median().item()
         local_mean, local_median = torch.stack([stacked.mean(), stacked.median()]).tolist()
         value = self.dist.sum([local_mean])[0] / self.dist.world
         self.check_bound(value, f"of the last {len(bounds)} steps", sets_best=False)
@@ -169,11 +171,10 @@ class RunMonitor:
         transient is judged neither way: a TooShortToJudge warning says so (rank 0)."""
         if too_short(self.state.step):
             if self.dist.is_main:
-                warnings.warn(
+                warn_user(
                     TooShortToJudge(
                         "train: " + too_short_notice(self.state.samples_seen, self.state.step, self.config.batch_size)
-                    ),
-                    stacklevel=2,
+                    )
                 )
             return
         if self.start_test is None or not did_not_learn(self.start_test, final["test_elbo"]):

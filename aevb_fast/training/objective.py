@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor, nn
 
 from ..distributions import look_like_probabilities
 from ..elbo import elbo
 from .wake_sleep import WakeSleep
+from .warn import warn_user
 
 
 def check_model(model: nn.Module) -> None:
@@ -66,11 +65,12 @@ def decoder_likelihood(model: nn.Module, x: Tensor) -> str:
             "(drop its final sigmoid; torch.sigmoid(logits) gives the probabilities back)"
         )
     if verdict == "maybe":
-        warnings.warn(
-            f"train: model.decoder(z) returned values all in [0, 1] on {len(x)} training points, and for z "
-            "far from them too: if these are probabilities (a final sigmoid), the run trains the wrong "
-            "objective; a Bernoulli decoder must return logits",
-            stacklevel=3,
+        warn_user(
+            UserWarning(
+                f"train: model.decoder(z) returned values all in [0, 1] on {len(x)} training points, and for z "
+                "far from them too: if these are probabilities (a final sigmoid), the run trains the wrong "
+                "objective; a Bernoulli decoder must return logits"
+            )
         )
     if isinstance(out, Tensor):
         return "bernoulli"

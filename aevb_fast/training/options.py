@@ -1,9 +1,11 @@
 """The trainer's policy on its options, beside the config they govern: which options name a run's
-default directory, and which a resumed run may change. The command line (``aevb_fast.cli``) only
-parses and calls these."""
+default directory, and which a resumed run may change (one rule for the command line's --resume
+and Python's ``train(config, resume=True)``). The command line (``aevb_fast.cli``) only parses and
+calls these."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -85,36 +87,76 @@ def resume_command(out: str, processes: int | None = None, threads: int = 0) -> 
     return f"{command} train --resume --out {out}" + (f" --threads {threads}" if threads else "")
 
 
+def _option(key: str, cli: bool) -> str:
+    """An option as the user names it: --batch-size on the command line, batch_size in Python."""
+    return "--" + key.replace("_", "-") if cli else key
+
+
+def _same_value(key: str, given, run_value) -> bool:
+    """Whether an option keeps the run's value; a data file named by another path to it does."""
+    if key in ("dataset", "test_data") and isinstance(given, str) and isinstance(run_value, str):
+        if Path(given).suffix:
+            return Path(given).resolve() == Path(run_value).resolve()
+    return given == run_value
+
+
+def check_resume_options(run: TrainConfig, given: dict, *, cli: bool) -> None:
+    """The rule of a resume, from the command line (``cli``) or from Python: a resumed run keeps
+    its options, but for RESUME_MAY_CHANGE. A ValueError names each option of ``given`` (TrainConfig
+    field names) that differs from the run's config ``run``, with both values; ``out`` (where the
+    run is now) never conflicts."""
+    shown = str if cli else repr
+
+    def conflict(key, value):
+        had = getattr(run, key)
+        had = f"the run has {shown(had)}" if had is not None else "the run was started without it"
+        return (f"{_option(key, cli)} {value}" if cli else f"{key}={value!r}") + f" ({had})"
+
+    conflicts = [
+        conflict(k, v)
+        for k, v in given.items()
+        if k not in RESUME_MAY_CHANGE and k != "out" and not _same_value(k, v, getattr(run, k))
+    ]
+    if conflicts:
+        resume, out = ("--resume", "--out") if cli else ("train: resume=True", "out")
+        raise ValueError(
+            f"{resume}: {', '.join(conflicts)}: a resumed run keeps its options; only "
+            f"{', '.join(_option(k, cli) for k in RESUME_MAY_CHANGE)} may change "
+            f"(or start a new run with another {out})"
+        )
+
+
+def finished_notice(out: str, samples_seen: int, samples: int, *, cli: bool) -> str:
+    """What a resume of a run that has seen its samples already says: it trains nothing."""
+    if samples_seen == samples:
+        seen = f"{samples_seen} of {samples} samples"
+    else:
+        seen = f"{samples_seen} samples seen, {samples} asked for"
+    return f"the run in {out} is finished ({seen}); nothing to do (raise {_option('samples', cli)} to train further)"
+
+
+def resume_options(
+    run: TrainConfig, given: dict, *, cli: bool, note: Callable[[str], None] | None = None
+) -> TrainConfig:
+    """The run's config ``run`` with the options of ``given`` that may change applied (each change
+    said through ``note``); the others must keep the run's values (``check_resume_options``)."""
+    check_resume_options(run, given, cli=cli)
+    config = dataclasses.replace(run)
+    for key in RESUME_MAY_CHANGE:
+        if key in given and given[key] != getattr(config, key):
+            if note is not None:
+                note(f"--resume: {key} changed from {getattr(config, key)} to {given[key]}")
+            setattr(config, key, given[key])
+    return config
+
+
 def resumed_config(out: str, given: dict, note: Callable[[str], None]) -> tuple[TrainConfig, int]:
     """The config of the run in `out`, with the options of `given` that may change applied (each
     change said through `note`), and the samples it has seen; a ValueError names the options that
-    conflict with the checkpoint's."""
+    conflict with the checkpoint's (``check_resume_options``)."""
     from .checkpoint import RunDirectory, config_from_state
 
     state = RunDirectory(out).load()
     config = config_from_state(state)
     config.out = out  # where the run is now (it may have been copied or moved since it began)
-
-    def had(key):
-        return (
-            f"the run has {getattr(config, key)}"
-            if getattr(config, key) is not None
-            else "the run was started without it"
-        )
-
-    conflicts = [
-        f"--{k.replace('_', '-')} {v} ({had(k)})"
-        for k, v in given.items()
-        if k not in RESUME_MAY_CHANGE and k != "out" and v != getattr(config, k)
-    ]
-    if conflicts:
-        raise ValueError(
-            f"--resume: {', '.join(conflicts)}: a resumed run keeps its options; only "
-            f"{', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)} may change "
-            "(or start a new run with another --out)"
-        )
-    for key in RESUME_MAY_CHANGE:
-        if key in given and given[key] != getattr(config, key):
-            note(f"--resume: {key} changed from {getattr(config, key)} to {given[key]}")
-            setattr(config, key, given[key])
-    return config, state["samples_seen"]
+    return resume_options(config, given, cli=True, note=note), state["samples_seen"]

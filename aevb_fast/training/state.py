@@ -9,11 +9,20 @@ import torch
 from .distributed import DistributedContext
 
 
+def seed_default_generators(seed: int, device: torch.device) -> None:
+    """torch.manual_seed for the default generators a run draws from: the CPU's and, on CUDA, its
+    own GPU's (not every GPU's: train() gives back to its caller the state of each it touched)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
 class TrainState:
     """Counters (optimizer steps, samples seen, training wall time), the epoch's permutation of
     the training points and the cursor into it, and the random streams: the minibatch order is
     shared by all ranks; the binarization and the kernel noise (torch's default generator) differ
-    per rank. Made after the model, whose initial parameters come from torch.manual_seed(seed)."""
+    per rank. Made after the model, whose initial parameters come from seed_default_generators(seed)."""
 
     def __init__(self, seed: int, train_points: int, dist: DistributedContext):
         self.dist = dist
@@ -21,7 +30,7 @@ class TrainState:
         self.wall = 0.0  # seconds since the first step, evaluations and checkpoints included
         self.shuffle = torch.Generator().manual_seed(seed)
         self.binarize_rng = torch.Generator(device=dist.device).manual_seed(seed * 1009 + 1 + dist.rank)
-        torch.manual_seed(seed * 1009 + 2 + dist.rank)
+        seed_default_generators(seed * 1009 + 2 + dist.rank, dist.device)
         self.order = torch.randperm(train_points, generator=self.shuffle)
 
     def advance_cursor(self, batch: int) -> bool:
@@ -46,7 +55,8 @@ class TrainState:
         self.step += 1
         self.samples_seen += batch_size
 
-    def _rng_state(self) -> dict:
+    def rng_state(self) -> dict:
+        """This rank's random streams, as they are now."""
         device = self.dist.device
         return {
             "binarize": self.binarize_rng.get_state(),
@@ -62,7 +72,7 @@ class TrainState:
             "cursor": self.cursor,
             "order": self.order,
             "shuffle": self.shuffle.get_state(),
-            "rng": self.dist.gather(self._rng_state()),
+            "rng": self.dist.gather(self.rng_state()),
             "world": self.dist.world,
             "train_wall": self.train_wall,
             "wall": self.wall,
@@ -73,7 +83,10 @@ class TrainState:
         self.order, self.train_wall = state["order"], state["train_wall"]
         self.wall = state.get("wall", self.train_wall)  # checkpoints before 2026-12-04 kept no wall time
         self.shuffle.set_state(state["shuffle"])
-        rng = state["rng"][self.dist.rank]
+        self.set_rng_state(state["rng"][self.dist.rank])
+
+    def set_rng_state(self, rng: dict) -> None:
+        """Puts back this rank's random streams as ``rng_state`` returned them."""
         self.binarize_rng.set_state(rng["binarize"])
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None:
