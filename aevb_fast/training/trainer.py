@@ -194,9 +194,11 @@ class Trainer:
                 f"{resume_command(config.out, saved['world'])})"
             )
         if saved is not None:
-            # The command line's rule: a resumed run keeps its options but a few; an option left at
-            # None (the recipe's, or none) is not given, and keeps the run's.
-            options = {k: v for k, v in dataclasses.asdict(given).items() if v is not None and k != "out"}
+            # The command line's rule: a resumed run keeps its options but a few. An option is
+            # given where it differs from TrainConfig's default (as a flag on the command line is
+            # given where it is written): one left at its default keeps the run's value.
+            defaults = dataclasses.asdict(TrainConfig())
+            options = {k: v for k, v in dataclasses.asdict(given).items() if v != defaults[k] and k != "out"}
             self.config = config = resume_options(config_from_state(saved), options, cli=False)
             config.out = given.out  # where the run is now
         if saved is None and self.dist.is_main:

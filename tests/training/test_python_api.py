@@ -61,7 +61,7 @@ def test_a_python_resume_keeps_the_options_of_the_run(tmp_path):
         (dict(lr=0.5), "lr=0.5 .the run has 0.02."),
         (dict(batch_size=25), "batch_size=25 .the run has 50."),
         (dict(seed=3), "seed=3 .the run has 0."),
-        (dict(dataset="mnist"), "dataset='mnist' .the run has 'synthetic'."),
+        (dict(dataset="frey"), "dataset='frey' .the run has 'synthetic'."),
         (dict(optimizer="adam"), "optimizer='adam' .the run has 'adagrad'.: "),  # not lr and the rest it implies
         (dict(latent=5), "latent=5 .the run has 4."),
     ]:
@@ -77,6 +77,15 @@ def test_a_python_resume_keeps_the_options_of_the_run(tmp_path):
     # What may change does.
     summary = quiet_train(small(tmp_path, samples=200, eval_every=100, data_dir=str(tmp_path)), resume=True)
     assert summary["samples_seen"] == 200
+    # A field left at TrainConfig's default is not given: it keeps the run's value, whether the run
+    # may change it (plots, samples) or not (batch_size, latent, dataset), as a flag not written.
+    from aevb_fast.training import TrainConfig
+
+    summary = quiet_train(TrainConfig(out=str(tmp_path / "run"), samples=300), resume=True)
+    saved = torch.load(checkpoint, weights_only=False)["config"]
+    assert summary["samples_seen"] == 300 and saved["plots"] is False
+    assert (saved["batch_size"], saved["latent"], saved["dataset"]) == (50, 4, "synthetic")
+    assert not list((tmp_path / "run").glob("*.png"))
 
 
 def test_a_second_ctrl_c_raises_keyboard_interrupt_and_leaves_the_checkpoint_whole(tmp_path):
