@@ -166,9 +166,15 @@ def log_prob_arguments(op: str, x, params: tuple, names: tuple[str, ...], event_
         raise TypeError(f"aevb_fast.{op}: x must be a tensor, got {type(x).__name__}")
     values = promoted(op, ("x", *names), (x, *params))
     x_rank = max(x.dim(), event_dims, 1) if isinstance(event_dims, int) else x.dim()
-    x, params = values[0], values[1:]
-    # x back to its own rank: its broadcast over the parameters' leading dims costs no copy.
-    x = x[(0,) * (x.dim() - x_rank)] if x.dim() > x_rank else x
+    broadcast_x, params = values[0], values[1:]
+    # x back to its own rank: its broadcast over the parameters' leading dims costs no copy. An
+    # empty batch has no element 0 to take: x itself then, in the promoted dtype.
+    if broadcast_x.dim() > x_rank:
+        lead = (0,) * (broadcast_x.dim() - x_rank)
+        shape = broadcast_x.shape[len(lead) :]
+        x = broadcast_x[lead] if broadcast_x.numel() else x.to(broadcast_x.dtype).expand(shape)
+    else:
+        x = broadcast_x
     return (x, *params)
 
 

@@ -242,3 +242,15 @@ def test_reference_takes_python_numbers_where_the_op_does():
     x, mean = torch.rand(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
     torch.testing.assert_close(af.gaussian_log_prob(x, mean, -1.0), reference.gaussian_log_prob(x, mean, -1.0))
     torch.testing.assert_close(af.gaussian_log_prob(x, 0.5, -1.0), reference.gaussian_log_prob(x, 0.5, -1.0))
+
+
+def test_x_broadcast_over_an_empty_batch_of_parameters():
+    # x of one data point against parameters of an empty leading batch: an empty result, as torch
+    # gives, not an IndexError (x was taken back to its rank through element 0 of that batch).
+    x = torch.zeros(10, requires_grad=True)
+    mean = torch.zeros(3, 0, 10, requires_grad=True)
+    out = af.gaussian_log_prob(x, mean, torch.zeros(3, 0, 1), event_dims=1)
+    assert out.shape == (3, 0)
+    out.sum().backward()
+    assert torch.equal(x.grad, torch.zeros(10)) and mean.grad.shape == (3, 0, 10)
+    assert af.bernoulli_log_prob(torch.zeros(1, 10), torch.zeros(0, 3, 10), event_dims=1).shape == (0, 3)
