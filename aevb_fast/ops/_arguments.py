@@ -168,11 +168,14 @@ def log_prob_arguments(op: str, x, params: tuple, names: tuple[str, ...], event_
     x_rank = max(x.dim(), event_dims, 1) if isinstance(event_dims, int) else x.dim()
     broadcast_x, params = values[0], values[1:]
     # x back to its own rank: its broadcast over the parameters' leading dims costs no copy. An
-    # empty batch has no element 0 to take: x itself then, in the promoted dtype.
+    # empty batch has no element 0 to take: x itself then, in the promoted dtype. (Not asked while
+    # a JIT traces: its sizes are tensors there, and a branch on one warns.)
     if broadcast_x.dim() > x_rank:
         lead = (0,) * (broadcast_x.dim() - x_rank)
-        shape = broadcast_x.shape[len(lead) :]
-        x = broadcast_x[lead] if broadcast_x.numel() else x.to(broadcast_x.dtype).expand(shape)
+        if not torch.jit.is_tracing() and broadcast_x.numel() == 0:
+            x = x.to(broadcast_x.dtype).expand(broadcast_x.shape[len(lead) :])
+        else:
+            x = broadcast_x[lead]
     else:
         x = broadcast_x
     return (x, *params)
