@@ -382,6 +382,8 @@ def _train(args) -> int:
                 then = (
                     f"its training is complete (nothing to resume); draw its pictures with: aevb-fast plot {stop.out}"
                 )
+            elif stop.saved_at is None:
+                then = "nothing to resume: start again with the same command and --overwrite"
             else:
                 then = f"resume with: {resume_command(stop.out, threads=args.threads)}"
             print(f"aevb-fast train: {str(stop).removeprefix('train: ')}; {then}", file=sys.stderr)

@@ -162,6 +162,7 @@ def run(
                 "hidden": hidden,
                 "device": device_name(device),
                 "threads": torch.get_num_threads(),
+                "repeats": repeats,  # a key field: a quick run does not replace a careful one
                 "dtype": "float32",
                 "timing": timing,
                 "peak_bytes": peaks,

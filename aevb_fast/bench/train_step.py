@@ -307,6 +307,7 @@ def _run(batches, device, repeats, hidden, latent, min_time, memory, matmul, on_
                 "data": DATA,
                 "device": device_name(device),
                 "threads": torch.get_num_threads(),
+                "repeats": repeats,  # a key field: a quick run does not replace a careful one
                 "dtype": "float32",
                 **({"matmul": "tf32"} if matmul == "tf32" else {}),
                 "timing": timing,

@@ -15,6 +15,7 @@ family: its module, its entry in ``FAMILIES`` and its functions below (CONTRIBUT
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -31,6 +32,15 @@ from ._arguments import accumulate_dtype as accumulate_dtype
 from ._arguments import draw_seed as draw_seed
 from .family import OpFamily
 from .linear_log_prob import LINEAR_HEAD_OPS as LINEAR_HEAD_OPS
+
+# AEVB_FAST_CPU_ISA (to compare the CPU builds) as written by hand: "avx512" or "AVX-512" mean
+# AVX512; anything else is an error here, not a silent fall to the slowest kernels.
+_isa = os.environ.get("AEVB_FAST_CPU_ISA", "")
+if _isa:
+    _normalised = _isa.upper().replace("-", "").replace("_", "")
+    if _normalised not in ("AVX512", "AVX2", "DEFAULT"):
+        raise ImportError(f"aevb_fast: AEVB_FAST_CPU_ISA must be AVX512, AVX2 or DEFAULT, got {_isa!r}")
+    os.environ["AEVB_FAST_CPU_ISA"] = _normalised  # read by the kernels' dispatch (csrc/kernel.cpp)
 
 try:
     from .. import _C  # loading the module registers torch.ops.aevb_fast

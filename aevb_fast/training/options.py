@@ -87,9 +87,15 @@ def resume_command(out: str, processes: int | None = None, threads: int = 0) -> 
     return f"{command} train --resume --out {out}" + (f" --threads {threads}" if threads else "")
 
 
+# The command line's switches of the options that are on by default: --no-plots, not --plots.
+_NEGATED_FLAGS = ("plots", "fused_head", "cuda_graph")
+
+
 def _option(key: str, cli: bool) -> str:
     """An option as the user names it: --batch-size on the command line, batch_size in Python."""
-    return "--" + key.replace("_", "-") if cli else key
+    if not cli:
+        return key
+    return ("--no-" if key in _NEGATED_FLAGS else "--") + key.replace("_", "-")
 
 
 def _same_value(key: str, given, run_value) -> bool:

@@ -65,10 +65,21 @@ class TrainingStopped(KeyboardInterrupt):
     KeyboardInterrupt (after SIGTERM too), as an uncaught Ctrl-C is: a sweep's ``except
     Exception`` does not swallow it and go on to its next run."""
 
-    def __init__(self, signum: int, samples_seen: int, out: str):
-        self.signum, self.samples_seen, self.out = signum, samples_seen, out
+    def __init__(self, signum: int, samples_seen: int, out: str, saved_at: int | None = None):
+        # saved_at: the samples of the checkpoint in `out` (None: none was written). A model below
+        # the divergence line at the stop is not saved: the checkpoint is then an older one.
+        self.signum, self.samples_seen, self.out, self.saved_at = signum, samples_seen, out, saved_at
         name = signal.Signals(signum).name
-        super().__init__(f"train: stopped by {name} at {samples_seen} samples; checkpoint saved in {out}")
+        if saved_at == samples_seen:
+            kept = f"checkpoint saved in {out}"
+        elif saved_at is not None:
+            kept = (
+                f"not saved (the model is below the divergence line); the last good checkpoint, at "
+                f"{saved_at} samples, is in {out}"
+            )
+        else:
+            kept = "no checkpoint was written (the model was below the divergence line)"
+        super().__init__(f"train: stopped by {name} at {samples_seen} samples; {kept}")
 
 
 @contextlib.contextmanager
@@ -384,7 +395,7 @@ class Trainer:
                 if self.monitor.guard.low_checks == 0:  # never save parameters below the threshold
                     self.save_checkpoint()
         if self.stop_signal is not None:
-            raise TrainingStopped(self.stop_signal, state.samples_seen, str(self.run_dir.path))
+            raise TrainingStopped(self.stop_signal, state.samples_seen, str(self.run_dir.path), self.monitor.saved_at)
         if self.dist.is_main and config.plots:
             from . import plots
 

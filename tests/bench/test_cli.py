@@ -200,6 +200,7 @@ def test_benchmark_plot(tmp_path):
     assert plot.main([str(tmp_path)]) == 0
     for name in ("speedup_float32.png", "bandwidth_float32.png", "train_step.png"):
         assert (tmp_path / "somecpu" / name).stat().st_size > 1000
+    assert {json.loads(line)["repeats"] for line in out.with_name("train.jsonl").read_text().splitlines()} == {2}
     tables = plot.markdown_tables(tmp_path)
     assert "| batch | fused | fused-head | reference |" in tables and "\n| 8 | " in tables and "\n| 16 | " in tables
 
@@ -268,6 +269,7 @@ def test_bench_head(tmp_path, capsys):
     )
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert set(row["timing"]) == set(row["peak_bytes"]) == {"eager", "compiled", "fused-none", "fused-sum"}
+    assert row["repeats"] == 2  # a key field: a quicker run sits beside this one, not over it
     # eager holds the logits and their gradient (2 x 2 x 2048 x 784 x 4 bytes), the fused head h's
     # gradient and two chunks, less than the logits alone. The CPU figure is sampled: a sample can
     # land while the gradient's pages are still being written (CI once read 0.9 of the two), so the

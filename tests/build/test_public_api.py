@@ -91,3 +91,22 @@ def test_the_submodules_are_attributes_and_dir_lists_the_public_names():
 if __name__ == "__main__":
     RECORD.write_text(json.dumps(public_api(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {RECORD}")
+
+
+def test_the_cpu_isa_variable_is_read_as_written_by_hand_or_refused():
+    # "avx2" or "AVX-512" mean what they say (they fell silently to the slowest kernels); a value
+    # that means nothing is an error at import, not a slow run.
+    import os
+    import subprocess
+    import sys
+
+    def isa(value):
+        env = {**os.environ, "AEVB_FAST_CPU_ISA": value}
+        script = "import aevb_fast; print(aevb_fast.build_info()['cpu_isa'])"
+        return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+
+    for spelled, exact in [("avx2", "AVX2"), ("default", "DEFAULT"), ("AVX-512", "AVX512")]:
+        assert isa(spelled).stdout == isa(exact).stdout and isa(exact).returncode == 0
+    refused = isa("avx-2000")
+    assert refused.returncode != 0
+    assert "AEVB_FAST_CPU_ISA must be AVX512, AVX2 or DEFAULT, got 'avx-2000'" in refused.stderr

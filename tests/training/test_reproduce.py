@@ -160,7 +160,7 @@ def test_reproduce_stopped_by_sigterm_exits_143_and_says_what_was_kept(tmp_path,
     from aevb_fast.training import TrainingStopped
 
     def stopped(*args, **kwargs):
-        raise TrainingStopped(signal.SIGTERM, 500, str(tmp_path / "run"))
+        raise TrainingStopped(signal.SIGTERM, 500, str(tmp_path / "run"), saved_at=500)
 
     monkeypatch.setattr(reproduce, "figure2", stopped)
     assert cli.main(["reproduce", "figure2", "--dataset", "frey", "--root", str(tmp_path), "--threads", "1"]) == 143

@@ -158,6 +158,7 @@ def test_resume_refuses_conflicting_options_and_says_what_changes(tmp_path, caps
     code, err = run_cli(capsys, "train", "--resume", "--out", out, "--lr", "0.5", "--latent", "5")
     assert code == 2
     one_line_error(err, "--latent 5 .the run has 4., --lr 0.5 .the run has 0.02.: a resumed run keeps its options")
+    assert "--no-plots, --eval-every, --no-fused-head, --data-dir, --no-cuda-graph may change" in err  # real flags
     code, err = run_cli(capsys, "train", "--resume", "--out", out)
     assert code == 0 and "is finished (500 of 500 samples)" in err
     code, err = run_cli(capsys, "train", "--resume", "--out", out, "--samples", "1000", "--data-dir", str(tmp_path))
@@ -343,3 +344,24 @@ def test_grey_levels_under_a_bernoulli_are_not_called_nats(tmp_path, capsys):
         assert ("(minus cross-entropies, not nats)" in summary) == grey and (" nats," in summary) != grey, summary
         code, err = run_cli(capsys, "eval", out, "--importance-samples", "2", "--limit", "10")
         assert code == 0 and ("minus cross-entropies of grey levels, not nats" in err) == grey, err
+
+
+def test_a_stop_says_what_was_kept_not_a_checkpoint_it_did_not_write(tmp_path, capsys, monkeypatch):
+    # A model below the divergence line at the stop is not saved: the message says so, and gives
+    # no resume command where no checkpoint exists (it would fail with "holds no checkpoint").
+    from aevb_fast.training import TrainingStopped
+
+    out = str(tmp_path / "run")
+    for saved_at, said, then in [
+        (500, f"checkpoint saved in {out}", "resume with:"),
+        (200, "not saved (the model is below the divergence line); the last good checkpoint, at 200", "resume with:"),
+        (None, "no checkpoint was written", "nothing to resume: start again with the same command and --overwrite"),
+    ]:
+
+        def stopped(*args, saved_at=saved_at, **kwargs):
+            raise TrainingStopped(signal.SIGINT, 500, out, saved_at)
+
+        monkeypatch.setattr("aevb_fast.training.train", stopped)  # what the command imports
+        assert cli.main(["train", *SMALL, "--samples", "1000", "--out", out]) == 130
+        err = capsys.readouterr().err
+        assert said in err and then in err, err
